@@ -1,0 +1,228 @@
+"""Bundle directories: write them atomically, read and verify them before anything trusts them.
+
+A bundle is ``manifest.json`` + ``manifest.sig`` + exactly the files the manifest lists. Its
+identity is the sha256 of ``manifest.json``'s bytes (which pin every file by digest).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import msgspec
+
+from artifacts import atomic
+from artifacts.digests import sha256_bytes, sha256_file
+from artifacts.errors import (
+    BundleError,
+    BundleExistsError,
+    DigestMismatchError,
+    ManifestError,
+    MissingFileError,
+    SizeMismatchError,
+    UnlistedFileError,
+    UnsafePathError,
+)
+from artifacts.manifest import (
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+    FileEntry,
+    Manifest,
+    decode,
+    encode,
+)
+from artifacts.signing import SigningKey, TrustedKeys
+
+_SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
+
+
+def check_relpath(path: object) -> str:
+    """Return ``path`` if it is a safe bundle-relative POSIX path, else raise UnsafePathError."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError(f"bundle file path {path!r} is empty or not a string")
+    if "\\" in path or "\0" in path:
+        raise UnsafePathError(f"bundle file path {path!r} contains a backslash or NUL")
+    if path.startswith("/") or PurePosixPath(path).is_absolute():
+        raise UnsafePathError(f"bundle file path {path!r} is absolute")
+    parts = path.split("/")
+    if len(parts) > 4:
+        raise UnsafePathError(f"bundle file path {path!r} is nested too deep")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafePathError(f"bundle file path {path!r} escapes or is not normalised")
+        if not _SAFE_COMPONENT.match(part):
+            raise UnsafePathError(f"bundle file path {path!r} has unsafe characters")
+    if path in RESERVED:
+        raise UnsafePathError(f"bundle file path {path!r} is reserved for the manifest")
+    return path
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    path: Path
+    manifest: Manifest
+    manifest_bytes: bytes
+    key_id: str | None  # None when the signature was not checked
+
+    @property
+    def digest(self) -> str:
+        return sha256_bytes(self.manifest_bytes)
+
+    def file(self, relpath: str) -> Path:
+        return self.path / check_relpath(relpath)
+
+
+def bundle_digest(manifest_bytes: bytes) -> str:
+    return sha256_bytes(manifest_bytes)
+
+
+def write_bundle(
+    dest: Path,
+    manifest: Manifest,
+    files: Mapping[str, Path | bytes],
+    *,
+    key: SigningKey | None = None,
+    overwrite: bool = False,
+) -> Manifest:
+    """Write a complete bundle at ``dest`` or nothing at all.
+
+    ``files`` maps bundle-relative paths to a source file or to bytes. The manifest's ``files``
+    and ``signing_key_id`` are filled in here, so the caller cannot get them wrong.
+    """
+    dest = Path(dest)
+    if (dest.exists() or dest.is_symlink()) and not overwrite:
+        raise BundleExistsError(
+            f"{dest} already exists; pass overwrite (--overwrite) to replace it"
+        )
+    for relpath in files:
+        check_relpath(relpath)
+    with atomic.staged_dir(dest, overwrite=True) as tmp:
+        entries: list[FileEntry] = []
+        for relpath, source in sorted(files.items()):
+            target = tmp / relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, bytes | bytearray):
+                target.write_bytes(source)
+            else:
+                shutil.copyfile(source, target)
+            entries.append(
+                FileEntry(path=relpath, sha256=sha256_file(target), size=target.stat().st_size)
+            )
+        final = msgspec.structs.replace(
+            manifest, files=entries, signing_key_id=key.key_id if key else None
+        )
+        data = encode(final)
+        (tmp / MANIFEST_FILE).write_bytes(data)
+        if key is not None:
+            (tmp / SIGNATURE_FILE).write_bytes(key.sign(data))
+    return final
+
+
+def restamp_bundle(
+    src: Path, dest: Path, *, version: int, key: SigningKey, overwrite: bool = False
+) -> Manifest:
+    """Copy a bundle with ``model.version`` set to ``version`` and re-sign it (used by push)."""
+    manifest = read_manifest(src)
+    stamped = msgspec.structs.replace(
+        manifest, model=msgspec.structs.replace(manifest.model, version=version)
+    )
+    files = {entry.path: Path(src) / check_relpath(entry.path) for entry in manifest.files}
+    return write_bundle(dest, stamped, files, key=key, overwrite=overwrite)
+
+
+def _read_regular(path: Path, what: str) -> bytes:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} is missing: {path}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(f"{what} is a symlink: {path}")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"{what} is not a regular file: {path}")
+    return path.read_bytes()
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Decode a bundle's manifest without verifying anything else (for display)."""
+    return decode(_read_regular(Path(path) / MANIFEST_FILE, MANIFEST_FILE))
+
+
+def verify_bundle(
+    path: Path, trusted: TrustedKeys | None, *, check_digests: bool = True
+) -> VerifiedBundle:
+    """Verify a bundle directory; raise the specific :class:`BundleError`/SignatureError.
+
+    Order: the signature first (authenticate the file list before trusting it), then the
+    file list against the directory (paths, symlinks, missing and unlisted files), then sizes
+    and digests. ``trusted=None`` checks integrity only and says so in ``key_id=None``.
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise UnsafePathError(f"bundle directory {path} is a symlink")
+    if not path.is_dir():
+        raise MissingFileError(f"no bundle directory at {path}")
+    data = _read_regular(path / MANIFEST_FILE, MANIFEST_FILE)
+    try:
+        manifest = decode(data)
+    except ManifestError:
+        raise
+    key_id: str | None = None
+    if trusted is not None:
+        sig_path = path / SIGNATURE_FILE
+        signature = None
+        if os.path.lexists(sig_path):
+            signature = _read_regular(sig_path, SIGNATURE_FILE)
+        key_id = trusted.verify(data, signature, manifest.signing_key_id)
+
+    listed: dict[str, FileEntry] = {}
+    for entry in manifest.files:
+        relpath = check_relpath(entry.path)
+        if relpath in listed:
+            raise BundleError(f"manifest lists {relpath!r} twice")
+        listed[relpath] = entry
+
+    # Walk the directory: no symlinks or special files anywhere, nothing unlisted.
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            rel = full.relative_to(path).as_posix()
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafePathError(f"bundle contains a symlink: {rel}")
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafePathError(f"bundle contains a special file: {rel}")
+            if rel not in listed and rel not in RESERVED:
+                raise UnlistedFileError(
+                    f"bundle contains {rel!r}, which its manifest does not list "
+                    "(added after the bundle was written?)"
+                )
+
+    for relpath, entry in listed.items():
+        full = path / relpath
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            raise MissingFileError(
+                f"bundle file {relpath!r} listed in the manifest is missing"
+            ) from None
+        if st.st_size != entry.size:
+            raise SizeMismatchError(
+                f"bundle file {relpath!r} is {st.st_size} bytes, manifest says {entry.size} "
+                "(truncated or incomplete download?)"
+            )
+        if check_digests:
+            actual = sha256_file(full)
+            if actual != entry.sha256:
+                raise DigestMismatchError(
+                    f"bundle file {relpath!r} has digest {actual[:19]}…, manifest says "
+                    f"{entry.sha256[:19]}… (corrupted or tampered)"
+                )
+    return VerifiedBundle(path=path, manifest=manifest, manifest_bytes=data, key_id=key_id)

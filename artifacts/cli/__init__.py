@@ -1,0 +1,61 @@
+"""The ``artifact`` command: keys, inspect, verify, build, and the registry verbs.
+
+Each verb lives in the submodule for its area; heavy imports (the builder's torch) happen
+inside the command that needs them so ``artifact verify`` stays fast and light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import typer
+
+from artifacts.errors import ShipyardError
+
+app = typer.Typer(
+    name="artifact",
+    help="Shipyard artifacts: build, sign, verify, push, pull, promote and resolve bundles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Publisher signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _register() -> None:
+    from artifacts.cli import bundles, registry  # noqa: F401  (commands register on import)
+
+    with contextlib.suppress(ImportError):  # the builder verbs need no heavy import here
+        from artifacts.cli import build  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: run the app, turning ShipyardError into a one-line error + exit 1."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except ShipyardError as exc:
+        from artifacts.render import console
+
+        console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except typer.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

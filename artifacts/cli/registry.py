@@ -1,0 +1,1 @@
+"""Registry verbs (login, push, pull, ls, show, promote, rollback, history, resolve)."""

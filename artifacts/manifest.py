@@ -1,0 +1,209 @@
+"""Manifest schema version 1: the self-description of one bundle (one model version, one target).
+
+Encoded as canonical JSON (sorted keys, no insignificant whitespace) so the bytes — and hence
+the ed25519 signature over them — are stable across runs, machines and Python versions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from artifacts.errors import ManifestError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
+
+Task = Literal["embedding", "rerank", "classify"]
+Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "mixed"]
+
+
+class Base(msgspec.Struct, forbid_unknown_fields=False, omit_defaults=False, kw_only=True):
+    """Common struct settings: keyword-only, unknown fields tolerated within schema 1."""
+
+
+class ModelInfo(Base, kw_only=True):
+    name: str
+    version: int  # 0 = not yet assigned (stamped by `artifact push` or the build service)
+    task: Task
+    labels: list[str] = []
+    source_digest: str = ""
+    source_name: str = ""
+
+
+class Requires(Base, kw_only=True):
+    """Machine-checkable requirements; see :mod:`artifacts.targets` for the rules."""
+
+    arch: list[str] = []  # allowed CPU architectures; empty = any
+    cpu_isa_all: list[str] = []  # every flag must be present
+    cpu_isa_any: list[str] = []  # at least one must be present
+    onnxruntime: str | None = None  # version specifier, e.g. ">=1.17"
+    onnxruntime_providers: list[str] = []  # every provider must be available
+    openvino: str | None = None
+    openvino_devices: list[str] = []  # at least one must be present
+    cuda: bool = False
+    compute_capability: str | None = None  # GPU the engine was built on, "9.0"
+    hardware_compatibility: Literal["none", "same_compute_capability", "ampere_plus"] = "none"
+    tensorrt: str | None = None  # TensorRT version the engine was built with
+    tensorrt_version_compatible: bool = False
+    gpu_memory_mb: int = 0
+    memory_mb: int = 0
+
+
+class TargetInfo(Base, kw_only=True):
+    id: str
+    backend: Backend
+    precision: Precision
+    requires: Requires = msgspec.field(default_factory=Requires)
+    device: Literal["cpu", "gpu"] = "cpu"
+
+
+class TensorSpec(Base, kw_only=True):
+    name: str
+    dtype: str  # numpy dtype name: int64, float32, ...
+    shape: list[int | str]  # symbolic dims as names: "batch", "sequence"
+
+
+class IOSpec(Base, kw_only=True):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch: int = 64
+    max_seq_len: int = 256
+    pooling: Literal["mean", "cls", "max", "none"] = "none"
+    normalize: bool = False
+    output: str = ""  # name of the output the runtime reads
+    dim: int = 0  # embedding dim or number of labels
+
+
+class TokenizerSpec(Base, kw_only=True):
+    file: str = "tokenizer.json"
+    max_length: int = 256
+    truncation: Literal["longest_first", "only_first", "only_second"] = "longest_first"
+    pair: bool = False  # rerank: (query, document) pairs
+    pad_token_id: int = 0
+    pad_to_multiple_of: int = 0
+
+
+class FileEntry(Base, kw_only=True):
+    path: str
+    sha256: str
+    size: int
+
+
+class Attempt(Base, kw_only=True):
+    """One quantization configuration the builder tried for this target."""
+
+    config: str
+    passed: bool
+    metrics: dict[str, float] = {}
+    reason: str = ""
+    latency_ms: float | None = None
+    throughput: float | None = None
+
+
+class Quality(Base, kw_only=True):
+    reference: str = "torch-fp32"
+    metrics: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    passed: bool = False
+    eval_set_digest: str = ""
+    eval_items: int = 0
+    config: str = ""  # the configuration finally shipped
+    attempts: list[Attempt] = []
+
+
+class HostInfo(Base, kw_only=True):
+    cpu_model: str = ""
+    arch: str = ""
+    threads: int = 0
+    gpu: str | None = None
+
+
+class Perf(Base, kw_only=True):
+    host: HostInfo = msgspec.field(default_factory=HostInfo)
+    latency_p50_ms: float | None = None  # batch 1, short queries
+    latency_p99_ms: float | None = None
+    throughput_items_s: float | None = None  # batch 32, product titles
+    batch: int = 32
+    notes: str = ""
+
+
+class BuildInfo(Base, kw_only=True):
+    toolchain: dict[str, str] = {}
+    calibration_set_digest: str = ""
+    options: dict[str, str] = {}
+    builder_host: str = ""
+    builder_gpu: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    peak_rss_mb: float | None = None
+
+
+class GoldenSpec(Base, kw_only=True):
+    file: str = "golden.npz"
+    tolerance: float = 0.0
+    metric: Literal["cosine", "max_abs"] = "cosine"
+    items: int = 0
+
+
+class Manifest(Base, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    model: ModelInfo
+    target: TargetInfo
+    io: IOSpec
+    tokenizer: TokenizerSpec = msgspec.field(default_factory=TokenizerSpec)
+    files: list[FileEntry] = []
+    quality: Quality = msgspec.field(default_factory=Quality)
+    perf: Perf = msgspec.field(default_factory=Perf)
+    build: BuildInfo = msgspec.field(default_factory=BuildInfo)
+    golden: GoldenSpec = msgspec.field(default_factory=GoldenSpec)
+    signing_key_id: str | None = None
+
+    def model_file(self) -> str:
+        """The primary model file: ``model.onnx``, ``model.xml`` or ``model.plan``."""
+        suffix = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".plan"}[
+            self.target.backend
+        ]
+        for entry in self.files:
+            if entry.path.endswith(suffix):
+                return entry.path
+        raise ManifestError(f"manifest lists no {suffix} file for backend {self.target.backend}")
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def encode(manifest: Manifest) -> bytes:
+    """Canonical bytes: sorted keys, compact separators, shortest float repr."""
+    return _encoder.encode(manifest)
+
+
+def decode(data: bytes) -> Manifest:
+    """Decode and validate manifest bytes; refuse schema versions from the future."""
+    try:
+        head = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ManifestError(f"manifest.json is not valid JSON: {exc}") from exc
+    if not isinstance(head, dict):
+        raise ManifestError("manifest.json must hold a JSON object")
+    version = head.get("schema_version")
+    if not isinstance(version, int):
+        raise ManifestError("manifest.json has no integer schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"manifest schema_version {version} is not supported by this Shipyard "
+            f"(understands {SCHEMA_VERSION}); upgrade shipyard to read this bundle"
+        )
+    try:
+        return msgspec.json.decode(data, type=Manifest)
+    except msgspec.ValidationError as exc:
+        raise ManifestError(
+            f"manifest.json does not follow schema {SCHEMA_VERSION}: {exc}"
+        ) from exc
+
+
+def to_builtins(manifest: Manifest) -> dict:
+    return msgspec.to_builtins(manifest)

@@ -1,0 +1,126 @@
+"""Readable rich tables for manifests, rankings and registry listings (CLI output only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from artifacts.manifest import Manifest, Requires
+from artifacts.targets import Ranking
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def fmt_num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+
+def requires_text(req: Requires) -> str:
+    parts: list[str] = []
+    if req.arch:
+        parts.append("arch " + "/".join(req.arch))
+    if req.cpu_isa_all:
+        parts.append("cpu " + "+".join(req.cpu_isa_all))
+    if req.cpu_isa_any:
+        parts.append("cpu any of " + "/".join(req.cpu_isa_any))
+    if req.onnxruntime is not None:
+        parts.append(f"onnxruntime {req.onnxruntime}".strip())
+    if req.onnxruntime_providers:
+        parts.append("EP " + "+".join(req.onnxruntime_providers))
+    if req.openvino is not None:
+        parts.append(f"openvino {req.openvino}".strip())
+    if req.compute_capability:
+        parts.append(f"sm {req.compute_capability} ({req.hardware_compatibility})")
+    if req.tensorrt:
+        vc = ", version-compatible" if req.tensorrt_version_compatible else ""
+        parts.append(f"TensorRT {req.tensorrt}{vc}")
+    return "; ".join(parts) or "none"
+
+
+def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
+    t = Table(
+        title=title or f"{m.model.name} v{m.model.version} · {m.target.id}", show_header=False
+    )
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    t.add_row("model", f"{m.model.name} (source {m.model.source_name or '-'})")
+    t.add_row("version", str(m.model.version or "unassigned"))
+    t.add_row(
+        "task", m.model.task + (f" · labels {', '.join(m.model.labels)}" if m.model.labels else "")
+    )
+    t.add_row(
+        "target", f"{m.target.id} · {m.target.backend} · {m.target.precision} · {m.target.device}"
+    )
+    t.add_row("requires", requires_text(m.target.requires))
+    t.add_row(
+        "io",
+        f"max_batch {m.io.max_batch} · max_seq_len {m.io.max_seq_len} · pooling {m.io.pooling}"
+        f" · normalize {m.io.normalize} · dim {m.io.dim}",
+    )
+    q = m.quality
+    verdict = "[green]passed[/green]" if q.passed else "[red]FAILED[/red]"
+    metrics = ", ".join(
+        f"{k} {fmt_num(v)} (≥{fmt_num(q.thresholds[k])})"
+        if k in q.thresholds
+        else f"{k} {fmt_num(v)}"
+        for k, v in sorted(q.metrics.items())
+    )
+    t.add_row("quality", f"{verdict} · config {q.config or '-'} · {metrics or 'no metrics'}")
+    if q.attempts:
+        t.add_row(
+            "tried", "; ".join(f"{a.config}: {'pass' if a.passed else 'fail'}" for a in q.attempts)
+        )
+    p = m.perf
+    t.add_row(
+        "perf",
+        f"p50 {fmt_num(p.latency_p50_ms, 2)} ms · p99 {fmt_num(p.latency_p99_ms, 2)} ms (batch 1) · "
+        f"{fmt_num(p.throughput_items_s, 1)} items/s (batch {p.batch}) on "
+        f"{p.host.cpu_model or '?'} × {p.host.threads}",
+    )
+    size = sum(f.size for f in m.files)
+    t.add_row("files", f"{len(m.files)} files, {fmt_bytes(size)}")
+    for f in m.files:
+        t.add_row("", f"{f.path}  {fmt_bytes(f.size)}  {f.sha256[:23]}…")
+    t.add_row("signed by", m.signing_key_id or "[yellow]unsigned[/yellow]")
+    return t
+
+
+def ranking_table(ranking: Ranking, *, title: str = "selection") -> Table:
+    t = Table(title=title)
+    t.add_column("#", justify="right")
+    t.add_column("target")
+    t.add_column("verdict")
+    t.add_column("why")
+    for i, c in enumerate(ranking.eligible, 1):
+        t.add_row(str(i), c.target, "[green]eligible[/green]", c.note)
+    for e in ranking.excluded:
+        t.add_row("-", e.target, "[red]excluded[/red]", e.reason)
+    return t
+
+
+def simple_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*("-" if v is None else str(v) for v in row))
+    return t
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that does not wrap lines mid-sentence when output goes to a pipe or a log."""
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 180
+    return Console(stderr=stderr, soft_wrap=True, width=width)

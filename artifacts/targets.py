@@ -1,0 +1,297 @@
+"""Target taxonomy and the one pure compatibility function.
+
+Given a node's :class:`NodeCapabilities` and the manifests of one model version, :func:`rank_bundles`
+returns the bundles the node can run, best first, and for every other bundle the reason it was
+excluded. Central's ``/v1/resolve`` and the edge selector both call it, so the answer is the same
+wherever it is asked.
+
+TensorRT rules, as TensorRT documents them (Engine Compatibility / Version Compatibility):
+
+* By default an engine runs only with the TensorRT version that built it (major.minor.patch[.build]
+  must match) and only on the GPU architecture (compute capability) it was built on.
+* ``VERSION_COMPATIBLE`` engines (built with TensorRT >= 8.6) also run on later TensorRT runtimes
+  (with the lean runtime); never on older ones.
+* Hardware compatibility level ``AMPERE_PLUS`` engines run on any Ampere or newer GPU
+  (compute capability >= 8.0); ``SAME_COMPUTE_CAPABILITY`` engines on any GPU of the same compute
+  capability as the build GPU; ``NONE`` (the default) on the build GPU's architecture only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from artifacts.manifest import Manifest, Requires
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    id: str
+    backend: str
+    precision: str
+    device: str  # "cpu" | "gpu"
+    rank: int  # default preference: lower is preferred
+    description: str
+
+
+TARGETS: dict[str, TargetSpec] = {
+    t.id: t
+    for t in (
+        TargetSpec("tensorrt-int8", "tensorrt", "int8", "gpu", 10, "TensorRT engine, INT8 Q/DQ"),
+        TargetSpec("tensorrt-fp16", "tensorrt", "fp16", "gpu", 20, "TensorRT engine, FP16"),
+        TargetSpec("onnx-fp16", "onnxruntime", "fp16", "gpu", 30, "ONNX FP16, onnxruntime CUDA EP"),
+        TargetSpec("openvino-int8", "openvino", "int8", "cpu", 40, "OpenVINO IR, NNCF static INT8"),
+        TargetSpec("onnx-int8", "onnxruntime", "int8", "cpu", 50, "ONNX INT8, onnxruntime CPU"),
+        TargetSpec("onnx-fp32", "onnxruntime", "fp32", "cpu", 90, "ONNX FP32: the last resort"),
+    )
+}
+CPU_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
+GPU_TARGETS = ("onnx-fp16", "tensorrt-fp16", "tensorrt-int8")
+LAST_RESORT = "onnx-fp32"
+
+# CPU feature flags that make INT8 GEMMs fast and saturation-free (Linux /proc/cpuinfo names).
+INT8_DOT_PRODUCT_ISA = ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp"]
+
+
+def target_spec(target_id: str) -> TargetSpec:
+    try:
+        return TARGETS[target_id]
+    except KeyError:
+        known = ", ".join(TARGETS)
+        raise ValueError(f"unknown target {target_id!r}; known targets: {known}") from None
+
+
+class GpuInfo(msgspec.Struct, kw_only=True):
+    name: str
+    compute_capability: str  # "9.0"
+    memory_mb: int = 0
+    index: int = 0
+    uuid: str = ""
+
+
+class NodeCapabilities(msgspec.Struct, kw_only=True):
+    """What a node (edge or build worker) can run; filled by ``edge_runtime.probe``."""
+
+    hostname: str = ""
+    arch: str = ""  # "x86_64" | "aarch64"
+    cpu_model: str = ""
+    cpu_isa: list[str] = []
+    cpu_cores: int = 0
+    memory_mb: int = 0
+    gpus: list[GpuInfo] = []
+    cuda_driver: str | None = None
+    tensorrt: str | None = None
+    onnxruntime: str | None = None
+    onnxruntime_providers: list[str] = []
+    openvino: str | None = None
+    openvino_devices: list[str] = []
+    probe_errors: dict[str, str] = {}
+
+
+class SelectionPolicy(msgspec.Struct, kw_only=True):
+    """Operator policy (edge.toml ``[backends]``) applied on top of the requirements."""
+
+    allow: list[str] = []  # empty: every target the node can run
+    deny: list[str] = []
+    prefer: list[str] = []  # these first, in this order, when eligible
+    require_gpu: bool = False  # never fall back to a CPU target
+
+
+class Candidate(msgspec.Struct, kw_only=True):
+    target: str
+    backend: str
+    precision: str
+    device: str
+    note: str = ""
+
+
+class Exclusion(msgspec.Struct, kw_only=True):
+    target: str
+    reason: str
+
+
+class Ranking(msgspec.Struct, kw_only=True):
+    eligible: list[Candidate]
+    excluded: list[Exclusion]
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.eligible[0] if self.eligible else None
+
+
+def _cc(value: str) -> tuple[int, int]:
+    major, _, minor = value.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _sm(value: str | None) -> str:
+    if not value:
+        return "an unknown GPU"
+    major, minor = _cc(value)
+    return f"sm_{major}{minor}"
+
+
+def _version(value: str) -> Version | None:
+    try:
+        return Version(value)
+    except InvalidVersion:
+        return None
+
+
+def _spec_ok(spec: str, installed: str) -> bool:
+    version = _version(installed)
+    if version is None:
+        return False
+    try:
+        return SpecifierSet(spec).contains(version, prereleases=True)
+    except InvalidSpecifier:
+        return False
+
+
+def _tensorrt_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    built = f"built for {_sm(req.compute_capability)} / TensorRT {req.tensorrt or '?'}"
+    if req.hardware_compatibility == "ampere_plus":
+        built = f"built hardware-compatible (Ampere+) / TensorRT {req.tensorrt or '?'}"
+    if not caps.gpus:
+        return [f"{built}; node has no NVIDIA GPU"]
+    reasons: list[str] = []
+    node_ccs = sorted({g.compute_capability for g in caps.gpus})
+    node_desc = ", ".join(f"{_sm(c)} ({g})" for c, g in _gpu_names(caps))
+    if req.hardware_compatibility == "ampere_plus":
+        if not any(_cc(c) >= (8, 0) for c in node_ccs):
+            reasons.append(f"{built}; needs an Ampere or newer GPU (sm_80+), node has {node_desc}")
+    elif req.compute_capability and req.compute_capability not in node_ccs:
+        reasons.append(
+            f"{built}; node has {node_desc} — engines run only on the compute capability they "
+            "were built for unless built hardware-compatible"
+        )
+    if caps.tensorrt is None:
+        reasons.append(f"{built}; TensorRT is not installed on this node")
+    elif req.tensorrt:
+        built_v, node_v = _version(req.tensorrt), _version(caps.tensorrt)
+        if built_v is None or node_v is None:
+            reasons.append(f"{built}; cannot compare TensorRT versions with node's {caps.tensorrt}")
+        elif req.tensorrt_version_compatible:
+            if built_v < Version("8.6"):
+                reasons.append(f"{built}; version compatibility needs an engine built with >= 8.6")
+            elif node_v < built_v:
+                reasons.append(
+                    f"{built} (version-compatible); node's TensorRT {caps.tensorrt} is older"
+                )
+        elif node_v.release != built_v.release:
+            reasons.append(
+                f"{built}; node has TensorRT {caps.tensorrt} — a plain engine runs only on the "
+                "exact TensorRT version that built it (build it VERSION_COMPATIBLE to relax this)"
+            )
+    if req.gpu_memory_mb and not any(g.memory_mb >= req.gpu_memory_mb for g in caps.gpus):
+        reasons.append(f"needs a GPU with >= {req.gpu_memory_mb} MB memory")
+    return reasons
+
+
+def _gpu_names(caps: NodeCapabilities) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for g in caps.gpus:
+        seen.setdefault(g.compute_capability, g.name)
+    return sorted(seen.items())
+
+
+def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) -> list[str]:
+    """Every reason ``caps`` cannot run a bundle with these requirements (empty: it can)."""
+    reasons: list[str] = []
+    isa = set(caps.cpu_isa)
+    if req.arch and caps.arch not in req.arch:
+        reasons.append(f"needs CPU arch {'/'.join(req.arch)}, node is {caps.arch or 'unknown'}")
+    missing_all = [f for f in req.cpu_isa_all if f not in isa]
+    if missing_all:
+        reasons.append(f"needs CPU features {', '.join(missing_all)}")
+    if req.cpu_isa_any and not isa.intersection(req.cpu_isa_any):
+        have = ", ".join(sorted(isa.intersection({"avx2", "avx512f", "asimd"}))) or "none of them"
+        reasons.append(
+            f"needs one of {'/'.join(req.cpu_isa_any)} for fast, saturation-free INT8 "
+            f"(node has {have})"
+        )
+    if req.memory_mb and caps.memory_mb and caps.memory_mb < req.memory_mb:
+        reasons.append(f"needs {req.memory_mb} MB memory, node has {caps.memory_mb} MB")
+    if req.onnxruntime is not None:
+        if caps.onnxruntime is None:
+            reasons.append("onnxruntime is not installed (pip install 'shipyard[edge]')")
+        elif req.onnxruntime and not _spec_ok(req.onnxruntime, caps.onnxruntime):
+            reasons.append(f"needs onnxruntime {req.onnxruntime}, node has {caps.onnxruntime}")
+    missing_eps = [p for p in req.onnxruntime_providers if p not in caps.onnxruntime_providers]
+    if missing_eps:
+        reasons.append(f"needs onnxruntime providers {', '.join(missing_eps)}")
+    if req.openvino is not None:
+        if caps.openvino is None:
+            reasons.append("OpenVINO is not installed (pip install openvino)")
+        elif req.openvino and not _spec_ok(req.openvino, caps.openvino):
+            reasons.append(f"needs OpenVINO {req.openvino}, node has {caps.openvino}")
+        elif req.openvino_devices and not set(req.openvino_devices) & set(caps.openvino_devices):
+            reasons.append(f"needs an OpenVINO device of {'/'.join(req.openvino_devices)}")
+    spec = TARGETS.get(target_id)
+    if spec is not None and spec.backend == "tensorrt":
+        reasons.extend(_tensorrt_reasons(req, caps))
+    elif req.cuda and not caps.gpus:
+        reasons.append("needs an NVIDIA GPU with CUDA; node has none")
+    return reasons
+
+
+def rank_bundles(
+    caps: NodeCapabilities,
+    manifests: Sequence[Manifest],
+    policy: SelectionPolicy | None = None,
+) -> Ranking:
+    """Eligible bundles best-first, plus the reason every other bundle is excluded. Pure."""
+    policy = policy or SelectionPolicy()
+    eligible: list[tuple[tuple[int, int], Candidate]] = []
+    excluded: list[Exclusion] = []
+    prefer = {t: i for i, t in enumerate(policy.prefer)}
+    for manifest in manifests:
+        target_id = manifest.target.id
+        spec = TARGETS.get(target_id)
+        if spec is None:
+            excluded.append(Exclusion(target=target_id, reason="unknown target id"))
+            continue
+        if target_id in policy.deny:
+            excluded.append(Exclusion(target=target_id, reason="denied by policy (backends.deny)"))
+            continue
+        if policy.allow and target_id not in policy.allow:
+            excluded.append(
+                Exclusion(target=target_id, reason="not in policy allow list (backends.allow)")
+            )
+            continue
+        if policy.require_gpu and spec.device != "gpu":
+            excluded.append(
+                Exclusion(target=target_id, reason="CPU target refused: require_gpu = true")
+            )
+            continue
+        if not manifest.quality.passed:
+            excluded.append(
+                Exclusion(target=target_id, reason="its quality gate did not pass at build time")
+            )
+            continue
+        reasons = check_requirements(target_id, manifest.target.requires, caps)
+        if reasons:
+            excluded.append(
+                Exclusion(target=target_id, reason=f"{target_id}: " + "; ".join(reasons))
+            )
+            continue
+        key = (prefer.get(target_id, len(prefer)), spec.rank)
+        note = "preferred by policy" if target_id in prefer else spec.description
+        eligible.append(
+            (
+                key,
+                Candidate(
+                    target=target_id,
+                    backend=spec.backend,
+                    precision=spec.precision,
+                    device=spec.device,
+                    note=note,
+                ),
+            )
+        )
+    eligible.sort(key=lambda kv: kv[0])
+    return Ranking(eligible=[c for _, c in eligible], excluded=excluded)

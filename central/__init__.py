@@ -1,0 +1,1 @@
+"""Shipyard central: the artifact registry, build jobs and fleet status (a litestar service)."""

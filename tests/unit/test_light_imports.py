@@ -1,0 +1,21 @@
+"""The edge and the contract stay light: no torch/transformers/optimum on import."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "optimum", "nncf")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["artifacts", "artifacts.bundle", "artifacts.targets", "artifacts.cli", "edge_runtime"],
+)
+def test_import_does_not_pull_heavy_deps(module):
+    code = (
+        f"import sys, {module}; heavy = [m for m in {HEAVY!r} if m in sys.modules]; "
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, f"{module} imported {proc.stdout.strip()} {proc.stderr[-500:]}"

@@ -18,8 +18,8 @@ and, where there is one, what to do about it. The tree, like httpx's, is documen
     │   ├── UntrustedKeyError
     │   └── BadSignatureError         manifest edited after signing, or forged
     ├── KeyFileError                  unreadable / wrong type of key file
-    ├── InvalidNameError              model / channel / target name outside the allowed alphabet
     ├── InputError                    bad user input (files, options, datasets)
+    │   └── InvalidNameError          model / channel / target name outside the allowed alphabet
     ├── CompatibilityError            no bundle of a version can run on a node
     └── RegistryError                 talking to the central service
         ├── RegistryUnavailableError  connection refused / timed out / 5xx
@@ -91,12 +91,12 @@ class KeyFileError(ShipyardError):
     """A key file cannot be read or holds the wrong kind of key."""
 
 
-class InvalidNameError(ShipyardError):
-    """A model, channel or target name is outside the allowed alphabet."""
-
-
 class InputError(ShipyardError):
     """User input (a file, an option, a dataset) is invalid."""
+
+
+class InvalidNameError(InputError):
+    """A model, channel or target name is outside the allowed alphabet."""
 
 
 class CompatibilityError(ShipyardError):

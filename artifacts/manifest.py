@@ -59,6 +59,7 @@ class TargetInfo(Base, kw_only=True):
     precision: Precision
     requires: Requires = msgspec.field(default_factory=Requires)
     device: Literal["cpu", "gpu"] = "cpu"
+    runtime: dict[str, str] = {}  # settings the backend must apply (e.g. inference_precision)
 
 
 class TensorSpec(Base, kw_only=True):

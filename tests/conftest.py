@@ -35,3 +35,57 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def publisher_keys(tmp_path_factory):
+    """A publisher key pair shared by the session: (private key path, public key path)."""
+    from artifacts.signing import generate_keypair
+
+    priv, pub, _ = generate_keypair(tmp_path_factory.mktemp("keys"))
+    return priv, pub
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random BERT directories for each task."""
+    from tests.factories import make_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        task: make_tiny_model(root / task, task) for task in ("embedding", "rerank", "classify")
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
+    """Bundles for the three CPU targets of every task, built once per session."""
+    from builder.pipeline import BuildConfig, build
+
+    out = {}
+    for task, model_dir in tiny_models.items():
+        dest = tmp_path_factory.mktemp(f"bundles-{task}")
+        report = build(
+            BuildConfig(
+                model_dir=str(model_dir), task=task, model_name=f"tiny-{task}", out_dir=str(dest),
+                key_file=str(publisher_keys[0]), eval_limit=120, calibration_limit=40,
+            )
+        )  # fmt: skip
+        out[task] = (dest, report)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_build(tmp_path_factory, publisher_keys):
+    """The real all-MiniLM-L6-v2 built for the three CPU targets (once per session, ~2 min)."""
+    from builder.pipeline import BuildConfig, build
+    from tests.factories import minilm_dir
+
+    dest = tmp_path_factory.mktemp("minilm-bundles")
+    report = build(
+        BuildConfig(
+            model_dir=str(minilm_dir()), task="embedding", model_name="product-embedder",
+            out_dir=str(dest), key_file=str(publisher_keys[0]),
+        )
+    )  # fmt: skip
+    return dest, report

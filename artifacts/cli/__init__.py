@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the app, turning ShipyardError into a one-line error + exit 1."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int):  # typer.Exit(code) returns here in non-standalone mode
+            return result
     except ShipyardError as exc:
         from artifacts.render import console
 

@@ -1,0 +1,196 @@
+"""``artifact build``: run the builder locally with progress bars and a summary table.
+
+The builder (torch, optimum, ...) is imported only when the command runs, so the rest of the
+``artifact`` CLI stays light on edge nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from artifacts.cli import app
+from artifacts.errors import InputError
+from artifacts.render import console, fmt_bytes, fmt_num
+
+
+class RichReporter:
+    """One progress bar per stage/target, drawn on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def begin(self, scope: str, total: int) -> None:
+        self.tasks[scope] = self.progress.add_task(scope, total=total or None, status="starting")
+
+    def step(self, scope: str, message: str) -> None:
+        if scope not in self.tasks:
+            self.begin(scope, 0)
+        self.progress.update(self.tasks[scope], advance=1, status=message)
+
+    def end(self, scope: str, ok: bool, message: str) -> None:
+        task = self.tasks.get(scope)
+        if task is None:
+            return
+        total = self.progress.tasks[task].total or 1
+        mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+        self.progress.update(task, completed=total, total=total, status=f"{mark} {message[:90]}")
+
+
+def parse_thresholds(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for value in values:
+        name, sep, num = value.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(num)
+        except ValueError:
+            raise InputError(f"--threshold expects NAME=VALUE, got {value!r}") from None
+    return out
+
+
+def summary_table(report) -> Table:
+    t = Table(
+        title=f"build summary · {report.seconds:.0f} s · peak RSS {report.peak_rss_mb:.0f} MB"
+    )
+    for col in (
+        "target",
+        "result",
+        "config",
+        "gate (value / threshold)",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        "size",
+        "tried",
+    ):
+        t.add_column(col)
+    fp32_size = next(
+        (r.size_bytes for r in report.targets if r.target == "onnx-fp32" and r.passed), 0
+    )
+    for r in report.targets:
+        o = r.outcome
+        gate = ""
+        if o and o.gate:
+            gate = "\n".join(
+                f"{k} {fmt_num(v)} / {fmt_num(o.gate.thresholds.get(k))}"
+                for k, v in o.gate.metrics.items()
+            )
+        tried = "\n".join(
+            f"{a.config}: {'pass' if a.passed else 'fail'}" for a in (o.attempts if o else [])
+        )
+        size = fmt_bytes(r.size_bytes) if r.size_bytes else "-"
+        if r.size_bytes and fp32_size and r.target != "onnx-fp32":
+            size += f" ({100 * r.size_bytes / fp32_size:.0f}%)"
+        speed = o.speed if o else None
+        t.add_row(
+            r.target,
+            "[green]passed[/green]" if r.passed else f"[red]failed[/red]\n{r.reason[:300]}",
+            o.config if o and o.config else "-",
+            gate or "-",
+            fmt_num(speed.p50_ms, 2) if speed else "-",
+            fmt_num(speed.p99_ms, 2) if speed else "-",
+            fmt_num(speed.throughput, 1) if speed else "-",
+            size,
+            tried or "-",
+        )
+    return t
+
+
+def report_json(report) -> dict:
+    return {
+        "ok": report.ok,
+        "seconds": round(report.seconds, 1),
+        "peak_rss_mb": round(report.peak_rss_mb, 1),
+        "targets": [
+            {
+                "target": r.target,
+                "passed": r.passed,
+                "reason": r.reason,
+                "path": r.path,
+                "size_bytes": r.size_bytes,
+                "config": r.outcome.config if r.outcome else "",
+                "metrics": r.outcome.gate.metrics if r.outcome and r.outcome.gate else {},
+                "attempts": [
+                    a.config + (": pass" if a.passed else ": fail")
+                    for a in (r.outcome.attempts if r.outcome else [])
+                ],
+            }
+            for r in report.targets
+        ],
+    }
+
+
+@app.command("build")
+def build_cmd(
+    model_dir: Path = typer.Argument(..., help="Hugging Face model directory"),
+    task: str = typer.Option(..., "--task", help="embedding | rerank | classify"),
+    model: str = typer.Option(
+        ..., "--model", help="Model name in the registry, e.g. product-embedder"
+    ),
+    out: Path = typer.Option(..., "--out", help="Output directory: one bundle per target"),
+    targets: str = typer.Option(
+        "onnx-fp32,onnx-int8,openvino-int8", "--targets", help="Comma-separated target ids"
+    ),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration JSONL"),
+    eval_file: Path | None = typer.Option(None, "--eval", help="Evaluation JSONL"),
+    key: Path | None = typer.Option(None, "--key", help="ed25519 private key to sign the bundles"),
+    version: int = typer.Option(
+        0, "--version", help="Version number to stamp (0: assigned at push)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing bundles in OUT"),
+    threads: int = typer.Option(0, "--threads", help="CPU threads (0: all cores)"),
+    threshold: list[str] = typer.Option(
+        [], "--threshold", help="Override a gate threshold: NAME=VALUE"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+) -> None:
+    """Build, gate, benchmark and sign one bundle per target."""
+    from builder.pipeline import BuildConfig, build
+
+    config = BuildConfig(
+        model_dir=str(model_dir),
+        task=task,
+        model_name=model,
+        out_dir=str(out),
+        targets=[t.strip() for t in targets.split(",") if t.strip()],
+        calibration_file=str(calibration) if calibration else None,
+        eval_file=str(eval_file) if eval_file else None,
+        key_file=str(key) if key else None,
+        version=version,
+        overwrite=overwrite,
+        threads=threads,
+        thresholds=parse_thresholds(threshold),
+    )
+    err = console(stderr=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(bar_width=24),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        transient=False,
+        disable=as_json or not sys.stderr.isatty(),
+    ) as progress:
+        report = build(config, RichReporter(progress))
+    if as_json:
+        typer.echo(json.dumps(report_json(report), indent=2))
+    else:
+        console().print(summary_table(report))
+        for r in report.targets:
+            if r.passed:
+                console().print(f"[green]wrote[/green] {r.path}", highlight=False)
+    if not report.ok:
+        failed = ", ".join(r.target for r in report.targets if not r.passed)
+        console(stderr=True).print(
+            f"[red]error:[/red] target(s) failed: {failed} (see reasons above)"
+        )
+        raise typer.Exit(2)

@@ -1,0 +1,136 @@
+"""Tokenisation and post-processing shared by the builder (golden/gate) and the edge.
+
+Part of the contract: a bundle's outputs are defined for inputs prepared exactly this way
+(``tokenizer.json`` + the manifest's :class:`TokenizerSpec`), so the builder's reference, the
+golden smoke check and live serving all go through this one code path. Imports ``tokenizers``
+and ``numpy`` (light) — never torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from artifacts.manifest import Manifest, TokenizerSpec
+
+Item = str | tuple[str, str]
+
+_STRATEGY = {
+    "longest_first": "longest_first",
+    "only_first": "only_first",
+    "only_second": "only_second",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tokenised input, unpadded."""
+
+    ids: np.ndarray  # int64 [n]
+    type_ids: np.ndarray  # int64 [n]
+    truncated: bool
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class TextEncoder:
+    """Tokenise single texts or (query, document) pairs the way the manifest says."""
+
+    def __init__(self, tokenizer_file: Path, spec: TokenizerSpec) -> None:
+        self.spec = spec
+        tok = Tokenizer.from_file(str(tokenizer_file))
+        # A tokenizer.json may carry its own padding/truncation (MiniLM's pads to a fixed 128):
+        # the manifest is authoritative, so reset both.
+        tok.no_padding()
+        tok.no_truncation()
+        self._tok = tok
+        self._plain = Tokenizer.from_file(str(tokenizer_file))
+        self._plain.no_padding()
+        self._plain.enable_truncation(
+            max_length=spec.max_length, strategy=_STRATEGY[spec.truncation]
+        )
+
+    @classmethod
+    def for_bundle(cls, bundle_dir: Path, manifest: Manifest) -> TextEncoder:
+        return cls(Path(bundle_dir) / manifest.tokenizer.file, manifest.tokenizer)
+
+    def encode(self, items: list[Item]) -> list[Encoded]:
+        """Tokenise a batch; ``truncated`` tells whether an item lost tokens to max_length."""
+        if not items:
+            return []
+        pair = isinstance(items[0], tuple)
+        inputs = [tuple(i) for i in items] if pair else list(items)
+        encs = self._plain.encode_batch(inputs)
+        out: list[Encoded] = []
+        for enc in encs:
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            out.append(
+                Encoded(
+                    ids=ids,
+                    type_ids=np.asarray(enc.type_ids, dtype=np.int64),
+                    truncated=bool(enc.overflowing),
+                )
+            )
+        return out
+
+    def count_tokens(self, items: list[Item]) -> list[int]:
+        return [len(e) for e in self.encode(items)]
+
+
+def collate(
+    batch: list[Encoded], input_names: list[str], *, pad_id: int = 0, multiple_of: int = 0
+) -> dict[str, np.ndarray]:
+    """Pad a batch to its longest item (right padding) and build the model's input dict."""
+    longest = max(len(e) for e in batch)
+    if multiple_of > 1:
+        longest = -(-longest // multiple_of) * multiple_of
+    n = len(batch)
+    ids = np.full((n, longest), pad_id, dtype=np.int64)
+    mask = np.zeros((n, longest), dtype=np.int64)
+    types = np.zeros((n, longest), dtype=np.int64)
+    for i, e in enumerate(batch):
+        k = len(e)
+        ids[i, :k] = e.ids
+        mask[i, :k] = 1
+        types[i, :k] = e.type_ids
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: arrays[name] for name in input_names}
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def compare(reference: np.ndarray, actual: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
+    """Per-item agreement: cosine (higher is better) or max-abs deviation (lower is better).
+
+    Returns (worst value, per-item values).
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    if reference.shape != actual.shape:
+        raise ValueError(f"shape mismatch: reference {reference.shape} vs actual {actual.shape}")
+    if metric == "cosine":
+        r = reference.reshape(len(reference), -1)
+        a = actual.reshape(len(actual), -1)
+        num = (r * a).sum(axis=1)
+        den = np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(a, axis=1), 1e-12)
+        per = num / den
+        return float(per.min()), per
+    per = np.abs(reference - actual).reshape(len(reference), -1).max(axis=1)
+    return float(per.max()), per

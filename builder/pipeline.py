@@ -1,0 +1,397 @@
+"""``build(config)``: model directory → signed, gated, benchmarked bundles, one per target.
+
+The same function backs ``artifact build`` and the build service's workers. It validates
+everything it can before the expensive work starts, builds each target independently (one
+failing target does not stop the others), and writes only bundles that passed their gate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from artifacts.bundle import write_bundle
+from artifacts.digests import sha256_bytes
+from artifacts.errors import BundleExistsError, InputError
+from artifacts.golden import golden_bytes
+from artifacts.manifest import (
+    BuildInfo,
+    GoldenSpec,
+    IOSpec,
+    Manifest,
+    ModelInfo,
+    Perf,
+    Quality,
+    TargetInfo,
+    TensorSpec,
+    TokenizerSpec,
+)
+from artifacts.names import check_name
+from artifacts.signing import SigningKey, load_signing_key
+from artifacts.targets import TARGETS, target_spec
+from artifacts.textproc import TextEncoder, compare
+from builder.bench import Workload, host_info
+from builder.data.datasets import calibration_items, eval_set
+from builder.errors import BuildError
+from builder.export import export_master, validate_against_torch
+from builder.gate import Evaluator, thresholds_for
+from builder.golden import golden_items, tolerance
+from builder.reference import TorchReference, run_sorted
+from builder.source import inspect_model_dir
+from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
+from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
+
+TASKS = ("embedding", "rerank", "classify")
+DEFAULT_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
+LADDERS = {
+    "onnx-fp32": onnx_fp32.candidates,
+    "onnx-int8": onnx_int8.candidates,
+    "openvino-int8": openvino_int8.candidates,
+    "tensorrt-fp16": tensorrt.candidates_fp16,
+    "tensorrt-int8": tensorrt.candidates_int8,
+}
+PREFLIGHT = {"tensorrt-fp16": tensorrt.preflight, "tensorrt-int8": tensorrt.preflight}
+TOOLCHAIN = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "tokenizers",
+    "shipyard",
+)
+
+
+class BuildConfig(msgspec.Struct, kw_only=True):
+    """Everything one build needs (one typed object instead of many arguments)."""
+
+    model_dir: str
+    task: str
+    model_name: str
+    out_dir: str
+    targets: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_TARGETS))
+    calibration_file: str | None = None
+    eval_file: str | None = None
+    key_file: str | None = None
+    version: int = 0  # 0: assigned at push
+    overwrite: bool = False
+    threads: int = 0  # 0: all cores
+    thresholds: dict[str, float] = {}
+    max_batch: int = 64
+    eval_limit: int = 1200
+    calibration_limit: int = 300
+
+
+@dataclass
+class TargetReport:
+    target: str
+    passed: bool
+    reason: str = ""
+    path: str | None = None
+    manifest: Manifest | None = None
+    outcome: TargetOutcome | None = None
+    size_bytes: int = 0
+
+
+@dataclass
+class BuildReport:
+    targets: list[TargetReport] = field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    source_digest: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(t.passed for t in self.targets)
+
+
+def _check_config(cfg: BuildConfig) -> tuple[list[str], SigningKey | None]:
+    if cfg.task not in TASKS:
+        raise InputError(f"unknown task {cfg.task!r}; choose one of {', '.join(TASKS)}")
+    check_name(cfg.model_name, "model name")
+    if not cfg.targets:
+        raise InputError("no targets requested")
+    for t in cfg.targets:
+        if t not in TARGETS or t not in LADDERS:
+            raise InputError(f"unknown target {t!r}; known: {', '.join(LADDERS)}")
+    targets = list(dict.fromkeys(cfg.targets))
+    out = Path(cfg.out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
+    if not cfg.overwrite:
+        existing = [t for t in targets if (out / t).exists()]
+        if existing:
+            raise BundleExistsError(
+                f"{out} already holds bundles for {', '.join(existing)}; pass --overwrite to replace them"
+            )
+    key = load_signing_key(Path(cfg.key_file)) if cfg.key_file else None
+    thresholds_for(cfg.task, cfg.thresholds)  # unknown threshold names fail now
+    return targets, key
+
+
+def _toolchain() -> dict[str, str]:
+    versions = {}
+    for name in TOOLCHAIN:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _tokenizer_file(model_dir: Path, dest: Path) -> Path:
+    """The bundle's tokenizer.json: the model's own, or converted from its slow tokenizer."""
+    if (model_dir / "tokenizer.json").is_file():
+        shutil.copyfile(model_dir / "tokenizer.json", dest)
+        return dest
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    tok.backend_tokenizer.save(str(dest))
+    return dest
+
+
+def _pad_id(model_dir: Path, tokenizer_json: Path) -> int:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    for token in ("[PAD]", "<pad>", "<PAD>"):
+        tid = tok.token_to_id(token)
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return self_kb / 1024.0
+
+
+def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
+    reporter = reporter or LogReporter()
+    started = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    targets, key = _check_config(config)
+    source = inspect_model_dir(Path(config.model_dir))
+    threads = config.threads or os.cpu_count() or 1
+    thresholds = thresholds_for(config.task, config.thresholds)
+    cal_path = Path(config.calibration_file) if config.calibration_file else None
+    eval_path = Path(config.eval_file) if config.eval_file else None
+    calibration = calibration_items(config.task, cal_path, limit=config.calibration_limit)
+    evalset = eval_set(config.task, eval_path, limit=config.eval_limit)
+    report = BuildReport(source_digest=source.digest)
+
+    with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
+        work = Path(tmp)
+        reporter.begin("prepare", 4)
+        tok_path = _tokenizer_file(source.path, work / "tokenizer.json")
+        pad_id = _pad_id(source.path, tok_path)
+        tok_spec = TokenizerSpec(
+            max_length=source.max_length, pair=config.task == "rerank", pad_token_id=pad_id
+        )
+        encoder = TextEncoder(tok_path, tok_spec)
+
+        reporter.step("prepare", "FP32 reference (torch)")
+        reference = TorchReference(source, config.task, threads=threads)
+        items = evalset.items(config.task)
+        ref_out = run_sorted(
+            encoder,
+            items,
+            reference,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            pad_id=pad_id,
+        )
+        gold_items = golden_items(config.task, items)
+        gold_ref = run_sorted(
+            encoder,
+            gold_items,
+            reference,
+            ["input_ids", "attention_mask", "token_type_ids"],
+            pad_id=pad_id,
+        )
+
+        reporter.step("prepare", "ONNX export (optimum) + validation")
+        master = export_master(source, config.task, work / "master")
+        validate_against_torch(
+            master.path,
+            reference,
+            master.input_names,
+            master.output_name,
+            source.max_length,
+            reference.vocab_size,
+        )
+        # The reference used every tokenizer output; the graph may take fewer (e.g. no token_type_ids).
+        evaluator = Evaluator(config.task, encoder, evalset, ref_out, thresholds, pad_id=pad_id)
+        labels = source.labels if config.task == "classify" else []
+        del reference  # free torch weights before the targets build
+
+        reporter.step("prepare", "benchmark workload")
+        bench_short = evalset.queries or [q for q, _ in evalset.groups] or evalset.texts
+        bench_batch = (
+            evalset.products or [it for it in items if not isinstance(it, str)] or evalset.texts
+        )
+        if config.task == "rerank":
+            bench_short = [(q, d[0]) for q, d in evalset.groups]
+            bench_batch = items
+        workload = Workload(encoder, list(bench_short), list(bench_batch))
+        ctx = BuildContext(
+            source=source, task=config.task, master=master, encoder=encoder, evaluator=evaluator,
+            workload=workload, calibration=calibration, workdir=work / "targets", threads=threads,
+            reporter=reporter, max_batch=config.max_batch,
+        )  # fmt: skip
+        reporter.end("prepare", True, f"eval set: {len(items)} items from {evalset.source}")
+
+        for target in targets:
+            why_not = PREFLIGHT.get(target, lambda: None)()
+            if why_not:
+                reporter.begin(target, 1)
+                outcome = TargetOutcome(target=target, passed=False, reason=why_not)
+            else:
+                ladder = LADDERS[target](ctx)
+                reporter.begin(target, 3 * len(ladder) + 1)
+                outcome = run_ladder(ctx, target, ladder)
+            tr = TargetReport(
+                target=target, passed=outcome.passed, reason=outcome.reason, outcome=outcome
+            )
+            if outcome.passed:
+                try:
+                    tr.manifest, tr.path, tr.size_bytes = _write_target(
+                        config, ctx, outcome, tok_path, gold_items, gold_ref, thresholds, labels, key,
+                        started_at, source.digest, evalset.digest_payload(config.task),
+                    )  # fmt: skip
+                except BuildError as exc:
+                    tr.passed, tr.reason = False, str(exc)
+                if outcome.artifact is not None:
+                    outcome.artifact.runner = None  # type: ignore[assignment]  # free the session
+            reporter.end(target, tr.passed, tr.reason or f"{outcome.config}")
+            report.targets.append(tr)
+    report.seconds = time.monotonic() - started
+    report.peak_rss_mb = _peak_rss_mb()
+    return report
+
+
+def _write_target(
+    config: BuildConfig,
+    ctx: BuildContext,
+    outcome: TargetOutcome,
+    tok_path: Path,
+    gold_items: list,
+    gold_ref: np.ndarray,
+    thresholds: dict[str, float],
+    labels: list[str],
+    key: SigningKey | None,
+    started_at: str,
+    source_digest: str,
+    eval_payload: bytes,
+) -> tuple[Manifest, str, int]:
+    art = outcome.artifact
+    assert art is not None and outcome.gate is not None and outcome.speed is not None
+    spec = target_spec(outcome.target)
+    # Golden: run the shipped artifact through the full path and make sure it passes its own check.
+    gold_out = run_sorted(
+        ctx.encoder,
+        gold_items,
+        art.runner,
+        art.runner.input_names,
+        pad_id=ctx.encoder.spec.pad_token_id,
+    )
+    metric, tol = tolerance(config.task, gold_ref, gold_out, thresholds)
+    worst, _ = compare(gold_ref, gold_out, metric)
+    if (metric == "cosine" and worst < tol) or (metric == "max_abs" and worst > tol):
+        raise BuildError(
+            f"{outcome.target}: golden smoke check fails on the build host ({metric} {worst:.4f} vs {tol})"
+        )
+    int_dims = [d for d in (ctx.master.dim,) if d]
+    out_shape: list[int | str] = ["batch", *int_dims]
+    io = IOSpec(
+        inputs=[
+            TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"])
+            for n in ctx.master.input_names
+        ],
+        outputs=[TensorSpec(name=ctx.master.output_name, dtype="float32", shape=out_shape)],
+        max_batch=config.max_batch,
+        max_seq_len=ctx.source.max_length,
+        pooling=ctx.source.pooling if config.task == "embedding" else "none",  # type: ignore[arg-type]
+        normalize=config.task == "embedding",
+        output=ctx.master.output_name,
+        dim=ctx.master.dim,
+    )
+    speed = outcome.speed
+    ctx.reporter.step(outcome.target, "golden + manifest + bundle")
+    manifest = Manifest(
+        model=ModelInfo(
+            name=config.model_name,
+            version=config.version,
+            task=config.task,  # type: ignore[arg-type]
+            labels=labels,
+            source_digest=source_digest,
+            source_name=ctx.source.name,
+        ),
+        target=TargetInfo(
+            id=outcome.target,
+            backend=spec.backend,
+            precision=art.precision,  # type: ignore[arg-type]
+            requires=art.requires,
+            device=spec.device,
+            runtime=art.runtime,  # type: ignore[arg-type]
+        ),
+        io=io,
+        tokenizer=ctx.encoder.spec,
+        quality=Quality(
+            metrics={k: round(v, 6) for k, v in outcome.gate.metrics.items()},
+            thresholds=thresholds,
+            passed=True,
+            eval_set_digest=sha256_bytes(eval_payload),
+            eval_items=len(ctx.evaluator.items),
+            config=outcome.config,
+            attempts=outcome.attempts,
+        ),
+        perf=Perf(
+            host=host_info(ctx.threads),
+            latency_p50_ms=round(speed.p50_ms, 4),
+            latency_p99_ms=round(speed.p99_ms, 4),
+            throughput_items_s=round(speed.throughput, 2),
+            batch=speed.batch,
+            notes="batch 1: short queries; batch 32: product titles; build host, same run for all targets",
+        ),
+        build=BuildInfo(
+            toolchain=_toolchain(),
+            calibration_set_digest=sha256_bytes(repr(ctx.calibration).encode()),
+            options={"threads": str(ctx.threads), "opset": str(ctx.master.opset)},
+            builder_host=socket.gethostname(),
+            builder_gpu=None,
+            started_at=started_at,
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            peak_rss_mb=round(_peak_rss_mb(), 1),
+        ),
+        golden=GoldenSpec(tolerance=round(tol, 6), metric=metric, items=len(gold_items)),  # type: ignore[arg-type]
+    )
+    files: dict[str, Path | bytes] = dict(art.files)
+    files["tokenizer.json"] = tok_path
+    files["golden.npz"] = golden_bytes(gold_items, gold_ref)
+    dest = Path(config.out_dir) / outcome.target
+    written = write_bundle(dest, manifest, files, key=key, overwrite=config.overwrite)
+    return written, str(dest), sum(f.size for f in written.files)
+
+
+def host_summary() -> str:
+    return f"{platform.machine()} · {os.cpu_count()} cores"

@@ -1,0 +1,42 @@
+"""The real all-MiniLM-L6-v2, built for every CPU target (slow; still run in CI)."""
+
+import pytest
+
+from artifacts.bundle import verify_bundle
+from artifacts.signing import TrustedKeys
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_every_cpu_target_passes_the_embedding_gate(minilm_build, publisher_keys):
+    dest, report = minilm_build
+    assert report.ok, [(t.target, t.reason) for t in report.targets]
+    trusted = TrustedKeys.from_paths([publisher_keys[1]])
+    sizes = {}
+    for target in ("onnx-fp32", "onnx-int8", "openvino-int8"):
+        m = verify_bundle(dest / target, trusted).manifest
+        q = m.quality
+        assert q.passed
+        assert q.metrics["cosine_mean"] >= 0.995
+        assert q.metrics["cosine_min"] >= 0.98
+        assert q.metrics["recall10_overlap"] >= 0.95
+        assert q.metrics["batch_invariance_min_cosine"] >= 0.99
+        assert q.thresholds == {
+            "cosine_mean": 0.995,
+            "cosine_min": 0.98,
+            "recall10_overlap": 0.95,
+            "batch_invariance_min_cosine": 0.99,
+        }
+        assert m.io.dim == 384 and m.io.max_seq_len == 256 and m.tokenizer.max_length == 256
+        sizes[target] = sum(f.size for f in m.files)
+    assert sizes["onnx-int8"] <= 0.30 * sizes["onnx-fp32"]
+    assert sizes["openvino-int8"] <= 0.30 * sizes["onnx-fp32"]
+
+
+def test_minilm_int8_ladder_recorded_what_it_tried(minilm_build):
+    _, report = minilm_build
+    int8 = next(t for t in report.targets if t.target == "onnx-int8")
+    attempts = int8.outcome.attempts
+    assert attempts[0].config == "dynamic-per-channel"
+    assert attempts[-1].passed and int8.outcome.config == attempts[-1].config
+    assert all(a.metrics for a in attempts)

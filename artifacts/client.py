@@ -1,0 +1,362 @@
+"""HTTP client of the central registry, shared by the ``artifact`` CLI, build workers and the edge.
+
+Errors come back as the documented hierarchy (``RegistryUnavailableError``, ``AuthError``,
+``NotFoundError``, ``ConflictError``, ``RegistryError``) with the server's problem ``detail``.
+Downloads resume from a ``.part`` file and every byte is checked against its digest before a
+bundle is assembled — atomically — and verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from artifacts import atomic
+from artifacts.bundle import VerifiedBundle, check_relpath, verify_bundle
+from artifacts.digests import hex_of
+from artifacts.errors import (
+    AuthError,
+    ConflictError,
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    RegistryUnavailableError,
+)
+from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, decode
+from artifacts.signing import TrustedKeys
+from artifacts.targets import NodeCapabilities, SelectionPolicy
+from artifacts.wire import (
+    AuditInfo,
+    BundleInfo,
+    ChannelInfo,
+    CreateVersion,
+    ModelInfo,
+    Promote,
+    PutBundle,
+    ResolveRequest,
+    ResolveResponse,
+    VersionInfo,
+    VersionRef,
+)
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success or response.status_code == 304:
+        return
+    try:
+        body = response.json()
+        detail = body.get("detail") or body.get("title") or response.text
+    except ValueError:
+        detail = response.text[:500] or response.reason_phrase
+    status = response.status_code
+    where = f"{response.request.method} {response.request.url.path}"
+    message = f"{status} {detail} ({where})"
+    if status in (401, 403):
+        raise AuthError(message, status=status)
+    if status == 404:
+        raise NotFoundError(message, status=status)
+    if status == 409:
+        raise ConflictError(message, status=status)
+    if status >= 500:
+        raise RegistryUnavailableError(message, status=status)
+    raise RegistryError(message, status=status)
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"User-Agent": "shipyard-artifact/0.1"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kw)
+        except (
+            httpx.ConnectError,
+            httpx.TimeoutException,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+        ) as exc:
+            raise RegistryUnavailableError(
+                f"registry {self.url} unreachable: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        _raise_for(response)
+        return response
+
+    def _json(self, method: str, path: str, body: msgspec.Struct | None = None, **kw: Any) -> Any:
+        if body is not None:
+            kw["content"] = msgspec.json.encode(body)
+            kw.setdefault("headers", {})["Content-Type"] = "application/json"
+        return self._request(method, path, **kw).content
+
+    # ---- registry ------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        try:
+            return self._http.get("/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def list_models(self) -> list[ModelInfo]:
+        return msgspec.json.decode(self._json("GET", "/v1/models"), type=list[ModelInfo])
+
+    def create_version(self, model: str, *, source_digest: str = "", notes: str = "") -> int:
+        raw = self._json(
+            "POST",
+            f"/v1/models/{model}/versions",
+            CreateVersion(source_digest=source_digest, notes=notes),
+        )
+        return msgspec.json.decode(raw, type=VersionRef).version
+
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        return msgspec.json.decode(
+            self._json("GET", f"/v1/models/{model}/versions"), type=list[VersionInfo]
+        )
+
+    def get_version(self, model: str, version: int) -> VersionInfo:
+        return msgspec.json.decode(
+            self._json("GET", f"/v1/models/{model}/versions/{version}"), type=VersionInfo
+        )
+
+    def bundle_document(self, model: str, version: int, target: str) -> tuple[bytes, str]:
+        doc = msgspec.json.decode(
+            self._json("GET", f"/v1/models/{model}/versions/{version}/bundles/{target}"),
+            type=PutBundle,
+        )
+        return base64.b64decode(doc.manifest), doc.signature
+
+    def put_bundle(
+        self, model: str, version: int, target: str, manifest: bytes, signature: str
+    ) -> tuple[BundleInfo, bool]:
+        path = f"/v1/models/{model}/versions/{version}/bundles/{target}"
+        response = self._request(
+            "PUT", path, content=msgspec.json.encode(PutBundle(manifest=base64.b64encode(manifest).decode(), signature=signature)),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        return msgspec.json.decode(response.content, type=BundleInfo), response.status_code == 201
+
+    def channels(self, model: str) -> list[ChannelInfo]:
+        return msgspec.json.decode(
+            self._json("GET", f"/v1/models/{model}/channels"), type=list[ChannelInfo]
+        )
+
+    def channel(self, model: str, channel: str) -> ChannelInfo:
+        return msgspec.json.decode(
+            self._json("GET", f"/v1/models/{model}/channels/{channel}"), type=ChannelInfo
+        )
+
+    def promote(
+        self, model: str, channel: str, version: int, *, force: bool = False
+    ) -> ChannelInfo:
+        raw = self._json(
+            "POST",
+            f"/v1/models/{model}/channels/{channel}/promote",
+            Promote(version=version, force=force),
+        )
+        return msgspec.json.decode(raw, type=ChannelInfo)
+
+    def rollback(self, model: str, channel: str) -> ChannelInfo:
+        return msgspec.json.decode(
+            self._json("POST", f"/v1/models/{model}/channels/{channel}/rollback"), type=ChannelInfo
+        )
+
+    def resolve(
+        self,
+        model: str,
+        capabilities: NodeCapabilities,
+        *,
+        channel: str | None = None,
+        version: int | None = None,
+        policy: SelectionPolicy | None = None,
+    ) -> ResolveResponse:
+        req = ResolveRequest(model=model, channel=channel, version=version, capabilities=capabilities,
+                             policy=policy or SelectionPolicy())  # fmt: skip
+        return msgspec.json.decode(self._json("POST", "/v1/resolve", req), type=ResolveResponse)
+
+    def audit(self, limit: int = 100) -> list[AuditInfo]:
+        return msgspec.json.decode(
+            self._json("GET", "/v1/audit", params={"limit": limit}), type=list[AuditInfo]
+        )
+
+    # ---- blobs ---------------------------------------------------------------------------
+
+    def blob_exists(self, digest: str) -> bool:
+        try:
+            self._request("HEAD", f"/v1/blobs/{digest}")
+            return True
+        except NotFoundError:
+            return False
+
+    def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> bool:
+        """Stream a file up; returns False when the registry already had it."""
+        if self.blob_exists(digest):
+            if progress:
+                progress(Path(path).stat().st_size)
+            return False
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        self._request(
+            "PUT", f"/v1/blobs/{digest}", content=chunks(),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(Path(path).stat().st_size)},
+            timeout=httpx.Timeout(600.0, connect=5.0),
+        )  # fmt: skip
+        return True
+
+    def download_blob(
+        self, digest: str, dest: Path, *, size: int | None = None, progress: Progress | None = None
+    ) -> Path:
+        """Download to ``dest`` (resuming ``dest.part`` with a Range request), verifying the digest."""
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        have = part.stat().st_size if part.exists() else 0
+        if size is not None and have > size:
+            part.unlink()
+            have = 0
+        h = hashlib.sha256()
+        if have:
+            with open(part, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+            if progress:
+                progress(have)
+        if size is None or have < size:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/blobs/{digest}",
+                    headers=headers,
+                    timeout=httpx.Timeout(600.0, connect=5.0),
+                ) as r:
+                    if r.status_code == 416 and have:
+                        pass  # already complete
+                    else:
+                        if not r.is_success:
+                            r.read()
+                            _raise_for(r)
+                        mode = "ab" if r.status_code == 206 else "wb"
+                        if mode == "wb" and have:
+                            h = hashlib.sha256()
+                        with open(part, mode) as fh:
+                            for chunk in r.iter_bytes(CHUNK):
+                                fh.write(chunk)
+                                h.update(chunk)
+                                if progress:
+                                    progress(len(chunk))
+                            fh.flush()
+                            os.fsync(fh.fileno())
+            except (
+                httpx.ConnectError,
+                httpx.TimeoutException,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+            ) as exc:
+                raise RegistryUnavailableError(
+                    f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
+                ) from exc
+        actual = "sha256:" + h.hexdigest()
+        if actual != digest:
+            part.unlink(missing_ok=True)
+            raise DigestMismatchError(
+                f"downloaded blob hashes to {actual[:19]}…, expected {digest[:19]}…; discarded"
+            )
+        os.replace(part, dest)
+        return dest
+
+    # ---- bundles -------------------------------------------------------------------------
+
+    def push_bundle(
+        self, bundle: VerifiedBundle, progress: Progress | None = None
+    ) -> tuple[BundleInfo, bool]:
+        """Upload a verified bundle's files (skipping blobs the registry has) and register it."""
+        m = bundle.manifest
+        for entry in m.files:
+            self.upload_blob(entry.sha256, bundle.path / check_relpath(entry.path), progress)
+        sig_path = bundle.path / SIGNATURE_FILE
+        signature = sig_path.read_text() if sig_path.exists() else ""
+        return self.put_bundle(
+            m.model.name, m.model.version, m.target.id, bundle.manifest_bytes, signature
+        )
+
+    def pull_bundle(
+        self,
+        manifest_bytes: bytes,
+        signature: str,
+        dest: Path,
+        trusted: TrustedKeys | None,
+        *,
+        downloads: Path,
+        progress: Progress | None = None,
+        overwrite: bool = False,
+    ) -> VerifiedBundle:
+        """Download a bundle's files and place it at ``dest`` atomically, verified.
+
+        ``downloads`` keeps completed and partial blobs between attempts (resume). Nothing is
+        placed at ``dest`` unless every digest and the signature check out.
+        """
+        manifest: Manifest = decode(manifest_bytes)
+        if trusted is not None:  # authenticate the file list before downloading anything
+            trusted.verify(manifest_bytes, signature.encode(), manifest.signing_key_id)
+        fetched: dict[str, Path] = {}
+        for entry in manifest.files:
+            check_relpath(entry.path)
+            local = Path(downloads) / hex_of(entry.sha256)
+            if not local.exists():
+                self.download_blob(entry.sha256, local, size=entry.size, progress=progress)
+            elif progress:
+                progress(entry.size)
+            fetched[entry.path] = local
+        with atomic.staged_dir(Path(dest), overwrite=overwrite) as tmp:
+            for relpath, src in fetched.items():
+                target = tmp / relpath
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, target)
+                except OSError:
+                    shutil.copyfile(src, target)
+            (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+            if signature:
+                (tmp / SIGNATURE_FILE).write_text(signature)
+            verify_bundle(tmp, trusted)  # raises -> the staged dir is discarded
+        return verify_bundle(Path(dest), trusted, check_digests=False)

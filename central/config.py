@@ -1,0 +1,47 @@
+"""One typed config object for the central service (CLI flags and env map onto it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class CentralConfig(msgspec.Struct, kw_only=True):
+    home: str = "~/.shipyard/central"
+    host: str = "127.0.0.1"
+    port: int = 8700
+    database_url: str | None = None  # default: sqlite+aiosqlite:///{home}/central.db
+    max_blob_bytes: int = 4 << 30  # one bundle file
+    max_json_bytes: int = 1 << 20  # any JSON request body
+    local_workers: int = 1  # in-process CPU build workers (0: none)
+    lease_seconds: float = 60.0  # a build lease expires after this long without a heartbeat
+    max_job_attempts: int = 3
+    build_timeout_s: float = 1800.0
+
+    @property
+    def home_path(self) -> Path:
+        return Path(os.path.expanduser(self.home))
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.home_path / 'central.db'}"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.home_path / "blobs"
+
+    @property
+    def trusted_keys_path(self) -> Path:
+        return self.home_path / "trusted_keys"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.home_path / "keys"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

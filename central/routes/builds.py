@@ -1,0 +1,3 @@
+"""Routes (filled in later)."""
+
+handlers: list = []

@@ -1,0 +1,128 @@
+"""The `artifact` registry verbs as a user runs them, against a live central on loopback."""
+
+import json
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from tests.factories import cpu_node
+
+
+@pytest.fixture
+def cli(tmp_path, central):
+    env = {
+        "SHIPYARD_CONFIG_DIR": str(tmp_path / "cfg"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+
+    def run(*args, ok=True):
+        r = subprocess.run(
+            [sys.executable, "-c", "import sys; from artifacts.cli import main; sys.exit(main())", *args],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        if ok:
+            assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r
+
+    return run
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_full_cli_cycle(cli, central, tiny_builds, publisher_keys, tmp_path):
+    out, _ = tiny_builds["embedding"]
+    priv, pub = publisher_keys
+    r = cli("push", str(out), "--model", "tiny-embedding", "--key", str(priv), ok=False)
+    assert r.returncode == 1 and "login" in r.stderr
+    cli("login", central.url, "--token", central.admin_token)
+    assert oct((tmp_path / "cfg" / "cli.json").stat().st_mode & 0o777) == "0o600"
+
+    r = cli("push", str(out), "--model", "tiny-embedding", ok=False)
+    assert r.returncode == 1 and "--key" in r.stderr
+    r = cli("push", str(out), "--model", "wrong-name", "--key", str(priv), ok=False)
+    assert "not 'wrong-name'" in r.stderr
+    pushed = json.loads(
+        cli("push", str(out), "--model", "tiny-embedding", "--key", str(priv), "--json").stdout
+    )
+    assert pushed["version"] == 1
+    assert sorted(b["target"] for b in pushed["bundles"]) == [
+        "onnx-fp32",
+        "onnx-int8",
+        "openvino-int8",
+    ]
+    assert all(b["created"] for b in pushed["bundles"])
+    again = json.loads(
+        cli("push", str(out), "--model", "tiny-embedding", "--key", str(priv), "--json").stdout
+    )
+    assert again["version"] == 2
+
+    table = cli("ls").stdout
+    assert "tiny-embedding" in table
+    assert "all passed" in cli("ls", "tiny-embedding").stdout
+    shown = cli("show", "tiny-embedding", "1").stdout
+    assert "onnx-int8" in shown and "passed" in shown
+
+    cli("promote", "tiny-embedding", "1", "--channel", "stable")
+    cli("promote", "tiny-embedding", "2", "--channel", "stable")
+    hist = json.loads(cli("history", "tiny-embedding", "--channel", "stable", "--json").stdout)
+    assert [e["version"] for e in hist["history"]] == [1, 2]
+    rolled = json.loads(cli("rollback", "tiny-embedding", "--channel", "stable", "--json").stdout)
+    assert rolled["version"] == 1
+
+    caps = tmp_path / "caps.json"
+    caps.write_bytes(msgspec.json.encode(cpu_node(vnni=False)))
+    res = json.loads(
+        cli(
+            "resolve",
+            "tiny-embedding",
+            "--channel",
+            "stable",
+            "--capabilities",
+            str(caps),
+            "--json",
+        ).stdout
+    )
+    assert [e["target"] for e in res["eligible"]] == ["openvino-int8", "onnx-fp32"]
+    assert (
+        res["excluded"][0]["target"] == "onnx-int8"
+        and "avx512_vnni" in res["excluded"][0]["reason"]
+    )
+    here = cli("resolve", "tiny-embedding", "--channel", "stable", "--this-node").stdout
+    assert "eligible" in here
+    r = cli("resolve", "tiny-embedding", "--channel", "stable", ok=False)
+    assert "exactly one of" in r.stderr
+
+    r = cli("pull", "tiny-embedding:stable", "--out", str(tmp_path / "pulled"), ok=False)
+    assert "--trusted-key" in r.stderr
+    pulled = json.loads(
+        cli(
+            "pull",
+            "tiny-embedding:stable",
+            "--out",
+            str(tmp_path / "pulled"),
+            "--trusted-key",
+            str(pub),
+            "--json",
+        ).stdout
+    )
+    assert pulled["version"] == 1 and len(pulled["bundles"]) == 3
+    assert all(b["signed_by"] for b in pulled["bundles"])
+    cli("verify", str(tmp_path / "pulled" / "onnx-int8"), "--trusted-key", str(pub))
+    assert not (tmp_path / "pulled" / ".downloads").exists()
+    r = cli(
+        "pull",
+        "tiny-embedding@1",
+        "--target",
+        "tensorrt-fp16",
+        "--out",
+        str(tmp_path / "x"),
+        "--integrity-only",
+        ok=False,
+    )
+    assert "no bundle for tensorrt-fp16" in r.stderr
+    r = cli("pull", "Bad Ref", "--out", str(tmp_path / "x"), "--integrity-only", ok=False)
+    assert "bad reference" in r.stderr
+    audit = json.loads(cli("audit", "--json").stdout)
+    assert any(e["action"] == "channel.rollback" for e in audit)

@@ -1,0 +1,101 @@
+"""Real servers on loopback for tests: central (uvicorn in a thread) and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadedServer:
+    """Run an ASGI app with uvicorn in a background thread (its own event loop)."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("server thread died during startup")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+class CentralServer(ThreadedServer):
+    def __init__(
+        self, home: Path, database_url: str | None = None, trusted: list[Path] = (), **config
+    ) -> None:
+        from central.app import create_app
+        from central.config import CentralConfig
+
+        home = Path(home)
+        (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
+        for pub in trusted:
+            (home / "trusted_keys" / Path(pub).name).write_bytes(Path(pub).read_bytes())
+        self.cfg = CentralConfig(home=str(home), database_url=database_url, **config)
+        super().__init__(create_app(self.cfg))
+
+    @property
+    def admin_token(self) -> str:
+        return (self.cfg.home_path / "admin.token").read_text().strip()
+
+    def token(self, *scopes: str, name: str = "t") -> str:
+        r = httpx.post(
+            f"{self.url}/v1/tokens",
+            json={"name": name, "scopes": list(scopes)},
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        r.raise_for_status()
+        return r.json()["token"]
+
+
+async def _pg(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_pg_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database for one test: (asyncpg URL, name)."""
+    name = f"shipyard_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", name
+
+
+def drop_pg_database(name: str) -> None:
+    asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -75,11 +76,15 @@ def iso(t: dt.datetime | None) -> str:
     return t.isoformat(timespec="seconds")
 
 
+TOKEN_CACHE_S = 2.0  # a revoked token stops working within this long
+
+
 class Registry:
     def __init__(self, db: Database, blobs: LocalBlobStore, trusted: TrustedKeys) -> None:
         self.db = db
         self.blobs = blobs
         self.trusted = trusted
+        self._principals: dict[str, tuple[float, Principal]] = {}
 
     # ---- auth ------------------------------------------------------------------------------
 
@@ -87,13 +92,20 @@ class Registry:
         if not header or not header.lower().startswith("bearer "):
             raise Unauthorized()
         token = header[7:].strip()
+        cached = self._principals.get(token)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_S:
+            return cached[1]
         async with self.db.session() as s:
             row = (
                 await s.execute(select(Token).where(Token.token_hash == auth.hash_token(token)))
             ).scalar_one_or_none()
         if row is None or row.revoked_at is not None:
             raise Unauthorized("invalid or revoked bearer token")
-        return Principal(row.name, frozenset(auth.granted(row.scopes.split(","))))
+        principal = Principal(row.name, frozenset(auth.granted(row.scopes.split(","))))
+        if len(self._principals) > 10_000:
+            self._principals.clear()
+        self._principals[token] = (time.monotonic(), principal)
+        return principal
 
     async def create_token(self, name: str, scopes: list[str], actor: str = "cli") -> str:
         check_name(name, "token name")
@@ -515,7 +527,29 @@ class Registry:
 
     # ---- resolve ---------------------------------------------------------------------------
 
+    async def _channel_bundles(self, model: str, channel: str) -> tuple[int, list[Bundle]] | None:
+        """One round trip for the hot path (a node resolving its channel); None: take the slow
+        path, which says precisely what is missing."""
+        q = (
+            select(Version.number, Bundle)
+            .join(Bundle, Bundle.version_id == Version.id)
+            .join(Model, Model.id == Version.model_id)
+            .join(Channel, (Channel.model_id == Model.id) & (Channel.version == Version.number))
+            .where(Model.name == model, Channel.name == channel)
+        )
+        async with self.db.session() as s:
+            rows = (await s.execute(q)).all()
+        if not rows:
+            return None
+        return int(rows[0][0]), [r[1] for r in rows]
+
     async def resolve(self, req: ResolveRequest) -> ResolveResponse:
+        check_name(req.model, "model name")
+        if req.version is None and req.channel is not None:
+            check_name(req.channel, "channel name")
+            hit = await self._channel_bundles(req.model, req.channel)
+            if hit is not None:
+                return self._ranked(req, *hit)
         async with self.db.session() as s:
             m = await self._model(s, req.model)
             if req.version is not None:
@@ -536,6 +570,9 @@ class Registry:
             rows = (
                 (await s.execute(select(Bundle).where(Bundle.version_id == v.id))).scalars().all()
             )
+        return self._ranked(req, number, list(rows))
+
+    def _ranked(self, req: ResolveRequest, number: int, rows: list[Bundle]) -> ResolveResponse:
         manifests = {r.target: decode(r.manifest) for r in rows}
         by_target = {r.target: r for r in rows}
         ranking = rank_bundles(req.capabilities, list(manifests.values()), req.policy)

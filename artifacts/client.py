@@ -35,9 +35,18 @@ from artifacts.signing import TrustedKeys
 from artifacts.targets import NodeCapabilities, SelectionPolicy
 from artifacts.wire import (
     AuditInfo,
+    BuildCreated,
+    BuildInfo,
+    BuildRequest,
     BundleInfo,
     ChannelInfo,
     CreateVersion,
+    HeartbeatReply,
+    JobDone,
+    JobLogs,
+    Lease,
+    LeaseRef,
+    LogLine,
     ModelInfo,
     Promote,
     PutBundle,
@@ -45,6 +54,7 @@ from artifacts.wire import (
     ResolveResponse,
     VersionInfo,
     VersionRef,
+    WorkerHello,
 )
 
 CHUNK = 1 << 20
@@ -206,6 +216,51 @@ class RegistryClient:
         req = ResolveRequest(model=model, channel=channel, version=version, capabilities=capabilities,
                              policy=policy or SelectionPolicy())  # fmt: skip
         return msgspec.json.decode(self._json("POST", "/v1/resolve", req), type=ResolveResponse)
+
+    # ---- builds & workers ----------------------------------------------------------------
+
+    def submit_build(self, req: BuildRequest) -> BuildCreated:
+        return msgspec.json.decode(self._json("POST", "/v1/builds", req), type=BuildCreated)
+
+    def build(self, build_id: int) -> BuildInfo:
+        return msgspec.json.decode(self._json("GET", f"/v1/builds/{build_id}"), type=BuildInfo)
+
+    def builds(self, limit: int = 50) -> list[BuildInfo]:
+        return msgspec.json.decode(
+            self._json("GET", "/v1/builds", params={"limit": limit}), type=list[BuildInfo]
+        )
+
+    def build_logs(self, build_id: int, after: int = 0, limit: int = 500) -> list[LogLine]:
+        raw = self._json(
+            "GET", f"/v1/builds/{build_id}/logs", params={"after": after, "limit": limit}
+        )
+        return msgspec.json.decode(raw, type=list[LogLine])
+
+    def cancel_build(self, build_id: int) -> BuildInfo:
+        return msgspec.json.decode(
+            self._json("POST", f"/v1/builds/{build_id}/cancel"), type=BuildInfo
+        )
+
+    def worker_hello(self, hello: WorkerHello) -> None:
+        self._json("POST", "/v1/workers", hello)
+
+    def lease(self, worker: str, wait: float) -> Lease | None:
+        r = self._request("POST", f"/v1/workers/{worker}/lease", params={"wait": wait},
+                          timeout=httpx.Timeout(wait + 30, connect=5.0))  # fmt: skip
+        return None if r.status_code == 204 else msgspec.json.decode(r.content, type=Lease)
+
+    def heartbeat(self, job_id: int, lease_token: str) -> HeartbeatReply:
+        raw = self._json("POST", f"/v1/jobs/{job_id}/heartbeat", LeaseRef(lease_token=lease_token))
+        return msgspec.json.decode(raw, type=HeartbeatReply)
+
+    def job_logs(self, job_id: int, lease_token: str, lines: list[str]) -> None:
+        self._json("POST", f"/v1/jobs/{job_id}/logs", JobLogs(lease_token=lease_token, lines=lines))
+
+    def job_complete(self, job_id: int, done: JobDone) -> None:
+        self._json("POST", f"/v1/jobs/{job_id}/complete", done)
+
+    def job_fail(self, job_id: int, done: JobDone) -> None:
+        self._json("POST", f"/v1/jobs/{job_id}/fail", done)
 
     def audit(self, limit: int = 100) -> list[AuditInfo]:
         return msgspec.json.decode(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -105,6 +106,70 @@ def ranking_table(ranking: Ranking, *, title: str = "selection") -> Table:
         t.add_row(str(i), c.target, "[green]eligible[/green]", c.note)
     for e in ranking.excluded:
         t.add_row("-", e.target, "[red]excluded[/red]", e.reason)
+    return t
+
+
+@dataclass
+class TargetSummary:
+    """One target's outcome, from a local build report or a remote build's manifest."""
+
+    target: str
+    passed: bool
+    reason: str = ""
+    config: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    throughput: float | None = None
+    size: int = 0
+    tried: list[tuple[str, bool]] = field(default_factory=list)
+
+    @classmethod
+    def from_manifest(cls, m: dict, *, reason: str = "") -> TargetSummary:
+        q, p = m["quality"], m["perf"]
+        return cls(
+            target=m["target"]["id"], passed=q["passed"], reason=reason, config=q.get("config", ""),
+            metrics=q["metrics"], thresholds=q["thresholds"], p50_ms=p.get("latency_p50_ms"),
+            p99_ms=p.get("latency_p99_ms"), throughput=p.get("throughput_items_s"),
+            size=sum(f["size"] for f in m["files"]), tried=[(a["config"], a["passed"]) for a in q.get("attempts", [])],
+        )  # fmt: skip
+
+
+def targets_table(title: str, rows: list[TargetSummary]) -> Table:
+    """Per target: result, shipped config, gate metrics vs thresholds, speed, size, what was tried."""
+    t = Table(title=title)
+    for col in (
+        "target",
+        "result",
+        "config",
+        "gate (value / threshold)",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        "size",
+        "tried",
+    ):
+        t.add_column(col)
+    fp32 = next((r.size for r in rows if r.target == "onnx-fp32" and r.passed), 0)
+    for r in rows:
+        gate = "\n".join(
+            f"{k} {fmt_num(v)} / {fmt_num(r.thresholds.get(k))}" for k, v in r.metrics.items()
+        )
+        size = fmt_bytes(r.size) if r.size else "-"
+        if r.size and fp32 and r.target != "onnx-fp32":
+            size += f" ({100 * r.size / fp32:.0f}%)"
+        t.add_row(
+            r.target,
+            "[green]passed[/green]" if r.passed else f"[red]failed[/red]\n{r.reason[:300]}",
+            r.config or "-",
+            gate or "-",
+            fmt_num(r.p50_ms, 2),
+            fmt_num(r.p99_ms, 2),
+            fmt_num(r.throughput, 1),
+            size,
+            "\n".join(f"{c}: {'pass' if ok else 'fail'}" for c, ok in r.tried) or "-",
+        )
     return t
 
 

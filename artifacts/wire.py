@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from artifacts.targets import Candidate, Exclusion, NodeCapabilities, SelectionPolicy
+from artifacts.targets import CPU_TARGETS, Candidate, Exclusion, NodeCapabilities, SelectionPolicy
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -127,3 +127,94 @@ class TokenCreated(msgspec.Struct, kw_only=True):
     name: str
     scopes: list[str]
     token: str
+
+
+# ---- builds -------------------------------------------------------------------------------
+
+
+class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: str
+    task: str
+    source_blob: str  # sha256 of the model directory tarball (uploaded as a blob first)
+    targets: list[str] = msgspec.field(default_factory=lambda: list(CPU_TARGETS))
+    calibration_blob: str | None = None
+    eval_blob: str | None = None
+    thresholds: dict[str, float] = {}
+    max_batch: int = 64
+    promote_to: str | None = None
+
+
+class JobInfo(msgspec.Struct, kw_only=True):
+    id: int
+    target: str
+    state: str  # queued | waiting-for-capable-worker | running | passed | failed | cancelled
+    worker: str | None = None
+    attempts: int = 0
+    reason: str = ""
+    cached: bool = False
+    history: list[str] = []
+    manifest: dict | None = None  # the built bundle's manifest (when passed)
+
+
+class BuildInfo(msgspec.Struct, kw_only=True):
+    id: int
+    model: str
+    task: str
+    state: str  # running | passed | partial | failed | cancelled
+    created_at: str
+    finished_at: str = ""
+    version: int | None = None
+    promoted_to: str | None = None
+    detail: str = ""
+    jobs: list[JobInfo] = []
+
+
+class BuildCreated(msgspec.Struct, kw_only=True):
+    build_id: int
+    jobs: list[JobInfo]
+
+
+class LogLine(msgspec.Struct, kw_only=True):
+    id: int
+    target: str
+    at: str
+    line: str
+
+
+class WorkerHello(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    capabilities: NodeCapabilities
+    toolchain: dict[str, str] = {}
+    targets: list[str] = []
+
+
+class Lease(msgspec.Struct, kw_only=True):
+    job_id: int
+    build_id: int
+    lease_token: str
+    lease_seconds: float
+    target: str
+    request: BuildRequest
+    attempt: int
+
+
+class LeaseRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    lease_token: str
+
+
+class HeartbeatReply(msgspec.Struct, kw_only=True):
+    cancelled: bool = False
+
+
+class JobLogs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    lease_token: str
+    lines: list[str]
+
+
+class JobDone(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    lease_token: str
+    manifest: str = ""  # base64 manifest.json (passed)
+    signature: str = ""
+    toolchain: dict[str, str] = {}
+    reason: str = ""  # failed: why
+    retry: bool = False  # failed: transient (crash, timeout), may be retried

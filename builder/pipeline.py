@@ -39,6 +39,7 @@ from artifacts.manifest import (
     TokenizerSpec,
 )
 from artifacts.names import check_name
+from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
 from artifacts.targets import TARGETS, target_spec
 from artifacts.textproc import TextEncoder, compare
@@ -46,14 +47,13 @@ from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, eval_set
 from builder.errors import BuildError
 from builder.export import export_master, validate_against_torch
-from builder.gate import Evaluator, thresholds_for
+from builder.gate import Evaluator
 from builder.golden import golden_items, tolerance
 from builder.reference import TorchReference, run_sorted
 from builder.source import inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
 
-TASKS = ("embedding", "rerank", "classify")
 DEFAULT_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
 LADDERS = {
     "onnx-fp32": onnx_fp32.candidates,

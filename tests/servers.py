@@ -63,8 +63,9 @@ class CentralServer(ThreadedServer):
         (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
         for pub in trusted:
             (home / "trusted_keys" / Path(pub).name).write_bytes(Path(pub).read_bytes())
-        self.cfg = CentralConfig(home=str(home), database_url=database_url, **config)
-        super().__init__(create_app(self.cfg))
+        port = free_port()
+        self.cfg = CentralConfig(home=str(home), database_url=database_url, port=port, **config)
+        super().__init__(create_app(self.cfg), port=port)
 
     @property
     def admin_token(self) -> str:

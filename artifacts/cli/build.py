@@ -16,7 +16,7 @@ from rich.table import Table
 
 from artifacts.cli import app
 from artifacts.errors import InputError
-from artifacts.render import console, fmt_bytes, fmt_num
+from artifacts.render import TargetSummary, console, targets_table
 
 
 class RichReporter:
@@ -57,51 +57,28 @@ def parse_thresholds(values: list[str]) -> dict[str, float]:
 
 
 def summary_table(report) -> Table:
-    t = Table(
-        title=f"build summary · {report.seconds:.0f} s · peak RSS {report.peak_rss_mb:.0f} MB"
-    )
-    for col in (
-        "target",
-        "result",
-        "config",
-        "gate (value / threshold)",
-        "p50 ms",
-        "p99 ms",
-        "items/s",
-        "size",
-        "tried",
-    ):
-        t.add_column(col)
-    fp32_size = next(
-        (r.size_bytes for r in report.targets if r.target == "onnx-fp32" and r.passed), 0
-    )
+    """The local build's summary (same layout as `artifact submit --wait`)."""
+    rows = []
     for r in report.targets:
         o = r.outcome
-        gate = ""
-        if o and o.gate:
-            gate = "\n".join(
-                f"{k} {fmt_num(v)} / {fmt_num(o.gate.thresholds.get(k))}"
-                for k, v in o.gate.metrics.items()
+        rows.append(
+            TargetSummary(
+                target=r.target,
+                passed=r.passed,
+                reason=r.reason,
+                config=o.config if o else "",
+                metrics=o.gate.metrics if o and o.gate else {},
+                thresholds=o.gate.thresholds if o and o.gate else {},
+                p50_ms=o.speed.p50_ms if o and o.speed else None,
+                p99_ms=o.speed.p99_ms if o and o.speed else None,
+                throughput=o.speed.throughput if o and o.speed else None,
+                size=r.size_bytes,
+                tried=[(a.config, a.passed) for a in (o.attempts if o else [])],
             )
-        tried = "\n".join(
-            f"{a.config}: {'pass' if a.passed else 'fail'}" for a in (o.attempts if o else [])
         )
-        size = fmt_bytes(r.size_bytes) if r.size_bytes else "-"
-        if r.size_bytes and fp32_size and r.target != "onnx-fp32":
-            size += f" ({100 * r.size_bytes / fp32_size:.0f}%)"
-        speed = o.speed if o else None
-        t.add_row(
-            r.target,
-            "[green]passed[/green]" if r.passed else f"[red]failed[/red]\n{r.reason[:300]}",
-            o.config if o and o.config else "-",
-            gate or "-",
-            fmt_num(speed.p50_ms, 2) if speed else "-",
-            fmt_num(speed.p99_ms, 2) if speed else "-",
-            fmt_num(speed.throughput, 1) if speed else "-",
-            size,
-            tried or "-",
-        )
-    return t
+    return targets_table(
+        f"build summary · {report.seconds:.0f} s · peak RSS {report.peak_rss_mb:.0f} MB", rows
+    )
 
 
 def report_json(report) -> dict:

@@ -176,6 +176,7 @@ class Worker(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     capabilities: Mapped[bytes] = mapped_column(LargeBinary)  # NodeCapabilities JSON
     targets: Mapped[str] = mapped_column(String(256), default="")
+    toolchain: Mapped[bytes] = mapped_column(LargeBinary, default=b"{}")
     last_seen: Mapped[float] = mapped_column(Float)
 
 

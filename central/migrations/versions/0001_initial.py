@@ -97,6 +97,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("capabilities", sa.LargeBinary(), nullable=False),
         sa.Column("targets", sa.String(length=256), nullable=False),
+        sa.Column("toolchain", sa.LargeBinary(), nullable=False),
         sa.Column("last_seen", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),

@@ -108,9 +108,7 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
                          (tmp_path / "stranger" / SIGNATURE_FILE).read_text())  # fmt: skip
         with pytest.raises(RegistryError, match="pushed as product-embedder v.* onnx-fp32"):
             c.put_bundle("product-embedder", number, "onnx-fp32", raw, sig)
-        synthetic_bundle(
-            tmp_path / "other-model", key, model="query-classifier", version=number
-        )
+        synthetic_bundle(tmp_path / "other-model", key, model="query-classifier", version=number)
         other_raw = (tmp_path / "other-model" / MANIFEST_FILE).read_bytes()
         with pytest.raises(RegistryError, match="names query-classifier"):
             c.put_bundle(

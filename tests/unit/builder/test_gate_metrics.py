@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from artifacts.errors import InputError
+from artifacts.quality import thresholds_for
 from builder.gate import (
     cosines,
     label_agreement,
@@ -11,7 +12,6 @@ from builder.gate import (
     recall_overlap,
     rerank_metrics,
     spearman,
-    thresholds_for,
     verdict,
 )
 

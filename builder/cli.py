@@ -1,0 +1,76 @@
+"""``builder worker``: a remote (or the in-process) build worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from artifacts.errors import ShipyardError
+from artifacts.render import console
+
+app = typer.Typer(
+    name="builder", help="Shipyard build worker.", no_args_is_help=True, add_completion=False
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Shipyard build worker."""
+
+
+@app.command()
+def worker(
+    central: str = typer.Option(
+        ..., "--central", help="Central URL, e.g. https://central.example:8700"
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="A `build` token (or $SHIPYARD_WORKER_TOKEN)"
+    ),
+    name: str = typer.Option(socket.gethostname().lower(), "--name"),
+    concurrency: int = typer.Option(1, "--concurrency", min=1),
+    work_dir: Path = typer.Option(Path("~/.shipyard/worker"), "--work-dir"),
+    targets: list[str] = typer.Option(
+        [], "--target", help="Restrict to these targets (default: all this host can build)"
+    ),
+    lease_wait: float = typer.Option(20.0, "--lease-wait"),
+    build_timeout: float = typer.Option(1800.0, "--build-timeout"),
+    threads: int = typer.Option(0, "--threads"),
+) -> None:
+    """Lease build jobs this machine can run, build them, upload the bundles."""
+    from builder.worker import WorkerConfig, run_worker
+
+    token = token or os.environ.get("SHIPYARD_WORKER_TOKEN")
+    if not token:
+        raise typer.BadParameter("pass --token or set SHIPYARD_WORKER_TOKEN")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = WorkerConfig(central=central, token=token, name=name.replace("_", "-")[:64], work_dir=str(work_dir.expanduser()),
+                       concurrency=concurrency, lease_wait=lease_wait, build_timeout=build_timeout, targets=targets,
+                       threads=threads)  # fmt: skip
+    run_worker(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except ShipyardError as exc:
+        console(stderr=True).print(f"[red]error:[/red] {exc}")
+        return 1
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""A build worker: lease jobs from central, build each in a child process, hand back bundles.
+
+``builder worker --central URL --token T`` runs anywhere (a GPU machine takes TensorRT jobs);
+``central serve`` starts one on the same machine by default. The build runs in a child
+process so a crash or an OOM kill ends the job, not the worker; the child dies with the
+worker (PR_SET_PDEATHSIG) so a killed worker leaves no orphan builds. While it builds, the
+worker heartbeats (a lease that stops heartbeating expires and another worker takes the job),
+streams log lines, and enforces the time limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import msgspec
+
+from artifacts.client import RegistryClient
+from artifacts.digests import hex_of
+from artifacts.errors import (
+    ConflictError,
+    NotFoundError,
+    RegistryError,
+    RegistryUnavailableError,
+    ShipyardError,
+)
+from artifacts.manifest import MANIFEST_FILE
+from artifacts.probe import probe_node
+from artifacts.targets import CPU_TARGETS, GPU_TARGETS
+from artifacts.wire import JobDone, Lease, WorkerHello
+
+log = logging.getLogger("shipyard.worker")
+
+
+class WorkerConfig(msgspec.Struct, kw_only=True):
+    central: str
+    token: str
+    name: str
+    work_dir: str
+    concurrency: int = 1
+    lease_wait: float = 20.0
+    build_timeout: float = 1800.0
+    targets: list[str] = []  # empty: everything this host can build
+    threads: int = 0
+
+
+def buildable_targets() -> list[str]:
+    from builder.targets.tensorrt import preflight
+
+    targets = list(CPU_TARGETS)
+    if preflight() is None:
+        targets += [t for t in GPU_TARGETS if t.startswith("tensorrt")]
+    return targets
+
+
+def toolchain(caps) -> dict[str, str]:
+    """What determines a build's output besides its inputs (part of the build-cache key)."""
+    from builder.pipeline import _toolchain
+
+    tc = _toolchain()
+    if caps.tensorrt:
+        tc["tensorrt"] = caps.tensorrt
+    if caps.gpus:
+        tc["gpu"] = ",".join(sorted({g.compute_capability for g in caps.gpus}))
+    return tc
+
+
+# ---- the child process ------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: best effort
+        pass
+
+
+class _FileReporter:
+    def __init__(self, path: Path) -> None:
+        self.fh = open(path, "a", buffering=1)  # noqa: SIM115 - closed with the process
+
+    def _w(self, text: str) -> None:
+        self.fh.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+    def begin(self, scope: str, total: int) -> None:
+        self._w(f"{scope}: start")
+
+    def step(self, scope: str, message: str) -> None:
+        self._w(f"{scope}: {message}")
+
+    def end(self, scope: str, ok: bool, message: str) -> None:
+        self._w(f"{scope}: {'ok' if ok else 'FAILED'} {message}")
+
+
+def build_child(spec_path: str) -> None:
+    """Entry point of the build process: run the pipeline, write result.json."""
+    _die_with_parent()
+    spec = json.loads(Path(spec_path).read_text())
+    jobdir = Path(spec_path).parent
+    reporter = _FileReporter(jobdir / "build.log")
+    from builder.pipeline import BuildConfig, build
+
+    try:
+        report = build(msgspec.convert(spec["config"], BuildConfig), reporter)
+        t = report.targets[0]
+        result = {"passed": t.passed, "reason": t.reason, "path": t.path, "seconds": report.seconds}
+    except ShipyardError as exc:
+        reporter.step("build", f"error: {exc}")
+        result = {"passed": False, "reason": str(exc), "path": None, "retry": False}
+    except Exception as exc:
+        reporter.step("build", "crashed:\n" + traceback.format_exc())
+        result = {
+            "passed": False,
+            "reason": f"{type(exc).__name__}: {exc}",
+            "path": None,
+            "retry": True,
+        }
+    (jobdir / "result.json").write_text(json.dumps(result))
+
+
+# ---- the worker -------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.work = Path(cfg.work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.stop_event = threading.Event()
+        self.client = RegistryClient(cfg.central, cfg.token, timeout=60)
+        self.caps = probe_node()
+        self.targets = cfg.targets or buildable_targets()
+        self.toolchain = toolchain(self.caps)
+        self._extract_lock = threading.Lock()
+
+    def hello(self) -> None:
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self.client.worker_hello(
+                    WorkerHello(
+                        name=self.cfg.name,
+                        capabilities=self.caps,
+                        toolchain=self.toolchain,
+                        targets=self.targets,
+                    )
+                )
+                log.info(
+                    "registered with %s as %s (targets: %s)",
+                    self.cfg.central,
+                    self.cfg.name,
+                    ", ".join(self.targets),
+                )
+                return
+            except RegistryUnavailableError as exc:
+                log.warning("central unreachable (%s); retrying in %.1f s", exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 15)
+
+    def run(self) -> None:
+        self.hello()
+        threads = [
+            threading.Thread(target=self._loop, name=f"lease-{i}", daemon=True)
+            for i in range(self.cfg.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+        self.client.close()
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                lease = self.client.lease(self.cfg.name, self.cfg.lease_wait)
+            except NotFoundError:  # central forgot us (fresh database): register again
+                self.hello()
+                continue
+            except RegistryError as exc:
+                log.warning("lease failed: %s", exc)
+                self.stop_event.wait(2)
+                self.hello()
+                continue
+            if lease is not None:
+                try:
+                    self.run_job(lease)
+                except Exception:
+                    log.exception("job %s", lease.job_id)
+
+    # ---- one job ------------------------------------------------------------------------
+
+    def _blob(self, digest: str) -> Path:
+        path = self.work / "blobs" / hex_of(digest)
+        if not path.exists():
+            self.client.download_blob(digest, path)
+        return path
+
+    def _source(self, digest: str) -> Path:
+        from artifacts import sourcetar
+
+        dest = self.work / "src" / hex_of(digest)
+        with self._extract_lock:
+            if not dest.exists():
+                tmp = dest.with_name(dest.name + f".{os.getpid()}.partial")
+                shutil.rmtree(tmp, ignore_errors=True)
+                sourcetar.extract(self._blob(digest), tmp)
+                os.replace(tmp, dest)
+        return dest
+
+    def run_job(self, lease: Lease) -> None:
+        req = lease.request
+        jobdir = self.work / "jobs" / f"{lease.job_id}-{lease.attempt}"
+        shutil.rmtree(jobdir, ignore_errors=True)
+        jobdir.mkdir(parents=True)
+        log.info("job %s: %s %s (attempt %s)", lease.job_id, req.model, lease.target, lease.attempt)
+        try:
+            config = {
+                "model_dir": str(self._source(req.source_blob)),
+                "task": req.task,
+                "model_name": req.model,
+                "out_dir": str(jobdir / "out"),
+                "targets": [lease.target],
+                "calibration_file": str(self._blob(req.calibration_blob))
+                if req.calibration_blob
+                else None,
+                "eval_file": str(self._blob(req.eval_blob)) if req.eval_blob else None,
+                "thresholds": req.thresholds,
+                "max_batch": req.max_batch,
+                "threads": self.cfg.threads,
+            }
+        except ShipyardError as exc:
+            self._fail(
+                lease,
+                f"could not fetch the build inputs: {exc}",
+                retry=isinstance(exc, RegistryUnavailableError),
+            )
+            return
+        (jobdir / "spec.json").write_text(json.dumps({"config": config}))
+        (jobdir / "build.log").touch()
+        child = mp.get_context("spawn").Process(
+            target=build_child, args=(str(jobdir / "spec.json"),), daemon=False
+        )
+        child.start()
+        outcome = self._supervise(lease, child, jobdir)
+        if outcome is not None:
+            self._fail(lease, outcome, retry=True)
+            return
+        result_path = jobdir / "result.json"
+        if not result_path.exists():
+            code = child.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            tail = (jobdir / "build.log").read_text()[-1500:]
+            self._fail(
+                lease,
+                f"build process died ({how}; out of memory?); last log lines:\n{tail}",
+                retry=True,
+            )
+            return
+        result = json.loads(result_path.read_text())
+        if not result["passed"]:
+            self._fail(lease, result["reason"], retry=result.get("retry", False))
+            return
+        bundle = Path(result["path"])
+        try:
+            manifest = json.loads((bundle / MANIFEST_FILE).read_bytes())
+            for f in manifest["files"]:
+                self.client.upload_blob(f["sha256"], bundle / f["path"])
+            self.client.job_complete(
+                lease.job_id,
+                JobDone(
+                    lease_token=lease.lease_token,
+                    manifest=base64.b64encode((bundle / MANIFEST_FILE).read_bytes()).decode(),
+                    toolchain=self.toolchain,
+                ),
+            )
+            log.info("job %s: passed (%s)", lease.job_id, manifest["quality"]["config"])
+        except ConflictError as exc:
+            log.warning(
+                "job %s: lease lost before completion (%s); result discarded", lease.job_id, exc
+            )
+        finally:
+            shutil.rmtree(jobdir, ignore_errors=True)
+
+    def _supervise(self, lease: Lease, child, jobdir: Path) -> str | None:
+        """Stream logs and heartbeat until the child ends. Returns a failure reason for a
+        timeout/shutdown (retryable); None when the child finished on its own."""
+        started = time.monotonic()
+        beat_every = max(0.5, lease.lease_seconds / 3)
+        last_beat = 0.0
+        offset = 0
+        logfile = jobdir / "build.log"
+        while True:
+            done = not child.is_alive()
+            with open(logfile) as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+            lines = [line for line in chunk.splitlines() if line]
+            if lines:
+                try:
+                    self.client.job_logs(lease.job_id, lease.lease_token, lines)
+                except ConflictError:
+                    child.kill()
+                    return None
+                except RegistryError:
+                    pass  # logs are best effort; the heartbeat decides
+            if done:
+                child.join()
+                return None
+            now = time.monotonic()
+            if now - last_beat >= beat_every:
+                last_beat = now
+                try:
+                    if self.client.heartbeat(lease.job_id, lease.lease_token).cancelled:
+                        child.kill()
+                        child.join()
+                        log.info("job %s cancelled", lease.job_id)
+                        return None
+                except ConflictError:
+                    log.warning("job %s: lease lost; stopping the build", lease.job_id)
+                    child.kill()
+                    child.join()
+                    return None
+                except RegistryError as exc:
+                    log.warning("heartbeat failed: %s", exc)
+            if now - started > self.cfg.build_timeout:
+                child.kill()
+                child.join()
+                return f"build exceeded the {self.cfg.build_timeout:.0f} s time limit"
+            if self.stop_event.is_set():
+                child.kill()
+                child.join()
+                return "worker shut down during the build"
+            time.sleep(0.5)
+
+    def _fail(self, lease: Lease, reason: str, *, retry: bool) -> None:
+        with contextlib.suppress(ConflictError):  # the lease is gone: nothing to report
+            self.client.job_fail(
+                lease.job_id, JobDone(lease_token=lease.lease_token, reason=reason, retry=retry)
+            )
+        log.warning(
+            "job %s failed%s: %s", lease.job_id, " (will retry)" if retry else "", reason[:300]
+        )
+
+
+def run_worker(cfg: WorkerConfig) -> None:
+    worker = Worker(cfg)
+
+    def _stop(*_a) -> None:
+        worker.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run()

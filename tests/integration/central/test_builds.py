@@ -1,0 +1,397 @@
+"""The build service with real worker processes and a real central on loopback."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+import httpx
+import msgspec
+import psutil
+import pytest
+
+from artifacts import sourcetar
+from artifacts.client import RegistryClient
+from artifacts.digests import sha256_file
+from artifacts.errors import AuthError, ConflictError, RegistryError
+from artifacts.signing import TrustedKeys
+from artifacts.wire import BuildRequest, JobDone, WorkerHello
+from tests.factories import cpu_node, gpu_node
+from tests.servers import CentralServer
+
+TERMINAL = ("passed", "partial", "failed", "cancelled")
+
+
+def upload_model(c: RegistryClient, model_dir, tmp_path) -> str:
+    tar = sourcetar.create(model_dir, tmp_path / f"{model_dir.name}.tar")
+    digest = sha256_file(tar)
+    c.upload_blob(digest, tar)
+    return digest
+
+
+def wait_build(c: RegistryClient, build_id: int, timeout: float = 240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = c.build(build_id)
+        if info.state in TERMINAL:
+            return info
+        time.sleep(0.5)
+    raise AssertionError(f"build {build_id} did not finish: {c.build(build_id)}")
+
+
+def start_worker(url: str, token: str, name: str, work_dir) -> subprocess.Popen:
+    env = {**os.environ, "SHIPYARD_WORKER_TOKEN": token}
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from builder.cli import main; sys.exit(main())", "worker",
+         "--central", url, "--name", name, "--work-dir", str(work_dir), "--lease-wait", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work_dir}.log", "wb"), start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def central_with_worker(tmp_path, publisher_keys):
+    server = CentralServer(
+        tmp_path / "central", None, trusted=[publisher_keys[1]], local_workers=1
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_models, tmp_path):
+    server = central_with_worker
+    with RegistryClient(server.url, server.admin_token) as c:
+        source = upload_model(c, tiny_models["classify"], tmp_path)
+        req = BuildRequest(
+            model="tiny-cls", task="classify", source_blob=source, promote_to="stable"
+        )
+        created = c.submit_build(req)
+        assert [j.target for j in created.jobs] == ["onnx-fp32", "onnx-int8", "openvino-int8"]
+        info = wait_build(c, created.build_id)
+        assert info.state == "passed", info
+        assert info.version == 1 and info.promoted_to == "stable"
+        assert all(
+            j.state == "passed" and j.worker == "local-1" and not j.cached for j in info.jobs
+        )
+        assert c.channel("tiny-cls", "stable").version == 1
+        logs = c.build_logs(created.build_id)
+        assert any("leased by local-1" in line.line for line in logs)
+        assert {line.target for line in logs} == {"onnx-fp32", "onnx-int8", "openvino-int8"}
+        # registered bundles are signed by central's build key: an edge trusting it verifies them
+        trusted = TrustedKeys.from_paths([server.cfg.keys_path / "publisher.pub"])
+        version = c.get_version("tiny-cls", 1)
+        assert "build #1" in version.notes
+        for b in version.bundles:
+            raw, sig = c.bundle_document("tiny-cls", 1, b.target)
+            got = c.pull_bundle(
+                raw, sig, tmp_path / "pulled" / b.target, trusted, downloads=tmp_path / "dl"
+            )
+            assert got.manifest.model.version == 1 and got.manifest.quality.passed
+        # the same request again: served from the build cache, not rebuilt, same files
+        again = wait_build(c, c.submit_build(req).build_id)
+        assert again.state == "passed" and again.version == 2
+        assert all(j.cached and j.attempts == 0 for j in again.jobs)
+        v1 = {
+            b.target: [f["sha256"] for f in b.manifest["files"]]
+            for b in c.get_version("tiny-cls", 1).bundles
+        }
+        v2 = {
+            b.target: [f["sha256"] for f in b.manifest["files"]]
+            for b in c.get_version("tiny-cls", 2).bundles
+        }
+        assert v1 == v2
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_remote_workers_six_jobs_each_built_once(
+    tmp_path, database_url, publisher_keys, tiny_models
+):
+    server = CentralServer(
+        tmp_path / "central", database_url, trusted=[publisher_keys[1]], local_workers=0
+    ).start()
+    workers = []
+    try:
+        token = server.token("build", name="workers")
+        workers = [
+            start_worker(server.url, token, f"remote-{i}", tmp_path / f"w{i}") for i in range(2)
+        ]
+        with RegistryClient(server.url, server.admin_token) as c:
+            ids = []
+            for task in ("embedding", "classify"):
+                source = upload_model(c, tiny_models[task], tmp_path)
+                ids.append(
+                    c.submit_build(
+                        BuildRequest(model=f"tiny-{task}", task=task, source_blob=source)
+                    ).build_id
+                )
+            infos = [wait_build(c, i, timeout=300) for i in ids]
+        jobs = [j for info in infos for j in info.jobs]
+        assert len(jobs) == 6
+        assert all(info.state == "passed" for info in infos), infos
+        assert all(j.attempts == 1 for j in jobs)
+        assert all(sum("leased by" in h for h in j.history) == 1 for j in jobs)
+        assert {j.worker for j in jobs} <= {"remote-0", "remote-1"}
+    finally:
+        for w in workers:
+            stop_worker(w)
+        server.stop()
+
+
+def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher_keys, tiny_models):
+    server = CentralServer(
+        tmp_path / "central", None, trusted=[publisher_keys[1]], local_workers=0, lease_seconds=3.0
+    ).start()
+    a = b = None
+    try:
+        token = server.token("build", name="workers")
+        a = start_worker(server.url, token, "doomed", tmp_path / "wa")
+        with RegistryClient(server.url, server.admin_token) as c:
+            source = upload_model(c, tiny_models["embedding"], tmp_path)
+            build_id = c.submit_build(BuildRequest(model="tiny-emb", task="embedding", source_blob=source,
+                                                   targets=["openvino-int8"])).build_id  # fmt: skip
+            deadline = time.monotonic() + 120
+            while c.build(build_id).jobs[0].state != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(1.0)  # the build child is working now
+            children = psutil.Process(a.pid).children(recursive=True)
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+            psutil.wait_procs(children, timeout=10)
+            assert not any(
+                p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children
+            ), "orphaned build process"
+            b = start_worker(server.url, token, "rescuer", tmp_path / "wb")
+            info = wait_build(c, build_id, timeout=180)
+        job = info.jobs[0]
+        assert info.state == "passed" and job.worker == "rescuer" and job.attempts == 2
+        assert any("lease of doomed expired" in h for h in job.history)
+    finally:
+        for w in (a, b):
+            if w is not None:
+                stop_worker(w)
+        server.stop()
+
+
+def test_tensorrt_job_waits_for_a_capable_worker_and_cancel(central, tiny_models, tmp_path):
+    with RegistryClient(central.url, central.admin_token) as c:
+        worker = RegistryClient(central.url, central.token("build"))
+        worker.worker_hello(
+            WorkerHello(name="cpu-box", capabilities=cpu_node(), targets=["onnx-fp32", "onnx-int8"])
+        )
+        source = upload_model(c, tiny_models["embedding"], tmp_path)
+        build_id = c.submit_build(
+            BuildRequest(model="m", task="embedding", source_blob=source, targets=["tensorrt-fp16"])
+        ).build_id
+        job = c.build(build_id).jobs[0]
+        assert job.state == "waiting-for-capable-worker"
+        assert (
+            "needs an NVIDIA GPU with TensorRT" in job.reason
+            and "cpu-box (x86_64, no GPU, no TensorRT)" in job.reason
+        )
+        assert worker.lease("cpu-box", 0.2) is None  # not offered to a CPU worker
+        # a GPU worker would be offered it
+        worker.worker_hello(
+            WorkerHello(name="gpu-box", capabilities=gpu_node(), targets=["tensorrt-fp16"])
+        )
+        assert c.build(build_id).jobs[0].state == "queued"
+        cancelled = c.cancel_build(build_id)
+        assert cancelled.state == "cancelled" and cancelled.jobs[0].state == "cancelled"
+        assert worker.lease("gpu-box", 0.2) is None
+        with pytest.raises(ConflictError):
+            c.cancel_build(build_id)
+        assert c.list_models() == []
+        worker.close()
+
+
+def test_leasing_is_exclusive_under_concurrency(central):
+    """Many workers hammer the lease endpoint: every job is handed out exactly once."""
+    with RegistryClient(central.url, central.admin_token) as c:
+        import hashlib
+
+        data = _tar({"config.json": b"{}", "model.safetensors": b"w"})
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        c._request(
+            "PUT",
+            f"/v1/blobs/{digest}",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        for i in range(4):
+            c.submit_build(BuildRequest(model=f"m{i}", task="embedding", source_blob=digest))
+    token = central.token("build")
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        with RegistryClient(central.url, token) as w:
+            w.worker_hello(
+                WorkerHello(
+                    name=f"w{n}",
+                    capabilities=cpu_node(),
+                    targets=["onnx-fp32", "onnx-int8", "openvino-int8"],
+                )
+            )
+            while True:
+                lease = w.lease(f"w{n}", 0.5)
+                if lease is None:
+                    return
+                with lock:
+                    got.append(lease.job_id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, 13))
+
+
+def test_only_the_lease_holder_completes(tmp_path, publisher_keys):
+    server = CentralServer(
+        tmp_path / "c", None, trusted=[publisher_keys[1]], local_workers=0, lease_seconds=1.0
+    ).start()
+    try:
+        with RegistryClient(server.url, server.admin_token) as c:
+            import hashlib
+
+            data = _tar({"config.json": b"{}", "model.safetensors": b"w"})
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            c._request(
+                "PUT",
+                f"/v1/blobs/{digest}",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            build_id = c.submit_build(
+                BuildRequest(model="m", task="embedding", source_blob=digest, targets=["onnx-fp32"])
+            ).build_id
+            w = RegistryClient(server.url, server.token("build"))
+            for name in ("slow", "fast"):
+                w.worker_hello(
+                    WorkerHello(name=name, capabilities=cpu_node(), targets=["onnx-fp32"])
+                )
+            first = w.lease("slow", 1)
+            time.sleep(2.5)  # no heartbeat: the lease expires
+            second = w.lease("fast", 2)
+            assert second is not None and second.job_id == first.job_id and second.attempt == 2
+            with pytest.raises(ConflictError, match="not leased to you"):
+                w.heartbeat(first.job_id, first.lease_token)
+            with pytest.raises(ConflictError):
+                w.job_complete(first.job_id, JobDone(lease_token=first.lease_token, manifest=""))
+            w.job_fail(
+                second.job_id,
+                JobDone(lease_token=second.lease_token, reason="deterministic failure"),
+            )
+            info = c.build(build_id)
+            assert info.state == "failed" and "deterministic failure" in info.jobs[0].reason
+            w.close()
+    finally:
+        server.stop()
+
+
+def _tar(
+    files: dict[str, bytes], *, symlink: str | None = None, name_override: str | None = None
+) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name_override or name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo("link")
+            info.type = tarfile.SYMTYPE
+            info.linkname = symlink
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_bad_build_input_is_refused_and_nothing_queued(central):
+    import hashlib
+
+    h = {"Authorization": f"Bearer {central.admin_token}"}
+    ok_model = {"config.json": b"{}", "model.safetensors": b"w"}
+    cases = {
+        "traversal": _tar(
+            {"config.json": b"{}", "model.safetensors": b"w", "x": b"evil"}, name_override=None
+        ),
+        "symlink": _tar(ok_model, symlink="/etc/passwd"),
+        "not-a-model": _tar({"readme.txt": b"hi"}),
+        "not-a-tar": b"plainly not an archive",
+    }
+    # a member named ../../escape
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in {**ok_model, "../../escape": b"x"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cases["traversal"] = buf.getvalue()
+    digests = {}
+    for label, data in cases.items():
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = httpx.put(
+            f"{central.url}/v1/blobs/{digest}",
+            content=data,
+            headers={**h, "Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 201
+        digests[label] = digest
+    expectations = {
+        "traversal": "escapes",
+        "symlink": "link",
+        "not-a-model": "config.json",
+        "not-a-tar": "not a readable tar",
+    }
+    with RegistryClient(central.url, central.admin_token) as c:
+        for label, match in expectations.items():
+            with pytest.raises(RegistryError, match=match) as e:
+                c.submit_build(
+                    BuildRequest(model="m", task="embedding", source_blob=digests[label])
+                )
+            assert e.value.status == 422
+        good = "sha256:" + hashlib.sha256(_tar(ok_model)).hexdigest()
+        httpx.put(
+            f"{central.url}/v1/blobs/{good}",
+            content=_tar(ok_model),
+            headers={**h, "Content-Type": "application/octet-stream"},
+        )
+        for bad, match in [
+            ({"targets": ["tensorrt-fp64"]}, "unknown target"),
+            ({"targets": ["onnx-fp16"]}, "no builder"),
+            ({"targets": []}, "no targets"),
+            ({"task": "summarize"}, "unknown task"),
+            ({"model": "Bad Name"}, "invalid model name"),
+            ({"source_blob": "sha256:" + "9" * 64}, "has not been uploaded"),
+            ({"thresholds": {"nonsense": 1.0}}, "unknown threshold"),
+            ({"promote_to": "../x"}, "invalid channel"),
+        ]:
+            body = {"model": "m", "task": "embedding", "source_blob": good, **bad}
+            r = httpx.post(f"{central.url}/v1/builds", json=body, headers=h)
+            assert 400 <= r.status_code < 500 and match in r.json()["detail"], (bad, r.text)
+        r = httpx.post(
+            f"{central.url}/v1/builds",
+            json={"model": "m", "task": "embedding", "source_blob": good},
+        )
+        assert r.status_code == 401
+        pull = RegistryClient(central.url, central.token("pull"))
+        with pytest.raises(AuthError):
+            pull.submit_build(BuildRequest(model="m", task="embedding", source_blob=good))
+        pull.close()
+        assert c.builds() == []
+    assert msgspec  # keep import used

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from artifacts.errors import BundleError
-from artifacts.textproc import Item
+from artifacts.textproc import Item, TextEncoder, compare, run_items
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,29 @@ def read_golden(path: Path) -> Golden:
     if len(items) != len(reference):
         raise BundleError(f"golden file {path}: {len(items)} inputs but {len(reference)} outputs")
     return Golden(items=items, reference=reference)
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    passed: bool
+    metric: str
+    worst: float
+    tolerance: float
+
+    def describe(self) -> str:
+        op = ">=" if self.metric == "cosine" else "<="
+        verdict = "passed" if self.passed else "FAILED"
+        return f"golden {verdict}: worst {self.metric} {self.worst:.4f} (needs {op} {self.tolerance:.4f})"
+
+
+def smoke_check(bundle_dir: Path, manifest, infer, input_names: list[str]) -> SmokeResult:
+    """The whole serving path on the golden inputs (tokenise, infer, compare) vs FP32."""
+    golden = read_golden(Path(bundle_dir) / manifest.golden.file)
+    encoder = TextEncoder.for_bundle(bundle_dir, manifest)
+    out = run_items(
+        encoder, golden.items, infer, input_names, pad_id=manifest.tokenizer.pad_token_id
+    )
+    metric, tol = manifest.golden.metric, manifest.golden.tolerance
+    worst, _ = compare(golden.reference, out, metric)
+    passed = worst >= tol if metric == "cosine" else worst <= tol
+    return SmokeResult(passed=bool(passed), metric=metric, worst=float(worst), tolerance=float(tol))

@@ -101,6 +101,27 @@ def collate(
     return {name: arrays[name] for name in input_names}
 
 
+def run_items(
+    encoder: TextEncoder,
+    items: list[Item],
+    infer,
+    input_names: list[str],
+    *,
+    batch_size: int = 32,
+    pad_id: int = 0,
+) -> np.ndarray:
+    """Tokenise ``items``, run ``infer`` on length-sorted batches, return outputs in input order."""
+    encoded = encoder.encode(list(items))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    outputs: list = [None] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        result = infer(collate([encoded[i] for i in idx], input_names, pad_id=pad_id))
+        for j, i in enumerate(idx):
+            outputs[i] = result[j]
+    return np.stack(outputs).astype(np.float32)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norm, 1e-12)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from artifacts.quality import LOWER_IS_BETTER
-from artifacts.textproc import Item, TextEncoder, collate
+from artifacts.textproc import Item, TextEncoder, collate, run_items
 from builder.data.datasets import EvalSet
-from builder.reference import run_sorted
 from builder.runners import Runner
 
 # ---- metrics (pure) -------------------------------------------------------------------------
@@ -141,7 +140,7 @@ class Evaluator:
             raise ValueError("reference outputs do not match the eval set")
 
     def outputs(self, runner: Runner) -> np.ndarray:
-        return run_sorted(self.encoder, self.items, runner, runner.input_names, pad_id=self.pad_id)
+        return run_items(self.encoder, self.items, runner, runner.input_names, pad_id=self.pad_id)
 
     def evaluate(self, runner: Runner) -> GateResult:
         cand = self.outputs(runner)

@@ -42,14 +42,14 @@ from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
 from artifacts.targets import TARGETS, target_spec
-from artifacts.textproc import TextEncoder, compare
+from artifacts.textproc import TextEncoder, compare, run_items
 from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, eval_set
 from builder.errors import BuildError
 from builder.export import export_master, validate_against_torch
 from builder.gate import Evaluator
 from builder.golden import golden_items, tolerance
-from builder.reference import TorchReference, run_sorted
+from builder.reference import TorchReference
 from builder.source import inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
@@ -213,7 +213,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
         reporter.step("prepare", "FP32 reference (torch)")
         reference = TorchReference(source, config.task, threads=threads)
         items = evalset.items(config.task)
-        ref_out = run_sorted(
+        ref_out = run_items(
             encoder,
             items,
             reference,
@@ -221,7 +221,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
             pad_id=pad_id,
         )
         gold_items = golden_items(config.task, items)
-        gold_ref = run_sorted(
+        gold_ref = run_items(
             encoder,
             gold_items,
             reference,
@@ -307,7 +307,7 @@ def _write_target(
     assert art is not None and outcome.gate is not None and outcome.speed is not None
     spec = target_spec(outcome.target)
     # Golden: run the shipped artifact through the full path and make sure it passes its own check.
-    gold_out = run_sorted(
+    gold_out = run_items(
         ctx.encoder,
         gold_items,
         art.runner,

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
-from artifacts.textproc import Encoded, Item, TextEncoder, collate
 from builder.source import ModelSource
-
-
-def run_sorted(
-    encoder: TextEncoder,
-    items: Sequence[Item],
-    infer: Callable[[dict[str, np.ndarray]], np.ndarray],
-    input_names: list[str],
-    *,
-    batch_size: int = 32,
-    pad_id: int = 0,
-) -> np.ndarray:
-    """Tokenise ``items``, run ``infer`` on length-sorted batches, return outputs in input order."""
-    encoded: list[Encoded] = encoder.encode(list(items))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    outputs: list[np.ndarray | None] = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        feeds = collate([encoded[i] for i in idx], input_names, pad_id=pad_id)
-        result = infer(feeds)
-        for j, i in enumerate(idx):
-            outputs[i] = result[j]
-    return np.stack(outputs).astype(np.float32)  # type: ignore[arg-type]
 
 
 class TorchReference:

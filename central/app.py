@@ -129,6 +129,7 @@ def create_app(config: CentralConfig, service: Service | None = None) -> Litesta
             Exception: _unexpected,
         },
         request_max_body_size=config.max_json_bytes,
+        logging_config=None,  # the process configures logging, not the framework
         openapi_config=OpenAPIConfig(title="Shipyard central", version="1", path="/schema"),
         debug=False,
     )

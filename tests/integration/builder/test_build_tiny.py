@@ -10,8 +10,7 @@ import pytest
 from artifacts.bundle import read_manifest, verify_bundle
 from artifacts.golden import read_golden
 from artifacts.signing import TrustedKeys
-from artifacts.textproc import TextEncoder, compare
-from builder.reference import run_sorted
+from artifacts.textproc import TextEncoder, compare, run_items
 from builder.runners import OpenVinoRunner, OrtRunner
 
 TASKS = ("embedding", "rerank", "classify")
@@ -69,7 +68,7 @@ def test_golden_outputs_reproduce_through_the_full_path(tiny_builds, publisher_k
     assert len(golden.items) == m.golden.items >= 16
     encoder = TextEncoder.for_bundle(bundle, m)
     runner = runner_for(bundle, m)
-    out = run_sorted(
+    out = run_items(
         encoder, golden.items, runner, runner.input_names, pad_id=m.tokenizer.pad_token_id
     )
     worst, _ = compare(golden.reference, out, m.golden.metric)
@@ -80,7 +79,7 @@ def test_golden_outputs_reproduce_through_the_full_path(tiny_builds, publisher_k
     # a wrong tokenizer setting must fail the same check
     if task == "embedding":
         short = TextEncoder(bundle / m.tokenizer.file, type(m.tokenizer)(max_length=4))
-        bad = run_sorted(short, golden.items, runner, runner.input_names)
+        bad = run_items(short, golden.items, runner, runner.input_names)
         assert compare(golden.reference, bad, "cosine")[0] < m.golden.tolerance
 
 

@@ -1,0 +1,72 @@
+"""Bounded admission with an adaptive limit, so p99 holds as load and backend speed change.
+
+The queue is measured in tokens (what the backend's work is proportional to). A request is
+admitted only if the tokens waiting plus its own stay under the current *limit*; otherwise
+it gets 429 with ``Retry-After`` = (waiting tokens / measured drain rate).
+
+The limit adapts by AIMD on queueing delay, the signal that directly predicts tail latency:
+after every batch we update an EWMA of how long its items waited. If that delay exceeds the
+configured latency target, the limit shrinks multiplicatively (x0.8, never below one full
+batch); while the delay stays under half the target, the limit grows additively (+ one
+tenth of a batch, up to ``max_queued_tokens``). A backend that slows down — e.g. after a
+fallback from INT8 to FP32 — therefore admits less work within a few batches, and recovers
+when it speeds up again. Memory is bounded by ``max_queued_tokens`` whatever the load.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Admission:
+    max_queued_tokens: int
+    batch_tokens: int
+    latency_target_s: float
+    adaptive: bool = True
+    limit: float = 0.0
+    queued_tokens: int = 0
+    delay_ewma_s: float = 0.0
+    drain_tokens_per_s: float = 0.0
+    rejected: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = float(self.max_queued_tokens)
+
+    def try_admit(self, tokens: int) -> float | None:
+        """Reserve ``tokens``; None if admitted, else the Retry-After in seconds."""
+        limit = self.limit if self.adaptive else self.max_queued_tokens
+        if self.queued_tokens + tokens > limit and self.queued_tokens > 0:
+            self.rejected += 1
+            return self.retry_after()
+        self.queued_tokens += tokens
+        return None
+
+    def release(self, tokens: int) -> None:
+        self.queued_tokens = max(0, self.queued_tokens - tokens)
+
+    def retry_after(self) -> float:
+        if self.drain_tokens_per_s <= 0:
+            return 1.0
+        return max(1.0, math.ceil(self.queued_tokens / self.drain_tokens_per_s))
+
+    def observe(self, waited_s: float, batch_tokens: int, run_s: float, alpha: float = 0.2) -> None:
+        """Feed one batch's queueing delay and throughput; adapt the limit."""
+        self.delay_ewma_s = (
+            waited_s
+            if self.delay_ewma_s == 0
+            else (1 - alpha) * self.delay_ewma_s + alpha * waited_s
+        )
+        if run_s > 0:
+            rate = batch_tokens / run_s
+            self.drain_tokens_per_s = (
+                rate if self.drain_tokens_per_s == 0 else 0.8 * self.drain_tokens_per_s + 0.2 * rate
+            )
+        if not self.adaptive:
+            return
+        floor = float(self.batch_tokens)
+        if self.delay_ewma_s > self.latency_target_s:
+            self.limit = max(floor, self.limit * 0.8)
+        elif self.delay_ewma_s < self.latency_target_s / 2:
+            self.limit = min(float(self.max_queued_tokens), self.limit + self.batch_tokens / 10)

@@ -1,0 +1,69 @@
+"""OpenVINO: CPU (or GPU/NPU when present) with the bundle's pinned inference precision.
+
+OpenVINO runs FP32 IRs in BF16 by default on CPUs that have it; the manifest records the
+precision the gate measured and we apply exactly that. One infer request per concurrent
+caller (requests are not thread-safe; the compiled model is).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends.base import BackendSettings
+from edge_runtime.errors import BackendUnavailable
+
+
+class OpenVinoBackend:
+    def __init__(self, bundle_dir: Path, manifest, settings: BackendSettings) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendUnavailable("OpenVINO is not installed (pip install openvino)") from exc
+        self.target = manifest.target.id
+        self.device = "cpu"
+        core = ov.Core()
+        device = "CPU"
+        precision = manifest.target.runtime.get("inference_precision", "f32")
+        threads = settings.threads or (os.cpu_count() or 1)
+        config = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY" if settings.streams <= 1 else "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": max(1, settings.streams),
+        }
+        self._compiled = core.compile_model(str(bundle_dir / manifest.model_file()), device, config)
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self._output = self._compiled.output(manifest.io.output)
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(max(1, settings.streams)):
+            self._requests.put(self._compiled.create_infer_request())
+        self._info = {
+            "engine": "openvino",
+            "version": ov.get_version(),
+            "device": device,
+            "inference_precision": precision,
+            "threads": str(threads),
+            "streams": str(max(1, settings.streams)),
+        }
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        request = self._requests.get()
+        try:
+            result = request.infer({k: feeds[k] for k in self.input_names})
+            return np.array(result[self._output], copy=True)
+        finally:
+            self._requests.put(request)
+
+    def describe(self) -> dict[str, str]:
+        return dict(self._info)
+
+    def close(self) -> None:
+        self._compiled = None
+
+
+def open_backend(bundle_dir, manifest, settings: BackendSettings) -> OpenVinoBackend:
+    return OpenVinoBackend(Path(bundle_dir), manifest, settings)

@@ -1,0 +1,205 @@
+"""The dynamic batcher: one per model, a token budget per batch, overload turned into 429.
+
+Items (one input of a request) wait in a FIFO. When the backend is free the batcher takes
+the oldest item and the waiting items closest to it in length (sorted by token count, cutting
+padding) until ``max_batch_size`` items or ``max_batch_tokens`` padded tokens. It does not
+wait when idle — a single query runs at once — except briefly (``max_wait_ms``) when other
+admitted requests are still being tokenised and would join. Expired items (deadline) and
+cancelled requests are skipped. Inference runs on one dedicated thread, so the event loop
+keeps tokenising and admitting the next requests while a batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from artifacts.textproc import Encoded
+from edge_runtime.admission import Admission
+from edge_runtime.config import BatchingSection
+from edge_runtime.errors import DeadlineExceeded, Overloaded
+
+
+@dataclass
+class Pending:
+    size: int
+    deadline: float
+    future: asyncio.Future
+    tokens: int
+    results: list = field(default_factory=list)
+    remaining: int = 0
+
+    def __post_init__(self) -> None:
+        self.results = [None] * self.size
+        self.remaining = self.size
+
+
+@dataclass
+class Item:
+    pending: Pending
+    index: int
+    enc: Encoded
+    enqueued: float
+
+
+class Batcher:
+    def __init__(
+        self, name: str, cfg: BatchingSection, run_batch, metrics, admission: Admission
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.run_batch = run_batch  # (list[Encoded]) -> np.ndarray, called on the inference thread
+        self.metrics = metrics
+        self.admission = admission
+        self.queue: deque[Item] = deque()
+        self.tokenising = 0  # admitted requests not yet enqueued
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, encoded: list[Encoded], deadline: float) -> list[np.ndarray]:
+        """Queue the items of one request; resolve with their outputs in order."""
+        tokens = sum(len(e) for e in encoded)
+        retry = self.admission.try_admit(tokens)
+        if retry is not None:
+            self.metrics.rejected.labels(self.name).inc()
+            raise Overloaded(
+                f"{self.name} is at capacity ({self.admission.queued_tokens} tokens queued, limit "
+                f"{int(self.admission.limit)}); retry after {retry:.0f} s",
+                retry,
+            )
+        self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
+        fut = asyncio.get_running_loop().create_future()
+        pending = Pending(size=len(encoded), deadline=deadline, future=fut, tokens=tokens)
+        now = time.monotonic()
+        for i, e in enumerate(encoded):
+            self.queue.append(Item(pending, i, e, now))
+        self._wake.set()
+        try:
+            return await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    def _take(self) -> list[Item]:
+        """The oldest live item plus its nearest neighbours in length, within the budget."""
+        now = time.monotonic()
+        live: list[Item] = []
+        window = 4 * self.cfg.max_batch_size  # look this far into the queue for similar lengths
+        while self.queue and len(live) < window:
+            it = self.queue.popleft()
+            p = it.pending
+            if p.future.done():
+                continue
+            if now > p.deadline:
+                self._release(p)
+                self.metrics.expired.labels(self.name).inc()
+                p.future.set_exception(
+                    DeadlineExceeded(f"request waited past its deadline in the {self.name} queue")
+                )
+                continue
+            live.append(it)
+        if not live:
+            return []
+        oldest = live[0]
+        by_len = sorted(live, key=lambda it: len(it.enc))
+        pos = by_len.index(oldest)
+        chosen = [oldest]
+        lo, hi = pos - 1, pos + 1
+        longest = len(oldest.enc)
+        while len(chosen) < self.cfg.max_batch_size and (lo >= 0 or hi < len(by_len)):
+            # take the neighbour whose length is closest to the batch's current longest item
+            cands = []
+            if lo >= 0:
+                cands.append((longest - len(by_len[lo].enc), lo))
+            if hi < len(by_len):
+                cands.append((len(by_len[hi].enc) - longest, hi))
+            _, idx = min(cands)
+            cand = by_len[idx]
+            new_longest = max(longest, len(cand.enc))
+            if new_longest * (len(chosen) + 1) > self.cfg.max_batch_tokens:
+                break
+            chosen.append(cand)
+            longest = new_longest
+            if idx == lo:
+                lo -= 1
+            else:
+                hi += 1
+        taken = {id(it) for it in chosen}
+        self.queue.extendleft(
+            reversed([it for it in live if id(it) not in taken])
+        )  # keep FIFO order
+        return chosen
+
+    def _release(self, p: Pending) -> None:
+        if p.tokens:
+            self.admission.release(p.tokens)
+            p.tokens = 0
+            self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            if (
+                self.tokenising > 0
+                and len(self.queue) < self.cfg.max_batch_size
+                and self.cfg.max_wait_ms > 0
+            ):
+                await asyncio.sleep(
+                    self.cfg.max_wait_ms / 1000
+                )  # let requests being tokenised join
+            batch = self._take()
+            if not batch:
+                if not self.queue:
+                    self._wake.clear()
+                continue
+            started = time.monotonic()
+            encs = sorted(range(len(batch)), key=lambda i: len(batch[i].enc))
+            ordered = [batch[i] for i in encs]
+            padded = max(len(it.enc) for it in ordered) * len(ordered)
+            try:
+                out = await loop.run_in_executor(
+                    self._executor, self.run_batch, [it.enc for it in ordered]
+                )
+                error = None
+            except Exception as exc:  # the service already tried to fail over
+                out, error = None, exc
+            ran = time.monotonic() - started
+            self.batches += 1
+            waited = max(started - it.enqueued for it in ordered)
+            self.admission.observe(waited, padded, ran)
+            self.metrics.batch_size.labels(self.name).observe(len(ordered))
+            self.metrics.batch_tokens.labels(self.name).observe(padded)
+            self.metrics.admission_limit.labels(self.name).set(self.admission.limit)
+            for it in ordered:
+                self.metrics.queue.labels(self.name).observe(started - it.enqueued)
+            for j, it in enumerate(ordered):
+                p = it.pending
+                if p.future.done():
+                    continue
+                if error is not None:
+                    self._release(p)
+                    p.future.set_exception(error)
+                    continue
+                p.results[it.index] = out[j]
+                p.remaining -= 1
+                if p.remaining == 0:
+                    self._release(p)
+                    p.future.set_result(p.results)
+            if not self.queue:
+                self._wake.clear()

@@ -1,0 +1,118 @@
+"""``edge-runtime``: serve, probe this node, show a running node's status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import httpx
+import msgspec
+import typer
+
+from artifacts.errors import ShipyardError
+from artifacts.render import console, simple_table
+
+app = typer.Typer(
+    name="edge-runtime", help="Shipyard edge node.", no_args_is_help=True, add_completion=False
+)
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(
+        None, "--config", help="edge.toml (settings also from SHIPYARD_EDGE_*)"
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Sync verified bundles, pick the best backend, serve the HTTP API."""
+    import uvicorn
+
+    from edge_runtime.config import load_config
+    from edge_runtime.daemon import EdgeDaemon
+    from edge_runtime.server.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    cfg = load_config(config)
+    daemon = EdgeDaemon(cfg)
+    console(stderr=True).print(
+        f"edge-runtime: serving {', '.join(f'{m.name}:{m.channel}' for m in cfg.models)} on "
+        f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
+    )
+    uvicorn.run(create_app(daemon), host=cfg.server.host, port=cfg.server.port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=10)  # fmt: skip
+
+
+@app.command()
+def probe(as_json: bool = typer.Option(False, "--json")) -> None:
+    """What this node can run: CPU ISA, memory, GPUs, TensorRT, onnxruntime, OpenVINO."""
+    from artifacts.probe import probe_node
+
+    caps = probe_node()
+    if as_json:
+        typer.echo(msgspec.json.format(msgspec.json.encode(caps), indent=2).decode())
+        return
+    rows = [
+        ["host", caps.hostname], ["arch", caps.arch], ["cpu", caps.cpu_model], ["isa", ", ".join(caps.cpu_isa)],
+        ["cores", caps.cpu_cores], ["memory", f"{caps.memory_mb} MB"],
+        ["gpus", "; ".join(f"{g.name} sm_{g.compute_capability.replace('.', '')} {g.memory_mb} MB" for g in caps.gpus) or "none"],
+        ["cuda driver", caps.cuda_driver or "-"], ["tensorrt", caps.tensorrt or "not installed"],
+        ["onnxruntime", f"{caps.onnxruntime} ({', '.join(caps.onnxruntime_providers)})" if caps.onnxruntime else "not installed"],
+        ["openvino", f"{caps.openvino} ({', '.join(caps.openvino_devices)})" if caps.openvino else "not installed"],
+    ]  # fmt: skip
+    rows += [[f"probe error: {k}", v] for k, v in caps.probe_errors.items()]
+    console().print(simple_table("node capabilities", ["", "value"], rows))
+
+
+def status_tables(st: dict) -> list:
+    tables = []
+    for m in st["models"]:
+        rows = [[c["target"], c["status"], c.get("detail", "")[:140]] for c in m["candidates"]]
+        title = f"{m['model']}:{m['channel']} · {m['state']} · {m['reason']}"
+        tables.append(simple_table(title, ["candidate", "outcome", "why"], rows))
+    return tables
+
+
+@app.command()
+def status(
+    url: str = typer.Option("http://127.0.0.1:8080", "--url"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """What a running edge node serves, and why each candidate was chosen or not."""
+    try:
+        st = httpx.get(f"{url.rstrip('/')}/v1/status", timeout=10).json()
+    except httpx.HTTPError as exc:
+        console(stderr=True).print(f"[red]error:[/red] cannot reach {url}: {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    console().print(f"node {st['node']} · ready: {st['ready']} · registry {st['registry']}")
+    for t in status_tables(st):
+        console().print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except ShipyardError as exc:
+        console(stderr=True).print(f"[red]error:[/red] {exc}")
+        return 1
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        raise
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""edge.toml → one typed :class:`EdgeConfig`; every setting can also come from the environment.
+
+Environment overrides use ``SHIPYARD_EDGE_<SECTION>_<KEY>`` (e.g. ``SHIPYARD_EDGE_SERVER_PORT=9000``,
+``SHIPYARD_EDGE_REGISTRY_TOKEN=…``, ``SHIPYARD_EDGE_BACKENDS_DENY=openvino-int8,onnx-int8``); models
+come from ``SHIPYARD_EDGE_MODELS=product-embedder:stable,query-classifier:canary``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from artifacts.errors import InputError
+from artifacts.names import check_name
+from artifacts.targets import SelectionPolicy
+
+
+class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: str = "http://127.0.0.1:8700"
+    token_file: str | None = None
+    token: str | None = None
+    trusted_keys: list[str] = []
+    poll_interval_s: float = 30.0
+    timeout_s: float = 30.0
+
+
+class ModelSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    channel: str = "stable"
+
+
+class CacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    dir: str = "~/.shipyard/edge"
+    keep_versions: int = 2
+
+
+class BackendsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    allow: list[str] = []
+    deny: list[str] = []
+    prefer: list[str] = []
+    require_gpu: bool = False
+    select: Literal["first", "measure"] = "first"
+    threads: int = 0  # 0: every core
+    measure_s: float = 1.0
+
+    def policy(self) -> SelectionPolicy:
+        return SelectionPolicy(
+            allow=self.allow, deny=self.deny, prefer=self.prefer, require_gpu=self.require_gpu
+        )
+
+
+class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 << 20
+    request_timeout_ms: int = 10_000  # default per-request deadline
+    node_name: str = ""
+
+
+class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    max_batch_size: int = 64
+    max_batch_tokens: int = 8192
+    max_wait_ms: float = 2.0
+    max_queued_tokens: int = 65536
+    latency_target_ms: float = 50.0
+    max_inputs_per_request: int = 1024
+    adaptive: bool = True
+
+
+class ResultCacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    max_bytes: int = 64 << 20
+    ttl_s: float = 600.0
+
+
+class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    registry: RegistrySection = msgspec.field(default_factory=RegistrySection)
+    models: list[ModelSection] = []
+    cache: CacheSection = msgspec.field(default_factory=CacheSection)
+    backends: BackendsSection = msgspec.field(default_factory=BackendsSection)
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
+    batching: BatchingSection = msgspec.field(default_factory=BatchingSection)
+    result_cache: ResultCacheSection = msgspec.field(default_factory=ResultCacheSection)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(os.path.expanduser(self.cache.dir))
+
+    def token(self) -> str | None:
+        if self.registry.token:
+            return self.registry.token
+        if self.registry.token_file:
+            path = Path(os.path.expanduser(self.registry.token_file))
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise InputError(f"cannot read registry token_file {path}: {exc.strerror}") from exc
+        return None
+
+    def validate(self) -> EdgeConfig:
+        if not self.models:
+            raise InputError("no [[models]] configured: add a name and channel to serve")
+        seen = set()
+        for m in self.models:
+            check_name(m.name, "model name")
+            check_name(m.channel, "channel name")
+            if m.name in seen:
+                raise InputError(f"model {m.name!r} is listed twice")
+            seen.add(m.name)
+        b = self.batching
+        if (
+            b.max_batch_size < 1
+            or b.max_batch_tokens < 1
+            or b.max_queued_tokens < b.max_batch_tokens
+        ):
+            raise InputError(
+                "batching: need max_batch_size >= 1 and max_queued_tokens >= max_batch_tokens >= 1"
+            )
+        if self.cache.keep_versions < 1:
+            raise InputError("cache.keep_versions must be >= 1")
+        return self
+
+
+_LISTS = {"trusted_keys", "allow", "deny", "prefer"}
+
+
+def _coerce(field: str, value: str):
+    if field in _LISTS:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_env(raw: dict, environ: dict[str, str]) -> dict:
+    sections = {"registry", "cache", "backends", "server", "batching", "result_cache"}
+    for key, value in environ.items():
+        if not key.startswith("SHIPYARD_EDGE_"):
+            continue
+        rest = key.removeprefix("SHIPYARD_EDGE_").lower()
+        if rest == "models":
+            raw["models"] = [
+                {"name": item.split(":")[0], "channel": item.split(":")[1] if ":" in item else "stable"}
+                for item in value.split(",") if item.strip()
+            ]  # fmt: skip
+            continue
+        section = next(
+            (s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None
+        )
+        if section is None:
+            raise InputError(f"unknown setting {key}")
+        field = rest.removeprefix(section + "_")
+        raw.setdefault(section, {})[field] = _coerce(field, value)
+    return raw
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None) -> EdgeConfig:
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise InputError(f"cannot read config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path} is not valid TOML: {exc}") from exc
+    raw = apply_env(raw, dict(os.environ if environ is None else environ))
+    try:
+        return msgspec.convert(raw, EdgeConfig).validate()
+    except msgspec.ValidationError as exc:
+        raise InputError(f"invalid edge config: {exc}") from exc

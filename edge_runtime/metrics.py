@@ -1,0 +1,107 @@
+"""Prometheus metrics of one edge process (its own registry: no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.032,
+    0.064,
+    0.128,
+    0.256,
+    0.512,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shipyard_requests_total",
+            "Requests by outcome",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "shipyard_request_seconds",
+            "Request latency",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "shipyard_queue_seconds",
+            "Time items waited for a batch",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "shipyard_batch_size", "Items per batch", ["model"], buckets=SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "shipyard_batch_tokens",
+            "Padded tokens per batch",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "shipyard_inference_seconds",
+            "Backend time per batch",
+            ["model", "target"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "shipyard_cache_hits_total", "Result-cache hits", ["model"], registry=r
+        )
+        self.cache_misses = Counter(
+            "shipyard_cache_misses_total", "Result-cache misses", ["model"], registry=r
+        )
+        self.cache_evictions = Gauge(
+            "shipyard_cache_evictions", "Result-cache evictions so far", ["model"], registry=r
+        )
+        self.cache_bytes = Gauge("shipyard_cache_bytes", "Result-cache size", ["model"], registry=r)
+        self.active = Gauge(
+            "shipyard_active_backend",
+            "1 for the backend serving a model",
+            ["model", "target", "version"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "shipyard_fallback_events_total",
+            "Backend fallbacks",
+            ["model", "from_target", "to_target", "reason"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "shipyard_rejected_total", "429 Too Many Requests", ["model"], registry=r
+        )
+        self.expired = Counter(
+            "shipyard_deadline_exceeded_total", "504 deadline exceeded", ["model"], registry=r
+        )
+        self.queued_tokens = Gauge(
+            "shipyard_queued_tokens", "Tokens waiting for a batch", ["model"], registry=r
+        )
+        self.admission_limit = Gauge(
+            "shipyard_admission_limit_tokens", "Adaptive admission limit", ["model"], registry=r
+        )
+        self.ready = Gauge(
+            "shipyard_model_ready", "1 when a model is serving", ["model"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

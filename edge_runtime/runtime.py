@@ -1,0 +1,280 @@
+"""One served model: sync, select, serve, update (hot swap), fail over.
+
+States: ``starting`` → ``ready`` (a verified, smoke-checked backend serves) or ``not-ready``
+(with the reason; retried with backoff). Updates load the new version beside the old one,
+smoke-check and warm it, then swap atomically between batches and close the old backend once
+its in-flight batch is done; a failed update keeps the old version serving and is reported.
+A backend that fails at run time is replaced by the next candidate and the failed batch is
+retried on it, so admitted requests are not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+import numpy as np
+
+from artifacts.errors import RegistryUnavailableError, ShipyardError
+from artifacts.signing import TrustedKeys
+from artifacts.textproc import Encoded
+from edge_runtime.admission import Admission
+from edge_runtime.backends import BackendSettings
+from edge_runtime.batching import Batcher
+from edge_runtime.config import EdgeConfig, ModelSection
+from edge_runtime.errors import BackendFailure, NotReady
+from edge_runtime.metrics import Metrics
+from edge_runtime.model import LoadedModel
+from edge_runtime.result_cache import ResultCache
+from edge_runtime.selector import Outcome, Selection, select
+from edge_runtime.sync import BundleCache, ModelState, Resolved, Syncer
+
+log = logging.getLogger("shipyard.edge")
+
+
+@dataclass
+class Event:
+    at: float
+    kind: str  # selected | swapped | fallback | update-failed | sync-error | not-ready
+    detail: str
+
+
+class ModelService:
+    def __init__(self, spec: ModelSection, config: EdgeConfig, syncer: Syncer, cache: BundleCache,
+                 trusted: TrustedKeys, metrics: Metrics) -> None:  # fmt: skip
+        self.name = spec.name
+        self.channel = spec.channel
+        self.config = config
+        self.syncer = syncer
+        self.cache = cache
+        self.trusted = trusted
+        self.metrics = metrics
+        self.state = "starting"
+        self.reason = "starting"
+        self.serving: LoadedModel | None = None
+        self.resolved: Resolved | None = None
+        self.outcomes: list[Outcome] = []
+        self.events: deque[Event] = deque(maxlen=50)
+        self.last_sync_ok: float | None = None
+        self.last_sync_error: str = ""
+        self._lock = threading.Lock()  # guards serving swaps vs. the inference thread
+        self._failed: set[str] = set()  # targets that failed at run time (this version)
+        self.settings = BackendSettings(threads=config.backends.threads)
+        b = config.batching
+        self.admission = Admission(max_queued_tokens=b.max_queued_tokens, batch_tokens=b.max_batch_tokens,
+                                   latency_target_s=b.latency_target_ms / 1000, adaptive=b.adaptive)  # fmt: skip
+        self.batcher = Batcher(self.name, b, self._run_batch, metrics, self.admission)
+        self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._tasks.append(asyncio.create_task(self._bring_up(), name=f"bring-up-{self.name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.batcher.stop()
+        if self.serving is not None:
+            self.serving.close()
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.append(Event(time.time(), kind, detail))
+        (
+            log.warning
+            if kind in ("fallback", "update-failed", "sync-error", "not-ready")
+            else log.info
+        )("%s: %s: %s", self.name, kind, detail)
+
+    async def _bring_up(self) -> None:
+        """First serve (registry, else the cache), then keep polling for updates."""
+        delay = 1.0
+        while self.serving is None:
+            await self._sync_and_maybe_swap(initial=True)
+            if self.serving is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        while True:
+            await asyncio.sleep(self.config.registry.poll_interval_s)
+            await self._sync_and_maybe_swap(initial=False)
+
+    async def _sync_and_maybe_swap(self, *, initial: bool) -> None:
+        resolved: Resolved | None = None
+        try:
+            resolved = await anyio.to_thread.run_sync(
+                self.syncer.from_registry, self.name, self.channel
+            )
+            self.last_sync_ok, self.last_sync_error = time.time(), ""
+        except ShipyardError as exc:
+            self.last_sync_error = str(exc)
+            kind = (
+                "registry unreachable"
+                if isinstance(exc, RegistryUnavailableError)
+                else "registry error"
+            )
+            if initial and self.serving is None:
+                resolved = await anyio.to_thread.run_sync(self.syncer.from_cache, self.name)
+                if resolved is None:
+                    self._not_ready(f"{kind} ({exc}) and no cached version")
+                    return
+                self._event(
+                    "sync-error", f"{kind}: serving v{resolved.version} from the local cache"
+                )
+            else:
+                self._event(
+                    "sync-error",
+                    f"{kind}: {exc}; still serving v{self.serving.version if self.serving else '-'}",
+                )
+                return
+        if self.serving is not None and resolved.version == self.serving.version:
+            return  # nothing new
+        selection = await anyio.to_thread.run_sync(self._select, resolved, set())
+        if selection.chosen is None:
+            if self.serving is None:
+                self.resolved, self.outcomes = resolved, selection.outcomes
+                self._not_ready(selection.reason)
+            else:
+                self._event(
+                    "update-failed",
+                    f"v{resolved.version}: {selection.reason}; still serving v{self.serving.version}",
+                )
+            return
+        self._swap(selection, resolved)
+
+    def _select(self, resolved: Resolved, skip: set[str]) -> Selection:
+        return select(resolved.version, resolved.bundles, resolved.ranking, self.trusted, self.settings,
+                      mode=self.config.backends.select, measure_s=self.config.backends.measure_s, skip=skip)  # fmt: skip
+
+    def _swap(self, selection: Selection, resolved: Resolved) -> None:
+        new = selection.chosen
+        assert new is not None
+        with self._lock:
+            old = self.serving
+            self.serving = new
+            self.resolved = resolved
+            self.outcomes = selection.outcomes
+            self._failed = set()
+        self.state, self.reason = "ready", f"serving v{new.version} with {new.target}"
+        self.metrics.ready.labels(self.name).set(1)
+        if old is not None:
+            self.metrics.active.labels(self.name, old.target, str(old.version)).set(0)
+        self.metrics.active.labels(self.name, new.target, str(new.version)).set(1)
+        self.cache.save_state(
+            self.name,
+            ModelState(good_version=new.version, channel=self.channel, updated_at=time.time()),
+        )
+        self.cache.gc(self.name, self.config.cache.keep_versions, protect={new.version})
+        if old is None:
+            self._event(
+                "selected",
+                f"v{new.version} {new.target} ({resolved.source}); {new.smoke.describe() if new.smoke else ''}",
+            )
+        else:
+            self._event("swapped", f"v{old.version} {old.target} -> v{new.version} {new.target}")
+            threading.Thread(target=self._drain_and_close, args=(old,), daemon=True).start()
+
+    @staticmethod
+    def _drain_and_close(old: LoadedModel) -> None:
+        deadline = time.monotonic() + 60
+        while old.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        old.close()
+
+    def _not_ready(self, reason: str) -> None:
+        self.state, self.reason = "not-ready", reason
+        self.metrics.ready.labels(self.name).set(0)
+        self._event("not-ready", reason)
+
+    # ---- inference (runs on the batcher's inference thread) ---------------------------------
+
+    def _run_batch(self, batch: list[Encoded]) -> np.ndarray:
+        for attempt in range(3):
+            with self._lock:
+                model = self.serving
+                if model is None:
+                    raise NotReady(f"{self.name} has no backend ({self.reason})")
+                model.inflight += 1
+            t0 = time.perf_counter()
+            try:
+                out = model.run(batch)
+                self.metrics.inference.labels(self.name, model.target).observe(
+                    time.perf_counter() - t0
+                )
+                return out
+            except Exception as exc:
+                if attempt == 2:
+                    raise BackendFailure(
+                        f"{self.name}: every fallback failed; last error: {exc}"
+                    ) from exc
+                self._failover(model, exc)
+            finally:
+                model.inflight -= 1
+        raise AssertionError("unreachable")
+
+    def _failover(self, failed: LoadedModel, exc: Exception) -> None:
+        """Replace a backend that failed at run time by the next candidate of its version."""
+        with self._lock:
+            if self.serving is not failed:
+                return  # someone already replaced it
+            self._failed.add(failed.target)
+            resolved = self.resolved
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        if resolved is None:
+            raise BackendFailure(reason) from exc
+        selection = self._select(resolved, set(self._failed))
+        if selection.chosen is None:
+            self._not_ready(f"{failed.target} failed at run time ({reason}) and no fallback passed")
+            raise BackendFailure(reason) from exc
+        new = selection.chosen
+        self.metrics.fallbacks.labels(self.name, failed.target, new.target, "runtime-error").inc()
+        with self._lock:
+            self.serving = new
+            self.outcomes = selection.outcomes
+        self.metrics.active.labels(self.name, failed.target, str(failed.version)).set(0)
+        self.metrics.active.labels(self.name, new.target, str(new.version)).set(1)
+        self.reason = f"serving v{new.version} with {new.target} (fell back from {failed.target})"
+        self._event("fallback", f"{failed.target} failed at run time ({reason}); now {new.target}")
+        threading.Thread(target=self._drain_and_close, args=(failed,), daemon=True).start()
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        m = self.serving
+        return {
+            "model": self.name,
+            "channel": self.channel,
+            "state": self.state,
+            "reason": self.reason,
+            "version": m.version if m else None,
+            "target": m.target if m else None,
+            "backend": m.info if m else {},
+            "task": m.manifest.model.task if m else None,
+            "source": self.resolved.source if self.resolved else None,
+            "candidates": [msgspec.to_builtins(o) for o in self.outcomes],
+            "last_sync_ok": self.last_sync_ok,
+            "last_sync_error": self.last_sync_error,
+            "events": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in self.events],
+            "queue": {
+                "queued_tokens": self.admission.queued_tokens,
+                "admission_limit_tokens": int(self.admission.limit),
+                "queue_delay_ewma_ms": round(self.admission.delay_ewma_s * 1000, 3),
+                "drain_tokens_per_s": round(self.admission.drain_tokens_per_s, 1),
+                "rejected": self.admission.rejected,
+                "batches": self.batcher.batches,
+            },
+            "result_cache": {
+                "entries": len(self.cache_results),
+                "bytes": self.cache_results.bytes,
+                "hits": self.cache_results.stats.hits,
+                "misses": self.cache_results.stats.misses,
+                "evictions": self.cache_results.stats.evictions,
+            },
+        }

@@ -1,0 +1,1 @@
+"""The edge HTTP API (litestar): OpenAI embeddings, rerank, classify, KServe v2, status, metrics."""

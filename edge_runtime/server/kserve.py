@@ -1,0 +1,235 @@
+"""KServe v2 Open Inference Protocol, including Triton's binary tensor data extension, so
+``tritonclient[http]`` works unchanged.
+
+Tensors per task:
+* embedding: input ``text`` BYTES [N] → output ``embedding`` FP32 [N, dim]
+* rerank:    inputs ``query`` BYTES [1] and ``documents`` BYTES [N] → ``scores`` FP32 [N]
+* classify:  input ``text`` BYTES [N] → ``probabilities`` FP32 [N, labels]
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import msgspec
+import numpy as np
+from litestar import Request, Response, get, post
+
+from edge_runtime.errors import BadRequest, NotReady, UnknownModel
+from edge_runtime.serving import Inference, probabilities
+
+HEADER_LEN = "inference-header-content-length"
+
+INPUTS = {
+    "embedding": [("text", [-1])],
+    "rerank": [("query", [1]), ("documents", [-1])],
+    "classify": [("text", [-1])],
+}
+OUTPUTS = {"embedding": "embedding", "rerank": "scores", "classify": "probabilities"}
+
+
+def _service(request: Request, name: str):
+    daemon = request.app.state["daemon"]
+    svc = daemon.models.get(name)
+    if svc is None:
+        raise UnknownModel(
+            f"model {name!r} is not served here; served: {', '.join(daemon.models) or 'none'}"
+        )
+    return svc
+
+
+@get("/v2/health/live", sync_to_thread=False)
+def live() -> dict:
+    return {"live": True}
+
+
+@get("/v2/health/ready", sync_to_thread=False)
+def ready(request: Request) -> Response:
+    ok = request.app.state["daemon"].ready
+    return Response({"ready": ok}, status_code=200 if ok else 503)
+
+
+@get("/v2", sync_to_thread=False)
+def server_metadata() -> dict:
+    return {"name": "shipyard-edge", "version": "1", "extensions": ["binary_tensor_data"]}
+
+
+def _metadata(svc) -> dict:
+    if svc.serving is None:
+        raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+    m = svc.serving.manifest
+    task = m.model.task
+    out_shape = {
+        "embedding": [-1, m.io.dim],
+        "rerank": [-1],
+        "classify": [-1, len(m.model.labels) or m.io.dim],
+    }[task]
+    return {
+        "name": svc.name,
+        "versions": [str(m.model.version)],
+        "platform": f"shipyard_{m.target.backend}",
+        "inputs": [{"name": n, "datatype": "BYTES", "shape": s} for n, s in INPUTS[task]],
+        "outputs": [{"name": OUTPUTS[task], "datatype": "FP32", "shape": out_shape}],
+        "parameters": {"task": task, "target": m.target.id, "labels": ",".join(m.model.labels)},
+    }
+
+
+@get(
+    ["/v2/models/{name:str}", "/v2/models/{name:str}/versions/{version:str}"], sync_to_thread=False
+)
+def model_metadata(request: Request, name: str, version: str | None = None) -> dict:
+    return _metadata(_service(request, name))
+
+
+@get(
+    ["/v2/models/{name:str}/ready", "/v2/models/{name:str}/versions/{version:str}/ready"],
+    sync_to_thread=False,
+)
+def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+    svc = _service(request, name)
+    ok = svc.state == "ready" and (
+        version is None or (svc.serving is not None and str(svc.serving.version) == version)
+    )
+    return Response({"name": name, "ready": ok}, status_code=200 if ok else 503)
+
+
+def _decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
+    """Triton BYTES serialisation: per element, a 4-byte little-endian length, then the bytes."""
+    out, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise BadRequest(f"input {name!r}: truncated BYTES element length")
+        (n,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + n > len(raw):
+            raise BadRequest(f"input {name!r}: BYTES element overruns the tensor")
+        out.append(raw[pos : pos + n].decode("utf-8", errors="strict"))
+        pos += n
+    if count >= 0 and len(out) != count:
+        raise BadRequest(
+            f"input {name!r}: shape says {count} elements, binary data holds {len(out)}"
+        )
+    return out
+
+
+def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str, list[str]], bool]:
+    """(header JSON, inputs by name as strings, whether any output asked for binary data)."""
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise BadRequest("Inference-Header-Content-Length must be an integer") from None
+        if not 0 < n <= len(request_body):
+            raise BadRequest("Inference-Header-Content-Length is out of range")
+        head_raw, binary = request_body[:n], request_body[n:]
+    else:
+        head_raw, binary = request_body, b""
+    try:
+        head = msgspec.json.decode(head_raw)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request is not valid JSON: {exc}") from exc
+    if not isinstance(head, dict) or not isinstance(head.get("inputs"), list) or not head["inputs"]:
+        raise BadRequest("request needs a non-empty 'inputs' list")
+    inputs: dict[str, list[str]] = {}
+    offset = 0
+    for inp in head["inputs"]:
+        if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
+            raise BadRequest("every input needs a name")
+        name = inp["name"]
+        if inp.get("datatype") != "BYTES":
+            raise BadRequest(
+                f"input {name!r} must have datatype BYTES (text), got {inp.get('datatype')!r}"
+            )
+        shape = inp.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise BadRequest(f"input {name!r} needs a shape of non-negative integers")
+        count = int(np.prod(shape)) if shape else 1
+        size = (inp.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size does not fit the request body")
+            inputs[name] = _decode_bytes(binary[offset : offset + size], count, name)
+            offset += size
+        else:
+            data = inp.get("data")
+            flat = (
+                list(np.asarray(data, dtype=object).reshape(-1)) if isinstance(data, list) else None
+            )
+            if flat is None or not all(isinstance(x, str) for x in flat):
+                raise BadRequest(f"input {name!r}: 'data' must be a (nested) list of strings")
+            if len(flat) != count:
+                raise BadRequest(
+                    f"input {name!r}: shape {shape} holds {count} elements, data has {len(flat)}"
+                )
+            inputs[name] = flat
+    want_binary = any(
+        ((o or {}).get("parameters") or {}).get("binary_data") for o in head.get("outputs") or []
+    )
+    return head, inputs, want_binary
+
+
+@post(
+    ["/v2/models/{name:str}/infer", "/v2/models/{name:str}/versions/{version:str}/infer"],
+    status_code=200,
+)
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    from edge_runtime.server.app import _headers, _record
+
+    started = time.perf_counter()
+    status = 500
+    try:
+        body = await request.body()
+        head, inputs, want_binary = _parse(body, request.headers.get(HEADER_LEN))
+        svc = _service(request, name)
+        if svc.serving is None:
+            raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+        if version is not None and str(svc.serving.version) != version:
+            raise BadRequest(f"{name} serves version {svc.serving.version}, not {version}")
+        task = svc.serving.manifest.model.task
+        expected = [n for n, _ in INPUTS[task]]
+        if sorted(inputs) != sorted(expected):
+            raise BadRequest(f"{name} ({task}) takes inputs {expected}, got {sorted(inputs)}")
+        inf: Inference = request.app.state["inference"]
+        if task == "rerank":
+            if len(inputs["query"]) != 1:
+                raise BadRequest("input 'query' must hold exactly one string")
+            items = [(inputs["query"][0], d) for d in inputs["documents"]]
+        else:
+            items = inputs["text"]
+        inf.check_count(len(items))
+        for i, it in enumerate(items):
+            if not (it if isinstance(it, str) else it[1]).strip():
+                raise BadRequest(f"input element {i} is empty")
+        r = await inf.run(svc, items, inf.deadline(request.headers.get("x-request-timeout-ms")))
+        if task == "rerank":
+            out = r.outputs[:, 0]
+        elif task == "classify":
+            out = probabilities(r.outputs)
+        else:
+            out = r.outputs
+        out = np.ascontiguousarray(out, dtype="<f4")
+        output = {"name": OUTPUTS[task], "datatype": "FP32", "shape": list(out.shape)}
+        reply = {"model_name": name, "model_version": str(r.version), "outputs": [output]}
+        if "id" in head:
+            reply["id"] = head["id"]
+        headers = _headers(r)
+        status = 200
+        if want_binary:
+            raw = out.tobytes()
+            output["parameters"] = {"binary_data_size": len(raw)}
+            head_bytes = msgspec.json.encode(reply)
+            headers["Inference-Header-Content-Length"] = str(len(head_bytes))
+            return Response(
+                head_bytes + raw, media_type="application/octet-stream", headers=headers
+            )
+        output["data"] = out.reshape(-1).tolist()
+        return Response(reply, headers=headers)
+    except Exception as exc:
+        status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
+        raise
+    finally:
+        _record(request, "kserve", name, int(status), started)
+
+
+handlers = [live, ready, server_metadata, model_metadata, model_ready, infer]

@@ -1,0 +1,177 @@
+"""Resolve → download → verify → place in the local cache; start from the cache when the
+registry is away.
+
+Cache layout (``[cache] dir``)::
+
+    models/<name>/v<version>/<target>/   verified bundles, placed atomically
+    models/<name>/state.json             last known good version (atomic writes)
+    downloads/                           resumable partial blobs
+
+Nothing enters ``models/`` without passing digest + signature verification, and every bundle
+is verified again when it is loaded (the cache could have been tampered with since).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from artifacts import atomic
+from artifacts.bundle import read_manifest, verify_bundle
+from artifacts.client import RegistryClient
+from artifacts.errors import ShipyardError
+from artifacts.signing import TrustedKeys
+from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
+
+log = logging.getLogger("shipyard.edge.sync")
+
+
+class ModelState(msgspec.Struct, kw_only=True):
+    good_version: int | None = None  # last version that served (selected + smoke-checked)
+    channel: str = ""
+    updated_at: float = 0.0
+
+
+@dataclass
+class Resolved:
+    """One model version as this node sees it: its ranking and which bundles are on disk."""
+
+    version: int
+    ranking: Ranking
+    bundles: dict[str, Path] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # target -> why it is not on disk
+    source: str = "registry"  # registry | cache
+
+
+class BundleCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        (self.root / "models").mkdir(parents=True, exist_ok=True)
+        self.downloads = self.root / "downloads"
+        self.downloads.mkdir(parents=True, exist_ok=True)
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.model_dir(name) / f"v{version}"
+
+    def versions(self, name: str) -> list[int]:
+        d = self.model_dir(name)
+        if not d.is_dir():
+            return []
+        return sorted(
+            int(p.name[1:])
+            for p in d.iterdir()
+            if p.is_dir() and p.name[1:].isdigit() and p.name[0] == "v"
+        )
+
+    def bundles(self, name: str, version: int) -> dict[str, Path]:
+        d = self.version_dir(name, version)
+        atomic.remove_stale_partials(d)
+        if not d.is_dir():
+            return {}
+        return {p.name: p for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+    def state(self, name: str) -> ModelState:
+        path = self.model_dir(name) / "state.json"
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=ModelState)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return ModelState()
+
+    def save_state(self, name: str, state: ModelState) -> None:
+        atomic.write_bytes(self.model_dir(name) / "state.json", msgspec.json.encode(state))
+
+    def gc(self, name: str, keep: int, protect: set[int]) -> list[int]:
+        """Delete versions beyond the newest ``keep`` (never one in ``protect``)."""
+        versions = self.versions(name)
+        doomed = [v for v in versions[:-keep] if v not in protect] if keep > 0 else []
+        for v in doomed:
+            shutil.rmtree(self.version_dir(name, v), ignore_errors=True)
+        return doomed
+
+
+class Syncer:
+    def __init__(
+        self,
+        client: RegistryClient,
+        cache: BundleCache,
+        caps: NodeCapabilities,
+        policy: SelectionPolicy,
+        trusted: TrustedKeys,
+    ) -> None:
+        self.client = client
+        self.cache = cache
+        self.caps = caps
+        self.policy = policy
+        self.trusted = trusted
+
+    def from_registry(self, name: str, channel: str) -> Resolved:
+        """Ask the registry what this node should run, and make sure it is on disk, verified."""
+        res = self.client.resolve(name, self.caps, channel=channel, policy=self.policy)
+        ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
+        resolved = Resolved(version=res.version, ranking=ranking)
+        for e in res.eligible:
+            target = e.candidate.target
+            dest = self.cache.version_dir(name, res.version) / target
+            if dest.exists():
+                try:
+                    verify_bundle(dest, self.trusted)
+                    resolved.bundles[target] = dest
+                    continue
+                except ShipyardError as exc:
+                    log.warning(
+                        "%s v%s %s in the cache fails verification (%s); downloading again",
+                        name,
+                        res.version,
+                        target,
+                        exc,
+                    )
+                    shutil.rmtree(dest, ignore_errors=True)
+            try:
+                t0 = time.monotonic()
+                self.client.pull_bundle(
+                    base64.b64decode(e.manifest),
+                    e.signature,
+                    dest,
+                    self.trusted,
+                    downloads=self.cache.downloads,
+                )
+                log.info(
+                    "%s v%s %s: downloaded and verified in %.1f s",
+                    name,
+                    res.version,
+                    target,
+                    time.monotonic() - t0,
+                )
+                resolved.bundles[target] = dest
+            except ShipyardError as exc:
+                resolved.errors[target] = str(exc)
+                log.warning("%s v%s %s: %s", name, res.version, target, exc)
+        return resolved
+
+    def from_cache(self, name: str) -> Resolved | None:
+        """The last known good version (else the newest cached), ranked locally by the same
+        pure function the registry uses."""
+        state = self.cache.state(name)
+        versions = self.cache.versions(name)
+        if not versions:
+            return None
+        version = state.good_version if state.good_version in versions else versions[-1]
+        bundles = self.cache.bundles(name, version)
+        manifests, readable = [], {}
+        for target, path in bundles.items():
+            try:
+                manifests.append(read_manifest(path))
+                readable[target] = path
+            except ShipyardError as exc:
+                log.warning("cached %s v%s %s unreadable: %s", name, version, target, exc)
+        ranking = rank_bundles(self.caps, manifests, self.policy)
+        return Resolved(version=version, ranking=ranking, bundles=readable, source="cache")

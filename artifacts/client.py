@@ -21,7 +21,7 @@ import msgspec
 
 from artifacts import atomic
 from artifacts.bundle import VerifiedBundle, check_relpath, verify_bundle
-from artifacts.digests import hex_of
+from artifacts.digests import hex_of, sha256_file
 from artifacts.errors import (
     AuthError,
     ConflictError,
@@ -397,6 +397,10 @@ class RegistryClient:
         for entry in manifest.files:
             check_relpath(entry.path)
             local = Path(downloads) / hex_of(entry.sha256)
+            # a completed download left by an earlier attempt is reused only if it still
+            # hashes right (it may share an inode with a bundle someone tampered with)
+            if local.exists() and sha256_file(local) != entry.sha256:
+                local.unlink()
             if not local.exists():
                 self.download_blob(entry.sha256, local, size=entry.size, progress=progress)
             elif progress:
@@ -414,4 +418,6 @@ class RegistryClient:
             if signature:
                 (tmp / SIGNATURE_FILE).write_text(signature)
             verify_bundle(tmp, trusted)  # raises -> the staged dir is discarded
+        for src in fetched.values():  # the bundle holds the bytes now; keep no second name
+            src.unlink(missing_ok=True)
         return verify_bundle(Path(dest), trusted, check_digests=False)

@@ -5,7 +5,7 @@ Cache layout (``[cache] dir``)::
 
     models/<name>/v<version>/<target>/   verified bundles, placed atomically
     models/<name>/state.json             last known good version (atomic writes)
-    downloads/                           resumable partial blobs
+    downloads/<name>/                    resumable partial blobs (one dir per model: syncs run in parallel)
 
 Nothing enters ``models/`` without passing digest + signature verification, and every bundle
 is verified again when it is loaded (the cache could have been tampered with since).
@@ -142,7 +142,7 @@ class Syncer:
                     e.signature,
                     dest,
                     self.trusted,
-                    downloads=self.cache.downloads,
+                    downloads=self.cache.downloads / name,
                 )
                 log.info(
                     "%s v%s %s: downloaded and verified in %.1f s",

@@ -65,10 +65,14 @@ def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
     out = {}
     for task, model_dir in tiny_models.items():
         dest = tmp_path_factory.mktemp(f"bundles-{task}")
+        # A random cross-encoder scores candidates nearly alike, so top-1 agreement flips on
+        # near-ties: more query groups and a lower bar for the tiny model only.
+        rerank = task == "rerank"
         report = build(
             BuildConfig(
                 model_dir=str(model_dir), task=task, model_name=f"tiny-{task}", out_dir=str(dest),
-                key_file=str(publisher_keys[0]), eval_limit=120, calibration_limit=40,
+                key_file=str(publisher_keys[0]), eval_limit=300 if rerank else 120, calibration_limit=40,
+                thresholds={"top1_agreement": 0.9} if rerank else {},
             )
         )  # fmt: skip
         out[task] = (dest, report)

@@ -54,7 +54,12 @@ class ThreadedServer:
 
 class CentralServer(ThreadedServer):
     def __init__(
-        self, home: Path, database_url: str | None = None, trusted: list[Path] = (), **config
+        self,
+        home: Path,
+        database_url: str | None = None,
+        trusted: list[Path] = (),
+        port: int | None = None,
+        **config,
     ) -> None:
         from central.app import create_app
         from central.config import CentralConfig
@@ -63,7 +68,7 @@ class CentralServer(ThreadedServer):
         (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
         for pub in trusted:
             (home / "trusted_keys" / Path(pub).name).write_bytes(Path(pub).read_bytes())
-        port = free_port()
+        port = port or free_port()
         self.cfg = CentralConfig(home=str(home), database_url=database_url, port=port, **config)
         super().__init__(create_app(self.cfg), port=port)
 
@@ -100,3 +105,34 @@ def create_pg_database() -> tuple[str, str]:
 
 def drop_pg_database(name: str) -> None:
     asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+class EdgeServer(ThreadedServer):
+    def __init__(self, config) -> None:
+        from edge_runtime.daemon import EdgeDaemon
+        from edge_runtime.server.app import create_app
+
+        port = free_port()
+        config.server.port = port
+        self.daemon = EdgeDaemon(config)
+        super().__init__(create_app(self.daemon), port=port)
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.url}/v1/status", timeout=10).json()
+
+    def wait(self, predicate, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if predicate(st):
+                return st
+            if time.monotonic() > deadline:
+                raise AssertionError(f"edge status never matched: {st}")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        return self.wait(lambda st: st["ready"], timeout)
+
+    def wait_settled(self, timeout: float = 60.0) -> dict:
+        """Until every model left 'starting' (ready or not-ready)."""
+        return self.wait(lambda st: all(m["state"] != "starting" for m in st["models"]), timeout)

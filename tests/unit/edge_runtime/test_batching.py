@@ -1,0 +1,174 @@
+"""The batcher and admission with a fake backend (batching/HTTP logic in isolation)."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from artifacts.textproc import Encoded
+from edge_runtime.admission import Admission
+from edge_runtime.batching import Batcher
+from edge_runtime.config import BatchingSection
+from edge_runtime.errors import DeadlineExceeded, Overloaded
+from edge_runtime.metrics import Metrics
+
+
+def enc(n: int, tag: int = 0) -> Encoded:
+    ids = np.full(n, tag, dtype=np.int64)
+    return Encoded(ids=ids, type_ids=np.zeros(n, dtype=np.int64), truncated=False)
+
+
+class FakeBackend:
+    """Echoes each item's tag; records the batches it saw; optionally slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+
+    def __call__(self, batch: list[Encoded]) -> np.ndarray:
+        self.batches.append([len(e) for e in batch])
+        if self.delay:
+            time.sleep(self.delay)
+        return np.array([[float(e.ids[0]), float(len(e))] for e in batch], dtype=np.float32)
+
+
+def make(cfg: BatchingSection, backend: FakeBackend, adaptive: bool = False) -> Batcher:
+    adm = Admission(max_queued_tokens=cfg.max_queued_tokens, batch_tokens=cfg.max_batch_tokens,
+                    latency_target_s=cfg.latency_target_ms / 1000, adaptive=adaptive)  # fmt: skip
+    return Batcher("m", cfg, backend, Metrics(), adm)
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+def test_results_come_back_in_order_and_batched():
+    async def main():
+        backend = FakeBackend(delay=0.01)
+        b = make(BatchingSection(max_batch_size=8, max_batch_tokens=1000, max_wait_ms=0), backend)
+        b.start()
+        reqs = [b.submit([enc(3 + i % 5, tag=i)], far()) for i in range(20)]
+        outs = await asyncio.gather(*reqs)
+        await b.stop()
+        assert [int(o[0][0]) for o in outs] == list(range(20))
+        assert all(len(x) <= 8 for x in backend.batches)
+        assert (
+            len(backend.batches) < 20
+        )  # requests arriving while a batch runs are batched together
+        multi = make(BatchingSection(max_batch_size=4), FakeBackend())
+        multi.start()
+        out = await multi.submit([enc(2, tag=t) for t in (7, 8, 9, 10, 11)], far())
+        await multi.stop()
+        assert [int(r[0]) for r in out] == [7, 8, 9, 10, 11]
+
+    asyncio.run(main())
+
+
+def test_token_budget_and_length_grouping():
+    async def main():
+        backend = FakeBackend(delay=0.05)
+        b = make(BatchingSection(max_batch_size=64, max_batch_tokens=40, max_wait_ms=0), backend)
+        b.start()
+        first = asyncio.ensure_future(b.submit([enc(4)], far()))  # occupies the backend
+        await asyncio.sleep(0.01)
+        lengths = [2, 30, 3, 31, 2, 29, 3]
+        outs = await asyncio.gather(first, *[b.submit([enc(n)], far()) for n in lengths])
+        await b.stop()
+        assert len(outs) == 8
+        for batch in backend.batches:
+            assert max(batch) * len(batch) <= 40 or len(batch) == 1
+        later = backend.batches[1:]
+        # short items ran together, long ones separately: no short item padded to 30 tokens
+        assert any(sorted(x) == [2, 2, 3, 3] for x in later)
+
+    asyncio.run(main())
+
+
+def test_no_artificial_wait_when_idle():
+    async def main():
+        b = make(BatchingSection(max_wait_ms=200), FakeBackend())
+        b.start()
+        t0 = time.perf_counter()
+        await b.submit([enc(5)], far())
+        dt = time.perf_counter() - t0
+        await b.stop()
+        assert dt < 0.1  # did not wait max_wait_ms: nothing else was being tokenised
+
+    asyncio.run(main())
+
+
+def test_deadline_exceeded_is_504_and_skipped():
+    async def main():
+        backend = FakeBackend(delay=0.2)
+        b = make(BatchingSection(max_batch_size=1, max_wait_ms=0), backend)
+        b.start()
+        blocker = asyncio.ensure_future(b.submit([enc(3)], far()))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([enc(3)], time.monotonic() + 0.05)
+        await blocker
+        await asyncio.sleep(0.3)
+        await b.stop()
+        assert len(backend.batches) == 1  # the expired request never reached the backend
+        assert b.admission.queued_tokens == 0
+
+    asyncio.run(main())
+
+
+def test_cancelled_requests_are_skipped():
+    async def main():
+        backend = FakeBackend(delay=0.1)
+        b = make(BatchingSection(max_batch_size=1, max_wait_ms=0), backend)
+        b.start()
+        blocker = asyncio.ensure_future(b.submit([enc(3)], far()))
+        await asyncio.sleep(0.02)
+        doomed = asyncio.ensure_future(b.submit([enc(3, tag=5)], far()))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        await blocker
+        await asyncio.sleep(0.2)
+        await b.stop()
+        assert len(backend.batches) == 1
+
+    asyncio.run(main())
+
+
+def test_overload_is_429_with_retry_after_and_memory_bounded():
+    async def main():
+        backend = FakeBackend(delay=0.05)
+        cfg = BatchingSection(
+            max_batch_size=4, max_batch_tokens=40, max_queued_tokens=60, max_wait_ms=0
+        )
+        b = make(cfg, backend)
+        b.start()
+        results = await asyncio.gather(
+            *[b.submit([enc(10)], far()) for _ in range(30)], return_exceptions=True
+        )
+        await b.stop()
+        rejected = [r for r in results if isinstance(r, Overloaded)]
+        assert rejected and all(r.retry_after_s >= 1 for r in rejected)
+        assert len([r for r in results if not isinstance(r, Exception)]) >= 6
+        assert b.admission.queued_tokens == 0
+
+    asyncio.run(main())
+
+
+def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
+    adm = Admission(
+        max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05, adaptive=True
+    )
+    for _ in range(20):
+        adm.observe(waited_s=0.2, batch_tokens=1000, run_s=0.1)
+    assert adm.limit == 1000  # floor: one batch
+    assert adm.drain_tokens_per_s == pytest.approx(10_000, rel=0.01)
+    adm.queued_tokens = 900
+    assert adm.try_admit(200) == 1.0  # 900 / 10000 tokens/s rounds up to 1 s
+    for _ in range(200):
+        adm.observe(waited_s=0.001, batch_tokens=1000, run_s=0.1)
+    assert adm.limit == 10_000
+    fixed = Admission(
+        max_queued_tokens=500, batch_tokens=100, latency_target_s=0.05, adaptive=False
+    )
+    fixed.observe(waited_s=5, batch_tokens=100, run_s=1)
+    assert fixed.try_admit(400) is None and fixed.try_admit(200) is not None

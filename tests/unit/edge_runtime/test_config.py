@@ -1,0 +1,103 @@
+import pytest
+
+from artifacts.errors import InputError
+from edge_runtime.config import load_config
+
+DESIGN_EXAMPLE = """
+[registry]
+url = "http://127.0.0.1:8700"
+token_file = "/etc/shipyard/pull.token"
+trusted_keys = ["/etc/shipyard/publisher.pub"]
+poll_interval_s = 30
+
+[[models]]
+name = "product-embedder"
+channel = "stable"
+
+[cache]
+dir = "/var/lib/shipyard/edge"
+keep_versions = 2
+
+[backends]
+allow = []              # empty: every target the node can run
+deny = []
+prefer = []
+require_gpu = false     # true: never fall back to CPU, stay not-ready instead
+select = "first"        # or "measure": time the top CPU candidates on this node
+
+[server]
+host = "127.0.0.1"
+port = 8080
+
+[batching]
+max_batch_size = 64
+max_batch_tokens = 8192
+max_wait_ms = 2
+max_queued_tokens = 65536
+latency_target_ms = 50
+
+[result_cache]
+max_bytes = 67108864
+ttl_s = 600
+"""
+
+
+def test_design_example_loads(tmp_path):
+    p = tmp_path / "edge.toml"
+    p.write_text(DESIGN_EXAMPLE)
+    cfg = load_config(p, environ={})
+    assert cfg.models[0].name == "product-embedder" and cfg.batching.max_batch_tokens == 8192
+    assert cfg.backends.policy().require_gpu is False
+    assert str(cfg.cache_dir) == "/var/lib/shipyard/edge"
+
+
+def test_environment_overrides(tmp_path):
+    p = tmp_path / "edge.toml"
+    p.write_text(DESIGN_EXAMPLE)
+    cfg = load_config(p, environ={
+        "SHIPYARD_EDGE_SERVER_PORT": "9001",
+        "SHIPYARD_EDGE_BACKENDS_DENY": "openvino-int8,onnx-int8",
+        "SHIPYARD_EDGE_BACKENDS_REQUIRE_GPU": "true",
+        "SHIPYARD_EDGE_RESULT_CACHE_TTL_S": "5.5",
+        "SHIPYARD_EDGE_REGISTRY_TOKEN": "shp_pull_x",
+        "SHIPYARD_EDGE_MODELS": "a:canary,b",
+    })  # fmt: skip
+    assert cfg.server.port == 9001 and cfg.backends.deny == ["openvino-int8", "onnx-int8"]
+    assert cfg.backends.require_gpu is True and cfg.result_cache.ttl_s == 5.5
+    assert cfg.token() == "shp_pull_x"
+    assert [(m.name, m.channel) for m in cfg.models] == [("a", "canary"), ("b", "stable")]
+    cfg = load_config(
+        None, environ={"SHIPYARD_EDGE_MODELS": "x", "SHIPYARD_EDGE_CACHE_DIR": str(tmp_path)}
+    )
+    assert cfg.models[0].name == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "match"),
+    [
+        ("[server]\nport = 'x'", {"SHIPYARD_EDGE_MODELS": "m"}, "invalid edge config"),
+        ("[[models]]\nname = 'Bad Name'", {}, "invalid model name"),
+        ("", {}, "no \\[\\[models\\]\\]"),
+        ("not = [toml", {}, "not valid TOML"),
+        ("[nonsense]\nx=1", {"SHIPYARD_EDGE_MODELS": "m"}, "invalid edge config"),
+        ("", {"SHIPYARD_EDGE_MODELS": "m", "SHIPYARD_EDGE_WHAT": "1"}, "unknown setting"),
+        ("[[models]]\nname='a'\n[[models]]\nname='a'", {}, "listed twice"),
+    ],
+)
+def test_bad_config(tmp_path, text, env, match):
+    p = tmp_path / "edge.toml"
+    p.write_text(text)
+    with pytest.raises(InputError, match=match):
+        load_config(p, environ=env)
+
+
+def test_missing_token_file(tmp_path):
+    cfg = load_config(
+        None,
+        environ={
+            "SHIPYARD_EDGE_MODELS": "m",
+            "SHIPYARD_EDGE_REGISTRY_TOKEN_FILE": str(tmp_path / "nope"),
+        },
+    )
+    with pytest.raises(InputError, match="token_file"):
+        cfg.token()

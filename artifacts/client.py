@@ -41,6 +41,7 @@ from artifacts.wire import (
     BundleInfo,
     ChannelInfo,
     CreateVersion,
+    Halt,
     HeartbeatReply,
     JobDone,
     JobLogs,
@@ -48,6 +49,8 @@ from artifacts.wire import (
     LeaseRef,
     LogLine,
     ModelInfo,
+    NodeInfo,
+    NodeReport,
     Promote,
     PutBundle,
     ResolveRequest,
@@ -261,6 +264,21 @@ class RegistryClient:
 
     def job_fail(self, job_id: int, done: JobDone) -> None:
         self._json("POST", f"/v1/jobs/{job_id}/fail", done)
+
+    def heartbeat_node(self, report: NodeReport) -> None:
+        self._json("POST", "/v1/fleet/heartbeat", report)
+
+    def fleet(self) -> list[NodeInfo]:
+        return msgspec.json.decode(self._json("GET", "/v1/fleet"), type=list[NodeInfo])
+
+    def halt(self, model: str, channel: str, reason: str = "") -> ChannelInfo:
+        raw = self._json("POST", f"/v1/models/{model}/channels/{channel}/halt", Halt(reason=reason))
+        return msgspec.json.decode(raw, type=ChannelInfo)
+
+    def resume(self, model: str, channel: str) -> ChannelInfo:
+        return msgspec.json.decode(
+            self._json("POST", f"/v1/models/{model}/channels/{channel}/resume"), type=ChannelInfo
+        )
 
     def audit(self, limit: int = 100) -> list[AuditInfo]:
         return msgspec.json.decode(

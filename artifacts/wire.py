@@ -218,3 +218,36 @@ class JobDone(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     toolchain: dict[str, str] = {}
     reason: str = ""  # failed: why
     retry: bool = False  # failed: transient (crash, timeout), may be retried
+
+
+# ---- fleet --------------------------------------------------------------------------------
+
+
+class NodeModel(msgspec.Struct, kw_only=True):
+    model: str
+    channel: str
+    state: str
+    version: int | None = None
+    target: str | None = None
+    fallbacks: int = 0
+    p50_ms: float | None = None
+    errors: int = 0
+    reason: str = ""
+
+
+class NodeReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    node: str
+    arch: str = ""
+    capabilities: NodeCapabilities | None = None
+    models: list[NodeModel] = []
+
+
+class NodeInfo(msgspec.Struct, kw_only=True):
+    node: str
+    last_seen: str
+    age_s: float
+    report: NodeReport
+
+
+class Halt(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: str = ""

@@ -453,6 +453,8 @@ class Registry:
                             failing,
                         )
                     ch = await self._lock_channel(s, m, channel)
+                    if ch.halted:
+                        raise conflict(f"{model}:{channel} is halted; resume it before promoting")
                     ch.seq += 1
                     s.add(ChannelEvent(channel_id=ch.id, seq=ch.seq, action="promote", version=number,
                                        previous=ch.version, actor=principal.name, forced=bool(failing)))  # fmt: skip
@@ -466,6 +468,18 @@ class Registry:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    async def set_halted(
+        self, model: str, channel: str, halted: bool, principal: Principal, reason: str
+    ) -> ChannelInfo:
+        async with self.db.transaction() as s:
+            m = await self._model(s, model)
+            ch = await self._lock_channel(s, m, channel)
+            ch.halted = halted
+            action = "channel.halt" if halted else "channel.resume"
+            self._audit(s, principal.name, action, f"{model}:{channel}", "", "ok", reason)
+            await s.flush()
+            return self._channel_info(m, ch, await self._history(s, ch))
 
     async def rollback(self, model: str, channel: str, principal: Principal) -> ChannelInfo:
         async with self.db.transaction() as s:

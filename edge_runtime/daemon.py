@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
 from pathlib import Path
 
+import anyio
 import msgspec
 
 from artifacts.client import RegistryClient
 from artifacts.errors import InputError
 from artifacts.probe import probe_node
 from artifacts.signing import TrustedKeys
+from artifacts.wire import NodeModel, NodeReport
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import Metrics
 from edge_runtime.runtime import ModelService
@@ -48,11 +51,50 @@ class EdgeDaemon:
         log.info("edge %s: %s, %s", self.node, self.caps.cpu_model, ", ".join(self.caps.cpu_isa))
         for svc in self.models.values():
             await svc.start()
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="fleet-heartbeat")
 
     async def stop(self) -> None:
+        if getattr(self, "_heartbeat", None) is not None:
+            self._heartbeat.cancel()
         for svc in self.models.values():
             await svc.stop()
         self.client.close()
+
+    def report(self) -> NodeReport:
+        models = []
+        for s in self.models.values():
+            events = list(s.events)
+            models.append(
+                NodeModel(
+                    model=s.name, channel=s.channel, state=s.state, reason=s.reason,
+                    version=s.serving.version if s.serving else None,
+                    target=s.serving.target if s.serving else None,
+                    fallbacks=sum(e.kind == "fallback" for e in events),
+                    errors=sum(e.kind in ("update-failed", "sync-error", "not-ready") for e in events),
+                    p50_ms=s.batch_p50_ms(),
+                )
+            )  # fmt: skip
+        return NodeReport(
+            node=self.node, arch=self.caps.arch, capabilities=self.caps, models=models
+        )
+
+    async def _heartbeat_forever(self) -> None:
+        """Tell central what this node serves (fleet view); best effort, never fatal."""
+        interval = max(5.0, self.config.registry.poll_interval_s)
+        sent_sig, sent_at = None, 0.0
+        while True:
+            report = self.report()
+            sig = [(m.state, m.version, m.target, m.fallbacks) for m in report.models]
+            if (
+                sig != sent_sig or time.monotonic() - sent_at >= interval
+            ):  # on change, else periodically
+                try:
+                    await anyio.to_thread.run_sync(self.client.heartbeat_node, report)
+                    sent_sig, sent_at = sig, time.monotonic()
+                except Exception as exc:
+                    log.debug("fleet heartbeat failed: %s", exc)
+                    sent_at = time.monotonic()
+            await asyncio.sleep(1.0)
 
     @property
     def ready(self) -> bool:

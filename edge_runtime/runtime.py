@@ -72,6 +72,7 @@ class ModelService:
         self.batcher = Batcher(self.name, b, self._run_batch, metrics, self.admission)
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
         self._tasks: list[asyncio.Task] = []
+        self._batch_ms: deque[float] = deque(maxlen=256)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -243,6 +244,10 @@ class ModelService:
         self.reason = f"serving v{new.version} with {new.target} (fell back from {failed.target})"
         self._event("fallback", f"{failed.target} failed at run time ({reason}); now {new.target}")
         threading.Thread(target=self._drain_and_close, args=(failed,), daemon=True).start()
+
+    def batch_p50_ms(self) -> float | None:
+        times = sorted(self._batch_ms)
+        return round(times[len(times) // 2], 3) if times else None
 
     # ---- status ----------------------------------------------------------------------------
 

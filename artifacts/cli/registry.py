@@ -415,3 +415,56 @@ def audit(limit: int = typer.Option(50, "--limit"), as_json: bool = JSON) -> Non
         )
     )
     return None
+
+
+@app.command("fleet")
+def fleet(as_json: bool = JSON) -> None:
+    """Edge nodes' last heartbeats: what each serves, with which backend, how well."""
+    with client() as c:
+        nodes = c.fleet()
+    if as_json:
+        return emit_json(nodes)
+    rows = []
+    for n in nodes:
+        for m in n.report.models:
+            rows.append([n.node, f"{n.age_s:.0f} s ago", f"{m.model}:{m.channel}", m.state,
+                         f"v{m.version}" if m.version else "-", m.target or "-", m.fallbacks, m.errors,
+                         f"{m.p50_ms:.2f}" if m.p50_ms is not None else "-"])  # fmt: skip
+    console().print(
+        simple_table(
+            "fleet",
+            [
+                "node",
+                "seen",
+                "model",
+                "state",
+                "version",
+                "backend",
+                "fallbacks",
+                "errors",
+                "batch p50 ms",
+            ],
+            rows,
+        )
+    )
+    return None
+
+
+@app.command("halt")
+def halt(
+    name: str = typer.Argument(...),
+    channel: str = typer.Option(..., "--channel"),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Freeze a channel's rollout: promotions are refused until `artifact resume`."""
+    with client() as c:
+        ch = c.halt(name, channel, reason)
+    console().print(f"{name}:{channel} halted at v{ch.version}")
+
+
+@app.command("resume")
+def resume(name: str = typer.Argument(...), channel: str = typer.Option(..., "--channel")) -> None:
+    """Allow promotions to a halted channel again."""
+    with client() as c:
+        ch = c.resume(name, channel)
+    console().print(f"{name}:{channel} resumed (at v{ch.version})")

@@ -84,3 +84,24 @@ def verify_cmd(
         f"{len(m.files)} files match their digests; {signer}; bundle {verified.digest[:23]}…",
         highlight=False,
     )
+
+
+@app.command("demo")
+def demo_cmd(
+    home: Path = typer.Option(Path(".demo"), "--home", help="Demo state (reused by a re-run)"),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from an empty demo home"),
+    central_port: int = typer.Option(8700, "--central-port"),
+    edge_port: int = typer.Option(8080, "--edge-port"),
+) -> None:
+    """Run the whole product end to end on the bundled model (what `make demo` runs)."""
+    from artifacts.demo import Demo, DemoConfig, DemoError, clean
+
+    if fresh:
+        clean(home)
+    try:
+        Demo(
+            DemoConfig(home=str(home), central_port=central_port, edge_port=edge_port), console()
+        ).run()
+    except DemoError as exc:
+        console(stderr=True).print(f"[red]demo failed[/red] — {exc}")
+        raise typer.Exit(1) from exc

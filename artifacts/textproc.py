@@ -82,12 +82,22 @@ class TextEncoder:
 
 
 def collate(
-    batch: list[Encoded], input_names: list[str], *, pad_id: int = 0, multiple_of: int = 0
+    batch: list[Encoded],
+    input_names: list[str],
+    *,
+    pad_id: int = 0,
+    multiple_of: int = 0,
+    cap: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Pad a batch to its longest item (right padding) and build the model's input dict."""
+    """Pad a batch to its longest item (right padding) and build the model's input dict.
+
+    ``multiple_of`` rounds the padded length up (fewer distinct shapes for engines that
+    prepare kernels per shape), never past ``cap`` (the model's maximum length).
+    """
     longest = max(len(e) for e in batch)
     if multiple_of > 1:
-        longest = -(-longest // multiple_of) * multiple_of
+        rounded = -(-longest // multiple_of) * multiple_of
+        longest = max(longest, min(rounded, cap)) if cap else rounded
     n = len(batch)
     ids = np.full((n, longest), pad_id, dtype=np.int64)
     mask = np.zeros((n, longest), dtype=np.int64)

@@ -39,7 +39,11 @@ class LoadedModel:
 
     def run(self, batch: list[Encoded]) -> np.ndarray:
         feeds = collate(
-            batch, self.backend.input_names, pad_id=self.manifest.tokenizer.pad_token_id
+            batch,
+            self.backend.input_names,
+            pad_id=self.manifest.tokenizer.pad_token_id,
+            multiple_of=self.backend.seq_multiple,
+            cap=self.manifest.io.max_seq_len,
         )
         return self.backend.infer(feeds)
 
@@ -51,6 +55,9 @@ class LoadedModel:
         for _ in range(3):
             self.run([shortest])
         self.run(sorted(encoded, key=len)[: min(len(encoded), 16)])
+        prepare = getattr(self.backend, "prepare_shapes", None)
+        if prepare is not None:
+            prepare(self.manifest.io.max_seq_len)
 
     def close(self) -> None:
         self.backend.close()

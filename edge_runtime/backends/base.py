@@ -18,6 +18,7 @@ class Backend(Protocol):
     target: str
     device: str  # "cpu" | "gpu"
     input_names: list[str]
+    seq_multiple: int  # pad sequence length up to a multiple of this (1: no bucketing)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run one padded batch (int64 [batch, seq] inputs); return the manifest's output."""

@@ -22,6 +22,7 @@ class OrtBackend:
                 "onnxruntime is not installed (pip install 'shipyard[edge]')"
             ) from exc
         self.target = manifest.target.id
+        self.seq_multiple = 1
         self.device = manifest.target.device
         so = ort.SessionOptions()
         so.intra_op_num_threads = settings.threads or (os.cpu_count() or 1)

@@ -40,6 +40,7 @@ class TensorRTBackend:
                 ) from exc
         self._trt, self._cudart = trt, cudart
         self.target = manifest.target.id
+        self.seq_multiple = 1
         self.device = "gpu"
         err, count = cudart.cudaGetDeviceCount()
         if int(err) != 0 or count == 0:

@@ -67,3 +67,16 @@ def test_oversized_entry_is_not_stored():
 def test_normalise():
     assert normalise("  Running\tShoes \n") == "Running Shoes"
     assert normalise("cafe\u0301") == normalise("café")
+
+
+def test_collate_bucketing_respects_the_cap():
+    from artifacts.textproc import Encoded, collate
+
+    def e(n):
+        return Encoded(ids=np.ones(n, dtype=np.int64), type_ids=np.zeros(n, dtype=np.int64), truncated=False)
+
+    names = ["input_ids", "attention_mask"]
+    assert collate([e(5), e(17)], names, multiple_of=16)["input_ids"].shape == (2, 32)
+    assert collate([e(250)], names, multiple_of=16, cap=250)["input_ids"].shape == (1, 250)
+    out = collate([e(3)], names, multiple_of=16, cap=256)
+    assert out["input_ids"].shape == (1, 16) and out["attention_mask"].sum() == 3

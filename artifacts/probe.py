@@ -105,14 +105,23 @@ def _onnxruntime(caps: NodeCapabilities) -> None:
     caps.onnxruntime_providers = list(ort.get_available_providers())
 
 
-def _openvino(caps: NodeCapabilities) -> None:
+def _openvino(caps: NodeCapabilities, full: bool) -> None:
+    if not full:
+        # Without importing OpenVINO (~30 MB resident): its CPU plugin always ships; an Intel
+        # GPU shows up as a DRM render node. ``full`` asks OpenVINO itself.
+        caps.openvino = importlib.metadata.version("openvino")
+        caps.openvino_devices = ["CPU"] + (
+            ["GPU"] if list(Path("/dev/dri").glob("renderD*")) else []
+        )
+        return
     import openvino as ov
 
     caps.openvino = ov.get_version().split("-")[0]
     caps.openvino_devices = list(ov.Core().available_devices)
 
 
-def probe_node(*, include_openvino_devices: bool = True) -> NodeCapabilities:
+def probe_node(*, full: bool = True) -> NodeCapabilities:
+    """``full=False`` skips importing OpenVINO (the edge, where memory counts)."""
     caps = NodeCapabilities(
         hostname=socket.gethostname(), arch=_arch(), cpu_cores=os.cpu_count() or 1
     )
@@ -122,13 +131,13 @@ def probe_node(*, include_openvino_devices: bool = True) -> NodeCapabilities:
         "gpu": lambda: _gpus(caps),
         "tensorrt": lambda: setattr(caps, "tensorrt", _tensorrt()),
         "onnxruntime": lambda: _onnxruntime(caps),
-        "openvino": (lambda: _openvino(caps)) if include_openvino_devices else (lambda: None),
+        "openvino": lambda: _openvino(caps, full),
     }
     for name, step in steps.items():
         try:
             step()
-        except ImportError as exc:
-            caps.probe_errors[name] = f"not installed ({exc.name or exc})"
+        except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
+            caps.probe_errors[name] = f"not installed ({getattr(exc, 'name', None) or exc})"
         except Exception as exc:  # a probe must never take the node down
             caps.probe_errors[name] = f"{type(exc).__name__}: {exc}"
     return caps

@@ -63,8 +63,8 @@ def interleaved(
     }
 
 
-def isolated(fn: Callable[..., dict[str, float]], *args: object) -> dict[str, float]:
-    """Run ``fn(*args)`` in a fresh process (spawned, so no runtime threads are inherited) and
+def isolated(fn: Callable[..., dict], *args: object, **kwargs: object) -> dict:
+    """Run ``fn(*args, **kwargs)`` in a fresh process (spawned, so no runtime threads are inherited) and
     return its result. Measured here: after OpenVINO or PyTorch run, another runtime's batch-1
     latency stays ~2x worse for seconds, even in another process, while their thread pools
     wind down; a contender whose process has exited cannot do that to the next one."""
@@ -72,7 +72,7 @@ def isolated(fn: Callable[..., dict[str, float]], *args: object) -> dict[str, fl
 
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+        return pool.apply(fn, args, kwargs)
 
 
 def percentile(values: list[float], q: float) -> float:

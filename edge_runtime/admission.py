@@ -5,12 +5,15 @@ admitted only if the tokens waiting plus its own stay under the current *limit*;
 it gets 429 with ``Retry-After`` = (waiting tokens / measured drain rate).
 
 The limit adapts by AIMD on queueing delay, the signal that directly predicts tail latency:
-after every batch we update an EWMA of how long its items waited. If that delay exceeds the
-configured latency target, the limit shrinks multiplicatively (x0.8, never below one full
-batch); while the delay stays under half the target, the limit grows additively (+ one
-tenth of a batch, up to ``max_queued_tokens``). A backend that slows down — e.g. after a
-fallback from INT8 to FP32 — therefore admits less work within a few batches, and recovers
-when it speeds up again. Memory is bounded by ``max_queued_tokens`` whatever the load.
+after every batch we update an EWMA of how long its items waited. It starts at four batches'
+worth of tokens (not at the maximum: an overload burst in the first second would otherwise
+admit seconds of backlog before any feedback arrives). While the delay exceeds the configured
+latency target, the limit shrinks multiplicatively (x0.8) and is clamped to what Little's law
+says the target allows (measured drain rate x target x 2), never below a quarter batch; while
+the delay stays under half the target it grows additively (+ a tenth of a batch, up to
+``max_queued_tokens``). A backend that slows down — e.g. after a fallback from INT8 to FP32 —
+therefore admits less work within a few batches, and recovers when it speeds up again.
+Memory is bounded by ``max_queued_tokens`` whatever the load.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class Admission:
     rejected: int = 0
 
     def __post_init__(self) -> None:
-        self.limit = float(self.max_queued_tokens)
+        start = 4 * self.batch_tokens if self.adaptive else self.max_queued_tokens
+        self.limit = float(min(self.max_queued_tokens, start))
 
     def try_admit(self, tokens: int) -> float | None:
         """Reserve ``tokens``; None if admitted, else the Retry-After in seconds."""
@@ -65,8 +69,11 @@ class Admission:
             )
         if not self.adaptive:
             return
-        floor = float(self.batch_tokens)
+        floor = max(1.0, self.batch_tokens / 4)
         if self.delay_ewma_s > self.latency_target_s:
-            self.limit = max(floor, self.limit * 0.8)
+            little = 2 * self.drain_tokens_per_s * self.latency_target_s
+            self.limit = max(
+                floor, min(self.limit * 0.8, little) if little > 0 else self.limit * 0.8
+            )
         elif self.delay_ewma_s < self.latency_target_s / 2:
             self.limit = min(float(self.max_queued_tokens), self.limit + self.batch_tokens / 10)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from artifacts.textproc import Encoded
+from edge_runtime import memory
 from edge_runtime.admission import Admission
 from edge_runtime.config import BatchingSection
 from edge_runtime.errors import DeadlineExceeded, Overloaded
@@ -47,6 +48,48 @@ class Item:
     enqueued: float
 
 
+class SizeTuner:
+    """Learns the batch size this backend is most efficient at on this node.
+
+    Bigger is not always faster per item (measured on 2 vCPUs: MiniLM INT8 peaks at 8-32
+    titles per batch and is ~20% slower per item at 64). Per power-of-two size bucket we keep
+    an EWMA of padded tokens per second; batches are capped at the best bucket's size, and every
+    ``explore_every``-th batch may use the full ``max_batch_size`` so the other buckets keep
+    being measured.
+    """
+
+    def __init__(self, max_size: int, explore_every: int = 16, min_samples: int = 3) -> None:
+        self.max_size = max_size
+        self.explore_every = explore_every
+        self.min_samples = min_samples
+        self.rate: dict[int, float] = {}
+        self.samples: dict[int, int] = {}
+        self.count = 0
+
+    @staticmethod
+    def bucket(n: int) -> int:
+        return 1 << max(0, (n - 1).bit_length())
+
+    def observe(self, items: int, padded_tokens: int, seconds: float) -> None:
+        if seconds <= 0 or items <= 0:
+            return
+        b = self.bucket(items)
+        rate = padded_tokens / seconds
+        self.rate[b] = rate if b not in self.rate else 0.7 * self.rate[b] + 0.3 * rate
+        self.samples[b] = self.samples.get(b, 0) + 1
+
+    def cap(self) -> int:
+        self.count += 1
+        measured = {
+            b: r
+            for b, r in self.rate.items()
+            if self.samples.get(b, 0) >= self.min_samples and b >= 4
+        }
+        if not measured or self.count % self.explore_every == 0:
+            return self.max_size
+        return min(self.max_size, max(measured, key=measured.__getitem__))
+
+
 class Batcher:
     def __init__(
         self, name: str, cfg: BatchingSection, run_batch, metrics, admission: Admission
@@ -62,6 +105,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task | None = None
         self.batches = 0
+        self.tuner = SizeTuner(cfg.max_batch_size)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
@@ -121,7 +165,8 @@ class Batcher:
         chosen = [oldest]
         lo, hi = pos - 1, pos + 1
         longest = len(oldest.enc)
-        while len(chosen) < self.cfg.max_batch_size and (lo >= 0 or hi < len(by_len)):
+        limit = self.tuner.cap()
+        while len(chosen) < limit and (lo >= 0 or hi < len(by_len)):
             # take the neighbour whose length is closest to the batch's current longest item
             cands = []
             if lo >= 0:
@@ -183,6 +228,8 @@ class Batcher:
             self.batches += 1
             waited = max(started - it.enqueued for it in ordered)
             self.admission.observe(waited, padded, ran)
+            if error is None:
+                self.tuner.observe(len(ordered), padded, ran)
             self.metrics.batch_size.labels(self.name).observe(len(ordered))
             self.metrics.batch_tokens.labels(self.name).observe(padded)
             self.metrics.admission_limit.labels(self.name).set(self.admission.limit)
@@ -203,3 +250,5 @@ class Batcher:
                     p.future.set_result(p.results)
             if not self.queue:
                 self._wake.clear()
+                # idle: hand large freed buffers back to the OS (throttled)
+                loop.run_in_executor(self._executor, memory.trim, 5.0)

@@ -16,6 +16,7 @@ from artifacts.errors import InputError
 from artifacts.probe import probe_node
 from artifacts.signing import TrustedKeys
 from artifacts.wire import NodeModel, NodeReport
+from edge_runtime import memory
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import Metrics
 from edge_runtime.runtime import ModelService
@@ -26,6 +27,7 @@ log = logging.getLogger("shipyard.edge")
 
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig) -> None:
+        memory.limit_arenas()
         self.config = config
         self.started_at = time.time()
         keys = [Path(k).expanduser() for k in config.registry.trusted_keys]
@@ -34,7 +36,7 @@ class EdgeDaemon:
                 "[registry] trusted_keys is empty: the edge never loads a bundle it cannot verify"
             )
         self.trusted = TrustedKeys.from_paths(keys)
-        self.caps = probe_node()
+        self.caps = probe_node(full=False)
         self.metrics = Metrics()
         self.client = RegistryClient(
             config.registry.url, config.token(), timeout=config.registry.timeout_s

@@ -158,9 +158,12 @@ def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
     adm = Admission(
         max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05, adaptive=True
     )
+    assert adm.limit == 4000  # starts at four batches, not at the maximum
+    adm.observe(waited_s=0.2, batch_tokens=1000, run_s=0.1)
+    assert adm.limit == pytest.approx(2 * 10_000 * 0.05)  # Little's law: drain x target x 2
     for _ in range(20):
         adm.observe(waited_s=0.2, batch_tokens=1000, run_s=0.1)
-    assert adm.limit == 1000  # floor: one batch
+    assert adm.limit == 250  # kept shrinking while over target, down to the floor (a quarter batch)
     assert adm.drain_tokens_per_s == pytest.approx(10_000, rel=0.01)
     adm.queued_tokens = 900
     assert adm.try_admit(200) == 1.0  # 900 / 10000 tokens/s rounds up to 1 s
@@ -172,3 +175,17 @@ def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
     )
     fixed.observe(waited_s=5, batch_tokens=100, run_s=1)
     assert fixed.try_admit(400) is None and fixed.try_admit(200) is not None
+
+
+def test_size_tuner_learns_the_efficient_batch_size():
+    from edge_runtime.batching import SizeTuner
+
+    t = SizeTuner(64, explore_every=8)
+    assert t.cap() == 64  # nothing measured yet
+    for _ in range(5):
+        t.observe(16, 16 * 30, 0.040)  # 12,000 tokens/s at 16
+        t.observe(64, 64 * 30, 0.240)  # 8,000 tokens/s at 64
+        t.observe(4, 4 * 30, 0.020)  # 6,000 tokens/s at 4
+    caps = [t.cap() for _ in range(16)]
+    assert caps.count(16) == 14 and caps.count(64) == 2  # exploit, explore every 8th
+    assert SizeTuner.bucket(9) == 16 and SizeTuner.bucket(16) == 16 and SizeTuner.bucket(1) == 1

@@ -73,7 +73,9 @@ def test_collate_bucketing_respects_the_cap():
     from artifacts.textproc import Encoded, collate
 
     def e(n):
-        return Encoded(ids=np.ones(n, dtype=np.int64), type_ids=np.zeros(n, dtype=np.int64), truncated=False)
+        return Encoded(
+            ids=np.ones(n, dtype=np.int64), type_ids=np.zeros(n, dtype=np.int64), truncated=False
+        )
 
     names = ["input_ids", "attention_mask"]
     assert collate([e(5), e(17)], names, multiple_of=16)["input_ids"].shape == (2, 32)

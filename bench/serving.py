@@ -207,11 +207,18 @@ def raw_backend(bundle: str, n_latency: int = 300) -> dict:
     q = m.encoder.encode(queries[:n_latency])
     for e in q[:20]:
         m.run([e])
-    lat = []
+    lat, gapped = [], []
     for e in q:
         t0 = _t.perf_counter()
         m.run([e])
         lat.append(_t.perf_counter() - t0)
+    for (
+        e
+    ) in q:  # a server at c=1 leaves the CPU idle between requests: colder caches, deeper C-states
+        _t.sleep(0.001)
+        t0 = _t.perf_counter()
+        m.run([e])
+        gapped.append(_t.perf_counter() - t0)
     best = {}
     enc_titles = m.encoder.encode(titles[:640])
     for bs in (8, 16, 32, 64):
@@ -222,6 +229,7 @@ def raw_backend(bundle: str, n_latency: int = 300) -> dict:
             m.run(b)
         best[bs] = len(enc_titles) / (_t.perf_counter() - t0)
     return {"target": m.target, "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
+            "p50_gap_ms": float(np.percentile(gapped, 50) * 1e3),
             "batch_items_s": best, "best_items_s": max(best.values())}  # fmt: skip
 
 
@@ -249,7 +257,7 @@ def zipf_replay(
 def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
     import aiohttp
 
-    hits, misses = [], []
+    hits, misses, server_hits = [], [], []
 
     async def go() -> None:
         it = iter(texts)
@@ -259,11 +267,14 @@ def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
                 for t in it:
                     t0 = time.perf_counter()
                     async with session.post(
-                        url, json={"input": t, "model": "product-embedder"}
+                        url, json={"input": t, "model": "product-embedder", **BASE64}
                     ) as r:
                         body = await r.json()
+                        timing = r.headers.get("Server-Timing", "")
                     dt = time.perf_counter() - t0
                     (hits if body["usage"]["cached_inputs"] else misses).append(dt)
+                    if body["usage"]["cached_inputs"] and "dur=" in timing:
+                        server_hits.append(float(timing.split("dur=")[1]) / 1e3)
 
             await asyncio.gather(*[worker() for _ in range(concurrency)])
 
@@ -272,6 +283,7 @@ def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
     elapsed = time.perf_counter() - t0
     return {"requests": len(texts), "hit_ratio": len(hits) / len(texts), "hit_p50_ms": float(np.percentile(hits, 50) * 1e3),
             "hit_p99_ms": float(np.percentile(hits, 99) * 1e3), "miss_p50_ms": float(np.percentile(misses, 50) * 1e3),
+            "hit_server_p50_ms": float(np.percentile(server_hits, 50) * 1e3) if server_hits else None,
             "throughput": len(texts) / elapsed}  # fmt: skip
 
 
@@ -385,6 +397,7 @@ def main() -> None:
             10 * capacity,
             10.0 if args.quick else 30.0,
             model="product-embedder",
+            extra=BASE64,
         )
         over["offered_rate"] = 10 * capacity
         over["rss_peak_mb"] = sampler.stop()
@@ -432,13 +445,15 @@ def write_report(r: dict, sweep: list[int]) -> None:
     c1 = edge["queries"][1]
     c64 = edge["titles"][64]
     rows = [
-        ["c=1 queries: server p50 vs backend p50", f"{c1['p50_ms']:.2f} ms vs {raw['p50_ms']:.2f} ms",
+        ["c=1 queries: server p50 vs backend p50 (back to back)", f"{c1['p50_ms']:.2f} ms vs {raw['p50_ms']:.2f} ms",
          f"+{c1['p50_ms'] - raw['p50_ms']:.2f} ms", "≤ +1 ms"],
+        ["c=1 queries: server p50 vs backend p50 (1 ms idle between calls)", f"{c1['p50_ms']:.2f} ms vs {raw['p50_gap_ms']:.2f} ms",
+         f"+{c1['p50_ms'] - raw['p50_gap_ms']:.2f} ms", "≤ +1 ms"],
         ["c=64 titles: throughput vs best raw batch", f"{c64['throughput']:.0f} vs {raw['best_items_s']:.0f} items/s",
          f"{100 * c64['throughput'] / raw['best_items_s']:.0f}%", "≥ 85%"],
         ["c=64 titles: p99", f"{c64['p99_ms']:.0f} ms", "", "reported"],
-        ["Zipf(1.1) 20k over 5k: hit ratio / hit p50", f"{r['zipf']['hit_ratio']:.2f} / {r['zipf']['hit_p50_ms']:.2f} ms", "",
-         "hit p50 ≤ 0.5 ms"],
+        ["Zipf(1.1) 20k over 5k: hit ratio / hit p50 (client round trip)", f"{r['zipf']['hit_ratio']:.2f} / {r['zipf']['hit_p50_ms']:.2f} ms",
+         f"server side {r['zipf'].get('hit_server_p50_ms') or 0:.3f} ms", "hit p50 ≤ 0.5 ms"],
         ["memory: idle / peak through c=64", f"{r['edge_rss_idle_mb']:.0f} / {r['edge_rss_peak_mb']:.0f} MB", "", "≤ 400 MB"],
     ]  # fmt: skip
     ov = r["overload"]

@@ -5,11 +5,13 @@ admitted only if the tokens waiting plus its own stay under the current *limit*;
 it gets 429 with ``Retry-After`` = (waiting tokens / measured drain rate).
 
 The limit adapts by AIMD on queueing delay, the signal that directly predicts tail latency:
-after every batch we update an EWMA of how long its items waited. It starts at four batches'
+after every batch we update an EWMA of how long its items waited *beyond one batch's service
+time* (an item that arrives while a batch runs must wait for it — that is pipelining, not a
+backlog; waiting for several batch cycles is). It starts at four batches'
 worth of tokens (not at the maximum: an overload burst in the first second would otherwise
 admit seconds of backlog before any feedback arrives). While the delay exceeds the configured
 latency target, the limit shrinks multiplicatively (x0.8) and is clamped to what Little's law
-says the target allows (measured drain rate x target x 2), never below a quarter batch; while
+says the target allows (measured drain rate x (target + one batch time) x 2), never below a quarter batch; while
 the delay stays under half the target it grows additively (+ a tenth of a batch, up to
 ``max_queued_tokens``). A backend that slows down — e.g. after a fallback from INT8 to FP32 —
 therefore admits less work within a few batches, and recovers when it speeds up again.
@@ -31,6 +33,7 @@ class Admission:
     limit: float = 0.0
     queued_tokens: int = 0
     delay_ewma_s: float = 0.0
+    run_ewma_s: float = 0.0
     drain_tokens_per_s: float = 0.0
     rejected: int = 0
 
@@ -57,10 +60,12 @@ class Admission:
 
     def observe(self, waited_s: float, batch_tokens: int, run_s: float, alpha: float = 0.2) -> None:
         """Feed one batch's queueing delay and throughput; adapt the limit."""
+        self.run_ewma_s = (
+            run_s if self.run_ewma_s == 0 else (1 - alpha) * self.run_ewma_s + alpha * run_s
+        )
+        excess = max(0.0, waited_s - self.run_ewma_s)
         self.delay_ewma_s = (
-            waited_s
-            if self.delay_ewma_s == 0
-            else (1 - alpha) * self.delay_ewma_s + alpha * waited_s
+            excess if self.delay_ewma_s == 0 else (1 - alpha) * self.delay_ewma_s + alpha * excess
         )
         if run_s > 0:
             rate = batch_tokens / run_s
@@ -71,7 +76,7 @@ class Admission:
             return
         floor = max(1.0, self.batch_tokens / 4)
         if self.delay_ewma_s > self.latency_target_s:
-            little = 2 * self.drain_tokens_per_s * self.latency_target_s
+            little = 2 * self.drain_tokens_per_s * (self.latency_target_s + self.run_ewma_s)
             self.limit = max(
                 floor, min(self.limit * 0.8, little) if little > 0 else self.limit * 0.8
             )

@@ -75,12 +75,15 @@ def _inference(request: Request) -> Inference:
     return request.app.state["inference"]
 
 
-def _headers(r: Result) -> dict[str, str]:
-    return {
+def _headers(r: Result, started: float | None = None) -> dict[str, str]:
+    headers = {
         "X-Shipyard-Model": r.service.name,
         "X-Shipyard-Model-Version": str(r.version),
         "X-Shipyard-Backend": r.target,
     }
+    if started is not None:  # time inside the handler (the client sees it in its devtools)
+        headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1e3:.3f}"
+    return headers
 
 
 def _require_json(request: Request) -> None:
@@ -153,7 +156,8 @@ async def embeddings(request: Request, data: EmbeddingsRequest) -> Response[Embe
         usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
                                 truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
         return Response(
-            EmbeddingsResponse(data=items, model=svc.name, usage=usage), headers=_headers(r)
+            EmbeddingsResponse(data=items, model=svc.name, usage=usage),
+            headers=_headers(r, t.started),
         )
 
 
@@ -191,7 +195,8 @@ async def rerank(request: Request, data: RerankRequest) -> Response[RerankRespon
         usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
                                 truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
         return Response(
-            RerankResponse(model=svc.name, results=results, usage=usage), headers=_headers(r)
+            RerankResponse(model=svc.name, results=results, usage=usage),
+            headers=_headers(r, t.started),
         )
 
 
@@ -218,7 +223,8 @@ async def classify(request: Request, data: ClassifyRequest) -> Response[Classify
         usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
                                 truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
         return Response(
-            ClassifyResponse(model=svc.name, data=preds, usage=usage), headers=_headers(r)
+            ClassifyResponse(model=svc.name, data=preds, usage=usage),
+            headers=_headers(r, t.started),
         )
 
 

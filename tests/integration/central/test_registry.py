@@ -380,8 +380,8 @@ def test_resolve_ranks_and_explains(central, tmp_path, key):
         res = c.resolve("product-embedder", cpu_node(), channel="stable")
         assert res.version == v
         assert [e.candidate.target for e in res.eligible] == [
-            "openvino-int8",
             "onnx-int8",
+            "openvino-int8",
             "onnx-fp32",
         ]
         assert [x.target for x in res.excluded] == ["tensorrt-fp16"]

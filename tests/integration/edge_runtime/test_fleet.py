@@ -25,7 +25,7 @@ def test_edge_heartbeats_show_in_the_fleet(tiny_published, make_edge, registry):
     assert (m.model, m.state, m.target, m.version) == (
         "tiny-embedding",
         "ready",
-        "openvino-int8",
+        "onnx-int8",
         tiny_published["embedding"],
     )
     assert node.report.capabilities.arch == "x86_64"

@@ -38,15 +38,18 @@ def test_tensorrt_excluded_int8_chosen_status_explains_all(
     o = outcomes(st)
     assert set(o) == {"tensorrt-fp16", "openvino-int8", "onnx-int8", "onnx-fp32"}
     assert o["tensorrt-fp16"][0] == "excluded" and "node has no NVIDIA GPU" in o["tensorrt-fp16"][1]
-    assert o["openvino-int8"][0] == "chosen" and "golden passed" in o["openvino-int8"][1]
-    assert o["onnx-int8"][0] == "not-tried" and o["onnx-fp32"][0] == "not-tried"
+    assert o["onnx-int8"][0] == "chosen" and "golden passed" in o["onnx-int8"][1]
+    assert o["openvino-int8"][0] == "not-tried" and o["onnx-fp32"][0] == "not-tried"
     m = model_status(st)
-    assert m["target"] == "openvino-int8" and m["version"] == v and m["state"] == "ready"
-    assert m["backend"]["engine"] == "openvino" and m["backend"]["inference_precision"] == "f32"
+    assert m["target"] == "onnx-int8" and m["version"] == v and m["state"] == "ready"
+    assert (
+        m["backend"]["engine"] == "onnxruntime"
+        and m["backend"]["providers"] == "CPUExecutionProvider"
+    )
     assert st["capabilities"]["arch"] and "cpu_isa" in st["capabilities"]
     metrics = __import__("httpx").get(f"{edge.url}/metrics").text
     assert (
-        f'shipyard_active_backend{{model="tiny-embedding",target="openvino-int8",version="{v}"}} 1.0'
+        f'shipyard_active_backend{{model="tiny-embedding",target="onnx-int8",version="{v}"}} 1.0'
         in metrics
     )
 
@@ -98,10 +101,12 @@ def test_corrupt_model_fails_to_load_next_serves(
 
 
 def test_policy_deny_prefer_require_gpu(tiny_published, make_edge):
-    st = make_edge(backends={"deny": ["openvino-int8"]}).wait_ready()
+    st = make_edge(backends={"deny": ["onnx-int8"]}).wait_ready()
     o = outcomes(st)
-    assert o["openvino-int8"] == ("excluded", "denied by policy (backends.deny)")
-    assert o["onnx-int8"][0] == "chosen"
+    assert o["onnx-int8"] == ("excluded", "denied by policy (backends.deny)")
+    assert o["openvino-int8"][0] == "chosen"
+    m = model_status(st)
+    assert m["backend"]["engine"] == "openvino" and m["backend"]["inference_precision"] == "f32"
     st = make_edge(backends={"prefer": ["onnx-fp32"]}).wait_ready()
     assert outcomes(st)["onnx-fp32"][0] == "chosen"
     st = make_edge(backends={"allow": ["onnx-int8"]}).wait_ready()

@@ -58,9 +58,7 @@ def test_embeddings_float_and_base64_match_backend(edge):
         body["usage"]["prompt_tokens"] > 0
         and body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"]
     )
-    assert (
-        r.headers["x-shipyard-model-version"] and r.headers["x-shipyard-backend"] == "openvino-int8"
-    )
+    assert r.headers["x-shipyard-model-version"] and r.headers["x-shipyard-backend"] == "onnx-int8"
     r = c.post(
         "/v1/embeddings",
         json={"input": TEXTS[0], "encoding_format": "base64", "model": "tiny-embedding"},
@@ -382,9 +380,9 @@ def test_runtime_failover_keeps_admitted_requests(edge):
     assert codes == [200] * len(texts)
     st_ = httpx.get(f"{edge.url}/v1/status").json()
     emb = next(m for m in st_["models"] if m["model"] == "tiny-embedding")
-    assert emb["target"] != "openvino-int8"
+    assert emb["target"] != "onnx-int8"
     assert any(
         e["kind"] == "fallback" and "simulated device fault" in e["detail"] for e in emb["events"]
     )
     metrics = httpx.get(f"{edge.url}/metrics").text
-    assert 'shipyard_fallback_events_total{from_target="openvino-int8"' in metrics
+    assert 'shipyard_fallback_events_total{from_target="onnx-int8"' in metrics

@@ -17,9 +17,9 @@ def reasons(ranking):
     return {e.target: e.reason for e in ranking.excluded}
 
 
-def test_cpu_node_with_vnni_prefers_openvino_int8_and_explains_gpu_exclusions():
+def test_cpu_node_with_vnni_prefers_onnx_int8_and_explains_gpu_exclusions():
     r = rank_bundles(cpu_node(), version(*ALL))
-    assert [c.target for c in r.eligible] == ["openvino-int8", "onnx-int8", "onnx-fp32"]
+    assert [c.target for c in r.eligible] == ["onnx-int8", "openvino-int8", "onnx-fp32"]
     why = reasons(r)
     assert "built for sm_90 / TensorRT 10.13.0; node has no NVIDIA GPU" in why["tensorrt-fp16"]
     assert "CUDAExecutionProvider" in why["onnx-fp16"]
@@ -66,8 +66,8 @@ def test_matching_gpu_node_prefers_tensorrt():
     assert [c.target for c in r.eligible] == [
         "tensorrt-fp16",
         "onnx-fp16",
-        "openvino-int8",
         "onnx-int8",
+        "openvino-int8",
         "onnx-fp32",
     ]
     assert r.excluded == []
@@ -144,9 +144,9 @@ def test_failed_quality_gate_is_excluded():
 
 def test_policy_deny_allow_prefer_require_gpu():
     bundles = version(*ALL)
-    r = rank_bundles(cpu_node(), bundles, SelectionPolicy(deny=["openvino-int8"]))
-    assert r.best.target == "onnx-int8"
-    assert reasons(r)["openvino-int8"] == "denied by policy (backends.deny)"
+    r = rank_bundles(cpu_node(), bundles, SelectionPolicy(deny=["onnx-int8"]))
+    assert r.best.target == "openvino-int8"
+    assert reasons(r)["onnx-int8"] == "denied by policy (backends.deny)"
 
     r = rank_bundles(cpu_node(), bundles, SelectionPolicy(allow=["onnx-fp32"]))
     assert [c.target for c in r.eligible] == ["onnx-fp32"]

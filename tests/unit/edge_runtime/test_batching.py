@@ -159,10 +159,17 @@ def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
         max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05, adaptive=True
     )
     assert adm.limit == 4000  # starts at four batches, not at the maximum
-    adm.observe(waited_s=0.2, batch_tokens=1000, run_s=0.1)
-    assert adm.limit == pytest.approx(2 * 10_000 * 0.05)  # Little's law: drain x target x 2
+    adm.observe(waited_s=0.1, batch_tokens=1000, run_s=0.1)
+    assert adm.limit >= 4000  # waiting for one running batch is pipelining, not backlog
+    adm = Admission(
+        max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05, adaptive=True
+    )
+    adm.observe(waited_s=0.3, batch_tokens=1000, run_s=0.1)
+    assert adm.limit == pytest.approx(
+        2 * 10_000 * (0.05 + 0.1)
+    )  # Little's law: drain x (target + batch) x 2
     for _ in range(20):
-        adm.observe(waited_s=0.2, batch_tokens=1000, run_s=0.1)
+        adm.observe(waited_s=0.3, batch_tokens=1000, run_s=0.1)
     assert adm.limit == 250  # kept shrinking while over target, down to the floor (a quarter batch)
     assert adm.drain_tokens_per_s == pytest.approx(10_000, rel=0.01)
     adm.queued_tokens = 900

@@ -44,7 +44,8 @@ def serve(
         f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
     )
     uvicorn.run(create_app(daemon), host=cfg.server.host, port=cfg.server.port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=10)  # fmt: skip
+                access_log=False, timeout_graceful_shutdown=10,
+                limit_concurrency=cfg.server.max_connections)  # beyond this uvicorn answers 503  # fmt: skip
 
 
 @app.command()

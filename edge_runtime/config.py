@@ -58,6 +58,7 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: int = 8080
     max_body_bytes: int = 4 << 20
     request_timeout_ms: int = 10_000  # default per-request deadline
+    max_connections: int = 2048  # concurrent connections/tasks before uvicorn answers 503
     node_name: str = ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -23,6 +24,14 @@ from edge_runtime.runtime import ModelService
 from edge_runtime.sync import BundleCache, Syncer
 
 log = logging.getLogger("shipyard.edge")
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
 
 
 class EdgeDaemon:
@@ -107,6 +116,7 @@ class EdgeDaemon:
             "node": self.node,
             "ready": self.ready,
             "uptime_s": round(time.time() - self.started_at, 1),
+            "rss_mb": round(_rss_mb(), 1),
             "registry": self.config.registry.url,
             "capabilities": msgspec.to_builtins(self.caps),
             "policy": msgspec.to_builtins(self.config.backends.policy()),

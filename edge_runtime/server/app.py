@@ -41,6 +41,7 @@ from edge_runtime.server.schemas import (
     RerankResponse,
     RerankResult,
 )
+from edge_runtime.server.shedding import ShedWhenSaturated
 from edge_runtime.serving import Inference, Result, probabilities
 
 log = logging.getLogger("shipyard.edge.http")
@@ -255,7 +256,12 @@ def metrics(request: Request) -> Response:
     )
 
 
-def create_app(daemon: EdgeDaemon) -> Litestar:
+def create_app(daemon: EdgeDaemon):
+    """The ASGI app: overload shedding in front of the litestar application."""
+    return ShedWhenSaturated(create_litestar(daemon), daemon)
+
+
+def create_litestar(daemon: EdgeDaemon) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await daemon.start()

@@ -1,0 +1,55 @@
+"""Shed overload before it costs anything.
+
+Under a flood, parsing each request and building a problem+json 429 through the framework
+costs as much as serving it did, and the event loop itself becomes the queue (measured: at
+10x capacity, admitted requests waited 38 s in socket buffers). This ASGI middleware answers
+429 with ``Retry-After`` for inference requests while every model's admission budget is full
+— without reading the body or routing — so the loop stays free for admitted work.
+"""
+
+from __future__ import annotations
+
+import math
+
+INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify")
+BODY = b'{"title":"Overloaded","status":429,"detail":"every model on this node is at capacity; retry later"}'
+
+
+class ShedWhenSaturated:
+    def __init__(self, app, daemon) -> None:
+        self.app = app
+        self.daemon = daemon
+        self.shed = 0
+
+    def _saturated(self) -> float | None:
+        """Retry-After seconds if every model's queue is at its admission limit, else None."""
+        services = list(self.daemon.models.values())
+        if not services:
+            return None
+        waits = []
+        for s in services:
+            a = s.admission
+            if a.queued_tokens < a.limit:
+                return None
+            waits.append(a.retry_after())
+        return max(1.0, min(waits))
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            if path in INFERENCE_PATHS or (
+                path.startswith("/v2/models/") and path.endswith("/infer")
+            ):
+                retry = self._saturated()
+                if retry is not None:
+                    self.shed += 1
+                    for s in self.daemon.models.values():
+                        self.daemon.metrics.rejected.labels(s.name).inc()
+                    await send({"type": "http.response.start", "status": 429, "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"retry-after", str(math.ceil(retry)).encode()),
+                        (b"content-length", str(len(BODY)).encode()),
+                    ]})  # fmt: skip
+                    await send({"type": "http.response.body", "body": BODY})
+                    return
+        await self.app(scope, receive, send)

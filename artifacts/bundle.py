@@ -78,10 +78,6 @@ class VerifiedBundle:
         return self.path / check_relpath(relpath)
 
 
-def bundle_digest(manifest_bytes: bytes) -> str:
-    return sha256_bytes(manifest_bytes)
-
-
 def write_bundle(
     dest: Path,
     manifest: Manifest,

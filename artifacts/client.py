@@ -177,9 +177,13 @@ class RegistryClient:
     ) -> tuple[BundleInfo, bool]:
         path = f"/v1/models/{model}/versions/{version}/bundles/{target}"
         response = self._request(
-            "PUT", path, content=msgspec.json.encode(PutBundle(manifest=base64.b64encode(manifest).decode(), signature=signature)),
+            "PUT",
+            path,
+            content=msgspec.json.encode(
+                PutBundle(manifest=base64.b64encode(manifest).decode(), signature=signature)
+            ),
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         return msgspec.json.decode(response.content, type=BundleInfo), response.status_code == 201
 
     def channels(self, model: str) -> list[ChannelInfo]:
@@ -216,8 +220,13 @@ class RegistryClient:
         version: int | None = None,
         policy: SelectionPolicy | None = None,
     ) -> ResolveResponse:
-        req = ResolveRequest(model=model, channel=channel, version=version, capabilities=capabilities,
-                             policy=policy or SelectionPolicy())  # fmt: skip
+        req = ResolveRequest(
+            model=model,
+            channel=channel,
+            version=version,
+            capabilities=capabilities,
+            policy=policy or SelectionPolicy(),
+        )
         return msgspec.json.decode(self._json("POST", "/v1/resolve", req), type=ResolveResponse)
 
     # ---- builds & workers ----------------------------------------------------------------
@@ -248,8 +257,12 @@ class RegistryClient:
         self._json("POST", "/v1/workers", hello)
 
     def lease(self, worker: str, wait: float) -> Lease | None:
-        r = self._request("POST", f"/v1/workers/{worker}/lease", params={"wait": wait},
-                          timeout=httpx.Timeout(wait + 30, connect=5.0))  # fmt: skip
+        r = self._request(
+            "POST",
+            f"/v1/workers/{worker}/lease",
+            params={"wait": wait},
+            timeout=httpx.Timeout(wait + 30, connect=5.0),
+        )
         return None if r.status_code == 204 else msgspec.json.decode(r.content, type=Lease)
 
     def heartbeat(self, job_id: int, lease_token: str) -> HeartbeatReply:
@@ -309,10 +322,15 @@ class RegistryClient:
                     yield chunk
 
         self._request(
-            "PUT", f"/v1/blobs/{digest}", content=chunks(),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(Path(path).stat().st_size)},
+            "PUT",
+            f"/v1/blobs/{digest}",
+            content=chunks(),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(Path(path).stat().st_size),
+            },
             timeout=httpx.Timeout(600.0, connect=5.0),
-        )  # fmt: skip
+        )
         return True
 
     def download_blob(

@@ -87,8 +87,12 @@ class Demo:
         self.out = console
         self.home = Path(cfg.home).resolve()
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
-        self.env = {**os.environ, "SHIPYARD_CONFIG_DIR": str(self.home / "cli"), "HF_HUB_OFFLINE": "1",
-                    "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "SHIPYARD_CONFIG_DIR": str(self.home / "cli"),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
 
     # ---- processes ------------------------------------------------------------------------
 
@@ -167,10 +171,24 @@ class Demo:
         self.env.update({"SHIPYARD_REGISTRY": self.central_url, "SHIPYARD_TOKEN": self.admin_token})
         model_dir = self.cfg.model_dir or self._bundled_model()
         targets = self.cfg.targets or self._buildable_targets()
-        argv = _cli("artifacts.cli", "submit", str(model_dir), "--model", self.cfg.model, "--task", self.cfg.task,
-                    "--targets", ",".join(targets), "--promote-to", "stable", "--wait")  # fmt: skip
-        self.out.print(f"submitting {model_dir} as {self.cfg.model} "
-                       f"for {', '.join(targets)} (build runs on the in-process worker)\n")  # fmt: skip
+        argv = _cli(
+            "artifacts.cli",
+            "submit",
+            str(model_dir),
+            "--model",
+            self.cfg.model,
+            "--task",
+            self.cfg.task,
+            "--targets",
+            ",".join(targets),
+            "--promote-to",
+            "stable",
+            "--wait",
+        )
+        self.out.print(
+            f"submitting {model_dir} as {self.cfg.model} "
+            f"for {', '.join(targets)} (build runs on the in-process worker)\n"
+        )
         t0 = time.monotonic()
         proc = subprocess.run(argv, env=self.env, timeout=self.cfg.build_timeout_s)
         with RegistryClient(self.central_url, self.admin_token) as c:
@@ -242,14 +260,21 @@ port = {self.edge_port}
         status = httpx.get(f"{self.edge_url}/v1/status", timeout=10).json()
         caps = status["capabilities"]
         self.out.print(f"edge     {self.edge_url}  (config {cfg_path})")
-        self.out.print(f"probe    {caps['cpu_model']} · {caps['arch']} · {caps['cpu_cores']} cores · "
-                       f"{caps['memory_mb']} MB · ISA {', '.join(caps['cpu_isa'])} · GPUs: "
-                       f"{', '.join(g['name'] for g in caps['gpus']) or 'none'} · TensorRT: {caps['tensorrt'] or 'not installed'} · "
-                       f"onnxruntime {caps['onnxruntime']} · OpenVINO {caps['openvino']}")  # fmt: skip
+        self.out.print(
+            f"probe    {caps['cpu_model']} · {caps['arch']} · {caps['cpu_cores']} cores · "
+            f"{caps['memory_mb']} MB · ISA {', '.join(caps['cpu_isa'])} · GPUs: "
+            f"{', '.join(g['name'] for g in caps['gpus']) or 'none'} · TensorRT: {caps['tensorrt'] or 'not installed'} · "
+            f"onnxruntime {caps['onnxruntime']} · OpenVINO {caps['openvino']}"
+        )
         m = status["models"][0]
         rows = [[c["target"], c["status"], c["detail"][:110]] for c in m["candidates"]]
-        self.out.print(simple_table(f"selection for {m['model']}:{m['channel']} → v{m['version']} on {m['target']}",
-                                    ["candidate", "outcome", "why"], rows))  # fmt: skip
+        self.out.print(
+            simple_table(
+                f"selection for {m['model']}:{m['channel']} → v{m['version']} on {m['target']}",
+                ["candidate", "outcome", "why"],
+                rows,
+            )
+        )
         return m
 
     def step_search(self) -> dict:
@@ -277,8 +302,10 @@ port = {self.edge_port}
         index = np.stack(vectors)
         embed_s = time.perf_counter() - t0
         backend = r.headers.get("x-shipyard-backend")
-        self.out.print(f"embedded {len(catalog)} catalog titles in {embed_s:.1f} s ({len(catalog) / embed_s:.0f} titles/s) "
-                       f"through the edge API, backend {backend}")  # fmt: skip
+        self.out.print(
+            f"embedded {len(catalog)} catalog titles in {embed_s:.1f} s ({len(catalog) / embed_s:.0f} titles/s) "
+            f"through the edge API, backend {backend}"
+        )
         timings: dict[str, list[float]] = {}
         for rnd in ("first", "repeat"):
             for q in self.cfg.queries:
@@ -312,8 +339,14 @@ port = {self.edge_port}
         http.close()
         first = [t[0] for t in timings.values()]
         repeat = [t[1] for t in timings.values()]
-        return {"catalog": len(catalog), "embed_s": embed_s, "first_ms": float(np.median(first)),
-                "repeat_ms": float(np.median(repeat)), "cache": st, "backend": backend}  # fmt: skip
+        return {
+            "catalog": len(catalog),
+            "embed_s": embed_s,
+            "first_ms": float(np.median(first)),
+            "repeat_ms": float(np.median(repeat)),
+            "cache": st,
+            "backend": backend,
+        }
 
     # ---- run -----------------------------------------------------------------------------
 

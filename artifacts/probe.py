@@ -17,10 +17,29 @@ from pathlib import Path
 from artifacts.targets import GpuInfo, NodeCapabilities
 
 RELEVANT_ISA = {
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimddp", "asimdhp", "sve", "sve2", "i8mm", "bf16",
-}  # fmt: skip
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
+}
 
 
 def _arch() -> str:
@@ -68,9 +87,13 @@ def _gpus(caps: NodeCapabilities) -> None:
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle).total // (1 << 20)
             caps.gpus.append(
-                GpuInfo(name=name.decode() if isinstance(name, bytes) else str(name),
-                        compute_capability=f"{major}.{minor}", memory_mb=int(mem), index=i)
-            )  # fmt: skip
+                GpuInfo(
+                    name=name.decode() if isinstance(name, bytes) else str(name),
+                    compute_capability=f"{major}.{minor}",
+                    memory_mb=int(mem),
+                    index=i,
+                )
+            )
         return
     except ImportError:
         pass
@@ -78,9 +101,16 @@ def _gpus(caps: NodeCapabilities) -> None:
     if exe is None:
         return  # no NVIDIA GPU: not an error
     out = subprocess.run(
-        [exe, "--query-gpu=index,name,compute_cap,memory.total,driver_version", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout  # fmt: skip
+        [
+            exe,
+            "--query-gpu=index,name,compute_cap,memory.total,driver_version",
+            "--format=csv,noheader,nounits",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
     for line in out.strip().splitlines():
         idx, name, cc, mem, driver = (p.strip() for p in line.split(","))
         caps.gpus.append(

@@ -129,11 +129,18 @@ class TargetSummary:
     def from_manifest(cls, m: dict, *, reason: str = "") -> TargetSummary:
         q, p = m["quality"], m["perf"]
         return cls(
-            target=m["target"]["id"], passed=q["passed"], reason=reason, config=q.get("config", ""),
-            metrics=q["metrics"], thresholds=q["thresholds"], p50_ms=p.get("latency_p50_ms"),
-            p99_ms=p.get("latency_p99_ms"), throughput=p.get("throughput_items_s"),
-            size=sum(f["size"] for f in m["files"]), tried=[(a["config"], a["passed"]) for a in q.get("attempts", [])],
-        )  # fmt: skip
+            target=m["target"]["id"],
+            passed=q["passed"],
+            reason=reason,
+            config=q.get("config", ""),
+            metrics=q["metrics"],
+            thresholds=q["thresholds"],
+            p50_ms=p.get("latency_p50_ms"),
+            p99_ms=p.get("latency_p99_ms"),
+            throughput=p.get("throughput_items_s"),
+            size=sum(f["size"] for f in m["files"]),
+            tried=[(a["config"], a["passed"]) for a in q.get("attempts", [])],
+        )
 
 
 def targets_table(title: str, rows: list[TargetSummary]) -> Table:

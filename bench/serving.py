@@ -97,9 +97,20 @@ class Stack:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            _cli("central.cli", "serve", "--home", str(self.work / "central"), "--port", str(self.port), "--local-workers", "0"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            _cli(
+                "central.cli",
+                "serve",
+                "--home",
+                str(self.work / "central"),
+                "--port",
+                str(self.port),
+                "--local-workers",
+                "0",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _wait(f"{self.url}/readyz", self.proc)
         admin = (self.work / "central" / "admin.token").read_text().strip()
         key = load_signing_key(self.work / "keys" / "publisher.key")
@@ -128,11 +139,15 @@ class Edge:
         self.url = f"http://127.0.0.1:{self.port}"
         home = stack.work / f"edge-{name}"
         cfg = {
-            "registry": {"url": stack.url, "token_file": str(stack.work / "pull.token"),
-                         "trusted_keys": [str(stack.work / "keys" / "publisher.pub")], "poll_interval_s": 3600},
+            "registry": {
+                "url": stack.url,
+                "token_file": str(stack.work / "pull.token"),
+                "trusted_keys": [str(stack.work / "keys" / "publisher.pub")],
+                "poll_interval_s": 3600,
+            },
             "cache": {"dir": str(home / "cache")},
             "server": {"port": self.port},
-        }  # fmt: skip
+        }
         for section, values in sections.items():
             cfg.setdefault(section, {}).update(values)
         lines = []
@@ -142,8 +157,19 @@ class Edge:
         lines += ["[[models]]", 'name = "product-embedder"', 'channel = "stable"']
         home.mkdir(parents=True, exist_ok=True)
         (home / "edge.toml").write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(_cli("edge_runtime.cli", "serve", "--config", str(home / "edge.toml"), "--log-level", "warning"),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            _cli(
+                "edge_runtime.cli",
+                "serve",
+                "--config",
+                str(home / "edge.toml"),
+                "--log-level",
+                "warning",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         _wait(f"{self.url}/readyz", self.proc)
         st = httpx.get(f"{self.url}/v1/status").json()["models"][0]
         self.target, self.version = st["target"], st["version"]
@@ -228,9 +254,14 @@ def raw_backend(bundle: str, n_latency: int = 300) -> dict:
         for b in batches:
             m.run(b)
         best[bs] = len(enc_titles) / (_t.perf_counter() - t0)
-    return {"target": m.target, "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
-            "p50_gap_ms": float(np.percentile(gapped, 50) * 1e3),
-            "batch_items_s": best, "best_items_s": max(best.values())}  # fmt: skip
+    return {
+        "target": m.target,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "p50_gap_ms": float(np.percentile(gapped, 50) * 1e3),
+        "batch_items_s": best,
+        "best_items_s": max(best.values()),
+    }
 
 
 BASE64 = {
@@ -281,10 +312,15 @@ def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
     t0 = time.perf_counter()
     asyncio.run(go())
     elapsed = time.perf_counter() - t0
-    return {"requests": len(texts), "hit_ratio": len(hits) / len(texts), "hit_p50_ms": float(np.percentile(hits, 50) * 1e3),
-            "hit_p99_ms": float(np.percentile(hits, 99) * 1e3), "miss_p50_ms": float(np.percentile(misses, 50) * 1e3),
-            "hit_server_p50_ms": float(np.percentile(server_hits, 50) * 1e3) if server_hits else None,
-            "throughput": len(texts) / elapsed}  # fmt: skip
+    return {
+        "requests": len(texts),
+        "hit_ratio": len(hits) / len(texts),
+        "hit_p50_ms": float(np.percentile(hits, 50) * 1e3),
+        "hit_p99_ms": float(np.percentile(hits, 99) * 1e3),
+        "miss_p50_ms": float(np.percentile(misses, 50) * 1e3),
+        "hit_server_p50_ms": float(np.percentile(server_hits, 50) * 1e3) if server_hits else None,
+        "throughput": len(texts) / elapsed,
+    }
 
 
 def zipf_vocabulary(size: int = 5000) -> list[str]:
@@ -329,8 +365,12 @@ def start_infinity(port: int) -> subprocess.Popen:
             library_name="transformers",
         )
         shutil.copy(workdir / "export" / "model.onnx", workdir / "model.onnx")
-        quantize_dynamic(str(workdir / "model.onnx"), str(workdir / "model_quantized.onnx"), per_channel=True,
-                         weight_type=QuantType.QInt8)  # fmt: skip
+        quantize_dynamic(
+            str(workdir / "model.onnx"),
+            str(workdir / "model_quantized.onnx"),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+        )
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -338,10 +378,26 @@ def start_infinity(port: int) -> subprocess.Popen:
         "DO_NOT_TRACK": "1",
     }
     proc = subprocess.Popen(
-        [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", ".", "--served-model-name", "minilm",
-         "--engine", "optimum", "--device", "cpu", "--port", str(port)],
-        cwd=workdir, env=env, stdout=open(WORK_DIR / "infinity.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-    )  # fmt: skip
+        [
+            str(INFINITY_VENV / "bin" / "infinity_emb"),
+            "v2",
+            "--model-id",
+            ".",
+            "--served-model-name",
+            "minilm",
+            "--engine",
+            "optimum",
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=open(WORK_DIR / "infinity.log", "wb"),  # noqa: SIM115 - lives with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     _wait(f"http://127.0.0.1:{port}/models", proc, timeout=300)
     return proc
 
@@ -382,8 +438,11 @@ def main() -> None:
             results["edge"]["queries"][c] = load(url, queries, c, dur, "product-embedder")
             time.sleep(2)
             results["edge"]["titles"][c] = load(url, titles, c, dur, "product-embedder")
-            print(f"edge c={c}: queries {results['edge']['queries'][c]['throughput']:.0f}/s "
-                  f"titles {results['edge']['titles'][c]['throughput']:.0f}/s", flush=True)  # fmt: skip
+            print(
+                f"edge c={c}: queries {results['edge']['queries'][c]['throughput']:.0f}/s "
+                f"titles {results['edge']['titles'][c]['throughput']:.0f}/s",
+                flush=True,
+            )
         results["edge_rss_peak_mb"] = sampler.stop()
         # --- overload at 10x capacity ---
         capacity = results["edge"]["titles"][64]["throughput"]
@@ -430,8 +489,11 @@ def main() -> None:
                 results["infinity"]["queries"][c] = load(iurl, queries, c, dur, "minilm")
                 time.sleep(2)
                 results["infinity"]["titles"][c] = load(iurl, titles, c, dur, "minilm")
-                print(f"infinity c={c}: queries {results['infinity']['queries'][c]['throughput']:.0f}/s "
-                      f"titles {results['infinity']['titles'][c]['throughput']:.0f}/s", flush=True)  # fmt: skip
+                print(
+                    f"infinity c={c}: queries {results['infinity']['queries'][c]['throughput']:.0f}/s "
+                    f"titles {results['infinity']['titles'][c]['throughput']:.0f}/s",
+                    flush=True,
+                )
             _stop(inf)
         else:
             results["infinity"] = None
@@ -445,30 +507,76 @@ def write_report(r: dict, sweep: list[int]) -> None:
     c1 = edge["queries"][1]
     c64 = edge["titles"][64]
     rows = [
-        ["c=1 queries: server p50 vs backend p50 (back to back)", f"{c1['p50_ms']:.2f} ms vs {raw['p50_ms']:.2f} ms",
-         f"+{c1['p50_ms'] - raw['p50_ms']:.2f} ms", "≤ +1 ms"],
-        ["c=1 queries: server p50 vs backend p50 (1 ms idle between calls)", f"{c1['p50_ms']:.2f} ms vs {raw['p50_gap_ms']:.2f} ms",
-         f"+{c1['p50_ms'] - raw['p50_gap_ms']:.2f} ms", "≤ +1 ms"],
-        ["c=64 titles: throughput vs best raw batch", f"{c64['throughput']:.0f} vs {raw['best_items_s']:.0f} items/s",
-         f"{100 * c64['throughput'] / raw['best_items_s']:.0f}%", "≥ 85%"],
+        [
+            "c=1 queries: server p50 vs backend p50 (back to back)",
+            f"{c1['p50_ms']:.2f} ms vs {raw['p50_ms']:.2f} ms",
+            f"+{c1['p50_ms'] - raw['p50_ms']:.2f} ms",
+            "≤ +1 ms",
+        ],
+        [
+            "c=1 queries: server p50 vs backend p50 (1 ms idle between calls)",
+            f"{c1['p50_ms']:.2f} ms vs {raw['p50_gap_ms']:.2f} ms",
+            f"+{c1['p50_ms'] - raw['p50_gap_ms']:.2f} ms",
+            "≤ +1 ms",
+        ],
+        [
+            "c=64 titles: throughput vs best raw batch",
+            f"{c64['throughput']:.0f} vs {raw['best_items_s']:.0f} items/s",
+            f"{100 * c64['throughput'] / raw['best_items_s']:.0f}%",
+            "≥ 85%",
+        ],
         ["c=64 titles: p99", f"{c64['p99_ms']:.0f} ms", "", "reported"],
-        ["Zipf(1.1) 20k over 5k: hit ratio / hit p50 (client round trip)", f"{r['zipf']['hit_ratio']:.2f} / {r['zipf']['hit_p50_ms']:.2f} ms",
-         f"server side {r['zipf'].get('hit_server_p50_ms') or 0:.3f} ms", "hit p50 ≤ 0.5 ms"],
-        ["memory: idle / peak through c=64", f"{r['edge_rss_idle_mb']:.0f} / {r['edge_rss_peak_mb']:.0f} MB", "", "≤ 400 MB"],
-    ]  # fmt: skip
+        [
+            "Zipf(1.1) 20k over 5k: hit ratio / hit p50 (client round trip)",
+            f"{r['zipf']['hit_ratio']:.2f} / {r['zipf']['hit_p50_ms']:.2f} ms",
+            f"server side {r['zipf'].get('hit_server_p50_ms') or 0:.3f} ms",
+            "hit p50 ≤ 0.5 ms",
+        ],
+        [
+            "memory: idle / peak through c=64",
+            f"{r['edge_rss_idle_mb']:.0f} / {r['edge_rss_peak_mb']:.0f} MB",
+            "",
+            "≤ 400 MB",
+        ],
+    ]
     ov = r["overload"]
-    rows.append(["overload 10x capacity: statuses", json.dumps(ov["status"]), f"admitted p99 {ov['p99_ms']:.0f} ms",
-                 f"peak RSS {ov['rss_peak_mb']:.0f} MB"])  # fmt: skip
+    rows.append(
+        [
+            "overload 10x capacity: statuses",
+            json.dumps(ov["status"]),
+            f"admitted p99 {ov['p99_ms']:.0f} ms",
+            f"peak RSS {ov['rss_peak_mb']:.0f} MB",
+        ]
+    )
     vs = []
     if inf:
         for kind in ("queries", "titles"):
             for c in sweep:
                 e, i = edge[kind][c], inf[kind][c]
-                vs.append([kind, c, f"{e['throughput']:.0f}", f"{i['throughput']:.0f}", f"{e['throughput'] / i['throughput']:.2f}x",
-                           f"{e['p99_ms']:.1f}", f"{i['p99_ms']:.1f}", f"{i['p99_ms'] / e['p99_ms']:.2f}x"])  # fmt: skip
-    sweep_rows = [[c, f"{edge['queries'][c]['p50_ms']:.2f}", f"{edge['queries'][c]['p99_ms']:.2f}", f"{edge['queries'][c]['throughput']:.0f}",
-                   f"{edge['titles'][c]['p50_ms']:.2f}", f"{edge['titles'][c]['p99_ms']:.2f}", f"{edge['titles'][c]['throughput']:.0f}"]
-                  for c in sweep]  # fmt: skip
+                vs.append(
+                    [
+                        kind,
+                        c,
+                        f"{e['throughput']:.0f}",
+                        f"{i['throughput']:.0f}",
+                        f"{e['throughput'] / i['throughput']:.2f}x",
+                        f"{e['p99_ms']:.1f}",
+                        f"{i['p99_ms']:.1f}",
+                        f"{i['p99_ms'] / e['p99_ms']:.2f}x",
+                    ]
+                )
+    sweep_rows = [
+        [
+            c,
+            f"{edge['queries'][c]['p50_ms']:.2f}",
+            f"{edge['queries'][c]['p99_ms']:.2f}",
+            f"{edge['queries'][c]['throughput']:.0f}",
+            f"{edge['titles'][c]['p50_ms']:.2f}",
+            f"{edge['titles'][c]['p99_ms']:.2f}",
+            f"{edge['titles'][c]['throughput']:.0f}",
+        ]
+        for c in sweep
+    ]
     md = f"""# Serving — {r["stamp"]}
 
 Machine: {r["machine"]}. Model: all-MiniLM-L6-v2, bundle chosen by the edge's selector: `{r["target"]}`.
@@ -500,15 +608,23 @@ right after: c=1 p50 {ov["after"]["p50_ms"]:.2f} ms (the node recovers at once).
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "serving.md").write_text(md)
     (REPORT_DIR / "serving.json").write_text(json.dumps(r, indent=1, default=str))
-    series_lat = {"edge queries p99": [edge["queries"][c]["p99_ms"] for c in sweep],
-                  "edge titles p99": [edge["titles"][c]["p99_ms"] for c in sweep]}  # fmt: skip
-    series_thr = {"edge queries": [edge["queries"][c]["throughput"] for c in sweep],
-                  "edge titles": [edge["titles"][c]["throughput"] for c in sweep]}  # fmt: skip
+    series_lat = {
+        "edge queries p99": [edge["queries"][c]["p99_ms"] for c in sweep],
+        "edge titles p99": [edge["titles"][c]["p99_ms"] for c in sweep],
+    }
+    series_thr = {
+        "edge queries": [edge["queries"][c]["throughput"] for c in sweep],
+        "edge titles": [edge["titles"][c]["throughput"] for c in sweep],
+    }
     if inf:
-        series_lat |= {"infinity queries p99": [inf["queries"][c]["p99_ms"] for c in sweep],
-                       "infinity titles p99": [inf["titles"][c]["p99_ms"] for c in sweep]}  # fmt: skip
-        series_thr |= {"infinity queries": [inf["queries"][c]["throughput"] for c in sweep],
-                       "infinity titles": [inf["titles"][c]["throughput"] for c in sweep]}  # fmt: skip
+        series_lat |= {
+            "infinity queries p99": [inf["queries"][c]["p99_ms"] for c in sweep],
+            "infinity titles p99": [inf["titles"][c]["p99_ms"] for c in sweep],
+        }
+        series_thr |= {
+            "infinity queries": [inf["queries"][c]["throughput"] for c in sweep],
+            "infinity titles": [inf["titles"][c]["throughput"] for c in sweep],
+        }
     line_chart(
         REPORT_DIR / "serving_latency.png",
         "p99 latency vs concurrency",

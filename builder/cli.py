@@ -50,9 +50,17 @@ def worker(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    cfg = WorkerConfig(central=central, token=token, name=name.replace("_", "-")[:64], work_dir=str(work_dir.expanduser()),
-                       concurrency=concurrency, lease_wait=lease_wait, build_timeout=build_timeout, targets=targets,
-                       threads=threads)  # fmt: skip
+    cfg = WorkerConfig(
+        central=central,
+        token=token,
+        name=name.replace("_", "-")[:64],
+        work_dir=str(work_dir.expanduser()),
+        concurrency=concurrency,
+        lease_wait=lease_wait,
+        build_timeout=build_timeout,
+        targets=targets,
+        threads=threads,
+    )
     run_worker(cfg)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +150,8 @@ def add_pooling_head(model: onnx.ModelProto, pooling: str) -> onnx.ModelProto:
         helper.make_node("Div", ["pooled", "pool_norm"], [EMBEDDING_OUTPUT]),
     ]
     graph.node.extend(nodes)
-    graph.initializer.extend(inits)
+    used = {i for n in nodes for i in n.input}
+    graph.initializer.extend(t for t in inits if t.name in used)  # only what this pooling uses
     out_info = helper.make_tensor_value_info(EMBEDDING_OUTPUT, f32, ["batch_size", None])
     kept = [o for o in graph.output if o.name != hidden]
     del graph.output[:]
@@ -199,9 +199,3 @@ def validate_against_torch(
     if worst > 1e-3:
         raise ExportError(f"ONNX master deviates from torch by {worst:.2e} (> 1e-3)")
     return worst
-
-
-def copy_master(result: ExportResult, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.path, dest)
-    return dest

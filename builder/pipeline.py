@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -170,7 +169,7 @@ def _tokenizer_file(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def _pad_id(model_dir: Path, tokenizer_json: Path) -> int:
+def _pad_id(tokenizer_json: Path) -> int:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
@@ -204,7 +203,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
         work = Path(tmp)
         reporter.begin("prepare", 4)
         tok_path = _tokenizer_file(source.path, work / "tokenizer.json")
-        pad_id = _pad_id(source.path, tok_path)
+        pad_id = _pad_id(tok_path)
         tok_spec = TokenizerSpec(
             max_length=source.max_length, pair=config.task == "rerank", pad_token_id=pad_id
         )
@@ -254,10 +253,18 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
             bench_batch = items
         workload = Workload(encoder, list(bench_short), list(bench_batch))
         ctx = BuildContext(
-            source=source, task=config.task, master=master, encoder=encoder, evaluator=evaluator,
-            workload=workload, calibration=calibration, workdir=work / "targets", threads=threads,
-            reporter=reporter, max_batch=config.max_batch,
-        )  # fmt: skip
+            source=source,
+            task=config.task,
+            master=master,
+            encoder=encoder,
+            evaluator=evaluator,
+            workload=workload,
+            calibration=calibration,
+            workdir=work / "targets",
+            threads=threads,
+            reporter=reporter,
+            max_batch=config.max_batch,
+        )
         reporter.end("prepare", True, f"eval set: {len(items)} items from {evalset.source}")
 
         for target in targets:
@@ -275,9 +282,19 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
             if outcome.passed:
                 try:
                     tr.manifest, tr.path, tr.size_bytes = _write_target(
-                        config, ctx, outcome, tok_path, gold_items, gold_ref, thresholds, labels, key,
-                        started_at, source.digest, evalset.digest_payload(config.task),
-                    )  # fmt: skip
+                        config,
+                        ctx,
+                        outcome,
+                        tok_path,
+                        gold_items,
+                        gold_ref,
+                        thresholds,
+                        labels,
+                        key,
+                        started_at,
+                        source.digest,
+                        evalset.digest_payload(config.task),
+                    )
                 except BuildError as exc:
                     tr.passed, tr.reason = False, str(exc)
                 if outcome.artifact is not None:
@@ -391,7 +408,3 @@ def _write_target(
     dest = Path(config.out_dir) / outcome.target
     written = write_bundle(dest, manifest, files, key=key, overwrite=config.overwrite)
     return written, str(dest), sum(f.size for f in written.files)
-
-
-def host_summary() -> str:
-    return f"{platform.machine()} · {os.cpu_count()} cores"

@@ -13,9 +13,17 @@ from artifacts.digests import sha256_tree
 from builder.errors import ModelDirError
 
 SUPPORTED_MODEL_TYPES = {
-    "bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "deberta-v2", "camembert",
-    "albert", "ernie",
-}  # fmt: skip
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "electra",
+    "mpnet",
+    "deberta-v2",
+    "camembert",
+    "albert",
+    "ernie",
+}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 

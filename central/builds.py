@@ -131,9 +131,22 @@ class BuildService:
         work = self.config.home_path / "worker" / name
         work.mkdir(parents=True, exist_ok=True)
         logfile = open(work / "worker.log", "ab")  # noqa: SIM115 - lives as long as the worker
-        cmd = [sys.executable, "-c", "import sys; from builder.cli import main; sys.exit(main())", "worker",
-               "--central", url, "--name", name, "--work-dir", str(work),
-               "--lease-wait", "10", "--build-timeout", str(int(self.config.build_timeout_s))]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from builder.cli import main; sys.exit(main())",
+            "worker",
+            "--central",
+            url,
+            "--name",
+            name,
+            "--work-dir",
+            str(work),
+            "--lease-wait",
+            "10",
+            "--build-timeout",
+            str(int(self.config.build_timeout_s)),
+        ]
         env = {**os.environ, "SHIPYARD_WORKER_TOKEN": token}
         log.info("starting in-process build worker %s (log: %s)", name, work / "worker.log")
         return subprocess.Popen(
@@ -221,8 +234,14 @@ class BuildService:
         except ShipyardError as exc:
             raise Unprocessable(f"source archive refused: {exc}") from exc
         async with self.db.transaction() as s:
-            build = Build(model=req.model, task=req.task, source_digest=req.source_blob,
-                          request=msgspec.json.encode(req), state="running", created_by=actor)  # fmt: skip
+            build = Build(
+                model=req.model,
+                task=req.task,
+                source_digest=req.source_blob,
+                request=msgspec.json.encode(req),
+                state="running",
+                created_by=actor,
+            )
             s.add(build)
             await s.flush()
             jobs = [
@@ -261,8 +280,17 @@ class BuildService:
             if j.result_manifest and j.state == "passed"
             else None
         )
-        return JobInfo(id=j.id, target=j.target, state=state, worker=j.worker, attempts=j.attempts, reason=reason,
-                       cached=j.cached, history=[h for h in j.history.split("\n") if h], manifest=manifest)  # fmt: skip
+        return JobInfo(
+            id=j.id,
+            target=j.target,
+            state=state,
+            worker=j.worker,
+            attempts=j.attempts,
+            reason=reason,
+            cached=j.cached,
+            history=[h for h in j.history.split("\n") if h],
+            manifest=manifest,
+        )
 
     async def get(self, build_id: int) -> BuildInfo:
         async with self.db.session() as s:
@@ -278,9 +306,18 @@ class BuildService:
         return self._build_info(b, jobs, workers)
 
     def _build_info(self, b: Build, jobs, workers) -> BuildInfo:
-        return BuildInfo(id=b.id, model=b.model, task=b.task, state=b.state, created_at=iso(b.created_at),
-                         finished_at=iso(b.finished_at), version=b.version, promoted_to=b.promoted_to, detail=b.detail,
-                         jobs=[self._job_info(j, workers) for j in jobs])  # fmt: skip
+        return BuildInfo(
+            id=b.id,
+            model=b.model,
+            task=b.task,
+            state=b.state,
+            created_at=iso(b.created_at),
+            finished_at=iso(b.finished_at),
+            version=b.version,
+            promoted_to=b.promoted_to,
+            detail=b.detail,
+            jobs=[self._job_info(j, workers) for j in jobs],
+        )
 
     async def list(self, limit: int = 50) -> list[BuildInfo]:
         async with self.db.session() as s:
@@ -309,10 +346,13 @@ class BuildService:
                 raise not_found(f"build #{build_id}")
             rows = (
                 await s.execute(
-                    select(JobLog, Job.target).join(Job, Job.id == JobLog.job_id)
-                    .where(Job.build_id == build_id, JobLog.id > after).order_by(JobLog.id).limit(min(limit, 5000))
+                    select(JobLog, Job.target)
+                    .join(Job, Job.id == JobLog.job_id)
+                    .where(Job.build_id == build_id, JobLog.id > after)
+                    .order_by(JobLog.id)
+                    .limit(min(limit, 5000))
                 )
-            ).all()  # fmt: skip
+            ).all()
         return [LogLine(id=r[0].id, target=r[1], at=iso(r[0].at), line=r[0].line) for r in rows]
 
     async def cancel(self, build_id: int, actor: str) -> BuildInfo:
@@ -453,9 +493,15 @@ class BuildService:
                         line=f"[central] attempt {job.attempts}: leased by {worker_name}",
                     )
                 )
-                lease = Lease(job_id=job.id, build_id=job.build_id, lease_token=job.lease_token,
-                              lease_seconds=self.config.lease_seconds, target=job.target,
-                              request=msgspec.json.decode(build.request, type=BuildRequest), attempt=job.attempts)  # fmt: skip
+                lease = Lease(
+                    job_id=job.id,
+                    build_id=job.build_id,
+                    lease_token=job.lease_token,
+                    lease_seconds=self.config.lease_seconds,
+                    target=job.target,
+                    request=msgspec.json.decode(build.request, type=BuildRequest),
+                    attempt=job.attempts,
+                )
                 return lease, finalize
         return None, finalize
 
@@ -605,8 +651,14 @@ class BuildService:
                     signing_key_id=key.key_id,
                 )
                 raw = encode(stamped)
-                await self.registry.put_bundle(b.model, version, m.target.id, base64.b64encode(raw).decode(),
-                                               key.sign(raw).decode(), "build-service")  # fmt: skip
+                await self.registry.put_bundle(
+                    b.model,
+                    version,
+                    m.target.id,
+                    base64.b64encode(raw).decode(),
+                    key.sign(raw).decode(),
+                    "build-service",
+                )
             state = "passed" if not failed else "partial"
             promoted = None
             detail = f"registered {b.model} v{version} ({len(passed)} of {len(jobs)} targets)"
@@ -614,8 +666,12 @@ class BuildService:
                 detail += "; not built: " + " | ".join(failed)
             if req.promote_to:
                 if state == "passed":
-                    await self.registry.promote(b.model, req.promote_to, version,
-                                                Principal("build-service", frozenset({"promote", "pull"})))  # fmt: skip
+                    await self.registry.promote(
+                        b.model,
+                        req.promote_to,
+                        version,
+                        Principal("build-service", frozenset({"promote", "pull"})),
+                    )
                     promoted = req.promote_to
                     detail += f"; promoted to {req.promote_to}"
                 else:

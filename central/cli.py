@@ -78,17 +78,17 @@ def token_create(
     database_url: str | None = DB,
 ) -> None:
     """Create a bearer token and print it (it is stored hashed; this is the only time it is shown)."""
-    from central.service import Service
+    from central.db.session import Database, migrate
+    from central.registry import Registry
+
+    config = CentralConfig(home=home, database_url=database_url)
 
     async def run() -> str:
-        service = Service(CentralConfig(home=home, database_url=database_url))
-        from central.db.session import Database, migrate
-        from central.registry import Registry
-
-        service.config.home_path.mkdir(parents=True, exist_ok=True)
-        db = Database(service.config.db_url)
+        config.home_path.mkdir(parents=True, exist_ok=True)
+        db = Database(config.db_url)
         try:
             await migrate(db.engine)
+            # Token rows need neither blobs nor trusted keys.
             registry = Registry(db, None, None)  # type: ignore[arg-type]
             return await registry.create_token(name, scope, actor="cli")
         finally:

@@ -36,6 +36,12 @@ class Fleet:
         out = []
         for r in rows:
             seen = r.last_seen if r.last_seen.tzinfo else r.last_seen.replace(tzinfo=dt.UTC)
-            out.append(NodeInfo(node=r.name, last_seen=iso(seen), age_s=round((now - seen).total_seconds(), 1),
-                                report=msgspec.json.decode(r.report, type=NodeReport)))  # fmt: skip
+            out.append(
+                NodeInfo(
+                    node=r.name,
+                    last_seen=iso(seen),
+                    age_s=round((now - seen).total_seconds(), 1),
+                    report=msgspec.json.decode(r.report, type=NodeReport),
+                )
+            )
         return out

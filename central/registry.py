@@ -158,10 +158,18 @@ class Registry:
         async with self.db.session() as s:
             rows = (await s.execute(q)).scalars().all()
         return [
-            AuditInfo(id=r.id, at=iso(r.at), actor=r.actor, action=r.action, subject=r.subject,
-                      digest=r.digest, outcome=r.outcome, detail=r.detail)
+            AuditInfo(
+                id=r.id,
+                at=iso(r.at),
+                actor=r.actor,
+                action=r.action,
+                subject=r.subject,
+                digest=r.digest,
+                outcome=r.outcome,
+                detail=r.detail,
+            )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     # ---- models & versions ----------------------------------------------------------------
 
@@ -196,10 +204,12 @@ class Registry:
                     m = await self._model(s, model, create=True)
                     number = (
                         await s.execute(
-                            update(Model).where(Model.id == m.id)
-                            .values(last_version=Model.last_version + 1).returning(Model.last_version)
+                            update(Model)
+                            .where(Model.id == m.id)
+                            .values(last_version=Model.last_version + 1)
+                            .returning(Model.last_version)
                         )
-                    ).scalar_one()  # fmt: skip
+                    ).scalar_one()
                     s.add(
                         Version(
                             model_id=m.id,
@@ -237,9 +247,14 @@ class Registry:
 
     def _bundle_info(self, b: Bundle) -> BundleInfo:
         return BundleInfo(
-            target=b.target, manifest_digest=b.manifest_digest, key_id=b.key_id, quality_passed=b.quality_passed,
-            size=b.size, created_at=iso(b.created_at), manifest=to_builtins(decode(b.manifest)),
-        )  # fmt: skip
+            target=b.target,
+            manifest_digest=b.manifest_digest,
+            key_id=b.key_id,
+            quality_passed=b.quality_passed,
+            size=b.size,
+            created_at=iso(b.created_at),
+            manifest=to_builtins(decode(b.manifest)),
+        )
 
     async def list_versions(self, model: str) -> list[VersionInfo]:
         async with self.db.session() as s:
@@ -254,8 +269,10 @@ class Registry:
                 .all()
             )
             bundles = (
-                await s.execute(select(Bundle).join(Version).where(Version.model_id == m.id))
-            ).scalars().all()  # fmt: skip
+                (await s.execute(select(Bundle).join(Version).where(Version.model_id == m.id)))
+                .scalars()
+                .all()
+            )
         by_version: dict[int, list[BundleInfo]] = {}
         for b in bundles:
             by_version.setdefault(b.version_id, []).append(self._bundle_info(b))
@@ -266,10 +283,15 @@ class Registry:
         m: Model, v: Version, bundles: list[BundleInfo], channels: list[str] | None = None
     ) -> VersionInfo:
         return VersionInfo(
-            model=m.name, version=v.number, created_at=iso(v.created_at), created_by=v.created_by,
-            source_digest=v.source_digest, notes=v.notes, bundles=sorted(bundles, key=lambda b: b.target),
+            model=m.name,
+            version=v.number,
+            created_at=iso(v.created_at),
+            created_by=v.created_by,
+            source_digest=v.source_digest,
+            notes=v.notes,
+            bundles=sorted(bundles, key=lambda b: b.target),
             channels=channels or [],
-        )  # fmt: skip
+        )
 
     async def get_version(self, model: str, number: int) -> VersionInfo:
         async with self.db.session() as s:
@@ -279,8 +301,16 @@ class Registry:
                 (await s.execute(select(Bundle).where(Bundle.version_id == v.id))).scalars().all()
             )
             chans = (
-                await s.execute(select(Channel.name).where(Channel.model_id == m.id, Channel.version == number))
-            ).scalars().all()  # fmt: skip
+                (
+                    await s.execute(
+                        select(Channel.name).where(
+                            Channel.model_id == m.id, Channel.version == number
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return self._version_info(m, v, [self._bundle_info(b) for b in bundles], list(chans))
 
     # ---- blobs -----------------------------------------------------------------------------
@@ -333,8 +363,10 @@ class Registry:
                 m = await self._model(s, model)
                 v = await self._version(s, m, number)
                 existing = (
-                    await s.execute(select(Bundle).where(Bundle.version_id == v.id, Bundle.target == target))
-                ).scalar_one_or_none()  # fmt: skip
+                    await s.execute(
+                        select(Bundle).where(Bundle.version_id == v.id, Bundle.target == target)
+                    )
+                ).scalar_one_or_none()
                 if existing is not None:
                     if existing.manifest == data:
                         return self._bundle_info(existing), False
@@ -343,10 +375,16 @@ class Registry:
                         f"({existing.manifest_digest[:19]}…); versions are immutable — push a new version"
                     )
                 row = Bundle(
-                    version_id=v.id, target=target, manifest=data, manifest_digest=digest, signature=signature,
-                    key_id=key_id, quality_passed=manifest.quality.passed, size=sum(f.size for f in manifest.files),
+                    version_id=v.id,
+                    target=target,
+                    manifest=data,
+                    manifest_digest=digest,
+                    signature=signature,
+                    key_id=key_id,
+                    quality_passed=manifest.quality.passed,
+                    size=sum(f.size for f in manifest.files),
                     created_by=actor,
-                )  # fmt: skip
+                )
                 s.add(row)
                 await s.flush()
                 self._audit(s, actor, "bundle.push", f"{model} v{number} {target}", digest, "ok")
@@ -356,8 +394,10 @@ class Registry:
                 m = await self._model(s, model)
                 v = await self._version(s, m, number)
                 existing = (
-                    await s.execute(select(Bundle).where(Bundle.version_id == v.id, Bundle.target == target))
-                ).scalar_one()  # fmt: skip
+                    await s.execute(
+                        select(Bundle).where(Bundle.version_id == v.id, Bundle.target == target)
+                    )
+                ).scalar_one()
             if existing.manifest == data:
                 return self._bundle_info(existing), False
             raise conflict(
@@ -415,10 +455,23 @@ class Registry:
 
     def _channel_info(self, m: Model, ch: Channel, events: list[ChannelEvent]) -> ChannelInfo:
         return ChannelInfo(
-            model=m.name, channel=ch.name, version=ch.version, halted=ch.halted,
-            history=[ChannelEventInfo(seq=e.seq, action=e.action, version=e.version, previous=e.previous,
-                                      actor=e.actor, forced=e.forced, at=iso(e.at)) for e in events],
-        )  # fmt: skip
+            model=m.name,
+            channel=ch.name,
+            version=ch.version,
+            halted=ch.halted,
+            history=[
+                ChannelEventInfo(
+                    seq=e.seq,
+                    action=e.action,
+                    version=e.version,
+                    previous=e.previous,
+                    actor=e.actor,
+                    forced=e.forced,
+                    at=iso(e.at),
+                )
+                for e in events
+            ],
+        )
 
     async def promote(
         self, model: str, channel: str, number: int, principal: Principal, *, force: bool = False
@@ -456,12 +509,28 @@ class Registry:
                     if ch.halted:
                         raise conflict(f"{model}:{channel} is halted; resume it before promoting")
                     ch.seq += 1
-                    s.add(ChannelEvent(channel_id=ch.id, seq=ch.seq, action="promote", version=number,
-                                       previous=ch.version, actor=principal.name, forced=bool(failing)))  # fmt: skip
+                    s.add(
+                        ChannelEvent(
+                            channel_id=ch.id,
+                            seq=ch.seq,
+                            action="promote",
+                            version=number,
+                            previous=ch.version,
+                            actor=principal.name,
+                            forced=bool(failing),
+                        )
+                    )
                     ch.version = number
                     ch.updated_at = dt.datetime.now(dt.UTC)
-                    self._audit(s, principal.name, "channel.promote", f"{model}:{channel} -> v{number}", "", "ok",
-                                "forced past failed gate" if failing else "")  # fmt: skip
+                    self._audit(
+                        s,
+                        principal.name,
+                        "channel.promote",
+                        f"{model}:{channel} -> v{number}",
+                        "",
+                        "ok",
+                        "forced past failed gate" if failing else "",
+                    )
                     await s.flush()
                     return self._channel_info(m, ch, await self._history(s, ch))
             except IntegrityError:  # concurrent first promote created the channel; retry
@@ -571,8 +640,10 @@ class Registry:
             elif req.channel is not None:
                 check_name(req.channel, "channel name")
                 ch = (
-                    await s.execute(select(Channel).where(Channel.model_id == m.id, Channel.name == req.channel))
-                ).scalar_one_or_none()  # fmt: skip
+                    await s.execute(
+                        select(Channel).where(Channel.model_id == m.id, Channel.name == req.channel)
+                    )
+                ).scalar_one_or_none()
                 if ch is None or ch.version is None:
                     raise not_found(f"channel {req.model}:{req.channel}")
                 number = ch.version
@@ -592,13 +663,17 @@ class Registry:
         ranking = rank_bundles(req.capabilities, list(manifests.values()), req.policy)
         eligible = [
             ResolvedBundle(
-                candidate=c, manifest_digest=by_target[c.target].manifest_digest,
+                candidate=c,
+                manifest_digest=by_target[c.target].manifest_digest,
                 manifest=base64.b64encode(by_target[c.target].manifest).decode(),
                 signature=by_target[c.target].signature,
-                files=[{"path": f.path, "sha256": f.sha256, "size": f.size} for f in manifests[c.target].files],
+                files=[
+                    {"path": f.path, "sha256": f.sha256, "size": f.size}
+                    for f in manifests[c.target].files
+                ],
             )
             for c in ranking.eligible
-        ]  # fmt: skip
+        ]
         return ResolveResponse(
             model=req.model,
             channel=req.channel,

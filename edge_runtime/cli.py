@@ -43,9 +43,15 @@ def serve(
         f"edge-runtime: serving {', '.join(f'{m.name}:{m.channel}' for m in cfg.models)} on "
         f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
     )
-    uvicorn.run(create_app(daemon), host=cfg.server.host, port=cfg.server.port, log_level="warning",
-                access_log=False, timeout_graceful_shutdown=10,
-                limit_concurrency=cfg.server.max_connections)  # beyond this uvicorn answers 503  # fmt: skip
+    uvicorn.run(
+        create_app(daemon),
+        host=cfg.server.host,
+        port=cfg.server.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=cfg.server.max_connections,
+    )  # beyond this uvicorn answers 503
 
 
 @app.command()
@@ -58,13 +64,35 @@ def probe(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(msgspec.json.format(msgspec.json.encode(caps), indent=2).decode())
         return
     rows = [
-        ["host", caps.hostname], ["arch", caps.arch], ["cpu", caps.cpu_model], ["isa", ", ".join(caps.cpu_isa)],
-        ["cores", caps.cpu_cores], ["memory", f"{caps.memory_mb} MB"],
-        ["gpus", "; ".join(f"{g.name} sm_{g.compute_capability.replace('.', '')} {g.memory_mb} MB" for g in caps.gpus) or "none"],
-        ["cuda driver", caps.cuda_driver or "-"], ["tensorrt", caps.tensorrt or "not installed"],
-        ["onnxruntime", f"{caps.onnxruntime} ({', '.join(caps.onnxruntime_providers)})" if caps.onnxruntime else "not installed"],
-        ["openvino", f"{caps.openvino} ({', '.join(caps.openvino_devices)})" if caps.openvino else "not installed"],
-    ]  # fmt: skip
+        ["host", caps.hostname],
+        ["arch", caps.arch],
+        ["cpu", caps.cpu_model],
+        ["isa", ", ".join(caps.cpu_isa)],
+        ["cores", caps.cpu_cores],
+        ["memory", f"{caps.memory_mb} MB"],
+        [
+            "gpus",
+            "; ".join(
+                f"{g.name} sm_{g.compute_capability.replace('.', '')} {g.memory_mb} MB"
+                for g in caps.gpus
+            )
+            or "none",
+        ],
+        ["cuda driver", caps.cuda_driver or "-"],
+        ["tensorrt", caps.tensorrt or "not installed"],
+        [
+            "onnxruntime",
+            f"{caps.onnxruntime} ({', '.join(caps.onnxruntime_providers)})"
+            if caps.onnxruntime
+            else "not installed",
+        ],
+        [
+            "openvino",
+            f"{caps.openvino} ({', '.join(caps.openvino_devices)})"
+            if caps.openvino
+            else "not installed",
+        ],
+    ]
     rows += [[f"probe error: {k}", v] for k, v in caps.probe_errors.items()]
     console().print(simple_table("node capabilities", ["", "value"], rows))
 

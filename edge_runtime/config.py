@@ -149,9 +149,13 @@ def apply_env(raw: dict, environ: dict[str, str]) -> dict:
         rest = key.removeprefix("SHIPYARD_EDGE_").lower()
         if rest == "models":
             raw["models"] = [
-                {"name": item.split(":")[0], "channel": item.split(":")[1] if ":" in item else "stable"}
-                for item in value.split(",") if item.strip()
-            ]  # fmt: skip
+                {
+                    "name": item.split(":")[0],
+                    "channel": item.split(":")[1] if ":" in item else "stable",
+                }
+                for item in value.split(",")
+                if item.strip()
+            ]
             continue
         section = next(
             (s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None

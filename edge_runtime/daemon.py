@@ -77,14 +77,19 @@ class EdgeDaemon:
             events = list(s.events)
             models.append(
                 NodeModel(
-                    model=s.name, channel=s.channel, state=s.state, reason=s.reason,
+                    model=s.name,
+                    channel=s.channel,
+                    state=s.state,
+                    reason=s.reason,
                     version=s.serving.version if s.serving else None,
                     target=s.serving.target if s.serving else None,
                     fallbacks=sum(e.kind == "fallback" for e in events),
-                    errors=sum(e.kind in ("update-failed", "sync-error", "not-ready") for e in events),
+                    errors=sum(
+                        e.kind in ("update-failed", "sync-error", "not-ready") for e in events
+                    ),
                     p50_ms=s.batch_p50_ms(),
                 )
-            )  # fmt: skip
+            )
         return NodeReport(
             node=self.node, arch=self.caps.arch, capabilities=self.caps, models=models
         )

@@ -46,8 +46,15 @@ class Event:
 
 
 class ModelService:
-    def __init__(self, spec: ModelSection, config: EdgeConfig, syncer: Syncer, cache: BundleCache,
-                 trusted: TrustedKeys, metrics: Metrics) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: ModelSection,
+        config: EdgeConfig,
+        syncer: Syncer,
+        cache: BundleCache,
+        trusted: TrustedKeys,
+        metrics: Metrics,
+    ) -> None:
         self.name = spec.name
         self.channel = spec.channel
         self.config = config
@@ -67,8 +74,12 @@ class ModelService:
         self._failed: set[str] = set()  # targets that failed at run time (this version)
         self.settings = BackendSettings(threads=config.backends.threads)
         b = config.batching
-        self.admission = Admission(max_queued_tokens=b.max_queued_tokens, batch_tokens=b.max_batch_tokens,
-                                   latency_target_s=b.latency_target_ms / 1000, adaptive=b.adaptive)  # fmt: skip
+        self.admission = Admission(
+            max_queued_tokens=b.max_queued_tokens,
+            batch_tokens=b.max_batch_tokens,
+            latency_target_s=b.latency_target_ms / 1000,
+            adaptive=b.adaptive,
+        )
         self.batcher = Batcher(self.name, b, self._run_batch, metrics, self.admission)
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
         self._tasks: list[asyncio.Task] = []
@@ -151,8 +162,16 @@ class ModelService:
         self._swap(selection, resolved)
 
     def _select(self, resolved: Resolved, skip: set[str]) -> Selection:
-        return select(resolved.version, resolved.bundles, resolved.ranking, self.trusted, self.settings,
-                      mode=self.config.backends.select, measure_s=self.config.backends.measure_s, skip=skip)  # fmt: skip
+        return select(
+            resolved.version,
+            resolved.bundles,
+            resolved.ranking,
+            self.trusted,
+            self.settings,
+            mode=self.config.backends.select,
+            measure_s=self.config.backends.measure_s,
+            skip=skip,
+        )
 
     def _swap(self, selection: Selection, resolved: Resolved) -> None:
         new = selection.chosen

@@ -145,8 +145,15 @@ def select(
             continue
         if not smoke.passed:
             model.close()
-            outcomes.append(Outcome(target=target, status="failed-smoke-check", detail=smoke.describe(), smoke=smoke.worst,
-                                    load_ms=model.load_ms))  # fmt: skip
+            outcomes.append(
+                Outcome(
+                    target=target,
+                    status="failed-smoke-check",
+                    detail=smoke.describe(),
+                    smoke=smoke.worst,
+                    load_ms=model.load_ms,
+                )
+            )
             log.warning("%s: %s", target, smoke.describe())
             continue
         model.warm_up()
@@ -168,8 +175,16 @@ def select(
         else:
             detail = "passed; kept as the next fallback"
         status = "chosen" if is_chosen else ("slower" if m.target in timings else "standby")
-        outcomes.append(Outcome(target=m.target, status=status, detail=detail, load_ms=m.load_ms,
-                                smoke=m.smoke.worst if m.smoke else None, latency_ms=timings.get(m.target)))  # fmt: skip
+        outcomes.append(
+            Outcome(
+                target=m.target,
+                status=status,
+                detail=detail,
+                load_ms=m.load_ms,
+                smoke=m.smoke.worst if m.smoke else None,
+                latency_ms=timings.get(m.target),
+            )
+        )
     for m in others:
         m.close()  # fallbacks are reopened on demand; do not hold their memory
     order = {c.target: i for i, c in enumerate(ranking.eligible)}

@@ -95,8 +95,15 @@ class Inference:
         metrics = self.daemon.metrics
         usage = Usage()
         outputs: list[np.ndarray | None] = [None] * len(items)
-        keys = [(svc.name, version, task, normalise(it) if isinstance(it, str) else (normalise(it[0]), normalise(it[1])))
-                for it in items]  # fmt: skip
+        keys = [
+            (
+                svc.name,
+                version,
+                task,
+                normalise(it) if isinstance(it, str) else (normalise(it[0]), normalise(it[1])),
+            )
+            for it in items
+        ]
         misses = []
         for i, key in enumerate(keys):
             hit = cache.get(key)
@@ -130,8 +137,13 @@ class Inference:
             metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
             metrics.cache_bytes.labels(svc.name).set(cache.bytes)
         serving = svc.serving
-        return Result(outputs=np.stack(outputs), usage=usage, service=svc, version=version,
-                      target=serving.target if serving else model.target)  # fmt: skip
+        return Result(
+            outputs=np.stack(outputs),
+            usage=usage,
+            service=svc,
+            version=version,
+            target=serving.target if serving else model.target,
+        )
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:

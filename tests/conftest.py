@@ -70,11 +70,16 @@ def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
         rerank = task == "rerank"
         report = build(
             BuildConfig(
-                model_dir=str(model_dir), task=task, model_name=f"tiny-{task}", out_dir=str(dest),
-                key_file=str(publisher_keys[0]), eval_limit=300 if rerank else 120, calibration_limit=40,
+                model_dir=str(model_dir),
+                task=task,
+                model_name=f"tiny-{task}",
+                out_dir=str(dest),
+                key_file=str(publisher_keys[0]),
+                eval_limit=300 if rerank else 120,
+                calibration_limit=40,
                 thresholds={"top1_agreement": 0.9} if rerank else {},
             )
-        )  # fmt: skip
+        )
         out[task] = (dest, report)
     return out
 
@@ -88,10 +93,13 @@ def minilm_build(tmp_path_factory, publisher_keys):
     dest = tmp_path_factory.mktemp("minilm-bundles")
     report = build(
         BuildConfig(
-            model_dir=str(minilm_dir()), task="embedding", model_name="product-embedder",
-            out_dir=str(dest), key_file=str(publisher_keys[0]),
+            model_dir=str(minilm_dir()),
+            task="embedding",
+            model_name="product-embedder",
+            out_dir=str(dest),
+            key_file=str(publisher_keys[0]),
         )
-    )  # fmt: skip
+    )
     return dest, report
 
 

@@ -20,9 +20,13 @@ from artifacts.wire import BuildInfo, BuildRequest
 
 TERMINAL_BUILD = ("passed", "partial", "failed", "cancelled")
 STATE_STYLE = {
-    "passed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
-    "queued": "white", "waiting-for-capable-worker": "magenta",
-}  # fmt: skip
+    "passed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "queued": "white",
+    "waiting-for-capable-worker": "magenta",
+}
 
 
 def _upload(c, path: Path, label: str, show: bool) -> str:
@@ -113,12 +117,17 @@ def submit(
         tar = sourcetar.create(model_dir, Path(tmp) / "source.tar")
         sourcetar.validate(tar)
         req = BuildRequest(
-            model=model, task=task, source_blob=_upload(c, tar, f"upload {model_dir.name}", show),
-            targets=[t.strip() for t in targets.split(",") if t.strip()], promote_to=promote_to,
-            calibration_blob=_upload(c, calibration, "upload calibration", show) if calibration else None,
+            model=model,
+            task=task,
+            source_blob=_upload(c, tar, f"upload {model_dir.name}", show),
+            targets=[t.strip() for t in targets.split(",") if t.strip()],
+            promote_to=promote_to,
+            calibration_blob=_upload(c, calibration, "upload calibration", show)
+            if calibration
+            else None,
             eval_blob=_upload(c, eval_file, "upload eval", show) if eval_file else None,
             thresholds=parse_thresholds(threshold),
-        )  # fmt: skip
+        )
         created = c.submit_build(req)
         if not wait:
             if as_json:
@@ -152,8 +161,17 @@ def builds(
             items = c.builds()
             if as_json:
                 return emit_json(items)
-            rows = [[b.id, b.model, b.state, b.created_at, f"v{b.version}" if b.version else "-",
-                     ", ".join(f"{j.target}:{j.state}" for j in b.jobs)] for b in items]  # fmt: skip
+            rows = [
+                [
+                    b.id,
+                    b.model,
+                    b.state,
+                    b.created_at,
+                    f"v{b.version}" if b.version else "-",
+                    ", ".join(f"{j.target}:{j.state}" for j in b.jobs),
+                ]
+                for b in items
+            ]
             console().print(
                 simple_table("builds", ["#", "model", "state", "created", "version", "jobs"], rows)
             )

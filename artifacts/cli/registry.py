@@ -35,9 +35,14 @@ def emit_json(obj: object) -> None:
 
 def byte_progress(total: int, description: str, enabled: bool) -> Progress:
     p = Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        console=console(stderr=True), disable=not enabled, transient=True,
-    )  # fmt: skip
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console(stderr=True),
+        disable=not enabled,
+        transient=True,
+    )
     p.add_task(description, total=total)
     return p
 
@@ -203,8 +208,15 @@ def pull(
             task = progress.task_ids[0]
             for b in chosen:
                 raw, sig = c.bundle_document(name, number, b.target)
-                v = c.pull_bundle(raw, sig, out / b.target, trusted, downloads=downloads,
-                                  progress=lambda n: progress.advance(task, n), overwrite=overwrite)  # fmt: skip
+                v = c.pull_bundle(
+                    raw,
+                    sig,
+                    out / b.target,
+                    trusted,
+                    downloads=downloads,
+                    progress=lambda n: progress.advance(task, n),
+                    overwrite=overwrite,
+                )
                 pulled.append(
                     {
                         "target": b.target,
@@ -288,12 +300,25 @@ def show(
     for b in info.bundles:
         q, p = b.manifest["quality"], b.manifest["perf"]
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(q["metrics"].items()))
-        rows.append([b.target, "passed" if b.quality_passed else "FAILED", q.get("config", ""), metrics,
-                     f"{p.get('latency_p50_ms') or 0:.2f}", f"{p.get('throughput_items_s') or 0:.0f}", fmt_bytes(b.size), b.key_id])  # fmt: skip
-    console().print(simple_table(
-        f"{name} v{version} · created {info.created_at} by {info.created_by} · channels: {', '.join(info.channels) or '-'}",
-        ["target", "gate", "config", "metrics", "p50 ms", "items/s", "size", "signed by"], rows,
-    ))  # fmt: skip
+        rows.append(
+            [
+                b.target,
+                "passed" if b.quality_passed else "FAILED",
+                q.get("config", ""),
+                metrics,
+                f"{p.get('latency_p50_ms') or 0:.2f}",
+                f"{p.get('throughput_items_s') or 0:.0f}",
+                fmt_bytes(b.size),
+                b.key_id,
+            ]
+        )
+    console().print(
+        simple_table(
+            f"{name} v{version} · created {info.created_at} by {info.created_by} · channels: {', '.join(info.channels) or '-'}",
+            ["target", "gate", "config", "metrics", "p50 ms", "items/s", "size", "signed by"],
+            rows,
+        )
+    )
     return None
 
 
@@ -388,8 +413,15 @@ def resolve(
     with client() as c:
         res = c.resolve(name, caps, channel=channel, version=version, policy=policy)
     if as_json:
-        return emit_json({"model": res.model, "channel": res.channel, "version": res.version,
-                          "eligible": [e.candidate for e in res.eligible], "excluded": res.excluded})  # fmt: skip
+        return emit_json(
+            {
+                "model": res.model,
+                "channel": res.channel,
+                "version": res.version,
+                "eligible": [e.candidate for e in res.eligible],
+                "excluded": res.excluded,
+            }
+        )
     ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
     where = f":{channel}" if channel else ""
     console().print(
@@ -427,9 +459,19 @@ def fleet(as_json: bool = JSON) -> None:
     rows = []
     for n in nodes:
         for m in n.report.models:
-            rows.append([n.node, f"{n.age_s:.0f} s ago", f"{m.model}:{m.channel}", m.state,
-                         f"v{m.version}" if m.version else "-", m.target or "-", m.fallbacks, m.errors,
-                         f"{m.p50_ms:.2f}" if m.p50_ms is not None else "-"])  # fmt: skip
+            rows.append(
+                [
+                    n.node,
+                    f"{n.age_s:.0f} s ago",
+                    f"{m.model}:{m.channel}",
+                    m.state,
+                    f"v{m.version}" if m.version else "-",
+                    m.target or "-",
+                    m.fallbacks,
+                    m.errors,
+                    f"{m.p50_ms:.2f}" if m.p50_ms is not None else "-",
+                ]
+            )
     console().print(
         simple_table(
             "fleet",

@@ -251,9 +251,12 @@ def _engine_candidate(ctx: BuildContext, precision: str, label: str) -> Candidat
 
         _name, cc, mem = _gpu()
         plan = plan_build(
-            trt.__version__, precision, compute_capability=cc,
-            max_batch=ctx.max_batch, max_seq=ctx.source.max_length,
-        )  # fmt: skip
+            trt.__version__,
+            precision,
+            compute_capability=cc,
+            max_batch=ctx.max_batch,
+            max_seq=ctx.source.max_length,
+        )
         onnx_path = _prepare_onnx(ctx, plan, workdir)
         engine = build_engine(
             onnx_path, plan, ctx.master.input_names, ctx.workdir.parent / "trt-timing.cache"

@@ -129,6 +129,17 @@ async def create_token(service: Service, request: Request, data: CreateToken) ->
 
 
 handlers = [
-    list_models, create_version, list_versions, get_version, put_bundle, get_bundle, list_channels,
-    get_channel, promote, rollback, resolve, audit, create_token,
-]  # fmt: skip
+    list_models,
+    create_version,
+    list_versions,
+    get_version,
+    put_bundle,
+    get_bundle,
+    list_channels,
+    get_channel,
+    promote,
+    rollback,
+    resolve,
+    audit,
+    create_token,
+]

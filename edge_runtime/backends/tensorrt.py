@@ -57,8 +57,11 @@ class TensorRTBackend:
         self._context = engine.create_execution_context()
         err, self._stream = cudart.cudaStreamCreate()
         _check(err)
-        self.input_names = [n for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
-                            if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]  # fmt: skip
+        self.input_names = [
+            n
+            for n in (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+            if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
+        ]
         self._output = manifest.io.output
         self._info = {"engine": "tensorrt", "version": trt.__version__, "device": "cuda:0"}
 

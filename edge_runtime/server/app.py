@@ -25,8 +25,9 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from artifacts.errors import ShipyardError
+from artifacts.textproc import sigmoid
 from edge_runtime.daemon import EdgeDaemon
-from edge_runtime.errors import BadRequest, EdgeError, NotReady, Overloaded, UnknownModel
+from edge_runtime.errors import BadRequest, EdgeError, Overloaded
 from edge_runtime.server import kserve
 from edge_runtime.server.schemas import (
     ClassifyRequest,
@@ -154,8 +155,12 @@ async def embeddings(request: Request, data: EmbeddingsRequest) -> Response[Embe
             ]
         else:
             items = [EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
-        usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
-                                truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
+        usage = EmbeddingsUsage(
+            prompt_tokens=r.usage.prompt_tokens,
+            total_tokens=r.usage.prompt_tokens,
+            truncated_inputs=r.usage.truncated,
+            cached_inputs=r.usage.cached,
+        )
         return Response(
             EmbeddingsResponse(data=items, model=svc.name, usage=usage),
             headers=_headers(r, t.started),
@@ -186,15 +191,22 @@ async def rerank(request: Request, data: RerankRequest) -> Response[RerankRespon
             inf.deadline(request.headers.get("x-request-timeout-ms")),
         )
         logits = r.outputs[:, 0].astype(np.float64)
-        scores = logits if data.raw_scores else 1.0 / (1.0 + np.exp(-logits))
+        scores = logits if data.raw_scores else sigmoid(logits)
         order = np.argsort(-scores, kind="stable")[: data.top_n or len(docs)]
         results = [
-            RerankResult(index=int(i), relevance_score=float(scores[i]),
-                         document=RerankDocument(text=docs[i]) if data.return_documents else None)
+            RerankResult(
+                index=int(i),
+                relevance_score=float(scores[i]),
+                document=RerankDocument(text=docs[i]) if data.return_documents else None,
+            )
             for i in order
-        ]  # fmt: skip
-        usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
-                                truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
+        ]
+        usage = EmbeddingsUsage(
+            prompt_tokens=r.usage.prompt_tokens,
+            total_tokens=r.usage.prompt_tokens,
+            truncated_inputs=r.usage.truncated,
+            cached_inputs=r.usage.cached,
+        )
         return Response(
             RerankResponse(model=svc.name, results=results, usage=usage),
             headers=_headers(r, t.started),
@@ -219,10 +231,20 @@ async def classify(request: Request, data: ClassifyRequest) -> Response[Classify
         for i, row in enumerate(probs):
             best = int(row.argmax())
             top = np.argsort(-row, kind="stable")[:k]
-            preds.append(Prediction(index=i, label=labels[best], score=float(row[best]),
-                                    scores={labels[j]: float(row[j]) for j in top}))  # fmt: skip
-        usage = EmbeddingsUsage(prompt_tokens=r.usage.prompt_tokens, total_tokens=r.usage.prompt_tokens,
-                                truncated_inputs=r.usage.truncated, cached_inputs=r.usage.cached)  # fmt: skip
+            preds.append(
+                Prediction(
+                    index=i,
+                    label=labels[best],
+                    score=float(row[best]),
+                    scores={labels[j]: float(row[j]) for j in top},
+                )
+            )
+        usage = EmbeddingsUsage(
+            prompt_tokens=r.usage.prompt_tokens,
+            total_tokens=r.usage.prompt_tokens,
+            truncated_inputs=r.usage.truncated,
+            cached_inputs=r.usage.cached,
+        )
         return Response(
             ClassifyResponse(model=svc.name, data=preds, usage=usage),
             headers=_headers(r, t.started),
@@ -292,6 +314,3 @@ def create_litestar(daemon: EdgeDaemon) -> Litestar:
         logging_config=None,  # the process configures logging, not the framework
         openapi_config=OpenAPIConfig(title="Shipyard edge", version="1", path="/schema"),
     )
-
-
-__all__ = ["NotReady", "UnknownModel", "create_app"]

@@ -45,11 +45,17 @@ class ShedWhenSaturated:
                     self.shed += 1
                     for s in self.daemon.models.values():
                         self.daemon.metrics.rejected.labels(s.name).inc()
-                    await send({"type": "http.response.start", "status": 429, "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"retry-after", str(math.ceil(retry)).encode()),
-                        (b"content-length", str(len(BODY)).encode()),
-                    ]})  # fmt: skip
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 429,
+                            "headers": [
+                                (b"content-type", b"application/problem+json"),
+                                (b"retry-after", str(math.ceil(retry)).encode()),
+                                (b"content-length", str(len(BODY)).encode()),
+                            ],
+                        }
+                    )
                     await send({"type": "http.response.body", "body": BODY})
                     return
         await self.app(scope, receive, send)

@@ -33,8 +33,12 @@ def artifact_cli(*args):
 def runner_for(bundle, manifest):
     if manifest.target.backend == "onnxruntime":
         return OrtRunner(bundle / "model.onnx", manifest.io.output, threads=1)
-    return OpenVinoRunner(bundle / "model.xml", manifest.io.output, threads=1,
-                          precision=manifest.target.runtime["inference_precision"])  # fmt: skip
+    return OpenVinoRunner(
+        bundle / "model.xml",
+        manifest.io.output,
+        threads=1,
+        precision=manifest.target.runtime["inference_precision"],
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -132,9 +136,19 @@ def test_embedding_outputs_are_normalised(tiny_builds):
 def test_impossible_threshold_fails_target_and_writes_nothing(tiny_models, tmp_path):
     out = tmp_path / "out"
     r = artifact_cli(
-        "build", str(tiny_models["classify"]), "--task", "classify", "--model", "tiny",
-        "--out", str(out), "--targets", "onnx-fp32,onnx-int8", "--threshold", "label_agreement=1.5",
-    )  # fmt: skip
+        "build",
+        str(tiny_models["classify"]),
+        "--task",
+        "classify",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--targets",
+        "onnx-fp32,onnx-int8",
+        "--threshold",
+        "label_agreement=1.5",
+    )
     assert r.returncode == 2, r.stderr
     assert "label_agreement 1.0000 < 1.5" in r.stdout
     assert "target(s) failed: onnx-fp32, onnx-int8" in r.stderr
@@ -157,10 +171,15 @@ def test_user_jsonl_calibration_and_eval(tiny_models, tmp_path):
     )
     report = build(
         BuildConfig(
-            model_dir=str(tiny_models["embedding"]), task="embedding", model_name="tiny",
-            out_dir=str(tmp_path / "out"), targets=["onnx-int8"], calibration_file=str(cal), eval_file=str(ev),
+            model_dir=str(tiny_models["embedding"]),
+            task="embedding",
+            model_name="tiny",
+            out_dir=str(tmp_path / "out"),
+            targets=["onnx-int8"],
+            calibration_file=str(cal),
+            eval_file=str(ev),
         )
-    )  # fmt: skip
+    )
     assert report.ok, report.targets[0].reason
     m = read_manifest(tmp_path / "out" / "onnx-int8")
     assert m.quality.eval_items == 80  # 40 queries + 40 products from the file

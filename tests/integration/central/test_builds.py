@@ -46,10 +46,25 @@ def wait_build(c: RegistryClient, build_id: int, timeout: float = 240.0):
 def start_worker(url: str, token: str, name: str, work_dir) -> subprocess.Popen:
     env = {**os.environ, "SHIPYARD_WORKER_TOKEN": token}
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from builder.cli import main; sys.exit(main())", "worker",
-         "--central", url, "--name", name, "--work-dir", str(work_dir), "--lease-wait", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work_dir}.log", "wb"), start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from builder.cli import main; sys.exit(main())",
+            "worker",
+            "--central",
+            url,
+            "--name",
+            name,
+            "--work-dir",
+            str(work_dir),
+            "--lease-wait",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(f"{work_dir}.log", "wb"),
+        start_new_session=True,
+    )
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
@@ -161,8 +176,14 @@ def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher
         a = start_worker(server.url, token, "doomed", tmp_path / "wa")
         with RegistryClient(server.url, server.admin_token) as c:
             source = upload_model(c, tiny_models["embedding"], tmp_path)
-            build_id = c.submit_build(BuildRequest(model="tiny-emb", task="embedding", source_blob=source,
-                                                   targets=["openvino-int8"])).build_id  # fmt: skip
+            build_id = c.submit_build(
+                BuildRequest(
+                    model="tiny-emb",
+                    task="embedding",
+                    source_blob=source,
+                    targets=["openvino-int8"],
+                )
+            ).build_id
             deadline = time.monotonic() + 120
             while c.build(build_id).jobs[0].state != "running":
                 assert time.monotonic() < deadline

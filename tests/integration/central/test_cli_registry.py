@@ -20,9 +20,16 @@ def cli(tmp_path, central):
 
     def run(*args, ok=True):
         r = subprocess.run(
-            [sys.executable, "-c", "import sys; from artifacts.cli import main; sys.exit(main())", *args],
-            capture_output=True, text=True, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "import sys; from artifacts.cli import main; sys.exit(main())",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if ok:
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r

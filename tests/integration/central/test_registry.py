@@ -104,8 +104,13 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
             c.put_bundle("product-embedder", number, "onnx-int8", raw, stranger.sign(raw).decode())
         synthetic_bundle(tmp_path / "stranger", stranger, version=number)
         with pytest.raises(RegistryError, match="not a trusted publisher key"):
-            c.put_bundle("product-embedder", number, "onnx-int8", (tmp_path / "stranger" / MANIFEST_FILE).read_bytes(),
-                         (tmp_path / "stranger" / SIGNATURE_FILE).read_text())  # fmt: skip
+            c.put_bundle(
+                "product-embedder",
+                number,
+                "onnx-int8",
+                (tmp_path / "stranger" / MANIFEST_FILE).read_bytes(),
+                (tmp_path / "stranger" / SIGNATURE_FILE).read_text(),
+            )
         with pytest.raises(RegistryError, match="pushed as product-embedder v.* onnx-fp32"):
             c.put_bundle("product-embedder", number, "onnx-fp32", raw, sig)
         synthetic_bundle(tmp_path / "other-model", key, model="query-classifier", version=number)
@@ -131,8 +136,14 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
             )
         # a blob whose bytes do not match its digest
         digest = good.files[0].sha256
-        r = httpx.put(f"{central.url}/v1/blobs/sha256:{'0' * 64}", content=b"not these bytes",
-                      headers={"Authorization": f"Bearer {central.admin_token}", "Content-Type": "application/octet-stream"})  # fmt: skip
+        r = httpx.put(
+            f"{central.url}/v1/blobs/sha256:{'0' * 64}",
+            content=b"not these bytes",
+            headers={
+                "Authorization": f"Bearer {central.admin_token}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
         assert r.status_code == 422 and "hash to" in r.json()["detail"]
         assert not c.blob_exists(f"sha256:{'0' * 64}")
         assert c.get_version("product-embedder", number).bundles == []
@@ -166,8 +177,11 @@ def test_path_tricks_in_file_list(central, tmp_path, key):
 
 @pytest.mark.parametrize("name", ["Bad", "a..b", "-x", "x" * 65, "a/b", "%2e%2e"])
 def test_invalid_names_refused(central, name):
-    r = httpx.post(f"{central.url}/v1/models/{name}/versions", json={},
-                   headers={"Authorization": f"Bearer {central.admin_token}"})  # fmt: skip
+    r = httpx.post(
+        f"{central.url}/v1/models/{name}/versions",
+        json={},
+        headers={"Authorization": f"Bearer {central.admin_token}"},
+    )
     assert 400 <= r.status_code < 500
     assert r.headers["content-type"].startswith("application/problem+json")
 
@@ -220,8 +234,14 @@ def test_blob_size_limit(tmp_path, publisher_keys):
         import hashlib
 
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        r = httpx.put(f"{server.url}/v1/blobs/{digest}", content=data,
-                      headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/octet-stream"})  # fmt: skip
+        r = httpx.put(
+            f"{server.url}/v1/blobs/{digest}",
+            content=data,
+            headers={
+                "Authorization": f"Bearer {server.admin_token}",
+                "Content-Type": "application/octet-stream",
+            },
+        )
         assert r.status_code == 413
         assert list((tmp_path / "c" / "blobs" / "tmp").iterdir()) == []
     finally:
@@ -332,8 +352,12 @@ def test_promote_rollback_history_and_gate(central, tmp_path, key):
             c.rollback("product-embedder", "stable")
         hist = c.channel("product-embedder", "stable").history
         assert [(e.action, e.version) for e in hist] == [
-            ("promote", v1), ("promote", v2), ("promote", bad), ("rollback", v2), ("rollback", v1),
-        ]  # fmt: skip
+            ("promote", v1),
+            ("promote", v2),
+            ("promote", bad),
+            ("rollback", v2),
+            ("rollback", v1),
+        ]
         assert [e.seq for e in hist] == [1, 2, 3, 4, 5]
         with pytest.raises(NotFoundError):
             c.promote("product-embedder", "stable", 999)
@@ -452,8 +476,14 @@ def test_audit_records_actions_and_refusals(central, tmp_path, key):
     with admin(central) as c:
         events = c.audit(200)
     actions = {(e.action, e.outcome) for e in events}
-    for expected in [("token.create", "ok"), ("version.create", "ok"), ("blob.push", "ok"), ("bundle.push", "ok"),
-                     ("channel.promote", "ok"), ("post.refused", "refused")]:  # fmt: skip
+    for expected in [
+        ("token.create", "ok"),
+        ("version.create", "ok"),
+        ("blob.push", "ok"),
+        ("bundle.push", "ok"),
+        ("channel.promote", "ok"),
+        ("post.refused", "refused"),
+    ]:
         assert expected in actions, expected
     refused = [e for e in events if e.outcome == "refused"]
     assert any(e.actor == "edge-1" and "403" in e.detail for e in refused)

@@ -11,9 +11,14 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
 
     before = {p.pid for p in psutil.process_iter()}
     cfg = DemoConfig(
-        home=str(tmp_path / "demo"), model_dir=str(tiny_models["embedding"]), model="tiny-demo",
-        central_port=free_port(), edge_port=free_port(), catalog_size=200, queries=["running shoes", "coffee beans"],
-    )  # fmt: skip
+        home=str(tmp_path / "demo"),
+        model_dir=str(tiny_models["embedding"]),
+        model="tiny-demo",
+        central_port=free_port(),
+        edge_port=free_port(),
+        catalog_size=200,
+        queries=["running shoes", "coffee beans"],
+    )
     out = Console(record=True, width=200)
     results = Demo(cfg, out).run()
     text = out.export_text()
@@ -30,9 +35,15 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
         "“running shoes”",
     ):
         assert word in text, word
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                 if p.pid not in before and any("central.cli" in a or "edge_runtime.cli" in a or "builder.cli" in a
-                                                for a in (p.info["cmdline"] or []))]  # fmt: skip
+    leftovers = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in before
+        and any(
+            "central.cli" in a or "edge_runtime.cli" in a or "builder.cli" in a
+            for a in (p.info["cmdline"] or [])
+        )
+    ]
     assert leftovers == []
     # a re-run reuses the home: the registry has v1, the build cache answers v2 without rebuilding
     again = Demo(cfg, Console(record=True, width=200)).run()

@@ -121,8 +121,16 @@ def test_rerank_sorted_top_n_documents(edge):
         "running shoes for women",
         "olive oil 1L",
     ]
-    r = httpx.post(f"{edge.url}/v1/rerank", json={"query": "running shoes", "documents": docs, "model": "tiny-rerank",
-                                                   "top_n": 3, "return_documents": True})  # fmt: skip
+    r = httpx.post(
+        f"{edge.url}/v1/rerank",
+        json={
+            "query": "running shoes",
+            "documents": docs,
+            "model": "tiny-rerank",
+            "top_n": 3,
+            "return_documents": True,
+        },
+    )
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 3
@@ -153,8 +161,10 @@ def test_classify_labels_and_scores(edge):
         assert len(row["scores"]) == 2 and row["score"] == pytest.approx(
             max(row["scores"].values())
         )
-    kserve = httpx.post(f"{edge.url}/v2/models/tiny-classify/infer",
-                        json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": TEXTS}]}).json()  # fmt: skip
+    kserve = httpx.post(
+        f"{edge.url}/v2/models/tiny-classify/infer",
+        json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": TEXTS}]},
+    ).json()
     probs = np.array(kserve["outputs"][0]["data"]).reshape(kserve["outputs"][0]["shape"])
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
@@ -235,9 +245,12 @@ def test_bad_transport_level_requests_and_server_keeps_serving(edge):
         == 400
     )
     k = f"{edge.url}/v2/models/tiny-embedding/infer"
-    for body in [{"inputs": []}, {"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
-                 {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
-                 {"inputs": [{"name": "wrong", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}]:  # fmt: skip
+    for body in [
+        {"inputs": []},
+        {"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
+        {"inputs": [{"name": "wrong", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+    ]:
         assert httpx.post(k, json=body).status_code == 400
     assert (
         httpx.post(k, content=b"xx", headers={"inference-header-content-length": "99"}).status_code
@@ -251,11 +264,20 @@ def test_bad_transport_level_requests_and_server_keeps_serving(edge):
 
 
 def test_deadline_exceeded_is_504(edge):
-    r = httpx.post(f"{edge.url}/v1/embeddings", json={"input": ["a fresh text never cached"], "model": "tiny-embedding"},
-                   headers={"X-Request-Timeout-Ms": "0.0001"})  # fmt: skip
+    r = httpx.post(
+        f"{edge.url}/v1/embeddings",
+        json={"input": ["a fresh text never cached"], "model": "tiny-embedding"},
+        headers={"X-Request-Timeout-Ms": "0.0001"},
+    )
     assert r.status_code == 504 and "deadline" in r.json()["detail"]
-    assert httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x", "model": "tiny-embedding"},
-                      headers={"X-Request-Timeout-Ms": "soon"}).status_code == 400  # fmt: skip
+    assert (
+        httpx.post(
+            f"{edge.url}/v1/embeddings",
+            json={"input": "x", "model": "tiny-embedding"},
+            headers={"X-Request-Timeout-Ms": "soon"},
+        ).status_code
+        == 400
+    )
 
 
 def test_status_metrics_and_health(edge):
@@ -269,9 +291,17 @@ def test_status_metrics_and_health(edge):
     emb = next(m for m in st["models"] if m["model"] == "tiny-embedding")
     assert emb["queue"]["batches"] >= 1 and emb["result_cache"]["entries"] >= 3
     metrics = httpx.get(f"{edge.url}/metrics").text
-    for series in ("shipyard_requests_total", "shipyard_request_seconds_bucket", "shipyard_queue_seconds_bucket",
-                   "shipyard_batch_size_bucket", "shipyard_batch_tokens_bucket", "shipyard_cache_hits_total",
-                   "shipyard_cache_misses_total", "shipyard_active_backend", "shipyard_admission_limit_tokens"):  # fmt: skip
+    for series in (
+        "shipyard_requests_total",
+        "shipyard_request_seconds_bucket",
+        "shipyard_queue_seconds_bucket",
+        "shipyard_batch_size_bucket",
+        "shipyard_batch_tokens_bucket",
+        "shipyard_cache_hits_total",
+        "shipyard_cache_misses_total",
+        "shipyard_active_backend",
+        "shipyard_admission_limit_tokens",
+    ):
         assert series in metrics, series
     assert httpx.get(f"{edge.url}/healthz").status_code == 200
     assert httpx.get(f"{edge.url}/readyz").status_code == 200
@@ -342,11 +372,27 @@ def test_property_no_5xx_for_any_json(edge, body, endpoint):
 
 def test_schemathesis_finds_no_server_errors(edge, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{edge.url}/schema/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--request-timeout", "20", "--generation-deterministic",
-         "--exclude-path-regex", "^/(metrics|v1/status)$"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{edge.url}/schema/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "20",
+            "--generation-deterministic",
+            "--exclude-path-regex",
+            "^/(metrics|v1/status)$",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 

@@ -29,8 +29,15 @@ def test_old_tensorrt_10_uses_weak_typing_flags():
 
 
 def test_compatibility_options_recorded_in_requires():
-    plan = plan_build("10.13.0", "fp16", compute_capability="9.0", max_batch=64, max_seq=256,
-                      hardware_compatible=True, version_compatible=True)  # fmt: skip
+    plan = plan_build(
+        "10.13.0",
+        "fp16",
+        compute_capability="9.0",
+        max_batch=64,
+        max_seq=256,
+        hardware_compatible=True,
+        version_compatible=True,
+    )
     assert "VERSION_COMPATIBLE" in plan.builder_flags
     req = plan.requires("9.0", gpu_memory_mb=1024)
     assert req.hardware_compatibility == "ampere_plus"

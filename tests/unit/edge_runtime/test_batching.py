@@ -34,8 +34,12 @@ class FakeBackend:
 
 
 def make(cfg: BatchingSection, backend: FakeBackend, adaptive: bool = False) -> Batcher:
-    adm = Admission(max_queued_tokens=cfg.max_queued_tokens, batch_tokens=cfg.max_batch_tokens,
-                    latency_target_s=cfg.latency_target_ms / 1000, adaptive=adaptive)  # fmt: skip
+    adm = Admission(
+        max_queued_tokens=cfg.max_queued_tokens,
+        batch_tokens=cfg.max_batch_tokens,
+        latency_target_s=cfg.latency_target_ms / 1000,
+        adaptive=adaptive,
+    )
     return Batcher("m", cfg, backend, Metrics(), adm)
 
 

@@ -54,14 +54,17 @@ def test_design_example_loads(tmp_path):
 def test_environment_overrides(tmp_path):
     p = tmp_path / "edge.toml"
     p.write_text(DESIGN_EXAMPLE)
-    cfg = load_config(p, environ={
-        "SHIPYARD_EDGE_SERVER_PORT": "9001",
-        "SHIPYARD_EDGE_BACKENDS_DENY": "openvino-int8,onnx-int8",
-        "SHIPYARD_EDGE_BACKENDS_REQUIRE_GPU": "true",
-        "SHIPYARD_EDGE_RESULT_CACHE_TTL_S": "5.5",
-        "SHIPYARD_EDGE_REGISTRY_TOKEN": "shp_pull_x",
-        "SHIPYARD_EDGE_MODELS": "a:canary,b",
-    })  # fmt: skip
+    cfg = load_config(
+        p,
+        environ={
+            "SHIPYARD_EDGE_SERVER_PORT": "9001",
+            "SHIPYARD_EDGE_BACKENDS_DENY": "openvino-int8,onnx-int8",
+            "SHIPYARD_EDGE_BACKENDS_REQUIRE_GPU": "true",
+            "SHIPYARD_EDGE_RESULT_CACHE_TTL_S": "5.5",
+            "SHIPYARD_EDGE_REGISTRY_TOKEN": "shp_pull_x",
+            "SHIPYARD_EDGE_MODELS": "a:canary,b",
+        },
+    )
     assert cfg.server.port == 9001 and cfg.backends.deny == ["openvino-int8", "onnx-int8"]
     assert cfg.backends.require_gpu is True and cfg.result_cache.ttl_s == 5.5
     assert cfg.token() == "shp_pull_x"

@@ -1,0 +1,55 @@
+"""`central token create` / `keys trust` against a real SQLite home."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from artifacts.signing import generate_keypair, key_id_of, load_public_key
+from central.cli import main
+from central.config import CentralConfig
+from central.db.session import Database
+from central.registry import Registry
+
+
+def _principal(home: Path, token: str):
+    async def run():
+        db = Database(CentralConfig(home=str(home)).db_url)
+        try:
+            return await Registry(db, None, None).authenticate(f"Bearer {token}")  # type: ignore[arg-type]
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+def test_token_create_prints_a_working_scoped_token(tmp_path: Path, capsys) -> None:
+    home = tmp_path / "central"
+    assert (
+        main(["token", "create", "--scope", "pull", "--name", "edge-eu", "--home", str(home)]) == 0
+    )
+    token = capsys.readouterr().out.strip()
+    principal = _principal(home, token)
+    assert principal.name == "edge-eu"
+    assert "pull" in principal.scopes and "push" not in principal.scopes
+
+
+def test_token_create_refuses_unknown_scope_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    home = tmp_path / "central"
+    assert main(["token", "create", "--scope", "root", "--home", str(home)]) == 1
+    assert "root" in capsys.readouterr().err
+    assert main(["token", "create", "--scope", "pull", "--home", str(home)]) == 0
+    token = capsys.readouterr().out.strip()
+    with pytest.raises(Exception, match="invalid or revoked"):
+        _principal(home, token + "x")
+
+
+def test_keys_trust_copies_the_key_under_its_id(tmp_path: Path) -> None:
+    _, pub, kid = generate_keypair(tmp_path / "keys")
+    home = tmp_path / "central"
+    assert main(["keys", "trust", str(pub), "--home", str(home)]) == 0
+    assert kid == key_id_of(load_public_key(pub))
+    trusted = CentralConfig(home=str(home)).trusted_keys_path / f"{kid.split(':')[1]}.pub"
+    assert trusted.read_bytes() == pub.read_bytes()

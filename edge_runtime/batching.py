@@ -92,11 +92,22 @@ class SizeTuner:
 
 class Batcher:
     def __init__(
-        self, name: str, cfg: BatchingSection, run_batch, metrics, admission: Admission
+        self,
+        name: str,
+        cfg: BatchingSection,
+        run_batch,
+        metrics,
+        admission: Admission,
+        on_idle=memory.trim,
+        idle_after_s: float = 1.0,
     ) -> None:
         self.name = name
         self.cfg = cfg
         self.run_batch = run_batch  # (list[Encoded]) -> np.ndarray, called on the inference thread
+        # () -> None, run on the inference thread once the queue has stayed empty for
+        # ``idle_after_s`` after a batch: hands the burst's working memory back to the OS
+        self.on_idle = on_idle
+        self.idle_after_s = idle_after_s
         self.metrics = metrics
         self.admission = admission
         self.queue: deque[Item] = deque()
@@ -250,5 +261,9 @@ class Batcher:
                     p.future.set_result(p.results)
             if not self.queue:
                 self._wake.clear()
-                # idle: hand large freed buffers back to the OS (throttled)
-                loop.run_in_executor(self._executor, memory.trim, 5.0)
+                loop.call_later(self.idle_after_s, self._idle, self.batches)
+
+    def _idle(self, batches: int) -> None:
+        """Release memory once per quiet spell: only if no batch ran since this was scheduled."""
+        if self.batches == batches and not self.queue and self._task is not None:
+            asyncio.get_running_loop().run_in_executor(self._executor, self.on_idle)

@@ -58,6 +58,13 @@ class LoadedModel:
         prepare = getattr(self.backend, "prepare_shapes", None)
         if prepare is not None:
             prepare(self.manifest.io.max_seq_len)
+        self.release_memory()  # the smoke check's long batch need not stay resident
+
+    def release_memory(self) -> None:
+        """Ask the engine to free what it keeps beyond the weights (optional in the Protocol)."""
+        release = getattr(self.backend, "release_memory", None)
+        if release is not None:
+            release()
 
     def close(self) -> None:
         self.backend.close()

@@ -24,6 +24,7 @@ import numpy as np
 from artifacts.errors import RegistryUnavailableError, ShipyardError
 from artifacts.signing import TrustedKeys
 from artifacts.textproc import Encoded
+from edge_runtime import memory
 from edge_runtime.admission import Admission
 from edge_runtime.backends import BackendSettings
 from edge_runtime.batching import Batcher
@@ -80,7 +81,9 @@ class ModelService:
             latency_target_s=b.latency_target_ms / 1000,
             adaptive=b.adaptive,
         )
-        self.batcher = Batcher(self.name, b, self._run_batch, metrics, self.admission)
+        self.batcher = Batcher(
+            self.name, b, self._run_batch, metrics, self.admission, on_idle=self._release_memory
+        )
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
         self._tasks: list[asyncio.Task] = []
         self._batch_ms: deque[float] = deque(maxlen=256)
@@ -238,6 +241,21 @@ class ModelService:
             finally:
                 model.inflight -= 1
         raise AssertionError("unreachable")
+
+    def _release_memory(self) -> None:
+        """Between bursts: the engine's arena gives back its free chunks, then glibc its free pages."""
+        with self._lock:
+            model = self.serving
+            if model is not None:
+                model.inflight += 1
+        if model is not None:
+            try:
+                model.release_memory()
+            except Exception as exc:  # never worth failing over for
+                log.debug("%s: releasing memory failed: %s", self.name, exc)
+            finally:
+                model.inflight -= 1
+        memory.trim()
 
     def _failover(self, failed: LoadedModel, exc: Exception) -> None:
         """Replace a backend that failed at run time by the next candidate of its version."""

@@ -200,3 +200,37 @@ def test_size_tuner_learns_the_efficient_batch_size():
     caps = [t.cap() for _ in range(16)]
     assert caps.count(16) == 14 and caps.count(64) == 2  # exploit, explore every 8th
     assert SizeTuner.bucket(9) == 16 and SizeTuner.bucket(16) == 16 and SizeTuner.bucket(1) == 1
+
+
+def test_idle_callback_runs_once_per_quiet_spell_on_the_inference_thread():
+    import threading
+
+    async def main():
+        backend = FakeBackend()
+        calls: list[str] = []
+        adm = Admission(max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05)
+        cfg = BatchingSection(max_wait_ms=0)
+        b = Batcher(
+            "m",
+            cfg,
+            backend,
+            Metrics(),
+            adm,
+            on_idle=lambda: calls.append(threading.current_thread().name),
+            idle_after_s=0.2,
+        )
+        b.start()
+        for i in range(5):  # a burst with short gaps: no release in between
+            await b.submit([enc(4, tag=i)], far())
+            await asyncio.sleep(0.02)
+        assert calls == []
+        await asyncio.sleep(0.4)
+        assert len(calls) == 1 and calls[0].startswith("infer-m")
+        await asyncio.sleep(0.4)  # still quiet: nothing more to release
+        assert len(calls) == 1
+        await b.submit([enc(4)], far())
+        await asyncio.sleep(0.4)
+        assert len(calls) == 2
+        await b.stop()
+
+    asyncio.run(main())

@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
+INFINITY := bench/.work/infinity-venv
 
 .PHONY: install demo test lint format bench clean
 
@@ -32,7 +34,16 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
+# The benchmark's contenders: sentence-transformers' OpenVINO backend, and infinity-emb in its own
+# virtualenv (its pinned dependencies must not touch ours).
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[all,bench]"
+	@test -x $(INFINITY)/bin/python || $(PYTHON) -m venv $(INFINITY)
+	$(INFINITY)/bin/python -m pip install -q --upgrade pip
+	$(INFINITY)/bin/python -m pip install -q torch==2.13.0 "infinity-emb[server,optimum]==0.0.78"
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench.run_all
 
 clean:

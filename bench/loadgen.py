@@ -21,7 +21,8 @@ class LoadResult:
     ok: int = 0
     status: dict[int, int] = field(default_factory=dict)
     latencies_ok: list[float] = field(default_factory=list)
-    errors: int = 0
+    errors: int = 0  # transport errors and timeouts
+    unsent: int = 0  # open loop: the client already had max_inflight requests out
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -35,6 +36,7 @@ class LoadResult:
             "ok": self.ok,
             "status": self.status,
             "errors": self.errors,
+            "unsent": self.unsent,
             "seconds": self.seconds,
             "throughput": self.ok / self.seconds if self.seconds else 0.0,
             "p50_ms": pct(50),
@@ -130,8 +132,7 @@ async def open_loop(
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 else:
-                    res.sent += 1
-                    res.errors += 1  # the client could not even send it
+                    res.unsent += 1  # the client could not even send it
                 i += 1
             await asyncio.sleep(0.001)
         res.seconds = time.perf_counter() - t0

@@ -34,11 +34,14 @@ def main() -> None:
         print(f"== {title}", flush=True)
         proc = subprocess.run([sys.executable, "-m", module])
         ran.append((name, title, proc.returncode, time.monotonic() - t0))
+    failed = {n for n, _t, rc, _s in ran if rc != 0}
     sections = []
     for name, _module, title in PARTS:
         path = REPORT_DIR / f"{name}.md"
         if path.exists():
             body = path.read_text().split("\n", 1)[1]
+            if name in failed:
+                body = f"\n**This run's `{name}` stage failed: the figures below are from an earlier run.**\n{body}"
             sections.append(f"## {title}\n{body}")
     status = "\n".join(
         f"- {n}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {s:.0f} s" for n, _t, rc, s in ran

@@ -124,6 +124,7 @@ class Batcher:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, encoded: list[Encoded], deadline: float) -> list[np.ndarray]:

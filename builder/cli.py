@@ -10,8 +10,7 @@ from pathlib import Path
 
 import typer
 
-from artifacts.errors import ShipyardError
-from artifacts.render import console
+from artifacts.cli.runner import run_app
 
 app = typer.Typer(
     name="builder", help="Shipyard build worker.", no_args_is_help=True, add_completion=False
@@ -65,19 +64,7 @@ def worker(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        result = app(args=argv, standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except ShipyardError as exc:
-        console(stderr=True).print(f"[red]error:[/red] {exc}")
-        return 1
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    return run_app(app, argv)
 
 
 def entry() -> None:  # pragma: no cover

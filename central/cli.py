@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from artifacts.cli.runner import run_app
 from artifacts.errors import ShipyardError
 from artifacts.render import console
 from artifacts.signing import key_id_of, load_public_key
@@ -121,22 +122,7 @@ def keys_show(home: str = HOME) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        result = app(args=argv, standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except ShipyardError as exc:
-        console(stderr=True).print(f"[red]error:[/red] {exc}")
-        return 1
-    except ValueError as exc:
-        console(stderr=True).print(f"[red]error:[/red] {exc}")
-        return 1
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    return run_app(app, argv, (ShipyardError, ValueError))
 
 
 def entry() -> None:  # pragma: no cover

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import typer
 
-from artifacts.errors import ShipyardError
+from artifacts.cli.runner import run_app
 from artifacts.render import console, simple_table
 
 app = typer.Typer(
@@ -126,21 +126,7 @@ def status(
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        result = app(args=argv, standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except ShipyardError as exc:
-        console(stderr=True).print(f"[red]error:[/red] {exc}")
-        return 1
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        raise
+    return run_app(app, argv)
 
 
 def entry() -> None:  # pragma: no cover

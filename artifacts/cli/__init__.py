@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from artifacts.errors import ShipyardError
+from artifacts.cli.runner import run_app
 
 app = typer.Typer(
     name="artifact",
@@ -34,29 +34,7 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry: run the app, turning ShipyardError into a one-line error + exit 1."""
     _register()
-    try:
-        result = app(args=argv, standalone_mode=False)
-        if isinstance(result, int):  # typer.Exit(code) returns here in non-standalone mode
-            return result
-    except ShipyardError as exc:
-        from artifacts.render import console
-
-        console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        return 1
-    except typer.Exit as exc:
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    return run_app(app, argv)
 
 
 def entry() -> None:  # pragma: no cover

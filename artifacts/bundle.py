@@ -38,7 +38,7 @@ from artifacts.manifest import (
 )
 from artifacts.signing import SigningKey, TrustedKeys
 
-_SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
 
 
@@ -56,7 +56,7 @@ def check_relpath(path: object) -> str:
     for part in parts:
         if part in ("", ".", ".."):
             raise UnsafePathError(f"bundle file path {path!r} escapes or is not normalised")
-        if not _SAFE_COMPONENT.match(part):
+        if not _SAFE_COMPONENT.fullmatch(part):
             raise UnsafePathError(f"bundle file path {path!r} has unsafe characters")
     if path in RESERVED:
         raise UnsafePathError(f"bundle file path {path!r} is reserved for the manifest")
@@ -76,6 +76,12 @@ class VerifiedBundle:
 
     def file(self, relpath: str) -> Path:
         return self.path / check_relpath(relpath)
+
+    @property
+    def signature(self) -> str:
+        """``manifest.sig`` as text ("" when the bundle is unsigned)."""
+        sig = self.path / SIGNATURE_FILE
+        return _read_regular(sig, SIGNATURE_FILE).decode() if os.path.lexists(sig) else ""
 
 
 def write_bundle(

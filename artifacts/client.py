@@ -21,10 +21,9 @@ import msgspec
 
 from artifacts import atomic
 from artifacts.bundle import VerifiedBundle, check_relpath, verify_bundle
-from artifacts.digests import hex_of, sha256_file
+from artifacts.digests import digest_of, hex_of, sha256_file
 from artifacts.errors import (
-    AuthError,
-    ConflictError,
+    BY_STATUS,
     DigestMismatchError,
     NotFoundError,
     RegistryError,
@@ -40,6 +39,7 @@ from artifacts.wire import (
     BuildRequest,
     BundleInfo,
     ChannelInfo,
+    CreateToken,
     CreateVersion,
     Halt,
     HeartbeatReply,
@@ -55,6 +55,7 @@ from artifacts.wire import (
     PutBundle,
     ResolveRequest,
     ResolveResponse,
+    TokenCreated,
     VersionInfo,
     VersionRef,
     WorkerHello,
@@ -65,25 +66,19 @@ Progress = Callable[[int], None]
 
 
 def _raise_for(response: httpx.Response) -> None:
+    """Raise the hierarchy's class for an error status, with the server's problem detail."""
     if response.is_success or response.status_code == 304:
         return
     try:
         body = response.json()
-        detail = body.get("detail") or body.get("title") or response.text
+        detail = (body.get("detail") or body.get("title")) if isinstance(body, dict) else None
+        detail = detail or response.text[:500]
     except ValueError:
         detail = response.text[:500] or response.reason_phrase
     status = response.status_code
     where = f"{response.request.method} {response.request.url.path}"
-    message = f"{status} {detail} ({where})"
-    if status in (401, 403):
-        raise AuthError(message, status=status)
-    if status == 404:
-        raise NotFoundError(message, status=status)
-    if status == 409:
-        raise ConflictError(message, status=status)
-    if status >= 500:
-        raise RegistryUnavailableError(message, status=status)
-    raise RegistryError(message, status=status)
+    cls = BY_STATUS.get(status) or (RegistryUnavailableError if status >= 500 else RegistryError)
+    raise cls(f"{status} {detail} ({where})", status=status)
 
 
 class RegistryClient:
@@ -293,6 +288,11 @@ class RegistryClient:
             self._json("POST", f"/v1/models/{model}/channels/{channel}/resume"), type=ChannelInfo
         )
 
+    def create_token(self, name: str, scopes: list[str]) -> str:
+        """A new bearer token (admin): shown once, stored hashed by central."""
+        raw = self._json("POST", "/v1/tokens", CreateToken(name=name, scopes=scopes))
+        return msgspec.json.decode(raw, type=TokenCreated).token
+
     def audit(self, limit: int = 100) -> list[AuditInfo]:
         return msgspec.json.decode(
             self._json("GET", "/v1/audit", params={"limit": limit}), type=list[AuditInfo]
@@ -307,15 +307,24 @@ class RegistryClient:
         except NotFoundError:
             return False
 
-    def upload_blob(self, digest: str, path: Path, progress: Progress | None = None) -> bool:
-        """Stream a file up; returns False when the registry already had it."""
+    def upload_blob(
+        self, digest: str, source: Path | bytes, progress: Progress | None = None
+    ) -> bool:
+        """Stream a file (or bytes) up; returns False when the registry already had it."""
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
         if self.blob_exists(digest):
             if progress:
-                progress(Path(path).stat().st_size)
+                progress(size)
             return False
 
         def chunks() -> Iterator[bytes]:
-            with open(path, "rb") as fh:
+            if isinstance(source, bytes):
+                for i in range(0, len(source), CHUNK):
+                    if progress:
+                        progress(len(source[i : i + CHUNK]))
+                    yield source[i : i + CHUNK]
+                return
+            with open(source, "rb") as fh:
                 while chunk := fh.read(CHUNK):
                     if progress:
                         progress(len(chunk))
@@ -325,10 +334,7 @@ class RegistryClient:
             "PUT",
             f"/v1/blobs/{digest}",
             content=chunks(),
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(Path(path).stat().st_size),
-            },
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             timeout=httpx.Timeout(600.0, connect=5.0),
         )
         return True
@@ -386,7 +392,7 @@ class RegistryClient:
                 raise RegistryUnavailableError(
                     f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
                 ) from exc
-        actual = "sha256:" + h.hexdigest()
+        actual = digest_of(h)
         if actual != digest:
             part.unlink(missing_ok=True)
             raise DigestMismatchError(
@@ -403,11 +409,9 @@ class RegistryClient:
         """Upload a verified bundle's files (skipping blobs the registry has) and register it."""
         m = bundle.manifest
         for entry in m.files:
-            self.upload_blob(entry.sha256, bundle.path / check_relpath(entry.path), progress)
-        sig_path = bundle.path / SIGNATURE_FILE
-        signature = sig_path.read_text() if sig_path.exists() else ""
+            self.upload_blob(entry.sha256, bundle.file(entry.path), progress)
         return self.put_bundle(
-            m.model.name, m.model.version, m.target.id, bundle.manifest_bytes, signature
+            m.model.name, m.model.version, m.target.id, bundle.manifest_bytes, bundle.signature
         )
 
     def pull_bundle(

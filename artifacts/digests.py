@@ -1,17 +1,32 @@
-"""sha256 digests of files and byte strings, in the ``sha256:<hex>`` form used everywhere."""
+"""sha256 digests of files, byte strings and hash objects, in the ``sha256:<hex>`` form used
+everywhere (the one place that writes the prefix)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 CHUNK = 1 << 20
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+PREFIX = "sha256:"
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def digest_of(h: Any) -> str:
+    """The ``sha256:<hex>`` form of a finished ``hashlib.sha256()`` object."""
+    return PREFIX + h.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return digest_of(hashlib.sha256(data))
+
+
+def sha256_json(value: object) -> str:
+    """Digest of the canonical JSON of ``value`` (sorted keys): stable across processes."""
+    return sha256_bytes(msgspec.json.encode(value, order="sorted"))
 
 
 def sha256_file(path: Path) -> str:
@@ -19,11 +34,11 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return digest_of(h)
 
 
-def is_digest(value: str) -> bool:
-    return bool(_DIGEST_RE.match(value))
+def is_digest(value: object) -> bool:
+    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
 def hex_of(digest: str) -> str:
@@ -38,4 +53,4 @@ def sha256_tree(paths: list[tuple[str, Path]]) -> str:
     h = hashlib.sha256()
     for name, path in sorted(paths):
         h.update(name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
-    return "sha256:" + h.hexdigest()
+    return digest_of(h)

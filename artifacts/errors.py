@@ -1,42 +1,71 @@
-"""One exception hierarchy for everything Shipyard raises on purpose.
+"""One exception hierarchy for everything Shipyard raises on purpose, in every package.
 
 Callers catch :class:`ShipyardError` (or a branch of it); every message says what is wrong
-and, where there is one, what to do about it. The tree, like httpx's, is documented here:
+and, where there is one, what to do about it. Each class declares once the HTTP status it
+maps to (``status``), so central, the edge and the client agree on it; the client raises the
+same classes for the statuses it receives. The tree, like httpx's, is documented here:
 
-    ShipyardError
-    ├── ManifestError                 manifest.json is unreadable or violates schema 1
-    │   └── SchemaVersionError        written by a newer Shipyard
-    ├── BundleError                   a bundle directory is not what its manifest says
-    │   ├── UnsafePathError           "..", absolute path, symlink, odd name in the file list
+    ShipyardError                        500
+    ├── ManifestError                    422  manifest.json is unreadable or violates schema 1
+    │   └── SchemaVersionError           422  written by a newer Shipyard
+    ├── BundleError                      422  a bundle directory is not what its manifest says
+    │   ├── UnsafePathError                   "..", absolute path, symlink, odd name in the file list
     │   ├── MissingFileError
     │   ├── UnlistedFileError
-    │   ├── SizeMismatchError         truncated or padded file
-    │   ├── DigestMismatchError       same size, different bytes
-    │   └── BundleExistsError         refusing to overwrite
-    ├── SignatureError
+    │   ├── SizeMismatchError                 truncated or padded file
+    │   ├── DigestMismatchError               same size, different bytes
+    │   └── BundleExistsError                 refusing to overwrite
+    ├── SignatureError                   422
     │   ├── MissingSignatureError
     │   ├── UntrustedKeyError
-    │   └── BadSignatureError         manifest edited after signing, or forged
-    ├── KeyFileError                  unreadable / wrong type of key file
-    ├── InputError                    bad user input (files, options, datasets)
-    │   └── InvalidNameError          model / channel / target name outside the allowed alphabet
-    ├── CompatibilityError            no bundle of a version can run on a node
-    └── RegistryError                 talking to the central service
-        ├── RegistryUnavailableError  connection refused / timed out / 5xx
-        ├── AuthError                 401 / 403
-        ├── NotFoundError             404
-        └── ConflictError             409 (immutable version, concurrent push)
+    │   └── BadSignatureError                 manifest edited after signing, or forged
+    ├── KeyFileError                     400  unreadable / wrong type of key file
+    ├── InputError                       400  bad input (files, options, datasets, requests)
+    │   ├── InvalidNameError             400  model / channel / target name outside the alphabet
+    │   ├── Unprocessable                422  well-formed but unacceptable (tampered upload …)
+    │   ├── PayloadTooLarge              413  a body, text or request over a configured limit
+    │   └── UnsupportedMediaType         415
+    ├── CompatibilityError               409  no bundle of a version can run on a node
+    ├── NotFoundError                    404  the model, version, channel, blob or build does not exist
+    ├── ConflictError                    409  immutable state, concurrent push, lease lost
+    │   └── QualityGateRefused           409  promotion refused: a quality gate did not pass
+    ├── AuthError                        401  missing, invalid, revoked or expired token
+    │   └── ForbiddenError               403  a valid token without the needed scope or identity
+    ├── Overloaded                       429  admission budget full (carries retry_after_s)
+    ├── NotReady                         503  nothing verified is serving (yet)
+    ├── DeadlineExceeded                 504
+    └── RegistryError                    502  the registry answered something the API does not promise
+        └── RegistryUnavailableError     503  connection refused / timed out / 5xx
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 
 class ShipyardError(Exception):
     """Base class of every deliberate Shipyard error."""
 
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:  # a client-side error carries the status it received
+            self.status = status  # type: ignore[misc]
+
+    @property
+    def title(self) -> str:
+        return type(self).__name__
+
+    def problem_extra(self) -> dict[str, Any]:
+        """Machine-readable details for the problem+json body (override where useful)."""
+        return {}
+
 
 class ManifestError(ShipyardError):
     """manifest.json cannot be decoded or does not follow the schema."""
+
+    status = 422
 
 
 class SchemaVersionError(ManifestError):
@@ -45,6 +74,8 @@ class SchemaVersionError(ManifestError):
 
 class BundleError(ShipyardError):
     """A bundle directory does not match its manifest."""
+
+    status = 422
 
 
 class UnsafePathError(BundleError):
@@ -70,9 +101,13 @@ class DigestMismatchError(BundleError):
 class BundleExistsError(BundleError):
     """The destination already holds a bundle and overwriting was not asked for."""
 
+    status = 409
+
 
 class SignatureError(ShipyardError):
     """The manifest signature is missing, untrusted or invalid."""
+
+    status = 422
 
 
 class MissingSignatureError(SignatureError):
@@ -90,38 +125,119 @@ class BadSignatureError(SignatureError):
 class KeyFileError(ShipyardError):
     """A key file cannot be read or holds the wrong kind of key."""
 
+    status = 400
+
 
 class InputError(ShipyardError):
-    """User input (a file, an option, a dataset) is invalid."""
+    """Input (a file, an option, a dataset, a request) is invalid."""
+
+    status = 400
 
 
 class InvalidNameError(InputError):
     """A model, channel or target name is outside the allowed alphabet."""
 
 
+class Unprocessable(InputError):
+    """Well-formed but unacceptable (tampered bundle, mismatched manifest, missing blob)."""
+
+    status = 422
+
+
+class PayloadTooLarge(InputError):
+    """A body, a text or a whole request exceeds a configured limit (the message names it)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(InputError):
+    status = 415
+
+
 class CompatibilityError(ShipyardError):
     """No bundle of a version can run on this node; the message lists why for each."""
 
+    status = 409
+
+
+class NotFoundError(ShipyardError):
+    """The model, version, channel, blob, build or served model does not exist."""
+
+    status = 404
+
+
+class ConflictError(ShipyardError):
+    """The write conflicts with immutable state (e.g. different bytes for a pushed bundle)."""
+
+    status = 409
+
+
+class QualityGateRefused(ConflictError):
+    """Promotion refused because a bundle's quality gate did not pass."""
+
+    def __init__(self, message: str, failing: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.failing = failing
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"failing": self.failing}
+
+
+class AuthError(ShipyardError):
+    """Missing, invalid, revoked or expired bearer token (401)."""
+
+    status = 401
+
+    def __init__(self, message: str = "missing or invalid bearer token", **kw: Any) -> None:
+        super().__init__(message, **kw)
+
+
+class ForbiddenError(AuthError):
+    """A valid token that lacks the scope (or the identity) the action needs (403)."""
+
+    status = 403
+
+
+class Overloaded(ShipyardError):
+    """The admission budget is full: 429 with Retry-After."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotReady(ShipyardError):
+    """No verified, smoke-checked backend is serving (yet), or a dependency is down."""
+
+    status = 503
+
+
+class DeadlineExceeded(ShipyardError):
+    status = 504
+
 
 class RegistryError(ShipyardError):
-    """The central registry answered with an error or could not be reached."""
+    """The central registry answered something its API does not promise."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+    status = 502
 
 
 class RegistryUnavailableError(RegistryError):
     """Connection refused, timed out, or the server failed (5xx)."""
 
-
-class AuthError(RegistryError):
-    """Missing token (401) or a token without the needed scope (403)."""
+    status = 503
 
 
-class NotFoundError(RegistryError):
-    """The model, version, channel, blob or build does not exist."""
-
-
-class ConflictError(RegistryError):
-    """The write conflicts with immutable state (e.g. different bytes for a pushed bundle)."""
+# The client raises the class of the status it received (a status not listed: RegistryError).
+BY_STATUS: dict[int, type[ShipyardError]] = {
+    400: InputError,
+    401: AuthError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: Unprocessable,
+}

@@ -6,12 +6,12 @@ import re
 
 from artifacts.errors import InvalidNameError
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+NAME_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def is_valid_name(name: object) -> bool:
-    return isinstance(name, str) and bool(_NAME_RE.match(name)) and ".." not in name
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None and ".." not in name
 
 
 def check_name(name: object, what: str = "name") -> str:

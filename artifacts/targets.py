@@ -41,6 +41,7 @@ class TargetSpec:
     device: str  # "cpu" | "gpu"
     rank: int  # default preference: lower is preferred
     description: str
+    buildable: bool = True  # the builder has a ladder for it
 
 
 TARGETS: dict[str, TargetSpec] = {
@@ -48,14 +49,18 @@ TARGETS: dict[str, TargetSpec] = {
     for t in (
         TargetSpec("tensorrt-int8", "tensorrt", "int8", "gpu", 10, "TensorRT engine, INT8 Q/DQ"),
         TargetSpec("tensorrt-fp16", "tensorrt", "fp16", "gpu", 20, "TensorRT engine, FP16"),
-        TargetSpec("onnx-fp16", "onnxruntime", "fp16", "gpu", 30, "ONNX FP16, onnxruntime CUDA EP"),
+        TargetSpec(
+            "onnx-fp16", "onnxruntime", "fp16", "gpu", 30, "ONNX FP16, onnxruntime CUDA EP", False
+        ),
         TargetSpec("onnx-int8", "onnxruntime", "int8", "cpu", 40, "ONNX INT8, onnxruntime CPU"),
         TargetSpec("openvino-int8", "openvino", "int8", "cpu", 50, "OpenVINO IR, NNCF static INT8"),
         TargetSpec("onnx-fp32", "onnxruntime", "fp32", "cpu", 90, "ONNX FP32: the last resort"),
     )
 }
+# The one list of CPU targets (the default build, the demo, the tests), in build order.
 CPU_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
 GPU_TARGETS = ("onnx-fp16", "tensorrt-fp16", "tensorrt-int8")
+BUILDABLE_TARGETS = tuple(t for t in (*CPU_TARGETS, *GPU_TARGETS) if TARGETS[t].buildable)
 LAST_RESORT = "onnx-fp32"
 
 # CPU feature flags that make INT8 GEMMs fast and saturation-free (Linux /proc/cpuinfo names).

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from artifacts.errors import ShipyardError
+from artifacts.states import (
+    AuditOutcome,
+    BuildState,
+    ChannelAction,
+    JobState,
+    ServeState,
+)
 from artifacts.targets import CPU_TARGETS, Candidate, Exclusion, NodeCapabilities, SelectionPolicy
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details: the one error body of every Shipyard HTTP service."""
 
     type: str = "about:blank"
     title: str
     status: int
     detail: str = ""
     extra: dict = {}
+    request_id: str = ""
+
+    @classmethod
+    def of(cls, exc: ShipyardError) -> Problem:
+        return cls(title=exc.title, status=exc.status, detail=str(exc), extra=exc.problem_extra())
+
+    def encode(self) -> bytes:
+        return _encoder.encode(self)
+
+
+_encoder = msgspec.json.Encoder()
+MEDIA_TYPE_PROBLEM = "application/problem+json"
+
+
+def problem_bytes(status: int, title: str, detail: str, **extra: Any) -> bytes:
+    return Problem(title=title, status=status, detail=detail, extra=extra).encode()
 
 
 class CreateVersion(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -67,7 +93,7 @@ class Promote(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ChannelEventInfo(msgspec.Struct, kw_only=True):
     seq: int
-    action: str
+    action: ChannelAction
     version: int
     previous: int | None
     actor: str
@@ -114,7 +140,7 @@ class AuditInfo(msgspec.Struct, kw_only=True):
     action: str
     subject: str
     digest: str
-    outcome: str
+    outcome: AuditOutcome
     detail: str
 
 
@@ -147,7 +173,7 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class JobInfo(msgspec.Struct, kw_only=True):
     id: int
     target: str
-    state: str  # queued | waiting-for-capable-worker | running | passed | failed | cancelled
+    state: JobState
     worker: str | None = None
     attempts: int = 0
     reason: str = ""
@@ -160,7 +186,7 @@ class BuildInfo(msgspec.Struct, kw_only=True):
     id: int
     model: str
     task: str
-    state: str  # running | passed | partial | failed | cancelled
+    state: BuildState
     created_at: str
     finished_at: str = ""
     version: int | None = None
@@ -226,7 +252,7 @@ class JobDone(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class NodeModel(msgspec.Struct, kw_only=True):
     model: str
     channel: str
-    state: str
+    state: ServeState
     version: int | None = None
     target: str | None = None
     fallbacks: int = 0

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import typer
 
+from artifacts.cli.render import console
 from artifacts.cli.runner import run_app
-from artifacts.errors import ShipyardError
-from artifacts.render import console
 from artifacts.signing import key_id_of, load_public_key
-from central.config import CentralConfig
+from central.settings import CentralConfig
 
 app = typer.Typer(
     name="central",
@@ -79,8 +78,9 @@ def token_create(
     database_url: str | None = DB,
 ) -> None:
     """Create a bearer token and print it (it is stored hashed; this is the only time it is shown)."""
-    from central.db.session import Database, migrate
-    from central.registry import Registry
+    from central.audit.service import AuditLog
+    from central.auth.service import TokenService
+    from central.db import Database, migrate
 
     config = CentralConfig(home=home, database_url=database_url)
 
@@ -89,9 +89,7 @@ def token_create(
         db = Database(config.db_url)
         try:
             await migrate(db.engine)
-            # Token rows need neither blobs nor trusted keys.
-            registry = Registry(db, None, None)  # type: ignore[arg-type]
-            return await registry.create_token(name, scope, actor="cli")
+            return await TokenService(db, AuditLog(db)).create(name, scope, actor="cli")
         finally:
             await db.close()
 
@@ -122,7 +120,7 @@ def keys_show(home: str = HOME) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_app(app, argv, (ShipyardError, ValueError))
+    return run_app(app, argv)
 
 
 def entry() -> None:  # pragma: no cover

@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import typer
 
+from artifacts.cli.render import console, simple_table
 from artifacts.cli.runner import run_app
-from artifacts.render import console, simple_table
 
 app = typer.Typer(
     name="edge-runtime", help="Shipyard edge node.", no_args_is_help=True, add_completion=False

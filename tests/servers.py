@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from artifacts.client import RegistryClient
+
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -62,7 +64,7 @@ class CentralServer(ThreadedServer):
         **config,
     ) -> None:
         from central.app import create_app
-        from central.config import CentralConfig
+        from central.settings import CentralConfig
 
         home = Path(home)
         (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
@@ -77,13 +79,8 @@ class CentralServer(ThreadedServer):
         return (self.cfg.home_path / "admin.token").read_text().strip()
 
     def token(self, *scopes: str, name: str = "t") -> str:
-        r = httpx.post(
-            f"{self.url}/v1/tokens",
-            json={"name": name, "scopes": list(scopes)},
-            headers={"Authorization": f"Bearer {self.admin_token}"},
-        )
-        r.raise_for_status()
-        return r.json()["token"]
+        with RegistryClient(self.url, self.admin_token) as c:
+            return c.create_token(name, list(scopes))
 
 
 async def _pg(sql: str) -> None:

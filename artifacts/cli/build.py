@@ -15,8 +15,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from artifacts.cli import app
+from artifacts.cli.render import TargetSummary, console, targets_table
 from artifacts.errors import InputError
-from artifacts.render import TargetSummary, console, targets_table
 
 
 class RichReporter:

@@ -14,8 +14,8 @@ from artifacts import sourcetar
 from artifacts.cli import app
 from artifacts.cli.build import parse_thresholds
 from artifacts.cli.registry import byte_progress, client, emit_json
+from artifacts.cli.render import TargetSummary, console, simple_table, targets_table
 from artifacts.digests import sha256_file
-from artifacts.render import TargetSummary, console, simple_table, targets_table
 from artifacts.wire import BuildInfo, BuildRequest
 
 TERMINAL_BUILD = ("passed", "partial", "failed", "cancelled")

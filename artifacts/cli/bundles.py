@@ -9,9 +9,9 @@ import typer
 
 from artifacts.bundle import read_manifest, verify_bundle
 from artifacts.cli import app, keys_app
+from artifacts.cli.render import console, manifest_table
 from artifacts.errors import InputError
 from artifacts.manifest import to_builtins
-from artifacts.render import console, manifest_table
 from artifacts.signing import TrustedKeys, generate_keypair
 
 
@@ -94,7 +94,7 @@ def demo_cmd(
     edge_port: int = typer.Option(8080, "--edge-port"),
 ) -> None:
     """Run the whole product end to end on the bundled model (what `make demo` runs)."""
-    from artifacts.demo import Demo, DemoConfig, DemoError, clean
+    from artifacts.cli.demo import Demo, DemoConfig, DemoError, clean
 
     if fresh:
         clean(home)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import msgspec
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from artifacts import config as cli_config
-from artifacts.bundle import restamp_bundle, verify_bundle
+from artifacts.bundle import verify_bundle
 from artifacts.cli import app
+from artifacts.cli import login as cli_config
+from artifacts.cli.render import console, fmt_bytes, ranking_table, simple_table
 from artifacts.client import RegistryClient
 from artifacts.errors import InputError
 from artifacts.manifest import MANIFEST_FILE
-from artifacts.render import console, fmt_bytes, ranking_table, simple_table
+from artifacts.publish import publish_version
 from artifacts.signing import TrustedKeys, default_key_path, load_signing_key
 from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy
 
@@ -84,56 +84,29 @@ def push(
 ) -> None:
     """Create the next version of MODEL and upload every bundle into it."""
     bundles = [verify_bundle(p, None) for p in find_bundles(out_dir)]
-    names = {b.manifest.model.name for b in bundles}
-    if names != {model}:
-        raise InputError(f"bundles are for {', '.join(sorted(names))}, not {model!r}")
-    versions = {b.manifest.model.version for b in bundles}
-    if len(versions) != 1:
-        raise InputError(
-            f"bundles carry different versions {sorted(versions)}; push them separately"
-        )
     total = sum(sum(f.size for f in b.manifest.files) for b in bundles)
-    results = []
-    (stamped,) = versions
-    signing = None
-    if stamped == 0:
-        key_path = key or default_key_path()
-        if key_path is None:
-            raise InputError(
-                "these bundles have no version yet: pass --key (or set SHIPYARD_KEY) to stamp and sign it"
-            )
-        signing = load_signing_key(key_path)
-    with client() as c, tempfile.TemporaryDirectory(prefix="shipyard-push-") as tmp:
-        # Blobs first (content-addressed, independent of the version): a failed upload leaves
-        # no empty version behind, and a retry skips what already arrived.
-        with byte_progress(total, f"upload {model}", not as_json) as progress:
-            task = progress.task_ids[0]
-            for b in bundles:
-                for entry in b.manifest.files:
-                    c.upload_blob(
-                        entry.sha256, b.path / entry.path, lambda n: progress.advance(task, n)
-                    )
-        number = stamped
-        if signing is not None:
-            number = c.create_version(
-                model, source_digest=bundles[0].manifest.model.source_digest, notes=notes
-            )
-            restamped = []
-            for b in bundles:
-                dest = Path(tmp) / b.manifest.target.id
-                restamp_bundle(b.path, dest, version=number, key=signing)
-                restamped.append(verify_bundle(dest, None))
-            bundles = restamped
-        for b in bundles:
-            info, created = c.push_bundle(b)
-            results.append(
-                {
-                    "target": info.target,
-                    "created": created,
-                    "size": info.size,
-                    "manifest_digest": info.manifest_digest,
-                }
-            )
+    key_path = key or default_key_path()
+    signing = load_signing_key(key_path) if key_path is not None else None
+    with client() as c, byte_progress(total, f"upload {model}", not as_json) as progress:
+        task = progress.task_ids[0]
+        published = publish_version(
+            c,
+            bundles,
+            model=model,
+            key=signing,
+            notes=notes,
+            progress=lambda n: progress.advance(task, n),
+        )
+    number = published.version
+    results = [
+        {
+            "target": info.target,
+            "created": created,
+            "size": info.size,
+            "manifest_digest": info.manifest_digest,
+        }
+        for info, created in published.bundles
+    ]
     if as_json:
         emit_json({"model": model, "version": number, "bundles": results})
         return

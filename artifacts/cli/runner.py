@@ -20,7 +20,7 @@ def run_app(
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0  # typer.Exit(code) returns here
     except user_errors as exc:
-        from artifacts.render import console
+        from artifacts.cli.render import console
 
         console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         return 1

@@ -16,8 +16,8 @@ import pytest
 
 from artifacts import sourcetar
 from artifacts.client import RegistryClient
-from artifacts.digests import sha256_file
-from artifacts.errors import AuthError, ConflictError, RegistryError
+from artifacts.digests import sha256_bytes, sha256_file
+from artifacts.errors import AuthError, ConflictError, Unprocessable
 from artifacts.signing import TrustedKeys
 from artifacts.wire import BuildRequest, JobDone, WorkerHello
 from tests.factories import cpu_node, gpu_node
@@ -242,16 +242,9 @@ def test_tensorrt_job_waits_for_a_capable_worker_and_cancel(central, tiny_models
 def test_leasing_is_exclusive_under_concurrency(central):
     """Many workers hammer the lease endpoint: every job is handed out exactly once."""
     with RegistryClient(central.url, central.admin_token) as c:
-        import hashlib
-
         data = _tar({"config.json": b"{}", "model.safetensors": b"w"})
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        c._request(
-            "PUT",
-            f"/v1/blobs/{digest}",
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        digest = sha256_bytes(data)
+        c.upload_blob(digest, data)
         for i in range(4):
             c.submit_build(BuildRequest(model=f"m{i}", task="embedding", source_blob=digest))
     token = central.token("build")
@@ -288,16 +281,9 @@ def test_only_the_lease_holder_completes(tmp_path, publisher_keys):
     ).start()
     try:
         with RegistryClient(server.url, server.admin_token) as c:
-            import hashlib
-
             data = _tar({"config.json": b"{}", "model.safetensors": b"w"})
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            c._request(
-                "PUT",
-                f"/v1/blobs/{digest}",
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            digest = sha256_bytes(data)
+            c.upload_blob(digest, data)
             build_id = c.submit_build(
                 BuildRequest(model="m", task="embedding", source_blob=digest, targets=["onnx-fp32"])
             ).build_id
@@ -343,8 +329,6 @@ def _tar(
 
 
 def test_bad_build_input_is_refused_and_nothing_queued(central):
-    import hashlib
-
     h = {"Authorization": f"Bearer {central.admin_token}"}
     ok_model = {"config.json": b"{}", "model.safetensors": b"w"}
     cases = {
@@ -365,7 +349,7 @@ def test_bad_build_input_is_refused_and_nothing_queued(central):
     cases["traversal"] = buf.getvalue()
     digests = {}
     for label, data in cases.items():
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         r = httpx.put(
             f"{central.url}/v1/blobs/{digest}",
             content=data,
@@ -381,12 +365,12 @@ def test_bad_build_input_is_refused_and_nothing_queued(central):
     }
     with RegistryClient(central.url, central.admin_token) as c:
         for label, match in expectations.items():
-            with pytest.raises(RegistryError, match=match) as e:
+            with pytest.raises(Unprocessable, match=match) as e:
                 c.submit_build(
                     BuildRequest(model="m", task="embedding", source_blob=digests[label])
                 )
             assert e.value.status == 422
-        good = "sha256:" + hashlib.sha256(_tar(ok_model)).hexdigest()
+        good = sha256_bytes(_tar(ok_model))
         httpx.put(
             f"{central.url}/v1/blobs/{good}",
             content=_tar(ok_model),

@@ -16,7 +16,7 @@ from artifacts.errors import (
     ConflictError,
     DigestMismatchError,
     NotFoundError,
-    RegistryError,
+    Unprocessable,
 )
 from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, encode
 from artifacts.signing import SigningKey, TrustedKeys, load_signing_key
@@ -96,14 +96,14 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
         sig = (tmp_path / "good" / SIGNATURE_FILE).read_text()
 
         edited = raw.replace(b'"passed":true', b'"passed":false')
-        with pytest.raises(RegistryError, match="changed after signing") as e:
+        with pytest.raises(Unprocessable, match="changed after signing") as e:
             c.put_bundle("product-embedder", number, "onnx-int8", edited, sig)
         assert e.value.status == 422
         stranger = SigningKey.generate()
-        with pytest.raises(RegistryError, match="does not match manifest.json"):
+        with pytest.raises(Unprocessable, match="does not match manifest.json"):
             c.put_bundle("product-embedder", number, "onnx-int8", raw, stranger.sign(raw).decode())
         synthetic_bundle(tmp_path / "stranger", stranger, version=number)
-        with pytest.raises(RegistryError, match="not a trusted publisher key"):
+        with pytest.raises(Unprocessable, match="not a trusted publisher key"):
             c.put_bundle(
                 "product-embedder",
                 number,
@@ -111,11 +111,11 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
                 (tmp_path / "stranger" / MANIFEST_FILE).read_bytes(),
                 (tmp_path / "stranger" / SIGNATURE_FILE).read_text(),
             )
-        with pytest.raises(RegistryError, match="pushed as product-embedder v.* onnx-fp32"):
+        with pytest.raises(Unprocessable, match="pushed as product-embedder v.* onnx-fp32"):
             c.put_bundle("product-embedder", number, "onnx-fp32", raw, sig)
         synthetic_bundle(tmp_path / "other-model", key, model="query-classifier", version=number)
         other_raw = (tmp_path / "other-model" / MANIFEST_FILE).read_bytes()
-        with pytest.raises(RegistryError, match="names query-classifier"):
+        with pytest.raises(Unprocessable, match="names query-classifier"):
             c.put_bundle(
                 "product-embedder",
                 number,
@@ -126,7 +126,7 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
         missing = synthetic_bundle(
             tmp_path / "missing", key, version=number, target="openvino-int8"
         )
-        with pytest.raises(RegistryError, match="has not been uploaded"):
+        with pytest.raises(Unprocessable, match="has not been uploaded"):
             c.put_bundle(
                 "product-embedder",
                 number,
@@ -170,7 +170,7 @@ def test_path_tricks_in_file_list(central, tmp_path, key):
             ],
         )
         data = encode(evil)
-        with pytest.raises(RegistryError, match="escapes") as e:
+        with pytest.raises(Unprocessable, match="escapes") as e:
             c.put_bundle("product-embedder", number, "onnx-int8", data, key.sign(data).decode())
         assert e.value.status == 422
 

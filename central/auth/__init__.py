@@ -1,0 +1,1 @@
+"""Bearer tokens with scopes: issue, authenticate, guard the routes."""

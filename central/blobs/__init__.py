@@ -1,0 +1,1 @@
+"""Content-addressed blobs: the store, upload/download routes, blob rows."""

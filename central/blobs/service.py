@@ -1,0 +1,53 @@
+"""Blobs as the service sees them: the store's bytes plus a row (and an audit entry) per blob."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from artifacts.errors import Unprocessable
+from central.audit.service import AuditLog
+from central.blobs.models import Blob
+from central.blobs.store import BlobDigestMismatch, BlobInfo, LocalBlobStore
+from central.db import Database
+
+
+class BlobService:
+    def __init__(self, db: Database, store: LocalBlobStore, audit: AuditLog) -> None:
+        self.db = db
+        self.store = store
+        self.audit = audit
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        return self.store.stat(digest)
+
+    async def put(
+        self, digest: str, chunks: AsyncIterator[bytes], actor: str
+    ) -> tuple[BlobInfo, bool]:
+        """Store a blob (no-op when present); returns (info, created)."""
+        info = self.store.stat(digest)
+        created = info is None
+        if info is None:
+            try:
+                info = await self.store.put(digest, chunks)
+            except BlobDigestMismatch as exc:
+                await self.audit.refused(actor, "blob.push", digest[:19], str(exc), digest)
+                raise
+        await self._record(digest, info.size, actor)
+        return info, created
+
+    async def _record(self, digest: str, size: int, actor: str) -> None:
+        async with self.db.transaction() as s:
+            if await s.get(Blob, digest) is None:
+                s.add(Blob(digest=digest, size=size))
+                self.audit.record(
+                    s, actor, "blob.push", digest[:19], digest=digest, detail=f"{size} bytes"
+                )
+
+    def require(self, digest: str, what: str) -> BlobInfo:
+        """The blob's info, or 422 naming what is missing."""
+        info = self.store.stat(digest)
+        if info is None:
+            raise Unprocessable(
+                f"{what} blob {digest} has not been uploaded (PUT /v1/blobs/{{digest}} first)"
+            )
+        return info

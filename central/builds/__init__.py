@@ -1,0 +1,1 @@
+"""Build jobs: submit, lease to workers by hardware, finalise into a version."""

@@ -1,0 +1,116 @@
+"""Builds (submit, status, logs, cancel) and the worker protocol (hello, lease, heartbeat,
+logs, complete, fail). Workers authenticate with a ``build`` token."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from artifacts.wire import (
+    BuildCreated,
+    BuildInfo,
+    BuildRequest,
+    HeartbeatReply,
+    JobDone,
+    JobLogs,
+    Lease,
+    LeaseRef,
+    LogLine,
+    WorkerHello,
+)
+from central.auth.guard import needs, principal_of, pull
+from central.builds.leases import LeaseService
+from central.builds.service import BuildService
+
+
+@post("/v1/builds", status_code=201, **needs("build"))
+async def submit(builds: BuildService, request: Request, data: BuildRequest) -> BuildCreated:
+    """Submit a build: the source tarball (and optional calibration/eval JSONL) were uploaded
+    as blobs first. One job per target; the response lists them."""
+    return await builds.submit(data, principal_of(request).name)
+
+
+@get("/v1/builds", **pull())
+async def list_builds(
+    builds: BuildService, limit: int = Parameter(default=50, ge=1, le=500)
+) -> list[BuildInfo]:
+    return await builds.list(limit)
+
+
+@get("/v1/builds/{build_id:int}", **pull())
+async def get_build(builds: BuildService, build_id: int) -> BuildInfo:
+    """Per job: queued / waiting-for-capable-worker (and which capability is missing) /
+    running on a worker / passed / failed with the reason / cancelled."""
+    return await builds.get(build_id)
+
+
+@get("/v1/builds/{build_id:int}/logs", **pull())
+async def build_logs(
+    builds: BuildService,
+    build_id: int,
+    after: int = Parameter(default=0, ge=0),
+    limit: int = Parameter(default=500, ge=1, le=5000),
+) -> list[LogLine]:
+    """Log lines after id ``after`` (page with the last id you saw)."""
+    return await builds.logs(build_id, after, limit)
+
+
+@post("/v1/builds/{build_id:int}/cancel", status_code=200, **needs("build", body=None))
+async def cancel(builds: BuildService, request: Request, build_id: int) -> BuildInfo:
+    return await builds.cancel(build_id, principal_of(request).name)
+
+
+@post("/v1/workers", status_code=200, **needs("build"))
+async def hello(leases: LeaseService, data: WorkerHello) -> dict[str, str]:
+    """A worker (re)registers its capabilities, toolchain and the targets it builds."""
+    await leases.hello(data)
+    return {"status": "registered", "lease_seconds": str(leases.lease_seconds)}
+
+
+@post("/v1/workers/{name:str}/lease", status_code=200, **needs("build", body=None))
+async def lease(
+    leases: LeaseService, name: str, wait: float = Parameter(default=20.0, ge=0, le=60)
+) -> Response[Lease | None]:
+    """Long-poll for a job this worker can build; 204 when none came within ``wait`` s."""
+    got = await leases.lease(name, wait)
+    if got is None:
+        return Response(None, status_code=204)
+    return Response(got)
+
+
+@post("/v1/jobs/{job_id:int}/heartbeat", status_code=200, **needs("build"))
+async def heartbeat(leases: LeaseService, job_id: int, data: LeaseRef) -> HeartbeatReply:
+    """Extend the lease; ``cancelled: true`` tells the worker to stop. 409: lease lost."""
+    return await leases.heartbeat(job_id, data.lease_token)
+
+
+@post("/v1/jobs/{job_id:int}/logs", status_code=204, **needs("build"))
+async def job_logs(leases: LeaseService, job_id: int, data: JobLogs) -> None:
+    await leases.append_logs(job_id, data.lease_token, data.lines)
+
+
+@post("/v1/jobs/{job_id:int}/complete", status_code=204, **needs("build"))
+async def complete(leases: LeaseService, job_id: int, data: JobDone) -> None:
+    """The built bundle's files are uploaded as blobs; this hands over its manifest."""
+    await leases.complete(job_id, data)
+
+
+@post("/v1/jobs/{job_id:int}/fail", status_code=204, **needs("build"))
+async def fail(leases: LeaseService, job_id: int, data: JobDone) -> None:
+    """``retry: true`` for transient failures (crash, timeout): requeued within the attempt limit."""
+    await leases.fail(job_id, data)
+
+
+handlers = [
+    submit,
+    list_builds,
+    get_build,
+    build_logs,
+    cancel,
+    hello,
+    lease,
+    heartbeat,
+    job_logs,
+    complete,
+    fail,
+]

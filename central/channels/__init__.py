@@ -1,0 +1,1 @@
+"""Channels: promote, roll back, halt and resume a rollout."""

@@ -1,0 +1,1 @@
+"""Fleet status: edge nodes heartbeat what they serve."""

@@ -1,0 +1,1 @@
+"""Models, versions and bundles; resolve (which bundle a node should run)."""

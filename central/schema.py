@@ -1,0 +1,30 @@
+"""Every table of the service, imported so ``Base.metadata`` is complete (Alembic, drift test)."""
+
+from __future__ import annotations
+
+from central.audit.models import AuditEvent
+from central.auth.models import Token
+from central.blobs.models import Blob
+from central.builds.models import Build, BuildCache, Job, JobLog, Worker
+from central.channels.models import Channel, ChannelEvent
+from central.db import Base
+from central.fleet.models import Node
+from central.registry.models import Bundle, Model, Version
+
+TABLES = (
+    AuditEvent,
+    Token,
+    Blob,
+    Build,
+    BuildCache,
+    Job,
+    JobLog,
+    Worker,
+    Channel,
+    ChannelEvent,
+    Node,
+    Bundle,
+    Model,
+    Version,
+)
+metadata = Base.metadata

@@ -1,0 +1,121 @@
+"""Builds the feature services once, wires their collaborators explicitly, owns the lifecycle.
+
+The app injects each service into the routes that need it (litestar dependencies); nothing
+reaches another feature through this object.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from artifacts import atomic
+from artifacts.signing import (
+    PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+    SigningKey,
+    TrustedKeys,
+    generate_keypair,
+    load_signing_key,
+)
+from central.audit.service import AuditLog
+from central.auth.service import TokenService
+from central.blobs.service import BlobService
+from central.blobs.store import LocalBlobStore
+from central.builds.finalize import Finalizer
+from central.builds.leases import LeaseService
+from central.builds.local_workers import LocalWorkers
+from central.builds.reaper import Reaper
+from central.builds.service import BuildService
+from central.builds.signal import JobsChanged
+from central.channels.service import ChannelService
+from central.db import Database, migrate
+from central.fleet.service import FleetService
+from central.registry.service import RegistryService
+from central.settings import CentralConfig
+
+log = logging.getLogger("shipyard.central")
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """central's own build-signing key and the publisher keys it accepts bundles from."""
+
+    signing: SigningKey
+    trusted: TrustedKeys
+
+    @classmethod
+    def load(cls, config: CentralConfig) -> Keys:
+        """``home/trusted_keys/*.pub`` plus central's build key (created on first start; the
+        build finaliser signs with it)."""
+        keys_dir = config.keys_path
+        if not (keys_dir / PRIVATE_KEY_FILE).exists():
+            generate_keypair(keys_dir)
+        signing = load_signing_key(keys_dir / PRIVATE_KEY_FILE)
+        trusted_dir = config.trusted_keys_path
+        trusted_dir.mkdir(parents=True, exist_ok=True)
+        own = trusted_dir / "central-build.pub"
+        if not own.exists():
+            atomic.write_bytes(own, (keys_dir / PUBLIC_KEY_FILE).read_bytes())
+        return cls(signing=signing, trusted=TrustedKeys.from_paths([trusted_dir]))
+
+
+class Services:
+    def __init__(self, config: CentralConfig) -> None:
+        config.home_path.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.home_path, 0o700)
+        self.config = config
+        self.db = Database(config.db_url)
+        self.keys = Keys.load(config)
+        self.audit = AuditLog(self.db)
+        self.tokens = TokenService(self.db, self.audit)
+        self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
+        self.registry = RegistryService(self.db, self.blobs, self.keys.trusted, self.audit)
+        self.channels = ChannelService(self.db, self.audit)
+        self.fleet = FleetService(self.db)
+        jobs_changed = JobsChanged()
+        self.builds = BuildService(
+            self.db, self.blobs, self.audit, jobs_changed, config.lease_seconds
+        )
+        self.finalizer = Finalizer(
+            self.db, self.registry, self.channels, self.audit, self.keys.signing
+        )
+        self.leases = LeaseService(self.db, self.blobs, self.finalizer, jobs_changed, config)
+        self.reaper = Reaper(self.db, self.leases, self.finalizer)
+        self.local_workers = LocalWorkers(config, self.tokens)
+
+    async def start(self) -> None:
+        await migrate(self.db.engine)
+        await self._ensure_admin_token()
+        self.reaper.start()
+        await self.local_workers.start()
+
+    async def stop(self) -> None:
+        await self.reaper.stop()
+        await self.local_workers.stop()
+        await self.db.close()
+
+    async def _ensure_admin_token(self) -> None:
+        if await self.tokens.count() == 0:
+            token = await self.tokens.create("admin", ["admin"], actor="first-start")
+            path = self.config.home_path / ADMIN_TOKEN_FILE
+            atomic.write_bytes(path, (token + "\n").encode(), mode=0o600)
+            log.warning("first start: created an admin token in %s (keep it secret)", path)
+
+    def providers(self) -> dict[str, object]:
+        """What routes may ask for, by parameter name."""
+        return {
+            "config": self.config,
+            "audit_log": self.audit,
+            "tokens": self.tokens,
+            "blobs": self.blobs,
+            "registry": self.registry,
+            "channels": self.channels,
+            "builds": self.builds,
+            "leases": self.leases,
+            "fleet": self.fleet,
+            "db": self.db,
+        }

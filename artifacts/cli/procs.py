@@ -7,6 +7,7 @@ stopping it also stops whatever it started (a build worker's build process, uvic
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,10 +77,8 @@ class Child:
 
     def signal(self, sig: int) -> None:
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def wait_http(self, url: str, timeout: float) -> None:
         """Until ``url`` answers 200; raise (with the log's tail) if the child exits first."""

@@ -229,7 +229,7 @@ def raw_backend(bundle: str, n_latency: int = 300) -> dict:
 
     from artifacts.bundle import verify_bundle
     from edge_runtime.backends import BackendSettings
-    from edge_runtime.model import open_model
+    from edge_runtime.loaded_model import open_model
 
     queries, titles = workloads()
     m = open_model(verify_bundle(Path(bundle), None), BackendSettings(threads=0))

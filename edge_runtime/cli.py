@@ -30,21 +30,21 @@ def serve(
     import uvicorn
 
     from edge_runtime.config import load_config
-    from edge_runtime.daemon import EdgeDaemon
-    from edge_runtime.server.app import create_app
+    from edge_runtime.http.app import create_app
+    from edge_runtime.node import EdgeNode
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     cfg = load_config(config)
-    daemon = EdgeDaemon(cfg)
+    node = EdgeNode(cfg)
     console(stderr=True).print(
         f"edge-runtime: serving {', '.join(f'{m.name}:{m.channel}' for m in cfg.models)} on "
         f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
     )
     uvicorn.run(
-        create_app(daemon),
+        create_app(node),
         host=cfg.server.host,
         port=cfg.server.port,
         log_level="warning",

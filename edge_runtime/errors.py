@@ -1,45 +1,26 @@
-"""Edge errors: branches of the one Shipyard hierarchy, each with the HTTP status it maps to."""
+"""Edge errors: branches of the one Shipyard hierarchy (:mod:`artifacts.errors`), each with
+the HTTP status it maps to. Overload, not-ready and deadline errors are shared there."""
 
 from __future__ import annotations
 
-from artifacts.errors import InputError, ShipyardError
+from artifacts.errors import InputError, NotFoundError, ShipyardError
 
 
-class EdgeError(ShipyardError):
-    status = 500
+class BadRequest(InputError):
+    """A request the API cannot serve as sent (400)."""
 
 
-class BadRequest(InputError, EdgeError):
-    status = 400
+class UnknownModel(NotFoundError):
+    """The request names a model this node does not serve (404)."""
 
 
-class UnknownModel(EdgeError):
-    status = 404
-
-
-class NotReady(EdgeError):
-    """No verified, smoke-checked backend is serving this model (yet)."""
+class BackendUnavailable(ShipyardError):
+    """A backend cannot run on this node (library or device missing)."""
 
     status = 503
 
 
-class Overloaded(EdgeError):
-    """The admission budget is full: 429 with Retry-After."""
+class BackendFailure(ShipyardError):
+    """A loaded backend failed at run time and no fallback could take over."""
 
-    status = 429
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(EdgeError):
-    status = 504
-
-
-class BackendUnavailable(EdgeError):
-    """A backend cannot run on this node (library or device missing)."""
-
-
-class BackendFailure(EdgeError):
-    """A loaded backend failed at run time (triggers failover)."""
+    status = 503

@@ -106,13 +106,13 @@ def drop_pg_database(name: str) -> None:
 
 class EdgeServer(ThreadedServer):
     def __init__(self, config) -> None:
-        from edge_runtime.daemon import EdgeDaemon
-        from edge_runtime.server.app import create_app
+        from edge_runtime.http.app import create_app
+        from edge_runtime.node import EdgeNode
 
         port = free_port()
         config.server.port = port
-        self.daemon = EdgeDaemon(config)
-        super().__init__(create_app(self.daemon), port=port)
+        self.node = EdgeNode(config)
+        super().__init__(create_app(self.node), port=port)
 
     def status(self) -> dict:
         return httpx.get(f"{self.url}/v1/status", timeout=10).json()

@@ -20,7 +20,7 @@ def test_edge_heartbeats_show_in_the_fleet(tiny_published, make_edge, registry):
             assert time.monotonic() < deadline, nodes
             time.sleep(0.2)
         node = nodes[0]
-    assert node.node == edge.daemon.node and node.age_s < 30
+    assert node.node == edge.node.node and node.age_s < 30
     m = node.report.models[0]
     assert (m.model, m.state, m.target, m.version) == (
         "tiny-embedding",

@@ -8,7 +8,7 @@ from artifacts.bundle import verify_bundle
 from artifacts.signing import TrustedKeys
 from artifacts.textproc import Encoded
 from edge_runtime.backends import BackendSettings
-from edge_runtime.model import open_model
+from edge_runtime.loaded_model import open_model
 
 
 def _batch(n: int, length: int, seed: int) -> list[Encoded]:

@@ -10,7 +10,7 @@ from builder.data.datasets import eval_set
 from builder.reference import TorchReference
 from builder.source import inspect_model_dir
 from edge_runtime.backends import BackendSettings
-from edge_runtime.model import check, open_model
+from edge_runtime.loaded_model import check, open_model
 from tests.factories import minilm_dir
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ def edge(tiny_published, make_edge):
 
 def backend_direct(edge, name, items):
     """The serving backend run directly (no HTTP, no batcher, no cache)."""
-    svc = edge.daemon.models[name]
+    svc = edge.node.models[name]
     m = svc.serving
     return run_items(
         m.encoder,
@@ -397,7 +397,7 @@ def test_schemathesis_finds_no_server_errors(edge, tmp_path):
 
 
 def test_runtime_failover_keeps_admitted_requests(edge):
-    svc = edge.daemon.models["tiny-embedding"]
+    svc = edge.node.models["tiny-embedding"]
     failing = svc.serving
     real = failing.backend.infer
     calls = {"n": 0}
@@ -438,7 +438,7 @@ def test_runtime_failover_keeps_admitted_requests(edge):
 
 
 def test_saturated_node_sheds_before_parsing(edge):
-    services = list(edge.daemon.models.values())
+    services = list(edge.node.models.values())
     saved = [(s.admission.queued_tokens, s.admission.limit) for s in services]
     try:
         for s in services:

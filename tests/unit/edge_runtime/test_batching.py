@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 
+from artifacts.errors import DeadlineExceeded, Overloaded
 from artifacts.textproc import Encoded
-from edge_runtime.admission import Admission
-from edge_runtime.batching import Batcher
+from edge_runtime.batching.admission import Admission
+from edge_runtime.batching.queue import Batcher
 from edge_runtime.config import BatchingSection
-from edge_runtime.errors import DeadlineExceeded, Overloaded
 from edge_runtime.metrics import Metrics
 
 
@@ -189,7 +189,7 @@ def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
 
 
 def test_size_tuner_learns_the_efficient_batch_size():
-    from edge_runtime.batching import SizeTuner
+    from edge_runtime.batching.tuner import SizeTuner
 
     t = SizeTuner(64, explore_every=8)
     assert t.cap() == 64  # nothing measured yet

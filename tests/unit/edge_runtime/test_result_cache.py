@@ -1,6 +1,6 @@
 import numpy as np
 
-from edge_runtime.result_cache import ENTRY_OVERHEAD, ResultCache, normalise
+from edge_runtime.inference.result_cache import ENTRY_OVERHEAD, ResultCache, normalise
 
 
 class Clock:

@@ -10,14 +10,17 @@ Tensors per task:
 from __future__ import annotations
 
 import struct
-import time
 
 import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 
-from edge_runtime.errors import BadRequest, NotReady, UnknownModel
-from edge_runtime.serving import Inference, probabilities
+from artifacts.errors import NotReady
+from edge_runtime.errors import BadRequest, UnknownModel
+from edge_runtime.http.observe import Observed, served_headers
+from edge_runtime.inference import Inference
+from edge_runtime.inference.results import Served
+from edge_runtime.model_service import ModelService
 
 HEADER_LEN = "inference-header-content-length"
 
@@ -29,12 +32,12 @@ INPUTS = {
 OUTPUTS = {"embedding": "embedding", "rerank": "scores", "classify": "probabilities"}
 
 
-def _service(request: Request, name: str):
-    daemon = request.app.state["daemon"]
-    svc = daemon.models.get(name)
+def _service(request: Request, name: str) -> ModelService:
+    models = request.app.state["node"].models
+    svc = models.get(name)
     if svc is None:
         raise UnknownModel(
-            f"model {name!r} is not served here; served: {', '.join(daemon.models) or 'none'}"
+            f"model {name!r} is not served here; served: {', '.join(models) or 'none'}"
         )
     return svc
 
@@ -46,7 +49,7 @@ def live() -> dict:
 
 @get("/v2/health/ready", sync_to_thread=False)
 def ready(request: Request) -> Response:
-    ok = request.app.state["daemon"].ready
+    ok = request.app.state["node"].ready
     return Response({"ready": ok}, status_code=200 if ok else 503)
 
 
@@ -169,16 +172,28 @@ def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str,
     return head, inputs, want_binary
 
 
+async def _run(
+    inf: Inference, name: str, task: str, inputs: dict[str, list[str]], deadline: float
+) -> tuple[Served, np.ndarray]:
+    """Run the task; the output tensor: embeddings, rerank logits, class probabilities."""
+    if task == "rerank":
+        if len(inputs["query"]) != 1:
+            raise BadRequest("input 'query' must hold exactly one string")
+        rr = await inf.rerank(name, inputs["query"][0], inputs["documents"], deadline)
+        return rr, rr.logits
+    if task == "classify":
+        cl = await inf.classify(name, inputs["text"], deadline)
+        return cl, cl.probabilities
+    em = await inf.embed(name, inputs["text"], deadline)
+    return em, em.vectors
+
+
 @post(
     ["/v2/models/{name:str}/infer", "/v2/models/{name:str}/versions/{version:str}/infer"],
     status_code=200,
 )
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    from edge_runtime.server.app import _headers, _record
-
-    started = time.perf_counter()
-    status = 500
-    try:
+    with Observed(request, "kserve", name if name in request.app.state["node"].models else "-"):
         body = await request.body()
         head, inputs, want_binary = _parse(body, request.headers.get(HEADER_LEN))
         svc = _service(request, name)
@@ -191,30 +206,18 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         if sorted(inputs) != sorted(expected):
             raise BadRequest(f"{name} ({task}) takes inputs {expected}, got {sorted(inputs)}")
         inf: Inference = request.app.state["inference"]
-        if task == "rerank":
-            if len(inputs["query"]) != 1:
-                raise BadRequest("input 'query' must hold exactly one string")
-            items = [(inputs["query"][0], d) for d in inputs["documents"]]
-        else:
-            items = inputs["text"]
-        inf.check_count(len(items))
-        for i, it in enumerate(items):
-            if not (it if isinstance(it, str) else it[1]).strip():
-                raise BadRequest(f"input element {i} is empty")
-        r = await inf.run(svc, items, inf.deadline(request.headers.get("x-request-timeout-ms")))
-        if task == "rerank":
-            out = r.outputs[:, 0]
-        elif task == "classify":
-            out = probabilities(r.outputs)
-        else:
-            out = r.outputs
-        out = np.ascontiguousarray(out, dtype="<f4")
-        output = {"name": OUTPUTS[task], "datatype": "FP32", "shape": list(out.shape)}
-        reply = {"model_name": name, "model_version": str(r.version), "outputs": [output]}
+        deadline = inf.deadline(request.headers.get("x-request-timeout-ms"))
+        served, tensor = await _run(inf, name, task, inputs, deadline)
+        out = np.ascontiguousarray(tensor, dtype="<f4")
+        output: dict = {"name": OUTPUTS[task], "datatype": "FP32", "shape": list(out.shape)}
+        reply: dict = {
+            "model_name": name,
+            "model_version": str(served.version),
+            "outputs": [output],
+        }
         if "id" in head:
             reply["id"] = head["id"]
-        headers = _headers(r)
-        status = 200
+        headers = served_headers(served)
         if want_binary:
             raw = out.tobytes()
             output["parameters"] = {"binary_data_size": len(raw)}
@@ -225,11 +228,6 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
             )
         output["data"] = out.reshape(-1).tolist()
         return Response(reply, headers=headers)
-    except Exception as exc:
-        status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
-        raise
-    finally:
-        _record(request, "kserve", name, int(status), started)
 
 
 handlers = [live, ready, server_metadata, model_metadata, model_ready, infer]

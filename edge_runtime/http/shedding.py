@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import math
 
+from artifacts.wire import MEDIA_TYPE_PROBLEM, problem_bytes
+
 INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify")
-BODY = b'{"title":"Overloaded","status":429,"detail":"every model on this node is at capacity; retry later"}'
+BODY = problem_bytes(429, "Overloaded", "every model on this node is at capacity; retry later")
 
 
 class ShedWhenSaturated:
-    def __init__(self, app, daemon) -> None:
+    def __init__(self, app, node) -> None:
         self.app = app
-        self.daemon = daemon
+        self.node = node
         self.shed = 0
 
     def _saturated(self) -> float | None:
         """Retry-After seconds if every model's queue is at its admission limit, else None."""
-        services = list(self.daemon.models.values())
+        services = list(self.node.models.values())
         if not services:
             return None
         waits = []
@@ -43,14 +45,14 @@ class ShedWhenSaturated:
                 retry = self._saturated()
                 if retry is not None:
                     self.shed += 1
-                    for s in self.daemon.models.values():
-                        self.daemon.metrics.rejected.labels(s.name).inc()
+                    for s in self.node.models.values():
+                        self.node.metrics.rejected.labels(s.name).inc()
                     await send(
                         {
                             "type": "http.response.start",
                             "status": 429,
                             "headers": [
-                                (b"content-type", b"application/problem+json"),
+                                (b"content-type", MEDIA_TYPE_PROBLEM.encode()),
                                 (b"retry-after", str(math.ceil(retry)).encode()),
                                 (b"content-length", str(len(BODY)).encode()),
                             ],

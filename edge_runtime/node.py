@@ -1,10 +1,10 @@
-"""The edge daemon: probe once, then run one :class:`ModelService` per configured model."""
+"""The edge node's lifecycle: probe once, then run one :class:`ModelService` per configured
+model; heartbeat to central's fleet view; report status."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from pathlib import Path
@@ -12,29 +12,23 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from artifacts.cli.procs import rss_mb
 from artifacts.client import RegistryClient
 from artifacts.errors import InputError
 from artifacts.probe import probe_node
 from artifacts.signing import TrustedKeys
+from artifacts.states import EventKind
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import Metrics
-from edge_runtime.runtime import ModelService
+from edge_runtime.model_service import ModelService
 from edge_runtime.sync import BundleCache, Syncer
 
 log = logging.getLogger("shipyard.edge")
 
 
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return 0.0
-
-
-class EdgeDaemon:
+class EdgeNode:
     def __init__(self, config: EdgeConfig) -> None:
         memory.limit_arenas()
         self.config = config
@@ -83,9 +77,9 @@ class EdgeDaemon:
                     reason=s.reason,
                     version=s.serving.version if s.serving else None,
                     target=s.serving.target if s.serving else None,
-                    fallbacks=sum(e.kind == "fallback" for e in events),
+                    fallbacks=sum(e.kind is EventKind.FALLBACK for e in events),
                     errors=sum(
-                        e.kind in ("update-failed", "sync-error", "not-ready") for e in events
+                        e.kind.is_problem and e.kind is not EventKind.FALLBACK for e in events
                     ),
                     p50_ms=s.batch_p50_ms(),
                 )
@@ -114,14 +108,14 @@ class EdgeDaemon:
 
     @property
     def ready(self) -> bool:
-        return all(s.state == "ready" for s in self.models.values())
+        return all(s.ready for s in self.models.values())
 
     def status(self) -> dict:
         return {
             "node": self.node,
             "ready": self.ready,
             "uptime_s": round(time.time() - self.started_at, 1),
-            "rss_mb": round(_rss_mb(), 1),
+            "rss_mb": round(rss_mb(), 1),
             "registry": self.config.registry.url,
             "capabilities": msgspec.to_builtins(self.caps),
             "policy": msgspec.to_builtins(self.config.backends.policy()),

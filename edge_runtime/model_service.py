@@ -21,28 +21,29 @@ import anyio
 import msgspec
 import numpy as np
 
-from artifacts.errors import RegistryUnavailableError, ShipyardError
+from artifacts.errors import NotReady, RegistryUnavailableError, ShipyardError
 from artifacts.signing import TrustedKeys
+from artifacts.states import EventKind, ServeState
 from artifacts.textproc import Encoded
 from edge_runtime import memory
-from edge_runtime.admission import Admission
 from edge_runtime.backends import BackendSettings
-from edge_runtime.batching import Batcher
+from edge_runtime.batching import Admission, Batcher
 from edge_runtime.config import EdgeConfig, ModelSection
-from edge_runtime.errors import BackendFailure, NotReady
+from edge_runtime.errors import BackendFailure
+from edge_runtime.inference.result_cache import ResultCache
+from edge_runtime.loaded_model import LoadedModel
 from edge_runtime.metrics import Metrics
-from edge_runtime.model import LoadedModel
-from edge_runtime.result_cache import ResultCache
-from edge_runtime.selector import Outcome, Selection, select
+from edge_runtime.selection import Outcome, Selection, select
 from edge_runtime.sync import BundleCache, ModelState, Resolved, Syncer
 
 log = logging.getLogger("shipyard.edge")
+MAX_FAILOVERS = 2
 
 
 @dataclass
 class Event:
     at: float
-    kind: str  # selected | swapped | fallback | update-failed | sync-error | not-ready
+    kind: EventKind
     detail: str
 
 
@@ -63,7 +64,7 @@ class ModelService:
         self.cache = cache
         self.trusted = trusted
         self.metrics = metrics
-        self.state = "starting"
+        self.state = ServeState.STARTING
         self.reason = "starting"
         self.serving: LoadedModel | None = None
         self.resolved: Resolved | None = None
@@ -101,13 +102,13 @@ class ModelService:
         if self.serving is not None:
             self.serving.close()
 
-    def _event(self, kind: str, detail: str) -> None:
+    @property
+    def ready(self) -> bool:
+        return self.state is ServeState.READY
+
+    def _event(self, kind: EventKind, detail: str) -> None:
         self.events.append(Event(time.time(), kind, detail))
-        (
-            log.warning
-            if kind in ("fallback", "update-failed", "sync-error", "not-ready")
-            else log.info
-        )("%s: %s: %s", self.name, kind, detail)
+        (log.warning if kind.is_problem else log.info)("%s: %s: %s", self.name, kind, detail)
 
     async def _bring_up(self) -> None:
         """First serve (registry, else the cache), then keep polling for updates."""
@@ -141,11 +142,12 @@ class ModelService:
                     self._not_ready(f"{kind} ({exc}) and no cached version")
                     return
                 self._event(
-                    "sync-error", f"{kind}: serving v{resolved.version} from the local cache"
+                    EventKind.SYNC_ERROR,
+                    f"{kind}: serving v{resolved.version} from the local cache",
                 )
             else:
                 self._event(
-                    "sync-error",
+                    EventKind.SYNC_ERROR,
                     f"{kind}: {exc}; still serving v{self.serving.version if self.serving else '-'}",
                 )
                 return
@@ -158,7 +160,7 @@ class ModelService:
                 self._not_ready(selection.reason)
             else:
                 self._event(
-                    "update-failed",
+                    EventKind.UPDATE_FAILED,
                     f"v{resolved.version}: {selection.reason}; still serving v{self.serving.version}",
                 )
             return
@@ -185,7 +187,7 @@ class ModelService:
             self.resolved = resolved
             self.outcomes = selection.outcomes
             self._failed = set()
-        self.state, self.reason = "ready", f"serving v{new.version} with {new.target}"
+        self.state, self.reason = ServeState.READY, f"serving v{new.version} with {new.target}"
         self.metrics.ready.labels(self.name).set(1)
         if old is not None:
             self.metrics.active.labels(self.name, old.target, str(old.version)).set(0)
@@ -197,11 +199,13 @@ class ModelService:
         self.cache.gc(self.name, self.config.cache.keep_versions, protect={new.version})
         if old is None:
             self._event(
-                "selected",
+                EventKind.SELECTED,
                 f"v{new.version} {new.target} ({resolved.source}); {new.smoke.describe() if new.smoke else ''}",
             )
         else:
-            self._event("swapped", f"v{old.version} {old.target} -> v{new.version} {new.target}")
+            self._event(
+                EventKind.SWAPPED, f"v{old.version} {old.target} -> v{new.version} {new.target}"
+            )
             threading.Thread(target=self._drain_and_close, args=(old,), daemon=True).start()
 
     @staticmethod
@@ -212,14 +216,17 @@ class ModelService:
         old.close()
 
     def _not_ready(self, reason: str) -> None:
-        self.state, self.reason = "not-ready", reason
+        self.state, self.reason = ServeState.NOT_READY, reason
         self.metrics.ready.labels(self.name).set(0)
-        self._event("not-ready", reason)
+        self._event(EventKind.NOT_READY, reason)
 
     # ---- inference (runs on the batcher's inference thread) ---------------------------------
 
     def _run_batch(self, batch: list[Encoded]) -> np.ndarray:
-        for attempt in range(3):
+        """Run on the serving backend; on a run-time failure, fail over and retry the batch
+        on the next candidate (at most ``MAX_FAILOVERS`` times)."""
+        failovers = 0
+        while True:
             with self._lock:
                 model = self.serving
                 if model is None:
@@ -228,19 +235,20 @@ class ModelService:
             t0 = time.perf_counter()
             try:
                 out = model.run(batch)
-                self.metrics.inference.labels(self.name, model.target).observe(
-                    time.perf_counter() - t0
-                )
-                return out
             except Exception as exc:
-                if attempt == 2:
+                if failovers >= MAX_FAILOVERS:
                     raise BackendFailure(
                         f"{self.name}: every fallback failed; last error: {exc}"
                     ) from exc
+                failovers += 1
                 self._failover(model, exc)
+                continue
             finally:
                 model.inflight -= 1
-        raise AssertionError("unreachable")
+            elapsed = time.perf_counter() - t0
+            self.metrics.inference.labels(self.name, model.target).observe(elapsed)
+            self._batch_ms.append(elapsed * 1e3)
+            return out
 
     def _release_memory(self) -> None:
         """Between bursts: the engine's arena gives back its free chunks, then glibc its free pages."""
@@ -279,7 +287,9 @@ class ModelService:
         self.metrics.active.labels(self.name, failed.target, str(failed.version)).set(0)
         self.metrics.active.labels(self.name, new.target, str(new.version)).set(1)
         self.reason = f"serving v{new.version} with {new.target} (fell back from {failed.target})"
-        self._event("fallback", f"{failed.target} failed at run time ({reason}); now {new.target}")
+        self._event(
+            EventKind.FALLBACK, f"{failed.target} failed at run time ({reason}); now {new.target}"
+        )
         threading.Thread(target=self._drain_and_close, args=(failed,), daemon=True).start()
 
     def batch_p50_ms(self) -> float | None:

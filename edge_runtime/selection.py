@@ -19,17 +19,19 @@ import msgspec
 
 from artifacts.bundle import verify_bundle
 from artifacts.errors import ShipyardError
+from artifacts.golden import read_golden
 from artifacts.signing import TrustedKeys
+from artifacts.states import CandidateStatus
 from artifacts.targets import Ranking
 from edge_runtime.backends import BackendSettings
-from edge_runtime.model import LoadedModel, check, open_model
+from edge_runtime.loaded_model import LoadedModel, check, open_model
 
 log = logging.getLogger("shipyard.edge.select")
 
 
 class Outcome(msgspec.Struct, kw_only=True):
     target: str
-    status: str  # chosen | standby | excluded | failed-verification | failed-load | failed-smoke-check | slower | not-tried
+    status: CandidateStatus
     detail: str = ""
     load_ms: float | None = None
     smoke: float | None = None
@@ -68,8 +70,6 @@ def measure(model: LoadedModel, seconds: float) -> float:
 
 
 def _golden_items(model: LoadedModel):
-    from artifacts.golden import read_golden
-
     return read_golden(model.bundle.path / model.manifest.golden.file).items
 
 
@@ -86,14 +86,19 @@ def select(
     opener: Callable = open_model,
 ) -> Selection:
     outcomes = [
-        Outcome(target=e.target, status="excluded", detail=e.reason) for e in ranking.excluded
+        Outcome(target=e.target, status=CandidateStatus.EXCLUDED, detail=e.reason)
+        for e in ranking.excluded
     ]
     passed: list[LoadedModel] = []
     for cand in ranking.eligible:
         target = cand.target
         if target in skip:
             outcomes.append(
-                Outcome(target=target, status="failed-load", detail="failed at run time; skipped")
+                Outcome(
+                    target=target,
+                    status=CandidateStatus.FAILED_LOAD,
+                    detail="failed at run time; skipped",
+                )
             )
             continue
         if passed and (
@@ -101,7 +106,9 @@ def select(
         ):
             outcomes.append(
                 Outcome(
-                    target=target, status="not-tried", detail=f"{passed[0].target} ranks higher"
+                    target=target,
+                    status=CandidateStatus.NOT_TRIED,
+                    detail=f"{passed[0].target} ranks higher",
                 )
             )
             continue
@@ -110,7 +117,7 @@ def select(
             outcomes.append(
                 Outcome(
                     target=target,
-                    status="failed-verification",
+                    status=CandidateStatus.FAILED_VERIFICATION,
                     detail="bundle not in the local cache",
                 )
             )
@@ -118,7 +125,9 @@ def select(
         try:
             bundle = verify_bundle(path, trusted)
         except ShipyardError as exc:
-            outcomes.append(Outcome(target=target, status="failed-verification", detail=str(exc)))
+            outcomes.append(
+                Outcome(target=target, status=CandidateStatus.FAILED_VERIFICATION, detail=str(exc))
+            )
             log.warning("%s: refused to load: %s", target, exc)
             continue
         try:
@@ -126,7 +135,9 @@ def select(
         except Exception as exc:  # any engine error: record it and fall back
             outcomes.append(
                 Outcome(
-                    target=target, status="failed-load", detail=f"{type(exc).__name__}: {exc}"[:500]
+                    target=target,
+                    status=CandidateStatus.FAILED_LOAD,
+                    detail=f"{type(exc).__name__}: {exc}"[:500],
                 )
             )
             log.warning("%s: failed to load: %s", target, exc)
@@ -138,7 +149,7 @@ def select(
             outcomes.append(
                 Outcome(
                     target=target,
-                    status="failed-smoke-check",
+                    status=CandidateStatus.FAILED_SMOKE_CHECK,
                     detail=f"{type(exc).__name__}: {exc}"[:500],
                 )
             )
@@ -148,7 +159,7 @@ def select(
             outcomes.append(
                 Outcome(
                     target=target,
-                    status="failed-smoke-check",
+                    status=CandidateStatus.FAILED_SMOKE_CHECK,
                     detail=smoke.describe(),
                     smoke=smoke.worst,
                     load_ms=model.load_ms,
@@ -174,7 +185,11 @@ def select(
             detail = f"slower: {timings[m.target]:.2f} ms vs {timings[chosen.target]:.2f} ms"
         else:
             detail = "passed; kept as the next fallback"
-        status = "chosen" if is_chosen else ("slower" if m.target in timings else "standby")
+        status = (
+            CandidateStatus.CHOSEN
+            if is_chosen
+            else (CandidateStatus.SLOWER if m.target in timings else CandidateStatus.STANDBY)
+        )
         outcomes.append(
             Outcome(
                 target=m.target,
@@ -188,7 +203,7 @@ def select(
     for m in others:
         m.close()  # fallbacks are reopened on demand; do not hold their memory
     order = {c.target: i for i, c in enumerate(ranking.eligible)}
-    outcomes.sort(key=lambda o: (o.status == "excluded", order.get(o.target, 99)))
+    outcomes.sort(key=lambda o: (o.status == CandidateStatus.EXCLUDED, order.get(o.target, 99)))
     return Selection(
         version=version, chosen=chosen, outcomes=outcomes, fallbacks=[m.target for m in others]
     )

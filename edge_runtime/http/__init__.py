@@ -1,0 +1,1 @@
+"""The edge HTTP API: wire formats only (OpenAI-style, KServe v2), problems, shedding."""

@@ -1,0 +1,82 @@
+"""The edge node's HTTP API: the routers of :mod:`.openai` and :mod:`.kserve`, status,
+health and metrics, overload shedding in front. Translation only: the inference path lives
+in :mod:`edge_runtime.inference`; errors leave as ``application/problem+json``.
+
+* ``POST /v1/embeddings``, ``/v1/rerank``, ``/v1/classify`` (:mod:`.openai`)
+* KServe v2 Open Inference Protocol (:mod:`.kserve`; ``tritonclient[http]`` works)
+* ``GET /metrics`` (Prometheus), ``GET /v1/status``, ``GET /healthz``, ``GET /readyz``
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from artifacts.wire import Problem
+from edge_runtime.http import kserve, openai
+from edge_runtime.http.problems import HANDLERS, problem_response
+from edge_runtime.http.shedding import ShedWhenSaturated
+from edge_runtime.inference import Inference
+from edge_runtime.node import EdgeNode
+
+
+@get("/v1/status", sync_to_thread=False)
+def status(request: Request) -> dict:
+    """What is loaded, why it was chosen, what was excluded or failed, queue and cache state."""
+    return request.app.state["node"].status()
+
+
+@get("/healthz", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@get("/readyz", sync_to_thread=False)
+def readyz(request: Request) -> Response:
+    node: EdgeNode = request.app.state["node"]
+    if node.ready:
+        return Response({"status": "ready"})
+    reasons = "; ".join(f"{s.name}: {s.reason}" for s in node.models.values() if not s.ready)
+    return problem_response(Problem(title="NotReady", status=503, detail=reasons))
+
+
+@get("/metrics", sync_to_thread=False, media_type="text/plain; version=0.0.4")
+def metrics(request: Request) -> Response:
+    return Response(request.app.state["metrics"].render(), media_type="text/plain; version=0.0.4")
+
+
+def create_app(node: EdgeNode) -> ShedWhenSaturated:
+    """The ASGI app: overload shedding in front of the litestar application."""
+    return ShedWhenSaturated(create_litestar(node), node)
+
+
+def create_litestar(node: EdgeNode) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    inference = Inference(node.models, node.config, node.metrics)
+    return Litestar(
+        route_handlers=[
+            *openai.handlers,
+            *kserve.handlers,
+            status,
+            healthz,
+            readyz,
+            metrics,
+        ],
+        lifespan=[lifespan],
+        state=State({"node": node, "inference": inference, "metrics": node.metrics}),
+        exception_handlers=HANDLERS,
+        request_max_body_size=node.config.server.max_body_bytes,
+        logging_config=None,  # the process configures logging, not the framework
+        openapi_config=OpenAPIConfig(title="Shipyard edge", version="1", path="/schema"),
+    )

@@ -1,0 +1,130 @@
+"""OpenAI-compatible embeddings, Cohere/TEI-style rerank, classify: wire format ↔ inference.
+
+* ``POST /v1/embeddings``  float or base64 (little-endian float32), so the ``openai`` client works
+* ``POST /v1/rerank``      results sorted best first
+* ``POST /v1/classify``    labels + scores
+"""
+
+from __future__ import annotations
+
+import base64
+
+from litestar import Request, Response, post
+
+from artifacts.errors import UnsupportedMediaType
+from edge_runtime.http.observe import Observed, served_headers
+from edge_runtime.http.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbeddingsUsage,
+    Prediction,
+    RerankDocument,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+)
+from edge_runtime.inference import Inference
+from edge_runtime.inference.results import Usage
+
+
+def _inference(request: Request) -> Inference:
+    return request.app.state["inference"]
+
+
+def _deadline(request: Request) -> float:
+    return _inference(request).deadline(request.headers.get("x-request-timeout-ms"))
+
+
+def require_json(request: Request) -> None:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType(f"expected Content-Type application/json, got {ctype or 'none'}")
+
+
+def usage_of(u: Usage) -> EmbeddingsUsage:
+    return EmbeddingsUsage(
+        prompt_tokens=u.prompt_tokens,
+        total_tokens=u.prompt_tokens,
+        truncated_inputs=u.truncated,
+        cached_inputs=u.cached,
+    )
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request, data: EmbeddingsRequest) -> Response[EmbeddingsResponse]:
+    """OpenAI-compatible embeddings; ``encoding_format: base64`` returns little-endian float32."""
+    with Observed(request, "embeddings") as obs:
+        require_json(request)
+        r = await _inference(request).embed(
+            data.model, data.input, _deadline(request), dimensions=data.dimensions
+        )
+        obs.model = r.model
+        vectors = r.vectors.astype("<f4", copy=False)
+        if data.encoding_format == "base64":
+            items = [
+                EmbeddingItem(index=i, embedding=base64.b64encode(v.tobytes()).decode())
+                for i, v in enumerate(vectors)
+            ]
+        else:
+            items = [EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+        return Response(
+            EmbeddingsResponse(data=items, model=r.model, usage=usage_of(r.usage)),
+            headers=served_headers(r, obs.started),
+        )
+
+
+@post("/v1/rerank", status_code=200)
+async def rerank(request: Request, data: RerankRequest) -> Response[RerankResponse]:
+    """Score documents against a query with a cross-encoder; results sorted, best first.
+    ``relevance_score`` is sigmoid(logit) unless ``raw_scores``."""
+    with Observed(request, "rerank") as obs:
+        require_json(request)
+        docs = data.documents if data.documents is not None else data.texts
+        r = await _inference(request).rerank(
+            data.model,
+            data.query,
+            docs,
+            _deadline(request),
+            top_n=data.top_n,
+            raw_scores=data.raw_scores,
+        )
+        obs.model = r.model
+        results = [
+            RerankResult(
+                index=d.index,
+                relevance_score=d.score,
+                document=RerankDocument(text=r.documents[d.index])
+                if data.return_documents
+                else None,
+            )
+            for d in r.ranked
+        ]
+        return Response(
+            RerankResponse(model=r.model, results=results, usage=usage_of(r.usage)),
+            headers=served_headers(r, obs.started),
+        )
+
+
+@post("/v1/classify", status_code=200)
+async def classify(request: Request, data: ClassifyRequest) -> Response[ClassifyResponse]:
+    """Labels and scores (softmax over the model's labels)."""
+    with Observed(request, "classify") as obs:
+        require_json(request)
+        r = await _inference(request).classify(
+            data.model, data.input, _deadline(request), top_k=data.top_k
+        )
+        obs.model = r.model
+        preds = [
+            Prediction(index=i, label=p.label, score=p.score, scores=p.scores)
+            for i, p in enumerate(r.predictions)
+        ]
+        return Response(
+            ClassifyResponse(model=r.model, data=preds, usage=usage_of(r.usage)),
+            headers=served_headers(r, obs.started),
+        )
+
+
+handlers = [embeddings, rerank, classify]

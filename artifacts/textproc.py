@@ -135,6 +135,15 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def cosines(reference: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity (float64), each row flattened; zero rows count as 0."""
+    r = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    a = np.asarray(actual, dtype=np.float64).reshape(len(actual), -1)
+    num = (r * a).sum(axis=1)
+    den = np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(a, axis=1), 1e-12)
+    return num / den
+
+
 def compare(reference: np.ndarray, actual: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
     """Per-item agreement: cosine (higher is better) or max-abs deviation (lower is better).
 
@@ -145,11 +154,7 @@ def compare(reference: np.ndarray, actual: np.ndarray, metric: str) -> tuple[flo
     if reference.shape != actual.shape:
         raise ValueError(f"shape mismatch: reference {reference.shape} vs actual {actual.shape}")
     if metric == "cosine":
-        r = reference.reshape(len(reference), -1)
-        a = actual.reshape(len(actual), -1)
-        num = (r * a).sum(axis=1)
-        den = np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(a, axis=1), 1e-12)
-        per = num / den
+        per = cosines(reference, actual)
         return float(per.min()), per
     per = np.abs(reference - actual).reshape(len(reference), -1).max(axis=1)
     return float(per.max()), per

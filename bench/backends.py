@@ -210,6 +210,7 @@ def measure_e2e(contender: str, bundles: str, n_latency: int, n_batches: int) ->
 
 def quality_e2e(contender: str, bundles: str) -> dict[str, float]:
     """Cosine vs sentence-transformers torch FP32 on the eval set (not timed)."""
+    from artifacts.textproc import cosines
     from builder.data.datasets import eval_set
 
     ev = eval_set("embedding", None)
@@ -217,7 +218,7 @@ def quality_e2e(contender: str, bundles: str) -> dict[str, float]:
     truth = _encoder_fn("sentence-transformers torch", Path(bundles))(texts)
     fn = _encoder_fn(contender, Path(bundles))
     got = np.concatenate([fn(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-    cos = (truth * got).sum(1) / np.linalg.norm(truth, axis=1) / np.linalg.norm(got, axis=1)
+    cos = cosines(truth, got)
     return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
 
 

@@ -17,25 +17,21 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import msgspec
-import psutil
 
+from artifacts.cli.procs import Child, PeakRss, free_port, python_cli, rss_mb
+from artifacts.digests import digest_of, sha256_bytes
+from artifacts.targets import BUILDABLE_TARGETS
 from bench.common import REPORT_DIR, WORK_DIR, machine, md_table, percentile, stamp
 
 
-def start_central(home: Path, port: int, database_url: str | None = None) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from central.cli import main; sys.exit(main())",
+def start_central(home: Path, port: int, database_url: str | None = None) -> Child:
+    argv = python_cli(
+        "central.cli",
         "serve",
         "--home",
         str(home),
@@ -45,43 +41,13 @@ def start_central(home: Path, port: int, database_url: str | None = None) -> sub
         "0",
         "--log-level",
         "warning",
-    ]
+    )
     if database_url:
-        cmd += ["--database-url", database_url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"central did not start: {proc.stderr.read().decode()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
+        argv += ["--database-url", database_url]
+    home.mkdir(parents=True, exist_ok=True)
+    child = Child("central", argv, home.parent / f"{home.name}.log")
+    child.wait_http(f"http://127.0.0.1:{port}/readyz", 60)
+    return child
 
 
 def blob_bench(blob_mb: int, port: int) -> dict:
@@ -95,15 +61,14 @@ def blob_bench(blob_mb: int, port: int) -> dict:
         digest_h = hashlib.sha256()
         for i in range(blob_mb):
             digest_h.update(chunk[:-4] + i.to_bytes(4, "big"))
-        digest = "sha256:" + digest_h.hexdigest()
+        digest = digest_of(digest_h)
 
         def body():
             for i in range(blob_mb):
                 yield chunk[:-4] + i.to_bytes(4, "big")
 
-        rss_idle = psutil.Process(proc.pid).memory_info().rss
-        sampler = RssSampler(proc.pid)
-        sampler.start()
+        rss_idle = rss_mb(proc.pid)
+        sampler = PeakRss(proc.pid).start()
         t0 = time.perf_counter()
         r = httpx.put(
             f"http://127.0.0.1:{port}/v1/blobs/{digest}",
@@ -113,8 +78,8 @@ def blob_bench(blob_mb: int, port: int) -> dict:
         )
         r.raise_for_status()
         up_s = time.perf_counter() - t0
-        up_peak = sampler.peak
-        sampler.peak = 0
+        up_peak = sampler.stop()
+        sampler = PeakRss(proc.pid).start()
         t0 = time.perf_counter()
         n = 0
         with httpx.stream(
@@ -123,18 +88,18 @@ def blob_bench(blob_mb: int, port: int) -> dict:
             for part in resp.iter_raw(1 << 20):
                 n += len(part)
         down_s = time.perf_counter() - t0
-        sampler.running = False
+        down_peak = sampler.stop()
         assert n == blob_mb << 20
         return {
             "blob_mb": blob_mb,
             "upload_mb_s": blob_mb / up_s,
             "download_mb_s": blob_mb / down_s,
-            "server_rss_idle_mb": rss_idle / 2**20,
-            "server_rss_peak_upload_mb": up_peak / 2**20,
-            "server_rss_peak_download_mb": sampler.peak / 2**20,
+            "server_rss_idle_mb": rss_idle,
+            "server_rss_peak_upload_mb": up_peak,
+            "server_rss_peak_download_mb": down_peak,
         }
     finally:
-        stop(proc)
+        proc.stop(20)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -142,9 +107,10 @@ async def seed(url: str, models: int, versions: int, targets: list[str]) -> floa
     """Bulk-insert a realistic registry: every bundle row holds a real ~3.5 KB manifest."""
     from sqlalchemy import insert
 
-    from central.db.models import Bundle, Channel, Model, Version
-    from central.db.session import Database, migrate
-    from tests.factories import make_manifest
+    from bench.fixtures import make_manifest
+    from central.channels.models import Channel
+    from central.db import Database, migrate
+    from central.registry.models import Bundle, Model, Version
 
     db = Database(url)
     await migrate(db.engine)
@@ -191,7 +157,7 @@ async def seed(url: str, models: int, versions: int, targets: list[str]) -> floa
                             "version_id": i * versions + v + 1,
                             "target": t,
                             "manifest": data,
-                            "manifest_digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+                            "manifest_digest": sha256_bytes(data),
                             "signature": "x",
                             "key_id": "ed25519:seed",
                             "quality_passed": True,
@@ -224,9 +190,9 @@ async def seed(url: str, models: int, versions: int, targets: list[str]) -> floa
 def resolve_bench(
     label: str, home: Path, port: int, database_url: str | None, requests: int
 ) -> dict:
-    from tests.factories import cpu_node
+    from bench.fixtures import cpu_node
 
-    targets = ["onnx-fp32", "onnx-int8", "openvino-int8", "tensorrt-fp16", "tensorrt-int8"]
+    targets = list(BUILDABLE_TARGETS)
     url = database_url or f"sqlite+aiosqlite:///{home / 'central.db'}"
     home.mkdir(parents=True, exist_ok=True)
     seed_s = asyncio.run(seed(url, 1000, 10, targets))
@@ -262,7 +228,7 @@ def resolve_bench(
             "p99_ms": percentile(lat, 99) * 1e3,
         }
     finally:
-        stop(proc)
+        proc.stop(20)
 
 
 def main() -> None:
@@ -270,7 +236,7 @@ def main() -> None:
     ap.add_argument("--blob-mb", type=int, default=500)
     ap.add_argument("--requests", type=int, default=500)
     args = ap.parse_args()
-    from tests.servers import create_pg_database, drop_pg_database, free_port
+    from bench.fixtures import pg_database
 
     print("blob streaming …", flush=True)
     blob = blob_bench(args.blob_mb, free_port())
@@ -279,18 +245,15 @@ def main() -> None:
     home = WORK_DIR / "registry-resolve-sqlite"
     shutil.rmtree(home, ignore_errors=True)
     # first start creates the admin token; seed afterwards needs the schema, so start once
-    stop(start_central(home, (p := free_port())))
+    start_central(home, (p := free_port())).stop(20)
     results.append(resolve_bench("SQLite", home, p, None, args.requests))
     print(results[-1], flush=True)
-    pg_url, pg_name = create_pg_database()
-    try:
+    with pg_database() as pg_url:
         home_pg = WORK_DIR / "registry-resolve-pg"
         shutil.rmtree(home_pg, ignore_errors=True)
-        stop(start_central(home_pg, (p := free_port()), pg_url))
+        start_central(home_pg, (p := free_port()), pg_url).stop(20)
         results.append(resolve_bench("PostgreSQL 15", home_pg, p, pg_url, args.requests))
         print(results[-1], flush=True)
-    finally:
-        drop_pg_database(pg_name)
     md = f"""# Registry — {stamp()}
 
 Machine: {

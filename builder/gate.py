@@ -12,21 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from artifacts.quality import LOWER_IS_BETTER
-from artifacts.textproc import Item, TextEncoder, collate, run_items
+from artifacts.textproc import Item, TextEncoder, collate, cosines, run_items
 from builder.data.datasets import EvalSet
 from builder.runners import Runner
 
 # ---- metrics (pure) -------------------------------------------------------------------------
-
-
-def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    r = reference.astype(np.float64)
-    c = candidate.astype(np.float64)
-    num = (r * c).sum(axis=1)
-    den = np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1), 1e-12)
-    return num / den
 
 
 def recall_overlap(
@@ -43,27 +36,12 @@ def recall_overlap(
     )
 
 
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (like scipy.stats.rankdata)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    return ranks
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation; None when either side is constant (undefined)."""
-    ra, rb = rankdata(np.asarray(a)), rankdata(np.asarray(b))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rank correlation (ties averaged); None when either side is constant."""
+    a, b = np.asarray(a), np.asarray(b)
+    if np.all(a == a.flat[0]) or np.all(b == b.flat[0]):
         return None
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def rerank_metrics(

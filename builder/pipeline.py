@@ -40,7 +40,7 @@ from artifacts.manifest import (
 from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
-from artifacts.targets import TARGETS, target_spec
+from artifacts.targets import CPU_TARGETS, TARGETS, target_spec
 from artifacts.textproc import TextEncoder, compare, run_items
 from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, eval_set
@@ -53,7 +53,6 @@ from builder.source import inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
 
-DEFAULT_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
 LADDERS = {
     "onnx-fp32": onnx_fp32.candidates,
     "onnx-int8": onnx_int8.candidates,
@@ -83,7 +82,7 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     task: str
     model_name: str
     out_dir: str
-    targets: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_TARGETS))
+    targets: list[str] = msgspec.field(default_factory=lambda: list(CPU_TARGETS))
     calibration_file: str | None = None
     eval_file: str | None = None
     key_file: str | None = None

@@ -31,7 +31,6 @@ from artifacts.digests import hex_of
 from artifacts.errors import (
     ConflictError,
     NotFoundError,
-    RegistryError,
     RegistryUnavailableError,
     ShipyardError,
 )
@@ -189,7 +188,7 @@ class Worker:
             except NotFoundError:  # central forgot us (fresh database): register again
                 self.hello()
                 continue
-            except RegistryError as exc:
+            except ShipyardError as exc:  # registry down, 5xx, or an answer we cannot use
                 log.warning("lease failed: %s", exc)
                 self.stop_event.wait(2)
                 self.hello()
@@ -315,7 +314,7 @@ class Worker:
                 except ConflictError:
                     child.kill()
                     return None
-                except RegistryError:
+                except ShipyardError:
                     pass  # logs are best effort; the heartbeat decides
             if done:
                 child.join()
@@ -334,7 +333,7 @@ class Worker:
                     child.kill()
                     child.join()
                     return None
-                except RegistryError as exc:
+                except ShipyardError as exc:
                     log.warning("heartbeat failed: %s", exc)
             if now - started > self.cfg.build_timeout:
                 child.kill()

@@ -125,24 +125,27 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return self
 
 
-_LISTS = {"trusted_keys", "allow", "deny", "prefer"}
+def _section_types() -> dict[str, type]:
+    """``[section]`` name → its struct type, read from the schema (``models`` is a list)."""
+    return {
+        f.name: f.type
+        for f in msgspec.structs.fields(EdgeConfig)
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct)
+    }
 
 
-def _coerce(field: str, value: str):
-    if field in _LISTS:
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+def _is_list(section: type, field: str) -> bool:
+    for f in msgspec.structs.fields(section):  # type: ignore[arg-type]
+        if f.name == field:
+            return getattr(f.type, "__origin__", None) is list
+    raise KeyError(field)
 
 
 def apply_env(raw: dict, environ: dict[str, str]) -> dict:
-    sections = {"registry", "cache", "backends", "server", "batching", "result_cache"}
+    """Overlay ``SHIPYARD_EDGE_<SECTION>_<FIELD>`` values. They stay strings (lists split on
+    commas); :func:`load_config` converts them by the schema, so a numeric token stays a
+    string and ``port=9000`` becomes an int."""
+    sections = _section_types()
     for key, value in environ.items():
         if not key.startswith("SHIPYARD_EDGE_"):
             continue
@@ -160,10 +163,16 @@ def apply_env(raw: dict, environ: dict[str, str]) -> dict:
         section = next(
             (s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None
         )
+        field = rest.removeprefix(f"{section}_")
+        try:
+            is_list = section is not None and _is_list(sections[section], field)
+        except KeyError:
+            section = None
         if section is None:
             raise InputError(f"unknown setting {key}")
-        field = rest.removeprefix(section + "_")
-        raw.setdefault(section, {})[field] = _coerce(field, value)
+        raw.setdefault(section, {})[field] = (
+            [v.strip() for v in value.split(",") if v.strip()] if is_list else value
+        )
     return raw
 
 
@@ -178,6 +187,6 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Edg
             raise InputError(f"{path} is not valid TOML: {exc}") from exc
     raw = apply_env(raw, dict(os.environ if environ is None else environ))
     try:
-        return msgspec.convert(raw, EdgeConfig).validate()
+        return msgspec.convert(raw, EdgeConfig, strict=False).validate()
     except msgspec.ValidationError as exc:
         raise InputError(f"invalid edge config: {exc}") from exc

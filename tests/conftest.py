@@ -109,7 +109,7 @@ def database_url(request):
     if request.param == "sqlite":
         yield None
         return
-    from tests.servers import create_pg_database, drop_pg_database
+    from bench.fixtures import create_pg_database, drop_pg_database
 
     url, name = create_pg_database()
     yield url

@@ -1,26 +1,16 @@
-"""Real servers on loopback for tests: central (uvicorn in a thread) and PostgreSQL databases."""
+"""Real servers on loopback for tests: central and the edge (uvicorn in a thread)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import uvicorn
 
+from artifacts.cli.procs import free_port
 from artifacts.client import RegistryClient
-
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ThreadedServer:
@@ -81,27 +71,6 @@ class CentralServer(ThreadedServer):
     def token(self, *scopes: str, name: str = "t") -> str:
         with RegistryClient(self.url, self.admin_token) as c:
             return c.create_token(name, list(scopes))
-
-
-async def _pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def create_pg_database() -> tuple[str, str]:
-    """A fresh PostgreSQL database for one test: (asyncpg URL, name)."""
-    name = f"shipyard_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", name
-
-
-def drop_pg_database(name: str) -> None:
-    asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class EdgeServer(ThreadedServer):

@@ -55,7 +55,12 @@ class Child:
     """One child process in its own session, logging to a file."""
 
     def __init__(
-        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name, self.log = name, Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,7 @@ class Child:
             stdout=self._fh,
             stderr=subprocess.STDOUT,
             env=env if env is not None else dict(os.environ),
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -138,10 +144,18 @@ class PeakRss:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, rss_mb(self.pid))
 
-    def __enter__(self) -> PeakRss:
+    def start(self) -> PeakRss:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> float:
+        """Stop sampling; the peak in MiB."""
         self._stop.set()
         self._thread.join()
+        return self.peak
+
+    def __enter__(self) -> PeakRss:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -521,8 +521,8 @@ def test_pull_resumes_verifies_and_is_atomic(central, tmp_path, key, trusted):
 
 
 def test_unreachable_registry_error():
+    from artifacts.cli.procs import free_port
     from artifacts.errors import RegistryUnavailableError
-    from tests.servers import free_port
 
     with (
         RegistryClient(f"http://127.0.0.1:{free_port()}", "t") as c,

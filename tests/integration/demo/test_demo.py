@@ -7,7 +7,7 @@ from artifacts.cli.demo import Demo, DemoConfig
 
 
 def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
-    from tests.servers import free_port
+    from artifacts.cli.procs import free_port
 
     before = {p.pid for p in psutil.process_iter()}
     cfg = DemoConfig(

@@ -134,7 +134,7 @@ def test_registry_down_warm_cache_and_empty_cache(tiny_published, registry, make
     first = make_edge(cache=cache)
     first.wait_ready()
     first.stop()
-    from tests.servers import free_port
+    from artifacts.cli.procs import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     warm = make_edge(cache=cache, url=dead)
@@ -153,7 +153,8 @@ def test_registry_down_warm_cache_and_empty_cache(tiny_published, registry, make
 def test_not_ready_then_ready_when_registry_comes_up(
     tiny_published, registry, make_edge, tmp_path, publisher_keys
 ):
-    from tests.servers import CentralServer, free_port
+    from artifacts.cli.procs import free_port
+    from tests.servers import CentralServer
 
     port = free_port()
     edge = make_edge(url=f"http://127.0.0.1:{port}")
@@ -185,7 +186,7 @@ def test_tampered_cache_is_redownloaded_or_rejected(tiny_published, make_edge, t
     assert model_file.read_bytes() == original
     # registry down: the tampered bundle is refused at load, the next candidate serves
     model_file.write_bytes(bytes(data))
-    from tests.servers import free_port
+    from artifacts.cli.procs import free_port
 
     st = make_edge(
         cache=cache, url=f"http://127.0.0.1:{free_port()}", backends={"deny": ["openvino-int8"]}

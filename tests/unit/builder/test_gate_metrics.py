@@ -5,10 +5,9 @@ import pytest
 
 from artifacts.errors import InputError
 from artifacts.quality import thresholds_for
+from artifacts.textproc import cosines
 from builder.gate import (
-    cosines,
     label_agreement,
-    rankdata,
     recall_overlap,
     rerank_metrics,
     spearman,
@@ -33,8 +32,8 @@ def test_recall_overlap_identical_and_swapped():
     assert recall_overlap(q, p[:1], q, p[:1], k=10) == 1.0
 
 
-def test_rankdata_ties_and_spearman():
-    np.testing.assert_allclose(rankdata(np.array([10, 20, 20, 5])), [2, 3.5, 3.5, 1])
+def test_spearman_ties_and_constant():
+    assert spearman(np.array([10, 20, 20, 5]), np.array([2, 3, 3, 1])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     assert spearman(np.array([1, 1, 1]), np.array([1, 2, 3])) is None
@@ -67,3 +66,11 @@ def test_thresholds_defaults_and_overrides():
     assert thresholds_for("rerank", {"spearman": 0.9})["spearman"] == 0.9
     with pytest.raises(InputError, match="unknown threshold"):
         thresholds_for("classify", {"spearman": 0.9})
+
+
+def test_every_buildable_target_has_a_ladder():
+    """Central's list of buildable targets (artifacts.targets) is what the builder builds."""
+    from artifacts.targets import BUILDABLE_TARGETS
+    from builder.pipeline import LADDERS
+
+    assert set(LADDERS) == set(BUILDABLE_TARGETS)

@@ -61,13 +61,13 @@ def test_environment_overrides(tmp_path):
             "SHIPYARD_EDGE_BACKENDS_DENY": "openvino-int8,onnx-int8",
             "SHIPYARD_EDGE_BACKENDS_REQUIRE_GPU": "true",
             "SHIPYARD_EDGE_RESULT_CACHE_TTL_S": "5.5",
-            "SHIPYARD_EDGE_REGISTRY_TOKEN": "shp_pull_x",
+            "SHIPYARD_EDGE_REGISTRY_TOKEN": "12345",
             "SHIPYARD_EDGE_MODELS": "a:canary,b",
         },
     )
     assert cfg.server.port == 9001 and cfg.backends.deny == ["openvino-int8", "onnx-int8"]
     assert cfg.backends.require_gpu is True and cfg.result_cache.ttl_s == 5.5
-    assert cfg.token() == "shp_pull_x"
+    assert cfg.token() == "12345"  # a numeric-looking token stays a string (the schema says so)
     assert [(m.name, m.channel) for m in cfg.models] == [("a", "canary"), ("b", "stable")]
     cfg = load_config(
         None, environ={"SHIPYARD_EDGE_MODELS": "x", "SHIPYARD_EDGE_CACHE_DIR": str(tmp_path)}

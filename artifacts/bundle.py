@@ -22,7 +22,6 @@ from artifacts.errors import (
     BundleError,
     BundleExistsError,
     DigestMismatchError,
-    ManifestError,
     MissingFileError,
     SizeMismatchError,
     UnlistedFileError,
@@ -170,26 +169,33 @@ def verify_bundle(
     if not path.is_dir():
         raise MissingFileError(f"no bundle directory at {path}")
     data = _read_regular(path / MANIFEST_FILE, MANIFEST_FILE)
-    try:
-        manifest = decode(data)
-    except ManifestError:
-        raise
-    key_id: str | None = None
-    if trusted is not None:
-        sig_path = path / SIGNATURE_FILE
-        signature = None
-        if os.path.lexists(sig_path):
-            signature = _read_regular(sig_path, SIGNATURE_FILE)
-        key_id = trusted.verify(data, signature, manifest.signing_key_id)
+    manifest = decode(data)
+    key_id = _authenticate(path, data, manifest, trusted) if trusted is not None else None
+    listed = _listed(manifest)
+    _check_tree(path, listed)
+    _check_contents(path, listed, check_digests=check_digests)
+    return VerifiedBundle(path=path, manifest=manifest, manifest_bytes=data, key_id=key_id)
 
+
+def _authenticate(path: Path, data: bytes, manifest: Manifest, trusted: TrustedKeys) -> str:
+    sig_path = path / SIGNATURE_FILE
+    signature = _read_regular(sig_path, SIGNATURE_FILE) if os.path.lexists(sig_path) else None
+    return trusted.verify(data, signature, manifest.signing_key_id)
+
+
+def _listed(manifest: Manifest) -> dict[str, FileEntry]:
+    """The manifest's file list by path: every path safe, none listed twice."""
     listed: dict[str, FileEntry] = {}
     for entry in manifest.files:
         relpath = check_relpath(entry.path)
         if relpath in listed:
             raise BundleError(f"manifest lists {relpath!r} twice")
         listed[relpath] = entry
+    return listed
 
-    # Walk the directory: no symlinks or special files anywhere, nothing unlisted.
+
+def _check_tree(path: Path, listed: Mapping[str, FileEntry]) -> None:
+    """No symlinks or special files anywhere below ``path``, nothing the manifest omits."""
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
         for name in dirnames + filenames:
             full = Path(dirpath) / name
@@ -207,6 +213,9 @@ def verify_bundle(
                     "(added after the bundle was written?)"
                 )
 
+
+def _check_contents(path: Path, listed: Mapping[str, FileEntry], *, check_digests: bool) -> None:
+    """Every listed file present with its size (and, unless skipped, its digest)."""
     for relpath, entry in listed.items():
         full = path / relpath
         try:
@@ -227,4 +236,3 @@ def verify_bundle(
                     f"bundle file {relpath!r} has digest {actual[:19]}…, manifest says "
                     f"{entry.sha256[:19]}… (corrupted or tampered)"
                 )
-    return VerifiedBundle(path=path, manifest=manifest, manifest_bytes=data, key_id=key_id)

@@ -9,10 +9,12 @@ bundle is assembled — atomically — and verified.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ from artifacts.errors import (
     NotFoundError,
     RegistryError,
     RegistryUnavailableError,
+    SizeMismatchError,
+    WrongBundleError,
 )
-from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, decode
+from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, FileEntry, Manifest, decode
 from artifacts.signing import TrustedKeys
 from artifacts.targets import NodeCapabilities, SelectionPolicy
 from artifacts.wire import (
@@ -63,6 +67,70 @@ from artifacts.wire import (
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
+TRANSPORT_ERRORS = (
+    httpx.ConnectError,
+    httpx.TimeoutException,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """manifest.json's bytes and manifest.sig's text, as the registry holds them."""
+
+    manifest: bytes
+    signature: str
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """The bundle that was asked for; a manifest naming anything else is refused."""
+
+    model: str
+    version: int
+    target: str
+
+    def check(self, manifest: Manifest) -> None:
+        named = (manifest.model.name, manifest.model.version, manifest.target.id)
+        if named != (self.model, self.version, self.target):
+            raise WrongBundleError(
+                f"manifest names {named[0]} v{named[1]} {named[2]}, but "
+                f"{self.model} v{self.version} {self.target} was asked for"
+            )
+
+
+@dataclass(frozen=True)
+class PullTarget:
+    """Where a pulled bundle goes (``dest``) and where its blobs download to meanwhile."""
+
+    dest: Path
+    downloads: Path
+    overwrite: bool = False
+
+
+def decode_b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RegistryError(f"the registry sent a {what} that is not valid base64") from exc
+
+
+def _resume(part: Path, size: int | None, progress: Progress | None) -> tuple[Any, int]:
+    """The hash of what an earlier attempt left in ``part`` and its length (0: start over)."""
+    h = hashlib.sha256()
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        part.unlink()
+        have = 0
+    if have:
+        with open(part, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+        if progress:
+            progress(have)
+    return h, have
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -113,12 +181,7 @@ class RegistryClient:
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kw)
-        except (
-            httpx.ConnectError,
-            httpx.TimeoutException,
-            httpx.RemoteProtocolError,
-            httpx.ReadError,
-        ) as exc:
+        except TRANSPORT_ERRORS as exc:
             raise RegistryUnavailableError(
                 f"registry {self.url} unreachable: {exc.__class__.__name__}: {exc}"
             ) from exc
@@ -160,12 +223,12 @@ class RegistryClient:
             self._json("GET", f"/v1/models/{model}/versions/{version}"), type=VersionInfo
         )
 
-    def bundle_document(self, model: str, version: int, target: str) -> tuple[bytes, str]:
+    def bundle_document(self, model: str, version: int, target: str) -> SignedManifest:
         doc = msgspec.json.decode(
             self._json("GET", f"/v1/models/{model}/versions/{version}/bundles/{target}"),
             type=PutBundle,
         )
-        return base64.b64decode(doc.manifest), doc.signature
+        return SignedManifest(decode_b64(doc.manifest, "manifest"), doc.signature)
 
     def put_bundle(
         self, model: str, version: int, target: str, manifest: bytes, signature: str
@@ -342,53 +405,17 @@ class RegistryClient:
     def download_blob(
         self, digest: str, dest: Path, *, size: int | None = None, progress: Progress | None = None
     ) -> Path:
-        """Download to ``dest`` (resuming ``dest.part`` with a Range request), verifying the digest."""
+        """Download to ``dest`` (resuming ``dest.part`` with a Range request), verifying the
+        digest; with ``size`` the download stops there (a registry cannot fill the disk)."""
+        hex_of(digest)  # a well-formed digest before it becomes part of a URL
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        have = part.stat().st_size if part.exists() else 0
-        if size is not None and have > size:
-            part.unlink()
-            have = 0
-        h = hashlib.sha256()
-        if have:
-            with open(part, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    h.update(chunk)
-            if progress:
-                progress(have)
+        h, have = _resume(part, size, progress)
         if size is None or have < size:
-            headers = {"Range": f"bytes={have}-"} if have else {}
             try:
-                with self._http.stream(
-                    "GET",
-                    f"/v1/blobs/{digest}",
-                    headers=headers,
-                    timeout=httpx.Timeout(600.0, connect=5.0),
-                ) as r:
-                    if r.status_code == 416 and have:
-                        pass  # already complete
-                    else:
-                        if not r.is_success:
-                            r.read()
-                            _raise_for(r)
-                        mode = "ab" if r.status_code == 206 else "wb"
-                        if mode == "wb" and have:
-                            h = hashlib.sha256()
-                        with open(part, mode) as fh:
-                            for chunk in r.iter_bytes(CHUNK):
-                                fh.write(chunk)
-                                h.update(chunk)
-                                if progress:
-                                    progress(len(chunk))
-                            fh.flush()
-                            os.fsync(fh.fileno())
-            except (
-                httpx.ConnectError,
-                httpx.TimeoutException,
-                httpx.RemoteProtocolError,
-                httpx.ReadError,
-            ) as exc:
+                h = self._fetch(digest, part, h, have, size, progress)
+            except TRANSPORT_ERRORS as exc:
                 raise RegistryUnavailableError(
                     f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
                 ) from exc
@@ -400,6 +427,44 @@ class RegistryClient:
             )
         os.replace(part, dest)
         return dest
+
+    def _fetch(
+        self,
+        digest: str,
+        part: Path,
+        h: Any,
+        have: int,
+        size: int | None,
+        progress: Progress | None,
+    ) -> Any:
+        """Append the rest of the blob to ``part`` (or rewrite it if the server ignores Range)."""
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        timeout = httpx.Timeout(600.0, connect=5.0)
+        with self._http.stream("GET", f"/v1/blobs/{digest}", headers=headers, timeout=timeout) as r:
+            if r.status_code == 416 and have:
+                return h  # already complete
+            if not r.is_success:
+                r.read()
+                _raise_for(r)
+            if r.status_code != 206 and have:
+                h, have = hashlib.sha256(), 0
+            with open(part, "ab" if have else "wb") as fh:
+                for chunk in r.iter_bytes(CHUNK):
+                    have += len(chunk)
+                    if size is not None and have > size:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise SizeMismatchError(
+                            f"blob {digest[:19]}… is larger than the {size} bytes its manifest "
+                            "declares; download stopped and discarded"
+                        )
+                    fh.write(chunk)
+                    h.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+                fh.flush()
+                os.fsync(fh.fileno())
+        return h
 
     # ---- bundles -------------------------------------------------------------------------
 
@@ -416,48 +481,55 @@ class RegistryClient:
 
     def pull_bundle(
         self,
-        manifest_bytes: bytes,
-        signature: str,
-        dest: Path,
+        document: SignedManifest,
+        into: PullTarget,
         trusted: TrustedKeys | None,
         *,
-        downloads: Path,
+        expect: BundleRef | None = None,
         progress: Progress | None = None,
-        overwrite: bool = False,
     ) -> VerifiedBundle:
-        """Download a bundle's files and place it at ``dest`` atomically, verified.
+        """Download a bundle's files and place it at ``into.dest`` atomically, verified.
 
-        ``downloads`` keeps completed and partial blobs between attempts (resume). Nothing is
-        placed at ``dest`` unless every digest and the signature check out.
+        The signature is checked before anything is downloaded, and the manifest must name
+        ``expect`` (the bundle that was asked for: a registry answer is hostile until
+        verified). Each download stops at its declared size. ``into.downloads`` keeps
+        completed and partial blobs between attempts (resume). Nothing is placed at the
+        destination unless every digest and the signature check out.
         """
-        manifest: Manifest = decode(manifest_bytes)
+        manifest: Manifest = decode(document.manifest)
         if trusted is not None:  # authenticate the file list before downloading anything
-            trusted.verify(manifest_bytes, signature.encode(), manifest.signing_key_id)
-        fetched: dict[str, Path] = {}
-        for entry in manifest.files:
-            check_relpath(entry.path)
-            local = Path(downloads) / hex_of(entry.sha256)
-            # a completed download left by an earlier attempt is reused only if it still
-            # hashes right (it may share an inode with a bundle someone tampered with)
-            if local.exists() and sha256_file(local) != entry.sha256:
-                local.unlink()
-            if not local.exists():
-                self.download_blob(entry.sha256, local, size=entry.size, progress=progress)
-            elif progress:
-                progress(entry.size)
-            fetched[entry.path] = local
-        with atomic.staged_dir(Path(dest), overwrite=overwrite) as tmp:
+            trusted.verify(document.manifest, document.signature.encode(), manifest.signing_key_id)
+        if expect is not None:
+            expect.check(manifest)
+        fetched = {
+            entry.path: self._fetch_entry(entry, into.downloads, progress)
+            for entry in manifest.files
+        }
+        with atomic.staged_dir(into.dest, overwrite=into.overwrite) as tmp:
             for relpath, src in fetched.items():
-                target = tmp / relpath
+                target = tmp / check_relpath(relpath)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(src, target)
                 except OSError:
                     shutil.copyfile(src, target)
-            (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
-            if signature:
-                (tmp / SIGNATURE_FILE).write_text(signature)
+            (tmp / MANIFEST_FILE).write_bytes(document.manifest)
+            if document.signature:
+                (tmp / SIGNATURE_FILE).write_text(document.signature)
             verify_bundle(tmp, trusted)  # raises -> the staged dir is discarded
         for src in fetched.values():  # the bundle holds the bytes now; keep no second name
             src.unlink(missing_ok=True)
-        return verify_bundle(Path(dest), trusted, check_digests=False)
+        return verify_bundle(into.dest, trusted, check_digests=False)
+
+    def _fetch_entry(self, entry: FileEntry, downloads: Path, progress: Progress | None) -> Path:
+        check_relpath(entry.path)
+        local = Path(downloads) / hex_of(entry.sha256)
+        # a completed download left by an earlier attempt is reused only if it still hashes
+        # right (it may share an inode with a bundle someone tampered with)
+        if local.exists() and sha256_file(local) != entry.sha256:
+            local.unlink()
+        if not local.exists():
+            self.download_blob(entry.sha256, local, size=entry.size, progress=progress)
+        elif progress:
+            progress(entry.size)
+        return local

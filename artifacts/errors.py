@@ -14,6 +14,7 @@ same classes for the statuses it receives. The tree, like httpx's, is documented
     │   ├── UnlistedFileError
     │   ├── SizeMismatchError                 truncated or padded file
     │   ├── DigestMismatchError               same size, different bytes
+    │   ├── WrongBundleError                  another model/version/target than asked for
     │   └── BundleExistsError                 refusing to overwrite
     ├── SignatureError                   422
     │   ├── MissingSignatureError
@@ -96,6 +97,10 @@ class SizeMismatchError(BundleError):
 
 class DigestMismatchError(BundleError):
     """A file's sha256 differs from the manifest (corrupted or tampered)."""
+
+
+class WrongBundleError(BundleError):
+    """A bundle names another model, version or target than the one asked for."""
 
 
 class BundleExistsError(BundleError):
@@ -275,4 +280,5 @@ __all__ = [
     "UnsafePathError",
     "UnsupportedMediaType",
     "UntrustedKeyError",
+    "WrongBundleError",
 ]

@@ -24,11 +24,12 @@ class Golden:
 
 def golden_bytes(items: list[Item], reference: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    if items and isinstance(items[0], tuple):
+    pairs = [it for it in items if isinstance(it, tuple)]
+    if pairs:
         np.savez_compressed(
             buf,
-            queries=np.array([q for q, _ in items], dtype=np.str_),
-            documents=np.array([d for _, d in items], dtype=np.str_),
+            queries=np.array([q for q, _ in pairs], dtype=np.str_),
+            documents=np.array([d for _, d in pairs], dtype=np.str_),
             reference=reference.astype(np.float32),
         )
     else:

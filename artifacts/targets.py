@@ -162,41 +162,54 @@ def _spec_ok(spec: str, installed: str) -> bool:
         return False
 
 
-def _tensorrt_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
-    built = f"built for {_sm(req.compute_capability)} / TensorRT {req.tensorrt or '?'}"
+def _built(req: Requires) -> str:
     if req.hardware_compatibility == "ampere_plus":
-        built = f"built hardware-compatible (Ampere+) / TensorRT {req.tensorrt or '?'}"
-    if not caps.gpus:
-        return [f"{built}; node has no NVIDIA GPU"]
-    reasons: list[str] = []
+        return f"built hardware-compatible (Ampere+) / TensorRT {req.tensorrt or '?'}"
+    return f"built for {_sm(req.compute_capability)} / TensorRT {req.tensorrt or '?'}"
+
+
+def _trt_gpu_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    built = _built(req)
     node_ccs = sorted({g.compute_capability for g in caps.gpus})
     node_desc = ", ".join(f"{_sm(c)} ({g})" for c, g in _gpu_names(caps))
     if req.hardware_compatibility == "ampere_plus":
         if not any(_cc(c) >= (8, 0) for c in node_ccs):
-            reasons.append(f"{built}; needs an Ampere or newer GPU (sm_80+), node has {node_desc}")
+            return [f"{built}; needs an Ampere or newer GPU (sm_80+), node has {node_desc}"]
     elif req.compute_capability and req.compute_capability not in node_ccs:
-        reasons.append(
+        return [
             f"{built}; node has {node_desc} — engines run only on the compute capability they "
             "were built for unless built hardware-compatible"
-        )
+        ]
+    return []
+
+
+def _trt_version_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    built = _built(req)
     if caps.tensorrt is None:
-        reasons.append(f"{built}; TensorRT is not installed on this node")
-    elif req.tensorrt:
-        built_v, node_v = _version(req.tensorrt), _version(caps.tensorrt)
-        if built_v is None or node_v is None:
-            reasons.append(f"{built}; cannot compare TensorRT versions with node's {caps.tensorrt}")
-        elif req.tensorrt_version_compatible:
-            if built_v < Version("8.6"):
-                reasons.append(f"{built}; version compatibility needs an engine built with >= 8.6")
-            elif node_v < built_v:
-                reasons.append(
-                    f"{built} (version-compatible); node's TensorRT {caps.tensorrt} is older"
-                )
-        elif node_v.release != built_v.release:
-            reasons.append(
-                f"{built}; node has TensorRT {caps.tensorrt} — a plain engine runs only on the "
-                "exact TensorRT version that built it (build it VERSION_COMPATIBLE to relax this)"
-            )
+        return [f"{built}; TensorRT is not installed on this node"]
+    if not req.tensorrt:
+        return []
+    built_v, node_v = _version(req.tensorrt), _version(caps.tensorrt)
+    if built_v is None or node_v is None:
+        return [f"{built}; cannot compare TensorRT versions with node's {caps.tensorrt}"]
+    if req.tensorrt_version_compatible:
+        if built_v < Version("8.6"):
+            return [f"{built}; version compatibility needs an engine built with >= 8.6"]
+        if node_v < built_v:
+            return [f"{built} (version-compatible); node's TensorRT {caps.tensorrt} is older"]
+        return []
+    if node_v.release != built_v.release:
+        return [
+            f"{built}; node has TensorRT {caps.tensorrt} — a plain engine runs only on the "
+            "exact TensorRT version that built it (build it VERSION_COMPATIBLE to relax this)"
+        ]
+    return []
+
+
+def _tensorrt_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    if not caps.gpus:
+        return [f"{_built(req)}; node has no NVIDIA GPU"]
+    reasons = _trt_gpu_reasons(req, caps) + _trt_version_reasons(req, caps)
     if req.gpu_memory_mb and not any(g.memory_mb >= req.gpu_memory_mb for g in caps.gpus):
         reasons.append(f"needs a GPU with >= {req.gpu_memory_mb} MB memory")
     return reasons
@@ -209,8 +222,7 @@ def _gpu_names(caps: NodeCapabilities) -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
-def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) -> list[str]:
-    """Every reason ``caps`` cannot run a bundle with these requirements (empty: it can)."""
+def _host_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
     reasons: list[str] = []
     isa = set(caps.cpu_isa)
     if req.arch and caps.arch not in req.arch:
@@ -226,6 +238,11 @@ def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) ->
         )
     if req.memory_mb and caps.memory_mb and caps.memory_mb < req.memory_mb:
         reasons.append(f"needs {req.memory_mb} MB memory, node has {caps.memory_mb} MB")
+    return reasons
+
+
+def _onnxruntime_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    reasons: list[str] = []
     if req.onnxruntime is not None:
         if caps.onnxruntime is None:
             reasons.append("onnxruntime is not installed (pip install 'shipyard[edge]')")
@@ -234,13 +251,25 @@ def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) ->
     missing_eps = [p for p in req.onnxruntime_providers if p not in caps.onnxruntime_providers]
     if missing_eps:
         reasons.append(f"needs onnxruntime providers {', '.join(missing_eps)}")
-    if req.openvino is not None:
-        if caps.openvino is None:
-            reasons.append("OpenVINO is not installed (pip install openvino)")
-        elif req.openvino and not _spec_ok(req.openvino, caps.openvino):
-            reasons.append(f"needs OpenVINO {req.openvino}, node has {caps.openvino}")
-        elif req.openvino_devices and not set(req.openvino_devices) & set(caps.openvino_devices):
-            reasons.append(f"needs an OpenVINO device of {'/'.join(req.openvino_devices)}")
+    return reasons
+
+
+def _openvino_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    if req.openvino is None:
+        return []
+    if caps.openvino is None:
+        return ["OpenVINO is not installed (pip install openvino)"]
+    if req.openvino and not _spec_ok(req.openvino, caps.openvino):
+        return [f"needs OpenVINO {req.openvino}, node has {caps.openvino}"]
+    if req.openvino_devices and not set(req.openvino_devices) & set(caps.openvino_devices):
+        return [f"needs an OpenVINO device of {'/'.join(req.openvino_devices)}"]
+    return []
+
+
+def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) -> list[str]:
+    """Every reason ``caps`` cannot run a bundle with these requirements (empty: it can)."""
+    reasons = _host_reasons(req, caps) + _onnxruntime_reasons(req, caps)
+    reasons += _openvino_reasons(req, caps)
     spec = TARGETS.get(target_id)
     if spec is not None and spec.backend == "tensorrt":
         reasons.extend(_tensorrt_reasons(req, caps))

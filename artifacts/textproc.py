@@ -8,6 +8,7 @@ and ``numpy`` (light) — never torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class TextEncoder:
     def for_bundle(cls, bundle_dir: Path, manifest: Manifest) -> TextEncoder:
         return cls(Path(bundle_dir) / manifest.tokenizer.file, manifest.tokenizer)
 
-    def encode(self, items: list[Item]) -> list[Encoded]:
+    def encode(self, items: Sequence[Item]) -> list[Encoded]:
         """Tokenise a batch; ``truncated`` tells whether an item lost tokens to max_length."""
         if not items:
             return []
@@ -106,7 +107,7 @@ def collate(
 
 def run_items(
     encoder: TextEncoder,
-    items: list[Item],
+    items: Sequence[Item],
     infer,
     input_names: list[str],
     *,

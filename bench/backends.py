@@ -13,6 +13,7 @@ Plus the build itself: wall time, peak RSS, bundle sizes, gate metrics.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -119,7 +120,8 @@ def _bundle_runner(bundles: Path, target: str):
 def _timed(fn_single, fn_batch, singles, batches, n_items) -> dict[str, float]:
     for item in singles[:10]:
         fn_single(item)
-    lat = time_calls(lambda it=iter(singles): fn_single(next(it)), len(singles))
+    it = iter(singles)
+    lat = time_calls(lambda: fn_single(next(it)), len(singles))
     fn_batch(batches[0])
     t0 = time.perf_counter()
     for b in batches:
@@ -236,7 +238,7 @@ def main() -> None:
     forward_names = ["PyTorch eager FP32", *(f"shipyard {t}" for t in TARGETS)]
     print("model forward:", ", ".join(forward_names), flush=True)
     fwd = interleaved(
-        {n: (lambda n=n: isolated(measure_forward, n, *common)) for n in forward_names},
+        {n: functools.partial(isolated, measure_forward, n, *common) for n in forward_names},
         rounds=args.rounds,
     )
     e2e_names = [
@@ -249,7 +251,8 @@ def main() -> None:
     ]
     print("end to end:", ", ".join(e2e_names), flush=True)
     end = interleaved(
-        {n: (lambda n=n: isolated(measure_e2e, n, *common)) for n in e2e_names}, rounds=args.rounds
+        {n: functools.partial(isolated, measure_e2e, n, *common) for n in e2e_names},
+        rounds=args.rounds,
     )
     quality = {n: isolated(quality_e2e, n, str(args.bundles)) for n in e2e_names}
     write_report(fwd, end, quality, build, args)

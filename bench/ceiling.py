@@ -31,10 +31,10 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 def gemm_gops(kind: str, n: int = 1024, seconds: float = 3.0) -> float:
     rng = np.random.default_rng(0)
     if kind == "fp32":
-        w = rng.standard_normal((n, n), dtype=np.float32)
+        w: np.ndarray = rng.standard_normal((n, n), dtype=np.float32)
         node = helper.make_node("MatMul", ["a", "w"], ["y"])
         a_type, out_type = TensorProto.FLOAT, TensorProto.FLOAT
-        a = rng.standard_normal((n, n), dtype=np.float32)
+        a: np.ndarray = rng.standard_normal((n, n), dtype=np.float32)
     else:
         w = rng.integers(-127, 127, (n, n), dtype=np.int8)
         node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])

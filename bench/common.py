@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 REPORT_DIR = Path(__file__).parent / "report"
@@ -90,7 +90,7 @@ def time_calls(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def md_table(headers: list[str], rows: list[list[object]]) -> str:
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
@@ -130,8 +130,8 @@ def bar_chart(
 def line_chart(
     path: Path,
     title: str,
-    xs: list[float],
-    series: dict[str, list[float]],
+    xs: Sequence[float],
+    series: Mapping[str, Sequence[float]],
     xlabel: str,
     ylabel: str,
     logy: bool = False,

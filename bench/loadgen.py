@@ -121,7 +121,7 @@ async def open_loop(
     async with aiohttp.ClientSession(
         connector=conn, timeout=aiohttp.ClientTimeout(total=120)
     ) as session:
-        tasks = set()
+        tasks: set[asyncio.Task] = set()
         t0 = time.perf_counter()
         i = 0
         while (now := time.perf_counter()) - t0 < seconds:

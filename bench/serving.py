@@ -94,7 +94,7 @@ class Edge:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         home = stack.work / f"edge-{name}"
-        cfg = {
+        cfg: dict[str, dict] = {
             "registry": {
                 "url": stack.url,
                 "token_file": str(stack.work / "pull.token"),
@@ -222,7 +222,9 @@ def zipf_replay(
 def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
     import aiohttp
 
-    hits, misses, server_hits = [], [], []
+    hits: list[float] = []
+    misses: list[float] = []
+    server_hits: list[float] = []
 
     async def go() -> None:
         it = iter(texts)
@@ -260,7 +262,8 @@ def _zipf_worker(url: str, texts: list[str], concurrency: int) -> dict:
 def zipf_vocabulary(size: int = 5000) -> list[str]:
     from builder.data.corpus import generate
 
-    vocab, seed = [], 0
+    vocab: list[str] = []
+    seed = 0
     seen = set()
     while len(vocab) < size:
         for q in generate(
@@ -333,6 +336,83 @@ def start_infinity(port: int) -> Child:
 # ---- main --------------------------------------------------------------------------------
 
 
+def _edge_phase(stack: Stack, results: dict, work: dict) -> Edge:
+    """The edge (result cache off: every request computes) over the concurrency sweep."""
+    queries, titles, dur, sweep = work["queries"], work["titles"], work["dur"], work["sweep"]
+    edge = stack.edge("nocache", result_cache={"max_bytes": 0})
+    results["target"] = edge.target
+    print(f"edge serving {edge.target}; raw backend measurement …", flush=True)
+    results["raw"] = isolated(raw_backend, str(edge.bundle))
+    results["edge_rss_idle_mb"] = edge.rss_mb()
+    url = f"{edge.url}/v1/embeddings"
+    load(url, queries, 4, 2.0, "product-embedder")  # warm
+    results["edge"] = {"queries": {}, "titles": {}}
+    sampler = PeakRss(edge.child.pid).start()
+    for c in sweep:
+        time.sleep(2)
+        results["edge"]["queries"][c] = load(url, queries, c, dur, "product-embedder")
+        time.sleep(2)
+        results["edge"]["titles"][c] = load(url, titles, c, dur, "product-embedder")
+        print(
+            f"edge c={c}: queries {results['edge']['queries'][c]['throughput']:.0f}/s "
+            f"titles {results['edge']['titles'][c]['throughput']:.0f}/s",
+            flush=True,
+        )
+    results["edge_rss_peak_mb"] = sampler.stop()
+    return edge
+
+
+def _overload_phase(edge: Edge, results: dict, work: dict, quick: bool) -> None:
+    """An open-loop flood at 10x the measured capacity."""
+    url = f"{edge.url}/v1/embeddings"
+    capacity = results["edge"]["titles"][64]["throughput"]
+    time.sleep(2)
+    sampler = PeakRss(edge.child.pid).start()
+    over = isolated(
+        run_open,
+        url,
+        work["titles"],
+        10 * capacity,
+        10.0 if quick else 30.0,
+        model="product-embedder",
+        extra=BASE64,
+        max_inflight=OPEN_LOOP_INFLIGHT,
+    )
+    over["offered_rate"] = 10 * capacity
+    over["rss_peak_mb"] = sampler.stop()
+    time.sleep(1)
+    over["after"] = load(url, work["queries"], 1, 2.0, "product-embedder")
+    results["overload"] = over
+    print(
+        f"overload: {over['status']} admitted p99 {over['p99_ms']:.0f} ms peak RSS {over['rss_peak_mb']:.0f} MB",
+        flush=True,
+    )
+
+
+def _infinity_phase(results: dict, work: dict) -> None:
+    """infinity-emb, same load generator, alone on the machine."""
+    if not infinity_available():
+        results["infinity"] = None
+        return
+    inf = start_infinity(port := free_port())
+    iurl = f"http://127.0.0.1:{port}/embeddings"
+    try:
+        load(iurl, work["queries"], 4, 2.0, "minilm")
+        results["infinity"] = {"queries": {}, "titles": {}}
+        results["infinity_rss_idle_mb"] = rss_mb(inf.pid)
+        for c in work["sweep"]:
+            for kind in ("queries", "titles"):
+                time.sleep(2)
+                results["infinity"][kind][c] = load(iurl, work[kind], c, work["dur"], "minilm")
+            print(
+                f"infinity c={c}: queries {results['infinity']['queries'][c]['throughput']:.0f}/s "
+                f"titles {results['infinity']['titles'][c]['throughput']:.0f}/s",
+                flush=True,
+            )
+    finally:
+        inf.stop(20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundles", type=Path, default=WORK_DIR / "minilm-bundles")
@@ -344,89 +424,29 @@ def main() -> None:
         from bench.backends import build_bundles
 
         build_bundles(args.bundles)
-    dur = 4.0 if args.quick else 10.0
-    sweep = [1, 4, 16, 64]
     queries, titles = workloads()
+    work: dict = {
+        "queries": queries,
+        "titles": titles,
+        "dur": 4.0 if args.quick else 10.0,
+        "sweep": [1, 4, 16, 64],
+    }
     stack = Stack(args.bundles)
     results: dict = {"machine": machine(), "stamp": stamp()}
     try:
-        # --- the edge (result cache off: every request computes) ---
-        edge = stack.edge("nocache", result_cache={"max_bytes": 0})
-        results["target"] = edge.target
-        print(f"edge serving {edge.target}; raw backend measurement …", flush=True)
-        results["raw"] = isolated(raw_backend, str(edge.bundle))
-        results["edge_rss_idle_mb"] = edge.rss_mb()
-        url = f"{edge.url}/v1/embeddings"
-        load(url, queries, 4, 2.0, "product-embedder")  # warm
-        results["edge"] = {"queries": {}, "titles": {}}
-        sampler = PeakRss(edge.child.pid).start()
-        for c in sweep:
-            time.sleep(2)
-            results["edge"]["queries"][c] = load(url, queries, c, dur, "product-embedder")
-            time.sleep(2)
-            results["edge"]["titles"][c] = load(url, titles, c, dur, "product-embedder")
-            print(
-                f"edge c={c}: queries {results['edge']['queries'][c]['throughput']:.0f}/s "
-                f"titles {results['edge']['titles'][c]['throughput']:.0f}/s",
-                flush=True,
-            )
-        results["edge_rss_peak_mb"] = sampler.stop()
-        # --- overload at 10x capacity ---
-        capacity = results["edge"]["titles"][64]["throughput"]
-        time.sleep(2)
-        sampler = PeakRss(edge.child.pid).start()
-        over = isolated(
-            run_open,
-            url,
-            titles,
-            10 * capacity,
-            10.0 if args.quick else 30.0,
-            model="product-embedder",
-            extra=BASE64,
-            max_inflight=OPEN_LOOP_INFLIGHT,
-        )
-        over["offered_rate"] = 10 * capacity
-        over["rss_peak_mb"] = sampler.stop()
-        time.sleep(1)
-        over["after"] = load(url, queries, 1, 2.0, "product-embedder")
-        results["overload"] = over
-        print(
-            f"overload: {over['status']} admitted p99 {over['p99_ms']:.0f} ms peak RSS {over['rss_peak_mb']:.0f} MB",
-            flush=True,
-        )
+        edge = _edge_phase(stack, results, work)
+        _overload_phase(edge, results, work, args.quick)
         edge.close()
-        # --- the result cache under a Zipf head ---
-        cached = stack.edge("cache")
-        vocab = zipf_vocabulary()
+        cached = stack.edge("cache")  # the result cache under a Zipf head
         results["zipf"] = zipf_replay(
-            f"{cached.url}/v1/embeddings", vocab, n=5000 if args.quick else 20_000
+            f"{cached.url}/v1/embeddings", zipf_vocabulary(), n=5000 if args.quick else 20_000
         )
         print(f"zipf: {results['zipf']}", flush=True)
         cached.close()
-        # --- infinity-emb, same load generator, alone on the machine ---
-        if infinity_available():
-            port = free_port()
-            inf = start_infinity(port)
-            iurl = f"http://127.0.0.1:{port}/embeddings"
-            load(iurl, queries, 4, 2.0, "minilm")
-            results["infinity"] = {"queries": {}, "titles": {}}
-            results["infinity_rss_idle_mb"] = rss_mb(inf.pid)
-            for c in sweep:
-                time.sleep(2)
-                results["infinity"]["queries"][c] = load(iurl, queries, c, dur, "minilm")
-                time.sleep(2)
-                results["infinity"]["titles"][c] = load(iurl, titles, c, dur, "minilm")
-                print(
-                    f"infinity c={c}: queries {results['infinity']['queries'][c]['throughput']:.0f}/s "
-                    f"titles {results['infinity']['titles'][c]['throughput']:.0f}/s",
-                    flush=True,
-                )
-            inf.stop(20)
-        else:
-            results["infinity"] = None
+        _infinity_phase(results, work)
     finally:
         stack.close()
-    write_report(results, sweep)
+    write_report(results, work["sweep"])
 
 
 def write_report(r: dict, sweep: list[int]) -> None:

@@ -24,7 +24,8 @@ def golden_items(task: str, eval_items: list[Item], *, n: int = 24) -> list[Item
     """Edge cases plus eval items spread over the length range (shortest to longest)."""
     if task == "rerank":
         q = "wireless noise cancelling headphones"
-        edge: list[Item] = [(q, d) for d in EDGE_CASES[:6]] + [
+        edge: list[Item] = [
+            *[(q, d) for d in EDGE_CASES[:6]],
             ("", "USB-C cable 2m"),
             (EDGE_CASES[-1], q),
         ]

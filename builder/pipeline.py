@@ -41,7 +41,7 @@ from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
 from artifacts.targets import CPU_TARGETS, TARGETS, target_spec
-from artifacts.textproc import TextEncoder, compare, run_items
+from artifacts.textproc import Item, TextEncoder, compare, run_items
 from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, eval_set
 from builder.errors import BuildError
@@ -49,7 +49,7 @@ from builder.export import export_master, validate_against_torch
 from builder.gate import Evaluator
 from builder.golden import golden_items, tolerance
 from builder.reference import TorchReference
-from builder.source import inspect_model_dir
+from builder.source import ModelSource, inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
 
@@ -184,140 +184,144 @@ def _peak_rss_mb() -> float:
     return self_kb / 1024.0
 
 
+@dataclass
+class Shared:
+    """What every target's bundle of one build shares (tokenizer, golden set, gate, signer)."""
+
+    tok_path: Path
+    gold_items: list
+    gold_ref: np.ndarray
+    thresholds: dict[str, float]
+    labels: list[str]
+    key: SigningKey | None
+    started_at: str
+    source_digest: str
+    eval_payload: bytes
+
+
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
     reporter = reporter or LogReporter()
     started = time.monotonic()
-    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     targets, key = _check_config(config)
     source = inspect_model_dir(Path(config.model_dir))
+    report = BuildReport(source_digest=source.digest)
+    with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
+        ctx, shared = _prepare(config, source, key, Path(tmp), reporter)
+        for target in targets:
+            report.targets.append(_build_target(config, ctx, shared, target))
+    report.seconds = time.monotonic() - started
+    report.peak_rss_mb = _peak_rss_mb()
+    return report
+
+
+def _prepare(
+    config: BuildConfig,
+    source: ModelSource,
+    key: SigningKey | None,
+    work: Path,
+    reporter: Reporter,
+) -> tuple[BuildContext, Shared]:
+    """FP32 reference, ONNX master, evaluator and benchmark workload: shared by every target."""
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     threads = config.threads or os.cpu_count() or 1
     thresholds = thresholds_for(config.task, config.thresholds)
     cal_path = Path(config.calibration_file) if config.calibration_file else None
     eval_path = Path(config.eval_file) if config.eval_file else None
     calibration = calibration_items(config.task, cal_path, limit=config.calibration_limit)
     evalset = eval_set(config.task, eval_path, limit=config.eval_limit)
-    report = BuildReport(source_digest=source.digest)
+    reporter.begin("prepare", 4)
+    tok_path = _tokenizer_file(source.path, work / "tokenizer.json")
+    pad_id = _pad_id(tok_path)
+    tok_spec = TokenizerSpec(
+        max_length=source.max_length, pair=config.task == "rerank", pad_token_id=pad_id
+    )
+    encoder = TextEncoder(tok_path, tok_spec)
 
-    with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
-        work = Path(tmp)
-        reporter.begin("prepare", 4)
-        tok_path = _tokenizer_file(source.path, work / "tokenizer.json")
-        pad_id = _pad_id(tok_path)
-        tok_spec = TokenizerSpec(
-            max_length=source.max_length, pair=config.task == "rerank", pad_token_id=pad_id
-        )
-        encoder = TextEncoder(tok_path, tok_spec)
+    reporter.step("prepare", "FP32 reference (torch)")
+    reference = TorchReference(source, config.task, threads=threads)
+    items = evalset.items(config.task)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    ref_out = run_items(encoder, items, reference, names, pad_id=pad_id)
+    gold_items = golden_items(config.task, items)
+    gold_ref = run_items(encoder, gold_items, reference, names, pad_id=pad_id)
 
-        reporter.step("prepare", "FP32 reference (torch)")
-        reference = TorchReference(source, config.task, threads=threads)
-        items = evalset.items(config.task)
-        ref_out = run_items(
-            encoder,
-            items,
-            reference,
-            ["input_ids", "attention_mask", "token_type_ids"],
-            pad_id=pad_id,
-        )
-        gold_items = golden_items(config.task, items)
-        gold_ref = run_items(
-            encoder,
-            gold_items,
-            reference,
-            ["input_ids", "attention_mask", "token_type_ids"],
-            pad_id=pad_id,
-        )
+    reporter.step("prepare", "ONNX export (optimum) + validation")
+    master = export_master(source, config.task, work / "master")
+    validate_against_torch(
+        master.path,
+        reference,
+        master.input_names,
+        master.output_name,
+        source.max_length,
+        reference.vocab_size,
+    )
+    # The reference used every tokenizer output; the graph may take fewer (e.g. no token_type_ids).
+    evaluator = Evaluator(config.task, encoder, evalset, ref_out, thresholds, pad_id=pad_id)
+    del reference  # free torch weights before the targets build
 
-        reporter.step("prepare", "ONNX export (optimum) + validation")
-        master = export_master(source, config.task, work / "master")
-        validate_against_torch(
-            master.path,
-            reference,
-            master.input_names,
-            master.output_name,
-            source.max_length,
-            reference.vocab_size,
-        )
-        # The reference used every tokenizer output; the graph may take fewer (e.g. no token_type_ids).
-        evaluator = Evaluator(config.task, encoder, evalset, ref_out, thresholds, pad_id=pad_id)
-        labels = source.labels if config.task == "classify" else []
-        del reference  # free torch weights before the targets build
+    reporter.step("prepare", "benchmark workload")
+    bench_short: list[Item] = [
+        *(evalset.queries or [q for q, _ in evalset.groups] or evalset.texts)
+    ]
+    pairs: list[Item] = [it for it in items if not isinstance(it, str)]
+    bench_batch: list[Item] = [*(evalset.products or pairs or evalset.texts)]
+    if config.task == "rerank":
+        bench_short = [(q, d[0]) for q, d in evalset.groups]
+        bench_batch = items
+    ctx = BuildContext(
+        source=source,
+        task=config.task,
+        master=master,
+        encoder=encoder,
+        evaluator=evaluator,
+        workload=Workload(encoder, list(bench_short), list(bench_batch)),
+        calibration=calibration,
+        workdir=work / "targets",
+        threads=threads,
+        reporter=reporter,
+        max_batch=config.max_batch,
+    )
+    reporter.end("prepare", True, f"eval set: {len(items)} items from {evalset.source}")
+    shared = Shared(
+        tok_path=tok_path,
+        gold_items=gold_items,
+        gold_ref=gold_ref,
+        thresholds=thresholds,
+        labels=source.labels if config.task == "classify" else [],
+        key=key,
+        started_at=started_at,
+        source_digest=source.digest,
+        eval_payload=evalset.digest_payload(config.task),
+    )
+    return ctx, shared
 
-        reporter.step("prepare", "benchmark workload")
-        bench_short = evalset.queries or [q for q, _ in evalset.groups] or evalset.texts
-        bench_batch = (
-            evalset.products or [it for it in items if not isinstance(it, str)] or evalset.texts
-        )
-        if config.task == "rerank":
-            bench_short = [(q, d[0]) for q, d in evalset.groups]
-            bench_batch = items
-        workload = Workload(encoder, list(bench_short), list(bench_batch))
-        ctx = BuildContext(
-            source=source,
-            task=config.task,
-            master=master,
-            encoder=encoder,
-            evaluator=evaluator,
-            workload=workload,
-            calibration=calibration,
-            workdir=work / "targets",
-            threads=threads,
-            reporter=reporter,
-            max_batch=config.max_batch,
-        )
-        reporter.end("prepare", True, f"eval set: {len(items)} items from {evalset.source}")
 
-        for target in targets:
-            why_not = PREFLIGHT.get(target, lambda: None)()
-            if why_not:
-                reporter.begin(target, 1)
-                outcome = TargetOutcome(target=target, passed=False, reason=why_not)
-            else:
-                ladder = LADDERS[target](ctx)
-                reporter.begin(target, 3 * len(ladder) + 1)
-                outcome = run_ladder(ctx, target, ladder)
-            tr = TargetReport(
-                target=target, passed=outcome.passed, reason=outcome.reason, outcome=outcome
-            )
-            if outcome.passed:
-                try:
-                    tr.manifest, tr.path, tr.size_bytes = _write_target(
-                        config,
-                        ctx,
-                        outcome,
-                        tok_path,
-                        gold_items,
-                        gold_ref,
-                        thresholds,
-                        labels,
-                        key,
-                        started_at,
-                        source.digest,
-                        evalset.digest_payload(config.task),
-                    )
-                except BuildError as exc:
-                    tr.passed, tr.reason = False, str(exc)
-                if outcome.artifact is not None:
-                    outcome.artifact.runner = None  # type: ignore[assignment]  # free the session
-            reporter.end(target, tr.passed, tr.reason or f"{outcome.config}")
-            report.targets.append(tr)
-    report.seconds = time.monotonic() - started
-    report.peak_rss_mb = _peak_rss_mb()
-    return report
+def _build_target(
+    config: BuildConfig, ctx: BuildContext, shared: Shared, target: str
+) -> TargetReport:
+    reporter = ctx.reporter
+    why_not = PREFLIGHT.get(target, lambda: None)()
+    if why_not:
+        reporter.begin(target, 1)
+        outcome = TargetOutcome(target=target, passed=False, reason=why_not)
+    else:
+        ladder = LADDERS[target](ctx)
+        reporter.begin(target, 3 * len(ladder) + 1)
+        outcome = run_ladder(ctx, target, ladder)
+    tr = TargetReport(target=target, passed=outcome.passed, reason=outcome.reason, outcome=outcome)
+    if outcome.passed:
+        try:
+            tr.manifest, tr.path, tr.size_bytes = _write_target(config, ctx, outcome, shared)
+        except BuildError as exc:
+            tr.passed, tr.reason = False, str(exc)
+        if outcome.artifact is not None:
+            outcome.artifact.runner = None  # type: ignore[assignment]  # free the session
+    reporter.end(target, tr.passed, tr.reason or f"{outcome.config}")
+    return tr
 
 
 def _write_target(
-    config: BuildConfig,
-    ctx: BuildContext,
-    outcome: TargetOutcome,
-    tok_path: Path,
-    gold_items: list,
-    gold_ref: np.ndarray,
-    thresholds: dict[str, float],
-    labels: list[str],
-    key: SigningKey | None,
-    started_at: str,
-    source_digest: str,
-    eval_payload: bytes,
+    config: BuildConfig, ctx: BuildContext, outcome: TargetOutcome, shared: Shared
 ) -> tuple[Manifest, str, int]:
     art = outcome.artifact
     assert art is not None and outcome.gate is not None and outcome.speed is not None
@@ -325,13 +329,13 @@ def _write_target(
     # Golden: run the shipped artifact through the full path and make sure it passes its own check.
     gold_out = run_items(
         ctx.encoder,
-        gold_items,
+        shared.gold_items,
         art.runner,
         art.runner.input_names,
         pad_id=ctx.encoder.spec.pad_token_id,
     )
-    metric, tol = tolerance(config.task, gold_ref, gold_out, thresholds)
-    worst, _ = compare(gold_ref, gold_out, metric)
+    metric, tol = tolerance(config.task, shared.gold_ref, gold_out, shared.thresholds)
+    worst, _ = compare(shared.gold_ref, gold_out, metric)
     if (metric == "cosine" and worst < tol) or (metric == "max_abs" and worst > tol):
         raise BuildError(
             f"{outcome.target}: golden smoke check fails on the build host ({metric} {worst:.4f} vs {tol})"
@@ -358,25 +362,25 @@ def _write_target(
             name=config.model_name,
             version=config.version,
             task=config.task,  # type: ignore[arg-type]
-            labels=labels,
-            source_digest=source_digest,
+            labels=shared.labels,
+            source_digest=shared.source_digest,
             source_name=ctx.source.name,
         ),
         target=TargetInfo(
             id=outcome.target,
-            backend=spec.backend,
+            backend=spec.backend,  # type: ignore[arg-type]  # TARGETS holds only valid backends
             precision=art.precision,  # type: ignore[arg-type]
             requires=art.requires,
-            device=spec.device,
+            device=spec.device,  # type: ignore[arg-type]
             runtime=art.runtime,  # type: ignore[arg-type]
         ),
         io=io,
         tokenizer=ctx.encoder.spec,
         quality=Quality(
             metrics={k: round(v, 6) for k, v in outcome.gate.metrics.items()},
-            thresholds=thresholds,
+            thresholds=shared.thresholds,
             passed=True,
-            eval_set_digest=sha256_bytes(eval_payload),
+            eval_set_digest=sha256_bytes(shared.eval_payload),
             eval_items=len(ctx.evaluator.items),
             config=outcome.config,
             attempts=outcome.attempts,
@@ -395,15 +399,15 @@ def _write_target(
             options={"threads": str(ctx.threads), "opset": str(ctx.master.opset)},
             builder_host=socket.gethostname(),
             builder_gpu=None,
-            started_at=started_at,
+            started_at=shared.started_at,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             peak_rss_mb=round(_peak_rss_mb(), 1),
         ),
-        golden=GoldenSpec(tolerance=round(tol, 6), metric=metric, items=len(gold_items)),  # type: ignore[arg-type]
+        golden=GoldenSpec(tolerance=round(tol, 6), metric=metric, items=len(shared.gold_items)),  # type: ignore[arg-type]
     )
     files: dict[str, Path | bytes] = dict(art.files)
-    files["tokenizer.json"] = tok_path
-    files["golden.npz"] = golden_bytes(gold_items, gold_ref)
+    files["tokenizer.json"] = shared.tok_path
+    files["golden.npz"] = golden_bytes(shared.gold_items, shared.gold_ref)
     dest = Path(config.out_dir) / outcome.target
-    written = write_bundle(dest, manifest, files, key=key, overwrite=config.overwrite)
+    written = write_bundle(dest, manifest, files, key=shared.key, overwrite=config.overwrite)
     return written, str(dest), sum(f.size for f in written.files)

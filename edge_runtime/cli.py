@@ -63,7 +63,7 @@ def probe(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(msgspec.json.format(msgspec.json.encode(caps), indent=2).decode())
         return
-    rows = [
+    rows: list[list[object]] = [
         ["host", caps.hostname],
         ["arch", caps.arch],
         ["cpu", caps.cpu_model],

@@ -70,6 +70,7 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     latency_target_ms: float = 50.0
     max_inputs_per_request: int = 1024
     adaptive: bool = True
+    release_after_idle_ms: float = 1000.0  # quiet this long after a burst: give memory back
 
 
 class ResultCacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -27,13 +27,13 @@ from artifacts.states import EventKind, ServeState
 from artifacts.textproc import Encoded
 from edge_runtime import memory
 from edge_runtime.backends import BackendSettings
-from edge_runtime.batching import Admission, Batcher
+from edge_runtime.batching import Batcher
 from edge_runtime.config import EdgeConfig, ModelSection
 from edge_runtime.errors import BackendFailure
 from edge_runtime.inference.result_cache import ResultCache
 from edge_runtime.loaded_model import LoadedModel
 from edge_runtime.metrics import Metrics
-from edge_runtime.selection import Outcome, Selection, select
+from edge_runtime.selection import Outcome, Selection, SelectOptions, select
 from edge_runtime.sync import BundleCache, ModelState, Resolved, Syncer
 
 log = logging.getLogger("shipyard.edge")
@@ -75,16 +75,10 @@ class ModelService:
         self._lock = threading.Lock()  # guards serving swaps vs. the inference thread
         self._failed: set[str] = set()  # targets that failed at run time (this version)
         self.settings = BackendSettings(threads=config.backends.threads)
-        b = config.batching
-        self.admission = Admission(
-            max_queued_tokens=b.max_queued_tokens,
-            batch_tokens=b.max_batch_tokens,
-            latency_target_s=b.latency_target_ms / 1000,
-            adaptive=b.adaptive,
-        )
         self.batcher = Batcher(
-            self.name, b, self._run_batch, metrics, self.admission, on_idle=self._release_memory
+            self.name, config.batching, self._run_batch, metrics, on_idle=self._release_memory
         )
+        self.admission = self.batcher.admission
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
         self._tasks: list[asyncio.Task] = []
         self._batch_ms: deque[float] = deque(maxlen=256)
@@ -173,9 +167,11 @@ class ModelService:
             resolved.ranking,
             self.trusted,
             self.settings,
-            mode=self.config.backends.select,
-            measure_s=self.config.backends.measure_s,
-            skip=skip,
+            SelectOptions(
+                mode=self.config.backends.select,
+                measure_s=self.config.backends.measure_s,
+                skip=frozenset(skip),
+            ),
         )
 
     def _swap(self, selection: Selection, resolved: Resolved) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from artifacts.bundle import verify_bundle
+from artifacts.bundle import VerifiedBundle, verify_bundle
 from artifacts.errors import ShipyardError
 from artifacts.golden import read_golden
 from artifacts.signing import TrustedKeys
@@ -73,124 +73,89 @@ def _golden_items(model: LoadedModel):
     return read_golden(model.bundle.path / model.manifest.golden.file).items
 
 
-def select(
-    version: int,
-    bundles: dict[str, Path],
-    ranking: Ranking,
+@dataclass(frozen=True)
+class SelectOptions:
+    """How to choose among passing candidates (``[backends]`` in edge.toml)."""
+
+    mode: str = "first"  # "first" | "measure"
+    measure_s: float = 1.0
+    skip: frozenset[str] = frozenset()  # targets that failed at run time for this version
+    opener: Callable[[VerifiedBundle, BackendSettings], LoadedModel] = open_model
+
+
+def _failed(target: str, status: CandidateStatus, exc: BaseException | str) -> Outcome:
+    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"[:500]
+    log.warning("%s: %s: %s", target, status, detail)
+    return Outcome(target=target, status=status, detail=detail)
+
+
+def _trial(
+    target: str,
+    path: Path | None,
     trusted: TrustedKeys,
     settings: BackendSettings,
-    *,
-    mode: str = "first",
-    measure_s: float = 1.0,
-    skip: set[str] = frozenset(),  # type: ignore[assignment]
-    opener: Callable = open_model,
-) -> Selection:
-    outcomes = [
-        Outcome(target=e.target, status=CandidateStatus.EXCLUDED, detail=e.reason)
-        for e in ranking.excluded
-    ]
-    passed: list[LoadedModel] = []
-    for cand in ranking.eligible:
-        target = cand.target
-        if target in skip:
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.FAILED_LOAD,
-                    detail="failed at run time; skipped",
-                )
-            )
-            continue
-        if passed and (
-            mode == "first" or (cand.device == "cpu" and passed[0].manifest.target.device == "gpu")
-        ):
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.NOT_TRIED,
-                    detail=f"{passed[0].target} ranks higher",
-                )
-            )
-            continue
-        path = bundles.get(target)
-        if path is None:
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.FAILED_VERIFICATION,
-                    detail="bundle not in the local cache",
-                )
-            )
-            continue
-        try:
-            bundle = verify_bundle(path, trusted)
-        except ShipyardError as exc:
-            outcomes.append(
-                Outcome(target=target, status=CandidateStatus.FAILED_VERIFICATION, detail=str(exc))
-            )
-            log.warning("%s: refused to load: %s", target, exc)
-            continue
-        try:
-            model = opener(bundle, settings)
-        except Exception as exc:  # any engine error: record it and fall back
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.FAILED_LOAD,
-                    detail=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            )
-            log.warning("%s: failed to load: %s", target, exc)
-            continue
-        try:
-            smoke = check(model)
-        except Exception as exc:
-            model.close()
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.FAILED_SMOKE_CHECK,
-                    detail=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            )
-            continue
-        if not smoke.passed:
-            model.close()
-            outcomes.append(
-                Outcome(
-                    target=target,
-                    status=CandidateStatus.FAILED_SMOKE_CHECK,
-                    detail=smoke.describe(),
-                    smoke=smoke.worst,
-                    load_ms=model.load_ms,
-                )
-            )
-            log.warning("%s: %s", target, smoke.describe())
-            continue
-        model.warm_up()
-        passed.append(model)
-    if not passed:
-        return Selection(version=version, chosen=None, outcomes=outcomes)
-    timings: dict[str, float] = {}
-    if mode == "measure" and len(passed) > 1 and passed[0].manifest.target.device == "cpu":
-        for m in passed:
-            timings[m.target] = measure(m, measure_s)
-        passed.sort(key=lambda m: timings[m.target])
-    chosen, others = passed[0], passed[1:]
+    opener: Callable[[VerifiedBundle, BackendSettings], LoadedModel],
+) -> LoadedModel | Outcome:
+    """verify → load → golden smoke check → warm up: the loaded model, or why it failed."""
+    if path is None:
+        return _failed(target, CandidateStatus.FAILED_VERIFICATION, "bundle not in the local cache")
+    try:
+        bundle = verify_bundle(path, trusted)
+    except ShipyardError as exc:
+        return _failed(target, CandidateStatus.FAILED_VERIFICATION, str(exc))
+    try:
+        model = opener(bundle, settings)
+    except Exception as exc:  # any engine error: record it and fall back
+        return _failed(target, CandidateStatus.FAILED_LOAD, exc)
+    try:
+        smoke = check(model)
+    except Exception as exc:
+        model.close()
+        return _failed(target, CandidateStatus.FAILED_SMOKE_CHECK, exc)
+    if not smoke.passed:
+        model.close()
+        out = _failed(target, CandidateStatus.FAILED_SMOKE_CHECK, smoke.describe())
+        out.smoke, out.load_ms = smoke.worst, model.load_ms
+        return out
+    model.warm_up()
+    return model
+
+
+def _skipped(
+    cand_target: str, cand_device: str, passed: list[LoadedModel], opts: SelectOptions
+) -> Outcome | None:
+    if cand_target in opts.skip:
+        return Outcome(
+            target=cand_target,
+            status=CandidateStatus.FAILED_LOAD,
+            detail="failed at run time; skipped",
+        )
+    if passed and (
+        opts.mode == "first" or (cand_device == "cpu" and passed[0].manifest.target.device == "gpu")
+    ):
+        return Outcome(
+            target=cand_target,
+            status=CandidateStatus.NOT_TRIED,
+            detail=f"{passed[0].target} ranks higher",
+        )
+    return None
+
+
+def _verdicts(passed: list[LoadedModel], timings: dict[str, float]) -> list[Outcome]:
+    chosen = passed[0]
+    out = []
     for m in passed:
-        is_chosen = m is chosen
-        if is_chosen:
-            detail = f"{m.smoke.describe()}; load {m.load_ms:.0f} ms"
+        if m is chosen:
+            status, detail = (
+                CandidateStatus.CHOSEN,
+                f"{m.smoke.describe() if m.smoke else ''}; load {m.load_ms:.0f} ms",
+            )
         elif m.target in timings:
+            status = CandidateStatus.SLOWER
             detail = f"slower: {timings[m.target]:.2f} ms vs {timings[chosen.target]:.2f} ms"
         else:
-            detail = "passed; kept as the next fallback"
-        status = (
-            CandidateStatus.CHOSEN
-            if is_chosen
-            else (CandidateStatus.SLOWER if m.target in timings else CandidateStatus.STANDBY)
-        )
-        outcomes.append(
+            status, detail = CandidateStatus.STANDBY, "passed; kept as the next fallback"
+        out.append(
             Outcome(
                 target=m.target,
                 status=status,
@@ -200,10 +165,46 @@ def select(
                 latency_ms=timings.get(m.target),
             )
         )
-    for m in others:
+    return out
+
+
+def select(
+    version: int,
+    bundles: dict[str, Path],
+    ranking: Ranking,
+    trusted: TrustedKeys,
+    settings: BackendSettings,
+    opts: SelectOptions = SelectOptions(),
+) -> Selection:
+    outcomes = [
+        Outcome(target=e.target, status=CandidateStatus.EXCLUDED, detail=e.reason)
+        for e in ranking.excluded
+    ]
+    passed: list[LoadedModel] = []
+    for cand in ranking.eligible:
+        skipped = _skipped(cand.target, cand.device, passed, opts)
+        if skipped is not None:
+            outcomes.append(skipped)
+            continue
+        tried = _trial(cand.target, bundles.get(cand.target), trusted, settings, opts.opener)
+        if isinstance(tried, Outcome):
+            outcomes.append(tried)
+        else:
+            passed.append(tried)
+    if not passed:
+        return Selection(version=version, chosen=None, outcomes=outcomes)
+    timings: dict[str, float] = {}
+    if opts.mode == "measure" and len(passed) > 1 and passed[0].manifest.target.device == "cpu":
+        timings = {m.target: measure(m, opts.measure_s) for m in passed}
+        passed.sort(key=lambda m: timings[m.target])
+    outcomes += _verdicts(passed, timings)
+    for m in passed[1:]:
         m.close()  # fallbacks are reopened on demand; do not hold their memory
     order = {c.target: i for i, c in enumerate(ranking.eligible)}
     outcomes.sort(key=lambda o: (o.status == CandidateStatus.EXCLUDED, order.get(o.target, 99)))
     return Selection(
-        version=version, chosen=chosen, outcomes=outcomes, fallbacks=[m.target for m in others]
+        version=version,
+        chosen=passed[0],
+        outcomes=outcomes,
+        fallbacks=[m.target for m in passed[1:]],
     )

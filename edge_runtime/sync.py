@@ -13,7 +13,6 @@ is verified again when it is loaded (the cache could have been tampered with sin
 
 from __future__ import annotations
 
-import base64
 import logging
 import shutil
 import time
@@ -24,7 +23,13 @@ import msgspec
 
 from artifacts import atomic
 from artifacts.bundle import read_manifest, verify_bundle
-from artifacts.client import RegistryClient
+from artifacts.client import (
+    BundleRef,
+    PullTarget,
+    RegistryClient,
+    SignedManifest,
+    decode_b64,
+)
 from artifacts.errors import ShipyardError
 from artifacts.signing import TrustedKeys
 from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
@@ -138,11 +143,10 @@ class Syncer:
             try:
                 t0 = time.monotonic()
                 self.client.pull_bundle(
-                    base64.b64decode(e.manifest),
-                    e.signature,
-                    dest,
+                    SignedManifest(decode_b64(e.manifest, "manifest"), e.signature),
+                    PullTarget(dest, self.cache.downloads / name),
                     self.trusted,
-                    downloads=self.cache.downloads / name,
+                    expect=BundleRef(name, res.version, target),
                 )
                 log.info(
                     "%s v%s %s: downloaded and verified in %.1f s",

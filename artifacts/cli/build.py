@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from artifacts.cli import app
@@ -24,7 +24,7 @@ class RichReporter:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def begin(self, scope: str, total: int) -> None:
         self.tasks[scope] = self.progress.add_task(scope, total=total or None, status="starting")

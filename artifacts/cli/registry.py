@@ -14,9 +14,10 @@ from artifacts.bundle import verify_bundle
 from artifacts.cli import app
 from artifacts.cli import login as cli_config
 from artifacts.cli.render import console, fmt_bytes, ranking_table, simple_table
-from artifacts.client import RegistryClient
+from artifacts.client import BundleRef, PullTarget, RegistryClient
 from artifacts.errors import InputError
 from artifacts.manifest import MANIFEST_FILE
+from artifacts.names import check_name
 from artifacts.publish import publish_version
 from artifacts.signing import TrustedKeys, default_key_path, load_signing_key
 from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy
@@ -98,7 +99,7 @@ def push(
             progress=lambda n: progress.advance(task, n),
         )
     number = published.version
-    results = [
+    results: list[dict] = [
         {
             "target": info.target,
             "created": created,
@@ -180,15 +181,13 @@ def pull(
         with byte_progress(total, f"pull {name} v{number}", not as_json) as progress:
             task = progress.task_ids[0]
             for b in chosen:
-                raw, sig = c.bundle_document(name, number, b.target)
+                check_name(b.target, "target")  # a registry answer, before it names a path
                 v = c.pull_bundle(
-                    raw,
-                    sig,
-                    out / b.target,
+                    c.bundle_document(name, number, b.target),
+                    PullTarget(out / b.target, downloads, overwrite),
                     trusted,
-                    downloads=downloads,
+                    expect=BundleRef(name, number, b.target),
                     progress=lambda n: progress.advance(task, n),
-                    overwrite=overwrite,
                 )
                 pulled.append(
                     {

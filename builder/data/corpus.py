@@ -573,7 +573,7 @@ def _description(
 
 def _spec_sheet(rng: random.Random, spec: dict[str, list[str]], brand: str) -> str:
     """A number-dense specification block: few words, many word pieces (runs past 256 tokens)."""
-    parts = []
+    parts: list[str] = []
     while len(" ".join(parts).split()) < rng.randint(110, 150):
         parts.append(
             rng.choice(

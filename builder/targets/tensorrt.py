@@ -69,7 +69,7 @@ def traffic_profiles(max_batch: int, max_seq: int) -> tuple[Profile, ...]:
     )
 
 
-def plan_build(
+def plan_build(  # noqa: PLR0913 - an engine's build coordinates, by keyword
     tensorrt_version: str,
     precision: str,
     *,

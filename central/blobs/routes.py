@@ -111,7 +111,8 @@ async def get_blob(blobs: BlobService, request: Request, digest: str) -> Respons
     if rng is None:
         start, end, status = 0, info.size - 1, 200
     else:
-        start, end = rng  # type: ignore[misc]
+        assert isinstance(rng, tuple)
+        start, end = rng
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     headers["Content-Length"] = str(end - start + 1)

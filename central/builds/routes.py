@@ -34,7 +34,7 @@ async def submit(builds: BuildService, request: Request, data: BuildRequest) -> 
 async def list_builds(
     builds: BuildService, limit: int = Parameter(default=50, ge=1, le=500)
 ) -> list[BuildInfo]:
-    return await builds.list(limit)
+    return await builds.recent(limit)
 
 
 @get("/v1/builds/{build_id:int}", **pull())

@@ -205,7 +205,7 @@ class BuildService:
             ).scalars()
             return build_info(b, list(jobs), await live_workers(s, self.lease_seconds))
 
-    async def list(self, limit: int = 50) -> list[BuildInfo]:
+    async def recent(self, limit: int = 50) -> list[BuildInfo]:
         async with self.db.session() as s:
             builds = list(
                 (await s.execute(select(Build).order_by(Build.id.desc()).limit(limit))).scalars()

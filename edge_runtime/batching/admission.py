@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edge_runtime.config import BatchingSection
+
 
 @dataclass
 class Admission:
@@ -36,6 +38,15 @@ class Admission:
     run_ewma_s: float = 0.0
     drain_tokens_per_s: float = 0.0
     rejected: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: BatchingSection) -> Admission:
+        return cls(
+            max_queued_tokens=cfg.max_queued_tokens,
+            batch_tokens=cfg.max_batch_tokens,
+            latency_target_s=cfg.latency_target_ms / 1000,
+            adaptive=cfg.adaptive,
+        )
 
     def __post_init__(self) -> None:
         start = 4 * self.batch_tokens if self.adaptive else self.max_queued_tokens

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from edge_runtime import memory
 from edge_runtime.batching.admission import Admission
 from edge_runtime.batching.tuner import SizeTuner
 from edge_runtime.config import BatchingSection
+from edge_runtime.metrics import Metrics
 
 
 @dataclass
@@ -54,21 +56,19 @@ class Batcher:
         self,
         name: str,
         cfg: BatchingSection,
-        run_batch,
-        metrics,
-        admission: Admission,
-        on_idle=memory.trim,
-        idle_after_s: float = 1.0,
+        run_batch: Callable[[list[Encoded]], np.ndarray],
+        metrics: Metrics,
+        on_idle: Callable[[], object] = memory.trim,
     ) -> None:
         self.name = name
         self.cfg = cfg
-        self.run_batch = run_batch  # (list[Encoded]) -> np.ndarray, called on the inference thread
-        # () -> None, run on the inference thread once the queue has stayed empty for
-        # ``idle_after_s`` after a batch: hands the burst's working memory back to the OS
+        self.run_batch = run_batch  # called on the inference thread
+        # run on the inference thread once the queue has stayed empty for
+        # ``release_after_idle_ms`` after a batch: hands the burst's working memory back
         self.on_idle = on_idle
-        self.idle_after_s = idle_after_s
+        self.idle_after_s = cfg.release_after_idle_ms / 1000
         self.metrics = metrics
-        self.admission = admission
+        self.admission = Admission.from_config(cfg)
         self.queue: deque[Item] = deque()
         self.tokenising = 0  # admitted requests not yet enqueued
         self._wake = asyncio.Event()
@@ -168,7 +168,6 @@ class Batcher:
             self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             if (
@@ -180,48 +179,56 @@ class Batcher:
                     self.cfg.max_wait_ms / 1000
                 )  # let requests being tokenised join
             batch = self._take()
-            if not batch:
-                if not self.queue:
-                    self._wake.clear()
-                continue
-            started = time.monotonic()
-            encs = sorted(range(len(batch)), key=lambda i: len(batch[i].enc))
-            ordered = [batch[i] for i in encs]
-            padded = max(len(it.enc) for it in ordered) * len(ordered)
-            try:
-                out = await loop.run_in_executor(
-                    self._executor, self.run_batch, [it.enc for it in ordered]
-                )
-                error = None
-            except Exception as exc:  # the service already tried to fail over
-                out, error = None, exc
-            ran = time.monotonic() - started
-            self.batches += 1
-            waited = max(started - it.enqueued for it in ordered)
-            self.admission.observe(waited, padded, ran)
-            if error is None:
-                self.tuner.observe(len(ordered), padded, ran)
-            self.metrics.batch_size.labels(self.name).observe(len(ordered))
-            self.metrics.batch_tokens.labels(self.name).observe(padded)
-            self.metrics.admission_limit.labels(self.name).set(self.admission.limit)
-            for it in ordered:
-                self.metrics.queue.labels(self.name).observe(started - it.enqueued)
-            for j, it in enumerate(ordered):
-                p = it.pending
-                if p.future.done():
-                    continue
-                if error is not None:
-                    self._release(p)
-                    p.future.set_exception(error)
-                    continue
-                p.results[it.index] = out[j]
-                p.remaining -= 1
-                if p.remaining == 0:
-                    self._release(p)
-                    p.future.set_result(p.results)
+            if batch:
+                await self._run(batch)
             if not self.queue:
                 self._wake.clear()
-                loop.call_later(self.idle_after_s, self._idle, self.batches)
+                if batch:
+                    asyncio.get_running_loop().call_later(
+                        self.idle_after_s, self._idle, self.batches
+                    )
+
+    async def _run(self, batch: list[Item]) -> None:
+        """Run one batch (shortest first) on the inference thread; account for it; answer."""
+        started = time.monotonic()
+        ordered = sorted(batch, key=lambda it: len(it.enc))
+        padded = len(ordered[-1].enc) * len(ordered)
+        out: np.ndarray | None = None
+        error: Exception | None = None
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.run_batch, [it.enc for it in ordered]
+            )
+        except Exception as exc:  # the service already tried to fail over
+            error = exc
+        ran = time.monotonic() - started
+        self.batches += 1
+        self.admission.observe(max(started - it.enqueued for it in ordered), padded, ran)
+        if error is None:
+            self.tuner.observe(len(ordered), padded, ran)
+        self.metrics.batch_size.labels(self.name).observe(len(ordered))
+        self.metrics.batch_tokens.labels(self.name).observe(padded)
+        self.metrics.admission_limit.labels(self.name).set(self.admission.limit)
+        for it in ordered:
+            self.metrics.queue.labels(self.name).observe(started - it.enqueued)
+        self._deliver(ordered, out, error)
+
+    def _deliver(
+        self, ordered: list[Item], out: np.ndarray | None, error: Exception | None
+    ) -> None:
+        for j, it in enumerate(ordered):
+            p = it.pending
+            if p.future.done():
+                continue
+            if error is not None or out is None:
+                self._release(p)
+                p.future.set_exception(error or RuntimeError("batch produced no output"))
+                continue
+            p.results[it.index] = out[j]
+            p.remaining -= 1
+            if p.remaining == 0:
+                self._release(p)
+                p.future.set_result(p.results)
 
     def _idle(self, batches: int) -> None:
         """Release memory once per quiet spell: only if no batch ran since this was scheduled."""

@@ -116,8 +116,8 @@ def _decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
     return out
 
 
-def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str, list[str]], bool]:
-    """(header JSON, inputs by name as strings, whether any output asked for binary data)."""
+def _split(request_body: bytes, header_len: str | None) -> tuple[dict, bytes]:
+    """The JSON header and the binary tail (Triton's binary tensor extension)."""
     if header_len is not None:
         try:
             n = int(header_len)
@@ -134,38 +134,45 @@ def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str,
         raise BadRequest(f"request is not valid JSON: {exc}") from exc
     if not isinstance(head, dict) or not isinstance(head.get("inputs"), list) or not head["inputs"]:
         raise BadRequest("request needs a non-empty 'inputs' list")
+    return head, binary
+
+
+def _strings(inp: dict, binary: bytes, offset: int) -> tuple[list[str], int]:
+    """One BYTES input as strings, and the binary offset after it."""
+    name = inp["name"]
+    if inp.get("datatype") != "BYTES":
+        raise BadRequest(
+            f"input {name!r} must have datatype BYTES (text), got {inp.get('datatype')!r}"
+        )
+    shape = inp.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise BadRequest(f"input {name!r} needs a shape of non-negative integers")
+    count = int(np.prod(shape)) if shape else 1
+    size = (inp.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise BadRequest(f"input {name!r}: binary_data_size does not fit the request body")
+        return _decode_bytes(binary[offset : offset + size], count, name), offset + size
+    data = inp.get("data")
+    flat = list(np.asarray(data, dtype=object).reshape(-1)) if isinstance(data, list) else None
+    if flat is None or not all(isinstance(x, str) for x in flat):
+        raise BadRequest(f"input {name!r}: 'data' must be a (nested) list of strings")
+    if len(flat) != count:
+        raise BadRequest(
+            f"input {name!r}: shape {shape} holds {count} elements, data has {len(flat)}"
+        )
+    return flat, offset
+
+
+def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str, list[str]], bool]:
+    """(header JSON, inputs by name as strings, whether any output asked for binary data)."""
+    head, binary = _split(request_body, header_len)
     inputs: dict[str, list[str]] = {}
     offset = 0
     for inp in head["inputs"]:
         if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
             raise BadRequest("every input needs a name")
-        name = inp["name"]
-        if inp.get("datatype") != "BYTES":
-            raise BadRequest(
-                f"input {name!r} must have datatype BYTES (text), got {inp.get('datatype')!r}"
-            )
-        shape = inp.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise BadRequest(f"input {name!r} needs a shape of non-negative integers")
-        count = int(np.prod(shape)) if shape else 1
-        size = (inp.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise BadRequest(f"input {name!r}: binary_data_size does not fit the request body")
-            inputs[name] = _decode_bytes(binary[offset : offset + size], count, name)
-            offset += size
-        else:
-            data = inp.get("data")
-            flat = (
-                list(np.asarray(data, dtype=object).reshape(-1)) if isinstance(data, list) else None
-            )
-            if flat is None or not all(isinstance(x, str) for x in flat):
-                raise BadRequest(f"input {name!r}: 'data' must be a (nested) list of strings")
-            if len(flat) != count:
-                raise BadRequest(
-                    f"input {name!r}: shape {shape} holds {count} elements, data has {len(flat)}"
-                )
-            inputs[name] = flat
+        inputs[inp["name"]], offset = _strings(inp, binary, offset)
     want_binary = any(
         ((o or {}).get("parameters") or {}).get("binary_data") for o in head.get("outputs") or []
     )

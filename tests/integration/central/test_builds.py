@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from artifacts import sourcetar
-from artifacts.client import RegistryClient
+from artifacts.client import BundleRef, PullTarget, RegistryClient
 from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import AuthError, ConflictError, Unprocessable
 from artifacts.signing import TrustedKeys
@@ -110,9 +110,11 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
         version = c.get_version("tiny-cls", 1)
         assert "build #1" in version.notes
         for b in version.bundles:
-            raw, sig = c.bundle_document("tiny-cls", 1, b.target)
             got = c.pull_bundle(
-                raw, sig, tmp_path / "pulled" / b.target, trusted, downloads=tmp_path / "dl"
+                c.bundle_document("tiny-cls", 1, b.target),
+                PullTarget(tmp_path / "pulled" / b.target, tmp_path / "dl"),
+                trusted,
+                expect=BundleRef("tiny-cls", 1, b.target),
             )
             assert got.manifest.model.version == 1 and got.manifest.quality.passed
         # the same request again: served from the build cache, not rebuilt, same files

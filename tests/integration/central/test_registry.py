@@ -10,13 +10,14 @@ import httpx
 import pytest
 
 from artifacts.bundle import verify_bundle
-from artifacts.client import RegistryClient
+from artifacts.client import BundleRef, PullTarget, RegistryClient
 from artifacts.errors import (
     AuthError,
     ConflictError,
     DigestMismatchError,
     NotFoundError,
     Unprocessable,
+    WrongBundleError,
 )
 from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, encode
 from artifacts.signing import SigningKey, TrustedKeys, load_signing_key
@@ -496,18 +497,28 @@ def test_audit_records_actions_and_refusals(central, tmp_path, key):
 def test_pull_resumes_verifies_and_is_atomic(central, tmp_path, key, trusted):
     with admin(central) as c:
         v = push(c, tmp_path, key, targets=("onnx-int8",))
-        raw, sig = c.bundle_document("product-embedder", v, "onnx-int8")
+        doc = c.bundle_document("product-embedder", v, "onnx-int8")
+        ref = BundleRef("product-embedder", v, "onnx-int8")
         downloads = tmp_path / "dl"
         from artifacts.manifest import decode
 
-        m = decode(raw)
+        m = decode(doc.manifest)
         big = max(m.files, key=lambda f: f.size)
         data = c._http.get(f"/v1/blobs/{big.sha256}").content
         downloads.mkdir()
         (downloads / (big.sha256.split(":")[1] + ".part")).write_bytes(
             data[:1000]
         )  # an interrupted download
-        got = c.pull_bundle(raw, sig, tmp_path / "out", trusted, downloads=downloads)
+        # a registry (or anyone on the path) answering with another bundle is refused
+        with pytest.raises(WrongBundleError, match="asked for"):
+            c.pull_bundle(
+                doc,
+                PullTarget(tmp_path / "x", downloads),
+                trusted,
+                expect=BundleRef("other", v, "onnx-int8"),
+            )
+        assert not (tmp_path / "x").exists()
+        got = c.pull_bundle(doc, PullTarget(tmp_path / "out", downloads), trusted, expect=ref)
         assert got.key_id and got.manifest.model.version == v
         assert (tmp_path / "out" / "model.onnx").read_bytes() == data
         # the server's copy corrupted on disk: the download is refused, nothing is placed
@@ -516,7 +527,7 @@ def test_pull_resumes_verifies_and_is_atomic(central, tmp_path, key, trusted):
         blob[10] ^= 0xFF
         path.write_bytes(bytes(blob))
         with pytest.raises(DigestMismatchError):
-            c.pull_bundle(raw, sig, tmp_path / "out2", trusted, downloads=tmp_path / "dl2")
+            c.pull_bundle(doc, PullTarget(tmp_path / "out2", tmp_path / "dl2"), trusted, expect=ref)
         assert not (tmp_path / "out2").exists()
 
 

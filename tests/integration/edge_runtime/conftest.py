@@ -2,40 +2,71 @@
 
 from __future__ import annotations
 
-import shutil
-
+import msgspec
 import pytest
 
-from artifacts.bundle import restamp_bundle, verify_bundle
+from artifacts.bundle import verify_bundle
 from artifacts.client import RegistryClient
+from artifacts.publish import stamp
 from artifacts.signing import load_signing_key
+from artifacts.targets import CPU_TARGETS
 from edge_runtime.config import EdgeConfig, ModelSection, RegistrySection
 from tests.servers import CentralServer, EdgeServer
 
 
-def push_version(client: RegistryClient, model: str, bundle_dirs: list, key, tmp_path) -> int:
-    """Stamp bundles (any version) into a new version of ``model`` and push them."""
+def push_version(client: RegistryClient, model: str, bundle_dirs: list, key, _tmp=None) -> int:
+    """Publish bundles (of any model name and version) as a new version of ``model``."""
+    bundles = [verify_bundle(src, None) for src in bundle_dirs]
+    for b in bundles:
+        for entry in b.manifest.files:
+            client.upload_blob(entry.sha256, b.file(entry.path))
     number = client.create_version(model)
-    for src in bundle_dirs:
-        m = verify_bundle(src, None).manifest
-        dest = tmp_path / f"push-{model}-{number}-{m.target.id}"
-        shutil.rmtree(dest, ignore_errors=True)
-        from artifacts.bundle import read_manifest
-
-        if read_manifest(src).model.name != model:
-            import msgspec
-
-            from artifacts.bundle import write_bundle
-
-            mm = read_manifest(src)
-            mm = msgspec.structs.replace(mm, model=msgspec.structs.replace(mm.model, name=model))
-            files = {f.path: src / f.path for f in mm.files}
-            write_bundle(dest, mm, files, key=key)
-            src = dest
-            dest = tmp_path / f"push2-{model}-{number}-{m.target.id}"
-        restamp_bundle(src, dest, version=number, key=key)
-        client.push_bundle(verify_bundle(dest, None))
+    for b in bundles:
+        m = b.manifest
+        renamed = msgspec.structs.replace(m, model=msgspec.structs.replace(m.model, name=model))
+        raw, signature = stamp(renamed, number, key)
+        client.put_bundle(model, number, m.target.id, raw, signature)
     return number
+
+
+def publish_tiny(client: RegistryClient, tiny_builds, key) -> dict[str, int]:
+    """tiny-embedding / tiny-rerank / tiny-classify (all three CPU targets) on ``stable``."""
+    versions = {}
+    for task in ("embedding", "rerank", "classify"):
+        out, _ = tiny_builds[task]
+        v = push_version(client, f"tiny-{task}", [out / t for t in CPU_TARGETS], key)
+        client.promote(f"tiny-{task}", "stable", v)
+        versions[task] = v
+    return versions
+
+
+def edge_config(url: str, token: str, publisher_pub, models, cache, **sections) -> EdgeConfig:
+    cfg = EdgeConfig(
+        registry=RegistrySection(
+            url=url,
+            token=token,
+            trusted_keys=[str(publisher_pub)],
+            poll_interval_s=sections.pop("poll_interval_s", 30.0),
+            timeout_s=5.0,
+        ),
+        models=[ModelSection(name=n, channel=c) for n, c in models],
+    )
+    cfg.cache.dir = str(cache)
+    for section, values in sections.items():
+        for k, v in values.items():
+            setattr(getattr(cfg, section), k, v)
+    return cfg.validate()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory, publisher_keys, tiny_builds):
+    """One central with the tiny models published, shared by a module's read-only tests."""
+    home = tmp_path_factory.mktemp("shared-central")
+    server = CentralServer(home, None, trusted=[publisher_keys[1]], local_workers=0).start()
+    with RegistryClient(server.url, server.admin_token) as c:
+        publish_tiny(c, tiny_builds, load_signing_key(publisher_keys[0]))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -67,21 +98,15 @@ def make_edge(registry, publisher_keys, tmp_path):
     def make(
         models=(("tiny-embedding", "stable"),), cache=None, url=None, **sections
     ) -> EdgeServer:
-        cfg = EdgeConfig(
-            registry=RegistrySection(
-                url=url or registry.url,
-                token=pull,
-                trusted_keys=[str(publisher_keys[1])],
-                poll_interval_s=sections.pop("poll_interval_s", 30.0),
-                timeout_s=5.0,
-            ),
-            models=[ModelSection(name=n, channel=c) for n, c in models],
+        cfg = edge_config(
+            url or registry.url,
+            pull,
+            publisher_keys[1],
+            models,
+            cache or tmp_path / f"edge-cache-{len(started)}",
+            **sections,
         )
-        cfg.cache.dir = str(cache or tmp_path / f"edge-cache-{len(started)}")
-        for section, values in sections.items():
-            for k, v in values.items():
-                setattr(getattr(cfg, section), k, v)
-        edge = EdgeServer(cfg.validate()).start()
+        edge = EdgeServer(cfg).start()
         started.append(edge)
         return edge
 
@@ -91,13 +116,6 @@ def make_edge(registry, publisher_keys, tmp_path):
 
 
 @pytest.fixture
-def tiny_published(admin_client, tiny_builds, key, tmp_path):
+def tiny_published(admin_client, tiny_builds, key):
     """tiny-embedding / tiny-rerank / tiny-classify v1 (all three CPU targets) on ``stable``."""
-    versions = {}
-    for task in ("embedding", "rerank", "classify"):
-        out, _ = tiny_builds[task]
-        dirs = [out / t for t in ("onnx-fp32", "onnx-int8", "openvino-int8")]
-        v = push_version(admin_client, f"tiny-{task}", dirs, key, tmp_path)
-        admin_client.promote(f"tiny-{task}", "stable", v)
-        versions[task] = v
-    return versions
+    return publish_tiny(admin_client, tiny_builds, key)

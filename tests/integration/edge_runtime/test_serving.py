@@ -13,15 +13,42 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifacts.textproc import run_items
+from tests.integration.edge_runtime.conftest import edge_config
+from tests.servers import EdgeServer
 
 MODELS = (("tiny-embedding", "stable"), ("tiny-rerank", "stable"), ("tiny-classify", "stable"))
 
 
-@pytest.fixture
-def edge(tiny_published, make_edge):
-    e = make_edge(models=MODELS, batching={"max_inputs_per_request": 64})
+def _start_edge(url: str, token: str, publisher_pub, cache) -> EdgeServer:
+    cfg = edge_config(
+        url, token, publisher_pub, MODELS, cache, batching={"max_inputs_per_request": 64}
+    )
+    e = EdgeServer(cfg).start()
     e.wait_ready()
     return e
+
+
+@pytest.fixture(scope="module")
+def edge(shared_stack, publisher_keys, tmp_path_factory):
+    """One node for the module's tests: they read, or restore what they change."""
+    e = _start_edge(
+        shared_stack.url,
+        shared_stack.token("pull", name="edge"),
+        publisher_keys[1],
+        tmp_path_factory.mktemp("edge-cache"),
+    )
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def own_edge(shared_stack, publisher_keys, tmp_path):
+    """A node of its own, for a test that breaks it."""
+    e = _start_edge(
+        shared_stack.url, shared_stack.token("pull", name="edge"), publisher_keys[1], tmp_path
+    )
+    yield e
+    e.stop()
 
 
 def backend_direct(edge, name, items):
@@ -396,7 +423,8 @@ def test_schemathesis_finds_no_server_errors(edge, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
-def test_runtime_failover_keeps_admitted_requests(edge):
+def test_runtime_failover_keeps_admitted_requests(own_edge):
+    edge = own_edge
     svc = edge.node.models["tiny-embedding"]
     failing = svc.serving
     real = failing.backend.infer

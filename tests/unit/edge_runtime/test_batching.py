@@ -34,13 +34,8 @@ class FakeBackend:
 
 
 def make(cfg: BatchingSection, backend: FakeBackend, adaptive: bool = False) -> Batcher:
-    adm = Admission(
-        max_queued_tokens=cfg.max_queued_tokens,
-        batch_tokens=cfg.max_batch_tokens,
-        latency_target_s=cfg.latency_target_ms / 1000,
-        adaptive=adaptive,
-    )
-    return Batcher("m", cfg, backend, Metrics(), adm)
+    cfg.adaptive = adaptive
+    return Batcher("m", cfg, backend, Metrics())
 
 
 def far() -> float:
@@ -208,16 +203,13 @@ def test_idle_callback_runs_once_per_quiet_spell_on_the_inference_thread():
     async def main():
         backend = FakeBackend()
         calls: list[str] = []
-        adm = Admission(max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05)
-        cfg = BatchingSection(max_wait_ms=0)
+        cfg = BatchingSection(max_wait_ms=0, release_after_idle_ms=200)
         b = Batcher(
             "m",
             cfg,
             backend,
             Metrics(),
-            adm,
             on_idle=lambda: calls.append(threading.current_thread().name),
-            idle_after_s=0.2,
         )
         b.start()
         for i in range(5):  # a burst with short gaps: no release in between

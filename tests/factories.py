@@ -87,3 +87,34 @@ def synthetic_bundle(
         key=key,
         overwrite=True,
     )
+
+
+def small_datasets(dest, task: str, *, calibration: int = 40, evaluation: int = 120):
+    """Small calibration and eval JSONL files (the builder's own sampling of its corpus), for
+    builds that test the build service rather than quantisation quality: (cal, eval) paths."""
+    import json
+    from pathlib import Path
+
+    from builder.data.datasets import calibration_items, eval_set
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def line(item) -> dict:
+        return {"query": item[0], "product": item[1]} if isinstance(item, tuple) else {"text": item}
+
+    ev = eval_set(task, None, limit=evaluation)
+    if task == "embedding":
+        pairs = list(zip(ev.queries, ev.products, strict=False))
+        records = [{"query": q, "product": p} for q, p in pairs]
+        records += [{"text": p} for p in ev.products[len(pairs) :]]
+    else:
+        records = [line(it) for it in ev.items(task)]
+    cal_path, eval_path = dest / f"{task}-cal.jsonl", dest / f"{task}-eval.jsonl"
+    cal_path.write_text(
+        "".join(
+            json.dumps(line(it)) + "\n" for it in calibration_items(task, None, limit=calibration)
+        )
+    )
+    eval_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return cal_path, eval_path

@@ -56,7 +56,8 @@ class DemoConfig(msgspec.Struct, kw_only=True):
     catalog_size: int = 2000
     queries: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERIES))
     build_timeout_s: float = 900.0
-    eval_limit: int | None = None  # None: the builder's default
+    calibration: str | None = None  # JSONL; None: the builder's shipped corpus
+    eval: str | None = None
 
 
 class DemoError(ShipyardError):
@@ -131,6 +132,8 @@ class Demo:
             "--promote-to",
             "stable",
             "--wait",
+            *(["--calibration", self.cfg.calibration] if self.cfg.calibration else []),
+            *(["--eval", self.cfg.eval] if self.cfg.eval else []),
         )
         self.out.print(
             f"submitting {model_dir} as {self.cfg.model} "

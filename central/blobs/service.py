@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import IntegrityError
+
 from artifacts.errors import Unprocessable
 from central.audit.service import AuditLog
 from central.blobs.models import Blob
@@ -36,12 +38,16 @@ class BlobService:
         return info, created
 
     async def _record(self, digest: str, size: int, actor: str) -> None:
-        async with self.db.transaction() as s:
-            if await s.get(Blob, digest) is None:
-                s.add(Blob(digest=digest, size=size))
-                self.audit.record(
-                    s, actor, "blob.push", digest[:19], digest=digest, detail=f"{size} bytes"
-                )
+        """One row per blob; two uploads of the same bytes at once both succeed."""
+        try:
+            async with self.db.transaction() as s:
+                if await s.get(Blob, digest) is None:
+                    s.add(Blob(digest=digest, size=size))
+                    self.audit.record(
+                        s, actor, "blob.push", digest[:19], digest=digest, detail=f"{size} bytes"
+                    )
+        except IntegrityError:  # a concurrent upload of the same content recorded it first
+            pass
 
     def require(self, digest: str, what: str) -> BlobInfo:
         """The blob's info, or 422 naming what is missing."""

@@ -44,7 +44,7 @@ class LocalWorkers:
             "--work-dir",
             str(work),
             "--lease-wait",
-            "10",
+            "5",  # also bounds how long a stopping worker waits for its last poll
             "--build-timeout",
             str(int(self.config.build_timeout_s)),
         )

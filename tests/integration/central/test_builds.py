@@ -20,7 +20,7 @@ from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import AuthError, ConflictError, Unprocessable
 from artifacts.signing import TrustedKeys
 from artifacts.wire import BuildRequest, JobDone, WorkerHello
-from tests.factories import cpu_node, gpu_node
+from tests.factories import cpu_node, gpu_node, small_datasets
 from tests.servers import CentralServer
 
 TERMINAL = ("passed", "partial", "failed", "cancelled")
@@ -31,6 +31,18 @@ def upload_model(c: RegistryClient, model_dir, tmp_path) -> str:
     digest = sha256_file(tar)
     c.upload_blob(digest, tar)
     return digest
+
+
+def small_data(c: RegistryClient, task: str, tmp_path) -> dict[str, str]:
+    """Small calibration + eval sets as blobs: these tests are about the build service, so the
+    builds should be quick (the quantisation ladders are tested in tests/integration/builder)."""
+    blobs = {}
+    for kind, path in zip(
+        ("calibration_blob", "eval_blob"), small_datasets(tmp_path / "data", task), strict=True
+    ):
+        blobs[kind] = sha256_file(path)
+        c.upload_blob(blobs[kind], path)
+    return blobs
 
 
 def wait_build(c: RegistryClient, build_id: int, timeout: float = 240.0):
@@ -91,7 +103,11 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
     with RegistryClient(server.url, server.admin_token) as c:
         source = upload_model(c, tiny_models["classify"], tmp_path)
         req = BuildRequest(
-            model="tiny-cls", task="classify", source_blob=source, promote_to="stable"
+            model="tiny-cls",
+            task="classify",
+            source_blob=source,
+            promote_to="stable",
+            **small_data(c, "classify", tmp_path),
         )
         created = c.submit_build(req)
         assert [j.target for j in created.jobs] == ["onnx-fp32", "onnx-int8", "openvino-int8"]
@@ -134,7 +150,7 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_two_remote_workers_six_jobs_each_built_once(
+def test_two_remote_workers_every_job_built_once(
     tmp_path, database_url, publisher_keys, tiny_models
 ):
     server = CentralServer(
@@ -150,14 +166,17 @@ def test_two_remote_workers_six_jobs_each_built_once(
             ids = []
             for task in ("embedding", "classify"):
                 source = upload_model(c, tiny_models[task], tmp_path)
-                ids.append(
-                    c.submit_build(
-                        BuildRequest(model=f"tiny-{task}", task=task, source_blob=source)
-                    ).build_id
+                req = BuildRequest(
+                    model=f"tiny-{task}",
+                    task=task,
+                    source_blob=source,
+                    targets=["onnx-fp32", "onnx-int8"],  # the quick ones: leasing is under test
+                    **small_data(c, task, tmp_path),
                 )
+                ids.append(c.submit_build(req).build_id)
             infos = [wait_build(c, i, timeout=300) for i in ids]
         jobs = [j for info in infos for j in info.jobs]
-        assert len(jobs) == 6
+        assert len(jobs) == 4
         assert all(info.state == "passed" for info in infos), infos
         assert all(j.attempts == 1 for j in jobs)
         assert all(sum("leased by" in h for h in j.history) == 1 for j in jobs)
@@ -183,7 +202,8 @@ def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher
                     model="tiny-emb",
                     task="embedding",
                     source_blob=source,
-                    targets=["openvino-int8"],
+                    targets=["onnx-int8"],
+                    **small_data(c, "embedding", tmp_path),
                 )
             ).build_id
             deadline = time.monotonic() + 120

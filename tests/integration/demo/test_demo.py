@@ -4,12 +4,14 @@ import psutil
 from rich.console import Console
 
 from artifacts.cli.demo import Demo, DemoConfig
+from tests.factories import small_datasets
 
 
 def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
     from artifacts.cli.procs import free_port
 
     before = {p.pid for p in psutil.process_iter()}
+    cal, ev = small_datasets(tmp_path / "data", "embedding")
     cfg = DemoConfig(
         home=str(tmp_path / "demo"),
         model_dir=str(tiny_models["embedding"]),
@@ -18,6 +20,8 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
         edge_port=free_port(),
         catalog_size=200,
         queries=["running shoes", "coffee beans"],
+        calibration=str(cal),
+        eval=str(ev),
     )
     out = Console(record=True, width=200)
     results = Demo(cfg, out).run()

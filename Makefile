@@ -9,7 +9,7 @@ STAMP := $(VENV)/.install-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 INFINITY := bench/.work/infinity-venv
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-slow test-all lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/artifact demo
 
+# The fast suite (what a developer runs after each change); the real-MiniLM builds and the
+# tiny end-to-end demo are marked slow and run by `make test-slow` (CI runs both).
 test: install lint
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+test-all: install lint
 	$(PY) -m pytest
 
 lint: install

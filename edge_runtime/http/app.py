@@ -20,7 +20,7 @@ from artifacts.wire import Problem
 from edge_runtime.http import kserve, openai
 from edge_runtime.http.problems import HANDLERS, problem_response
 from edge_runtime.http.shedding import ShedWhenSaturated
-from edge_runtime.inference import Inference
+from edge_runtime.inference.engine import Inference
 from edge_runtime.node import EdgeNode
 
 

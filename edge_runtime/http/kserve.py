@@ -18,7 +18,7 @@ from litestar import Request, Response, get, post
 from artifacts.errors import NotReady
 from edge_runtime.errors import BadRequest, UnknownModel
 from edge_runtime.http.observe import Observed, served_headers
-from edge_runtime.inference import Inference
+from edge_runtime.inference.engine import Inference
 from edge_runtime.inference.results import Served
 from edge_runtime.model_service import ModelService
 

@@ -26,7 +26,7 @@ from edge_runtime.http.schemas import (
     RerankResponse,
     RerankResult,
 )
-from edge_runtime.inference import Inference
+from edge_runtime.inference.engine import Inference
 from edge_runtime.inference.results import Usage
 
 

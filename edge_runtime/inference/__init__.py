@@ -1,6 +1,6 @@
-"""The inference core: embed / rerank / classify as typed results, the result cache."""
+"""The inference core: :mod:`.engine` (embed / rerank / classify end to end), :mod:`.results`
+(typed results and post-processing), :mod:`.result_cache`."""
 
-from edge_runtime.inference.engine import Inference, check_texts
 from edge_runtime.inference.results import (
     Classified,
     Embeddings,
@@ -10,13 +10,4 @@ from edge_runtime.inference.results import (
     Usage,
 )
 
-__all__ = [
-    "Classified",
-    "Embeddings",
-    "Inference",
-    "Prediction",
-    "RankedDocument",
-    "Reranked",
-    "Usage",
-    "check_texts",
-]
+__all__ = ["Classified", "Embeddings", "Prediction", "RankedDocument", "Reranked", "Usage"]

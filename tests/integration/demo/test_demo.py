@@ -1,12 +1,15 @@
-"""The demo's steps end to end on a tiny model: central + worker, build, promote, edge, search."""
+"""The demo's steps end to end on a tiny model: central + worker, build, promote, edge, search
+(slow: `make test-slow`; `make demo` runs the real thing in CI too)."""
 
 import psutil
+import pytest
 from rich.console import Console
 
 from artifacts.cli.demo import Demo, DemoConfig
 from tests.factories import small_datasets
 
 
+@pytest.mark.slow
 def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
     from artifacts.cli.procs import free_port
 

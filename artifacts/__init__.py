@@ -10,6 +10,7 @@ from artifacts.bundle import (
     VerifiedBundle,
     check_relpath,
     read_manifest,
+    restamp_bundle,
     verify_bundle,
     write_bundle,
 )
@@ -19,7 +20,7 @@ from artifacts.errors import *  # noqa: F403 - the whole hierarchy is public
 from artifacts.errors import __all__ as _errors
 from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, decode, encode
 from artifacts.names import check_name
-from artifacts.publish import Published, publish_version, stamp
+from artifacts.publish import Published, publish_version
 from artifacts.signing import (
     SigningKey,
     TrustedKeys,
@@ -86,9 +87,9 @@ __all__ = [
     "publish_version",
     "rank_bundles",
     "read_manifest",
+    "restamp_bundle",
     "sha256_bytes",
     "sha256_file",
-    "stamp",
     "verify_bundle",
     "write_bundle",
     *_errors,

@@ -16,18 +16,22 @@ from pathlib import Path, PurePosixPath
 
 import msgspec
 
-from artifacts import atomic
+from artifacts import atomic, oms
 from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import (
+    BadSignatureError,
     BundleError,
     BundleExistsError,
     DigestMismatchError,
     MissingFileError,
+    MissingSignatureError,
+    SignatureError,
     SizeMismatchError,
     UnlistedFileError,
     UnsafePathError,
 )
 from artifacts.manifest import (
+    LEGACY_SIGNATURE_FILE,
     MANIFEST_FILE,
     SIGNATURE_FILE,
     FileEntry,
@@ -38,7 +42,7 @@ from artifacts.manifest import (
 from artifacts.signing import SigningKey, TrustedKeys
 
 _SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
+RESERVED = frozenset({MANIFEST_FILE, SIGNATURE_FILE, LEGACY_SIGNATURE_FILE})
 
 
 def check_relpath(path: object) -> str:
@@ -78,7 +82,7 @@ class VerifiedBundle:
 
     @property
     def signature(self) -> str:
-        """``manifest.sig`` as text ("" when the bundle is unsigned)."""
+        """``model.sig`` (the OMS signature) as text ("" when the bundle is unsigned)."""
         sig = self.path / SIGNATURE_FILE
         return _read_regular(sig, SIGNATURE_FILE).decode() if os.path.lexists(sig) else ""
 
@@ -118,20 +122,30 @@ def write_bundle(
         final = msgspec.structs.replace(
             manifest, files=entries, signing_key_id=key.key_id if key else None
         )
-        data = encode(final)
-        (tmp / MANIFEST_FILE).write_bytes(data)
+        check_named_files(final)
+        (tmp / MANIFEST_FILE).write_bytes(encode(final))
         if key is not None:
-            (tmp / SIGNATURE_FILE).write_bytes(key.sign(data))
+            oms.sign_directory(tmp, key)
     return final
 
 
 def restamp_bundle(
-    src: Path, dest: Path, *, version: int, key: SigningKey, overwrite: bool = False
+    src: Path,
+    dest: Path,
+    *,
+    version: int,
+    key: SigningKey,
+    model: str | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
-    """Copy a bundle with ``model.version`` set to ``version`` and re-sign it (used by push)."""
+    """Copy a bundle with ``model.version`` (and optionally the model name) set, re-signed by
+    ``key`` (used by push: bundles built locally carry version 0)."""
     manifest = read_manifest(src)
     stamped = msgspec.structs.replace(
-        manifest, model=msgspec.structs.replace(manifest.model, version=version)
+        manifest,
+        model=msgspec.structs.replace(
+            manifest.model, version=version, name=model or manifest.model.name
+        ),
     )
     files = {entry.path: Path(src) / check_relpath(entry.path) for entry in manifest.files}
     return write_bundle(dest, stamped, files, key=key, overwrite=overwrite)
@@ -147,6 +161,24 @@ def _read_regular(path: Path, what: str) -> bytes:
     if not stat.S_ISREG(st.st_mode):
         raise UnsafePathError(f"{what} is not a regular file: {path}")
     return path.read_bytes()
+
+
+def read_provenance(path: Path) -> dict | None:
+    """The SLSA statement in ``provenance.json`` (its DSSE payload), unverified: for display.
+    None when the bundle carries none (bundles pushed with ``artifact push``)."""
+    import base64
+    import json
+
+    file = Path(path) / "provenance.json"
+    if not file.is_file() or file.is_symlink():
+        return None
+    try:
+        envelope = json.loads(file.read_bytes())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        signers = [s.get("keyid") for s in envelope.get("signatures", [])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"provenance.json is unreadable: {exc}") from exc
+    return {"signed_by": signers, "statement": statement}
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -172,15 +204,61 @@ def verify_bundle(
     manifest = decode(data)
     key_id = _authenticate(path, data, manifest, trusted) if trusted is not None else None
     listed = _listed(manifest)
+    check_named_files(manifest)
     _check_tree(path, listed)
     _check_contents(path, listed, check_digests=check_digests)
     return VerifiedBundle(path=path, manifest=manifest, manifest_bytes=data, key_id=key_id)
 
 
+def signed_files(manifest: Manifest, manifest_bytes: bytes) -> dict[str, str]:
+    """What a bundle's OMS signature must sign: every listed file, and manifest.json itself."""
+    return {
+        MANIFEST_FILE: sha256_bytes(manifest_bytes),
+        **{f.path: f.sha256 for f in manifest.files},
+    }
+
+
+def authenticate(
+    manifest: Manifest, manifest_bytes: bytes, signature: bytes | None, trusted: TrustedKeys
+) -> str:
+    """The signer's key id, if ``signature`` (model.sig) is a trusted OMS signature over
+    exactly this manifest and the files it lists; raises otherwise."""
+    if not signature:
+        raise MissingSignatureError(
+            f"bundle is not signed (no {SIGNATURE_FILE}); sign it with `artifact build --key` "
+            "or `artifact push --key`"
+        )
+    signed = oms.verify_signature(signature, trusted)
+    oms.check_covers(signed, signed_files(manifest, manifest_bytes))
+    if manifest.signing_key_id and manifest.signing_key_id != signed.key_id:
+        raise BadSignatureError(
+            f"manifest names signer {manifest.signing_key_id} but {signed.key_id} signed it"
+        )
+    return signed.key_id
+
+
 def _authenticate(path: Path, data: bytes, manifest: Manifest, trusted: TrustedKeys) -> str:
+    if os.path.lexists(path / LEGACY_SIGNATURE_FILE) and not os.path.lexists(path / SIGNATURE_FILE):
+        raise SignatureError(
+            f"{path} is signed in the pre-OMS format ({LEGACY_SIGNATURE_FILE}), which this "
+            "Shipyard no longer accepts; rebuild it, or re-sign it with `artifact push --key`"
+        )
     sig_path = path / SIGNATURE_FILE
     signature = _read_regular(sig_path, SIGNATURE_FILE) if os.path.lexists(sig_path) else None
-    return trusted.verify(data, signature, manifest.signing_key_id)
+    return authenticate(manifest, data, signature, trusted)
+
+
+def check_named_files(manifest: Manifest) -> None:
+    """``tokenizer.file`` and ``golden.file`` are safe paths naming files the bundle lists
+    (the golden file only when the manifest declares golden items)."""
+    listed = {f.path for f in manifest.files}
+    named = [("tokenizer.file", manifest.tokenizer.file)]
+    if manifest.golden.items:
+        named.append(("golden.file", manifest.golden.file))
+    check_relpath(manifest.golden.file)
+    for what, name in named:
+        if check_relpath(name) not in listed:
+            raise BundleError(f"manifest {what} {name!r} is not one of the bundle's files")
 
 
 def _listed(manifest: Manifest) -> dict[str, FileEntry]:

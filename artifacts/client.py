@@ -9,7 +9,6 @@ bundle is assembled — atomically — and verified.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 import shutil
@@ -22,8 +21,8 @@ import httpx
 import msgspec
 
 from artifacts import atomic
-from artifacts.bundle import VerifiedBundle, check_relpath, verify_bundle
-from artifacts.digests import digest_of, hex_of, sha256_file
+from artifacts.bundle import VerifiedBundle, authenticate, check_relpath, verify_bundle
+from artifacts.digests import digest_of, hex_of, sha256_file, unb64
 from artifacts.errors import (
     BY_STATUS,
     DigestMismatchError,
@@ -45,6 +44,8 @@ from artifacts.wire import (
     ChannelInfo,
     CreateToken,
     CreateVersion,
+    DisableWorker,
+    EnrollWorker,
     Halt,
     HeartbeatReply,
     JobDone,
@@ -60,9 +61,13 @@ from artifacts.wire import (
     ResolveRequest,
     ResolveResponse,
     TokenCreated,
+    TokenInfo,
     VersionInfo,
     VersionRef,
+    WorkerEnrolled,
     WorkerHello,
+    WorkerInfo,
+    WorkerKey,
 )
 
 CHUNK = 1 << 20
@@ -111,10 +116,7 @@ class PullTarget:
 
 
 def decode_b64(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RegistryError(f"the registry sent a {what} that is not valid base64") from exc
+    return unb64(value, f"the registry's {what}", RegistryError)
 
 
 def _resume(part: Path, size: int | None, progress: Progress | None) -> tuple[Any, int]:
@@ -314,6 +316,30 @@ class RegistryClient:
     def worker_hello(self, hello: WorkerHello) -> None:
         self._json("POST", "/v1/workers", hello)
 
+    def register_worker_key(self, name: str, public_pem: str) -> WorkerInfo:
+        raw = self._json("PUT", f"/v1/workers/{name}/key", WorkerKey(public_key=public_pem))
+        return msgspec.json.decode(raw, type=WorkerInfo)
+
+    def enroll_worker(
+        self, name: str, targets: list[str], capabilities: NodeCapabilities | None = None
+    ) -> str:
+        """Enrol a build worker (admin); its credential, shown once."""
+        body = EnrollWorker(name=name, targets=targets, capabilities=capabilities)
+        return msgspec.json.decode(
+            self._json("POST", "/v1/workers/enroll", body), type=WorkerEnrolled
+        ).token
+
+    def workers(self) -> list[WorkerInfo]:
+        return msgspec.json.decode(self._json("GET", "/v1/workers"), type=list[WorkerInfo])
+
+    def disable_worker(self, name: str, reason: str = "") -> WorkerInfo:
+        raw = self._json("POST", f"/v1/workers/{name}/disable", DisableWorker(reason=reason))
+        return msgspec.json.decode(raw, type=WorkerInfo)
+
+    def reset_worker_key(self, name: str) -> WorkerInfo:
+        raw = self._json("POST", f"/v1/workers/{name}/reset-key")
+        return msgspec.json.decode(raw, type=WorkerInfo)
+
     def lease(self, worker: str, wait: float) -> Lease | None:
         r = self._request(
             "POST",
@@ -351,10 +377,19 @@ class RegistryClient:
             self._json("POST", f"/v1/models/{model}/channels/{channel}/resume"), type=ChannelInfo
         )
 
-    def create_token(self, name: str, scopes: list[str]) -> str:
+    def create_token(
+        self, name: str, scopes: list[str], *, expires_in_s: float | None = None
+    ) -> str:
         """A new bearer token (admin): shown once, stored hashed by central."""
-        raw = self._json("POST", "/v1/tokens", CreateToken(name=name, scopes=scopes))
-        return msgspec.json.decode(raw, type=TokenCreated).token
+        body = CreateToken(name=name, scopes=scopes, expires_in_s=expires_in_s)
+        return msgspec.json.decode(self._json("POST", "/v1/tokens", body), type=TokenCreated).token
+
+    def tokens(self) -> list[TokenInfo]:
+        return msgspec.json.decode(self._json("GET", "/v1/tokens"), type=list[TokenInfo])
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        raw = self._json("POST", f"/v1/tokens/{token_id}/revoke")
+        return msgspec.json.decode(raw, type=TokenInfo)
 
     def audit(self, limit: int = 100) -> list[AuditInfo]:
         return msgspec.json.decode(
@@ -498,7 +533,7 @@ class RegistryClient:
         """
         manifest: Manifest = decode(document.manifest)
         if trusted is not None:  # authenticate the file list before downloading anything
-            trusted.verify(document.manifest, document.signature.encode(), manifest.signing_key_id)
+            authenticate(manifest, document.manifest, document.signature.encode(), trusted)
         if expect is not None:
             expect.check(manifest)
         fetched = {

@@ -3,6 +3,8 @@ everywhere (the one place that writes the prefix)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from pathlib import Path
@@ -13,6 +15,16 @@ import msgspec
 CHUNK = 1 << 20
 PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def unb64(value: object, what: str, error: type[Exception]) -> bytes:
+    """Strict base64 (no stray characters), raising ``error`` naming ``what`` otherwise."""
+    if not isinstance(value, str):
+        raise error(f"{what} is missing or not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise error(f"{what} is not valid base64") from exc
 
 
 def digest_of(h: Any) -> str:

@@ -22,14 +22,15 @@ same classes for the statuses it receives. The tree, like httpx's, is documented
     │   └── BadSignatureError                 manifest edited after signing, or forged
     ├── KeyFileError                     400  unreadable / wrong type of key file
     ├── InputError                       400  bad input (files, options, datasets, requests)
-    │   ├── InvalidNameError             400  model / channel / target name outside the alphabet
+    │   ├── InvalidNameError             422  model / channel / target name outside the alphabet
     │   ├── Unprocessable                422  well-formed but unacceptable (tampered upload …)
     │   ├── PayloadTooLarge              413  a body, text or request over a configured limit
     │   └── UnsupportedMediaType         415
     ├── CompatibilityError               409  no bundle of a version can run on a node
     ├── NotFoundError                    404  the model, version, channel, blob or build does not exist
     ├── ConflictError                    409  immutable state, concurrent push, lease lost
-    │   └── QualityGateRefused           409  promotion refused: a quality gate did not pass
+    │   ├── QualityGateRefused           409  promotion refused: a quality gate did not pass
+    │   └── UnverifiedRefused            409  promotion refused: no second worker verified it
     ├── AuthError                        401  missing, invalid, revoked or expired token
     │   └── ForbiddenError               403  a valid token without the needed scope or identity
     ├── Overloaded                       429  admission budget full (carries retry_after_s)
@@ -140,7 +141,10 @@ class InputError(ShipyardError):
 
 
 class InvalidNameError(InputError):
-    """A model, channel or target name is outside the allowed alphabet."""
+    """A model, channel or target name is outside the allowed alphabet (422: well-formed
+    JSON or path, unacceptable value — e.g. a trailing newline)."""
+
+    status = 422
 
 
 class Unprocessable(InputError):
@@ -186,6 +190,17 @@ class QualityGateRefused(ConflictError):
 
     def problem_extra(self) -> dict[str, Any]:
         return {"failing": self.failing}
+
+
+class UnverifiedRefused(ConflictError):
+    """Promotion refused because a bundle was not verified by a second worker."""
+
+    def __init__(self, message: str, unverified: list[str]) -> None:
+        super().__init__(message)
+        self.unverified = unverified
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"unverified": self.unverified}
 
 
 class AuthError(ShipyardError):
@@ -280,5 +295,6 @@ __all__ = [
     "UnsafePathError",
     "UnsupportedMediaType",
     "UntrustedKeyError",
+    "UnverifiedRefused",
     "WrongBundleError",
 ]

@@ -14,7 +14,8 @@ from artifacts.errors import ManifestError, SchemaVersionError
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.sig"
+SIGNATURE_FILE = "model.sig"  # OpenSSF Model Signing (artifacts.oms) over every file
+LEGACY_SIGNATURE_FILE = "manifest.sig"  # before OMS: an ed25519 signature of manifest.json
 
 Task = Literal["embedding", "rerank", "classify"]
 Backend = Literal["onnxruntime", "openvino", "tensorrt"]

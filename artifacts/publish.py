@@ -1,31 +1,21 @@
-"""Publishing a version: stamp the version number into each manifest, sign it, push.
+"""Publishing a version: allocate its number, stamp it into each manifest, re-sign, push.
 
-One code path for ``artifact push``, the build service's finaliser (``stamp`` only: it
-registers through its own service layer), the benchmarks and the tests.
+One code path for ``artifact push``, the benchmarks and the tests. (Bundles built by the
+build service never pass through here: the enrolled worker that built them stamped and
+signed them with its own key.)
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-import msgspec
-
-from artifacts.bundle import VerifiedBundle
+from artifacts.bundle import VerifiedBundle, restamp_bundle, verify_bundle
 from artifacts.client import Progress, RegistryClient
 from artifacts.errors import InputError
-from artifacts.manifest import Manifest, decode, encode
 from artifacts.signing import SigningKey
 from artifacts.wire import BundleInfo
-
-
-def stamp(manifest: Manifest | bytes, version: int, key: SigningKey) -> tuple[bytes, str]:
-    """``manifest`` with ``model.version`` set and signed by ``key``: (manifest bytes, signature)."""
-    m = decode(manifest) if isinstance(manifest, bytes) else manifest
-    stamped = msgspec.structs.replace(
-        m, model=msgspec.structs.replace(m.model, version=version), signing_key_id=key.key_id
-    )
-    raw = encode(stamped)
-    return raw, key.sign(raw).decode()
 
 
 @dataclass(frozen=True)
@@ -39,16 +29,17 @@ def _one_model_version(bundles: list[VerifiedBundle], model: str | None) -> tupl
     if not bundles:
         raise InputError("nothing to publish: no bundles")
     names = {b.manifest.model.name for b in bundles}
-    if model is not None and names != {model}:
-        raise InputError(f"bundles are for {', '.join(sorted(names))}, not {model!r}")
-    if len(names) != 1:
+    if model is None and len(names) != 1:
         raise InputError(f"bundles are for several models ({', '.join(sorted(names))})")
     versions = {b.manifest.model.version for b in bundles}
     if len(versions) != 1:
         raise InputError(
             f"bundles carry different versions {sorted(versions)}; push them separately"
         )
-    return names.pop(), versions.pop()
+    name = model or names.pop()
+    if versions != {0} and names != {name}:
+        raise InputError(f"bundles are for {', '.join(sorted(names))}, not {name!r}")
+    return name, versions.pop()
 
 
 def publish_version(
@@ -62,10 +53,10 @@ def publish_version(
 ) -> Published:
     """Upload ``bundles`` (one model) as a new version, or into the version they carry.
 
-    Bundles built locally carry version 0 (unassigned): with ``key`` a new version is
-    allocated and every manifest is stamped and re-signed. Blobs go first (content-addressed,
-    independent of the version), so a failed upload leaves no empty version behind and a
-    retry skips what already arrived.
+    Bundles built locally carry version 0 (unassigned): with ``key`` a new version of
+    ``model`` (default: the name they carry) is allocated and every bundle is stamped with it
+    and re-signed. Blobs go first (content-addressed, independent of the version), so a failed
+    upload leaves no empty version behind and a retry skips what already arrived.
     """
     name, carried = _one_model_version(bundles, model)
     if carried == 0 and key is None:
@@ -75,17 +66,16 @@ def publish_version(
     for b in bundles:
         for entry in b.manifest.files:
             client.upload_blob(entry.sha256, b.file(entry.path), progress)
-    if carried == 0:
-        assert key is not None
-        number = client.create_version(
-            name, source_digest=bundles[0].manifest.model.source_digest, notes=notes
-        )
-        documents = [stamp(b.manifest, number, key) for b in bundles]
-    else:
-        number = carried
-        documents = [(b.manifest_bytes, b.signature) for b in bundles]
-    results = [
-        client.put_bundle(name, number, b.manifest.target.id, raw, sig)
-        for b, (raw, sig) in zip(bundles, documents, strict=True)
-    ]
-    return Published(model=name, version=number, bundles=results)
+    if carried != 0:
+        return Published(name, carried, [client.push_bundle(b) for b in bundles])
+    assert key is not None
+    number = client.create_version(
+        name, source_digest=bundles[0].manifest.model.source_digest, notes=notes
+    )
+    with tempfile.TemporaryDirectory(prefix="shipyard-push-") as tmp:
+        results = []
+        for b in bundles:
+            dest = Path(tmp) / b.manifest.target.id
+            restamp_bundle(b.path, dest, version=number, key=key, model=name)
+            results.append(client.push_bundle(verify_bundle(dest, None)))
+    return Published(name, number, results)

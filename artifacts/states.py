@@ -7,7 +7,8 @@ from enum import StrEnum
 
 class BuildState(StrEnum):
     RUNNING = "running"
-    FINALIZING = "finalizing"  # every job ended; registering the version
+    AWAITING_VERIFICATION = "awaiting-verification"  # built; another worker is re-checking
+    FINALIZING = "finalizing"  # every job ended; promoting
     PASSED = "passed"
     PARTIAL = "partial"  # some targets passed and were registered
     FAILED = "failed"
@@ -15,13 +16,21 @@ class BuildState(StrEnum):
 
     @property
     def open(self) -> bool:
-        return self in (BuildState.RUNNING, BuildState.FINALIZING)
+        return self in (
+            BuildState.RUNNING,
+            BuildState.AWAITING_VERIFICATION,
+            BuildState.FINALIZING,
+        )
 
 
 class JobState(StrEnum):
+    """A job per target: built by one enrolled worker, then re-checked by a different one."""
+
     QUEUED = "queued"
-    WAITING = "waiting-for-capable-worker"  # queued, and no live worker can build it (view only)
-    RUNNING = "running"
+    WAITING = "waiting-for-capable-worker"  # queued, and no live worker can take it (view only)
+    RUNNING = "running"  # being built
+    BUILT = "awaiting-verification"  # built and signed; waiting for an independent verifier
+    VERIFYING = "verifying"  # a different worker re-runs the golden check and the gate
     PASSED = "passed"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -66,6 +66,8 @@ class BundleInfo(msgspec.Struct, kw_only=True):
     size: int
     created_at: str
     manifest: dict  # decoded manifest (for display)
+    built_by: str | None = None  # the enrolled worker that built and signed it
+    verified_by: str | None = None  # the different worker that re-checked it
 
 
 class VersionInfo(msgspec.Struct, kw_only=True):
@@ -147,6 +149,18 @@ class AuditInfo(msgspec.Struct, kw_only=True):
 class CreateToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     scopes: list[str]
+    expires_in_s: float | None = None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    scopes: list[str]
+    worker: str | None = None
+    created_at: str
+    expires_at: str = ""
+    revoked_at: str = ""
+    state: str  # active | expired | revoked
 
 
 class TokenCreated(msgspec.Struct, kw_only=True):
@@ -214,6 +228,46 @@ class WorkerHello(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     targets: list[str] = []
 
 
+class EnrollWorker(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    targets: list[str]
+    capabilities: NodeCapabilities | None = None  # the host it must run on (probe --json)
+
+
+class WorkerEnrolled(msgspec.Struct, kw_only=True):
+    name: str
+    token: str  # the worker's credential: shown once, bound to this name
+
+
+class WorkerKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    public_key: str  # PEM (ECDSA P-256), generated on the worker's host
+
+
+class WorkerInfo(msgspec.Struct, kw_only=True):
+    name: str
+    allowed_targets: list[str]
+    targets: list[str] = []
+    key_id: str | None = None
+    enrolled_at: str = ""
+    last_seen: str = ""
+    disabled: bool = False
+    disabled_reason: str = ""
+    toolchain: dict[str, str] = {}
+
+
+class DisableWorker(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+class BundleToVerify(msgspec.Struct, kw_only=True):
+    """What a verifying worker checks: the bundle as its builder signed it."""
+
+    manifest: str  # base64 manifest.json
+    signature: str  # model.sig (OMS)
+    builder: str
+    builder_key: str  # the builder's registered public key (PEM)
+
+
 class Lease(msgspec.Struct, kw_only=True):
     job_id: int
     build_id: int
@@ -222,6 +276,9 @@ class Lease(msgspec.Struct, kw_only=True):
     target: str
     request: BuildRequest
     attempt: int
+    phase: Literal["build", "verify"] = "build"
+    version: int = 0  # the version the bundle is built into (stamped before signing)
+    verify: BundleToVerify | None = None
 
 
 class LeaseRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -239,9 +296,9 @@ class JobLogs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class JobDone(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease_token: str
-    manifest: str = ""  # base64 manifest.json (passed)
-    signature: str = ""
-    toolchain: dict[str, str] = {}
+    manifest: str = ""  # build passed: base64 manifest.json
+    signature: str = ""  # build passed: model.sig (OMS, by the worker's key)
+    attestation: str = ""  # verify: the verifier's DSSE envelope (JSON), passed or not
     reason: str = ""  # failed: why
     retry: bool = False  # failed: transient (crash, timeout), may be retried
 

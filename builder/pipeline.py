@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from artifacts.bundle import write_bundle
-from artifacts.digests import sha256_bytes
+from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import BundleExistsError, InputError
 from artifacts.golden import golden_bytes
 from artifacts.manifest import (
@@ -38,6 +38,12 @@ from artifacts.manifest import (
     TokenizerSpec,
 )
 from artifacts.names import check_name
+from artifacts.provenance import (
+    PROVENANCE_FILE,
+    BuildParameters,
+    provenance_statement,
+    sign_statement,
+)
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
 from artifacts.targets import CPU_TARGETS, TARGETS, target_spec
@@ -93,6 +99,14 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     max_batch: int = 64
     eval_limit: int = 1200
     calibration_limit: int = 300
+    # Build service: the enrolled worker's name and the job's parameters; each bundle then
+    # carries provenance.json (SLSA v1, signed with ``key_file``) — see artifacts.provenance.
+    provenance: ProvenanceSpec | None = None
+
+
+class ProvenanceSpec(msgspec.Struct, kw_only=True):
+    builder: str
+    params: dict  # artifacts.provenance.BuildParameters.as_dict()
 
 
 @dataclass
@@ -320,6 +334,30 @@ def _build_target(
     return tr
 
 
+def _provenance(
+    config: BuildConfig, outcome: TargetOutcome, files: dict[str, Path | bytes], shared: Shared
+) -> bytes:
+    """SLSA provenance over the bundle's files, signed with the build's key."""
+    spec = config.provenance
+    assert spec is not None and outcome.gate is not None
+    if shared.key is None:
+        raise BuildError("provenance needs a signing key (key_file)")
+    digests = {
+        path: sha256_bytes(src) if isinstance(src, bytes) else sha256_file(Path(src))
+        for path, src in files.items()
+    }
+    statement = provenance_statement(
+        files=digests,
+        params=BuildParameters(**spec.params),
+        builder=spec.builder,
+        toolchain=_toolchain(),
+        metrics=outcome.gate.metrics,
+        started=shared.started_at,
+        finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    return sign_statement(statement, shared.key)
+
+
 def _write_target(
     config: BuildConfig, ctx: BuildContext, outcome: TargetOutcome, shared: Shared
 ) -> tuple[Manifest, str, int]:
@@ -408,6 +446,8 @@ def _write_target(
     files: dict[str, Path | bytes] = dict(art.files)
     files["tokenizer.json"] = shared.tok_path
     files["golden.npz"] = golden_bytes(shared.gold_items, shared.gold_ref)
+    if config.provenance is not None:
+        files[PROVENANCE_FILE] = _provenance(config, outcome, files, shared)
     dest = Path(config.out_dir) / outcome.target
     written = write_bundle(dest, manifest, files, key=shared.key, overwrite=config.overwrite)
     return written, str(dest), sum(f.size for f in written.files)

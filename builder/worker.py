@@ -26,16 +26,25 @@ from pathlib import Path
 
 import msgspec
 
-from artifacts.client import RegistryClient
-from artifacts.digests import hex_of
+from artifacts.client import BundleRef, PullTarget, RegistryClient, SignedManifest, decode_b64
+from artifacts.digests import hex_of, sha256_bytes
 from artifacts.errors import (
+    AuthError,
     ConflictError,
     NotFoundError,
     RegistryUnavailableError,
     ShipyardError,
 )
-from artifacts.manifest import MANIFEST_FILE
+from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE
 from artifacts.probe import probe_node
+from artifacts.provenance import BuildParameters, sign_statement, verification_statement
+from artifacts.signing import (
+    PRIVATE_KEY_FILE,
+    SigningKey,
+    TrustedKeys,
+    generate_keypair,
+    load_signing_key,
+)
 from artifacts.targets import CPU_TARGETS, GPU_TARGETS
 from artifacts.wire import JobDone, Lease, WorkerHello
 
@@ -52,6 +61,15 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     build_timeout: float = 1800.0
     targets: list[str] = []  # empty: everything this host can build
     threads: int = 0
+
+
+def own_key(keys_dir: Path) -> SigningKey:
+    """This worker's signing key, generated here on first start (the private half never
+    leaves this host; central only ever sees the public half)."""
+    priv = keys_dir / PRIVATE_KEY_FILE
+    if not priv.exists():
+        generate_keypair(keys_dir, overwrite=True)
+    return load_signing_key(priv)
 
 
 def buildable_targets() -> list[str]:
@@ -109,24 +127,39 @@ def build_child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     jobdir = Path(spec_path).parent
     reporter = _FileReporter(jobdir / "build.log")
-    from builder.pipeline import BuildConfig, build
-
     try:
-        report = build(msgspec.convert(spec["config"], BuildConfig), reporter)
-        t = report.targets[0]
-        result = {"passed": t.passed, "reason": t.reason, "path": t.path, "seconds": report.seconds}
+        if spec.get("verify") is not None:
+            result = _verify_in_child(spec["verify"], reporter)
+        else:
+            from builder.pipeline import BuildConfig, build
+
+            report = build(msgspec.convert(spec["config"], BuildConfig), reporter)
+            t = report.targets[0]
+            result = {"passed": t.passed, "reason": t.reason, "path": t.path}
     except ShipyardError as exc:
-        reporter.step("build", f"error: {exc}")
+        reporter.step("job", f"error: {exc}")
         result = {"passed": False, "reason": str(exc), "path": None, "retry": False}
     except Exception as exc:
-        reporter.step("build", "crashed:\n" + traceback.format_exc())
-        result = {
-            "passed": False,
-            "reason": f"{type(exc).__name__}: {exc}",
-            "path": None,
-            "retry": True,
-        }
+        reporter.step("job", "crashed:\n" + traceback.format_exc())
+        result = {"passed": False, "reason": f"{type(exc).__name__}: {exc}", "retry": True}
     (jobdir / "result.json").write_text(json.dumps(result))
+
+
+def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
+    from artifacts.bundle import verify_bundle
+    from builder.verify import VerifySpec, verify_bundle_quality
+
+    vs = msgspec.convert(spec, VerifySpec)
+    reporter.step("verify", "golden smoke check + gate against a fresh FP32 reference")
+    verdict = verify_bundle_quality(verify_bundle(Path(vs.bundle_dir), None), vs)
+    reporter.step("verify", f"{'passed' if verdict.passed else 'FAILED'} {verdict.reason}")
+    return {
+        "passed": verdict.passed,
+        "metrics": verdict.metrics,
+        "thresholds": verdict.thresholds,
+        "reason": verdict.reason,
+        "verified": True,
+    }
 
 
 # ---- the worker -------------------------------------------------------------------------
@@ -143,11 +176,18 @@ class Worker:
         self.targets = cfg.targets or buildable_targets()
         self.toolchain = toolchain(self.caps)
         self._extract_lock = threading.Lock()
+        self.key = own_key(self.work / "keys")
+
+    def register_key(self) -> None:
+        """Tell central the public half of this worker's key (a no-op when it has it)."""
+        self.client.register_worker_key(self.cfg.name, self.key.public_pem().decode())
+        log.info("signing key %s registered for %s", self.key.key_id, self.cfg.name)
 
     def hello(self) -> None:
         delay = 0.5
         while not self.stop_event.is_set():
             try:
+                self.register_key()
                 self.client.worker_hello(
                     WorkerHello(
                         name=self.cfg.name,
@@ -167,6 +207,10 @@ class Worker:
                 log.warning("central unreachable (%s); retrying in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, 15)
+            except (AuthError, ConflictError) as exc:  # not enrolled, disabled, key mismatch
+                log.error("central refuses this worker: %s", exc)
+                self.stop_event.set()
+                return
 
     def run(self) -> None:
         self.hello()
@@ -219,35 +263,72 @@ class Worker:
                 os.replace(tmp, dest)
         return dest
 
+    def _inputs(self, lease: Lease, jobdir: Path) -> dict:
+        """Fetch the source (and data) and describe the child's work."""
+        req = lease.request
+        common = {
+            "model_dir": str(self._source(req.source_blob)),
+            "task": req.task,
+            "eval_file": str(self._blob(req.eval_blob)) if req.eval_blob else None,
+            "thresholds": req.thresholds,
+            "threads": self.cfg.threads,
+        }
+        if lease.phase == "verify":
+            assert lease.verify is not None
+            bundle = self._fetch_bundle(lease, jobdir / "bundle")
+            return {"verify": {**common, "bundle_dir": str(bundle)}}
+        params = BuildParameters.for_job(req, lease.target, lease.version)
+        config = {
+            **common,
+            "model_name": req.model,
+            "out_dir": str(jobdir / "out"),
+            "targets": [lease.target],
+            "calibration_file": str(self._blob(req.calibration_blob))
+            if req.calibration_blob
+            else None,
+            "max_batch": req.max_batch,
+            "version": lease.version,
+            "key_file": str(self.key.path),
+            "provenance": {"builder": self.cfg.name, "params": params.as_dict()},
+        }
+        return {"config": config}
+
+    def _fetch_bundle(self, lease: Lease, dest: Path) -> Path:
+        """The bundle to verify, checked against its builder's signature before anything runs."""
+        v = lease.verify
+        assert v is not None
+        trusted = TrustedKeys.of(v.builder_key.encode())
+        self.client.pull_bundle(
+            SignedManifest(decode_b64(v.manifest, "manifest"), v.signature),
+            PullTarget(dest, self.work / "downloads"),
+            trusted,
+            expect=BundleRef(lease.request.model, lease.version, lease.target),
+        )
+        return dest
+
     def run_job(self, lease: Lease) -> None:
         req = lease.request
-        jobdir = self.work / "jobs" / f"{lease.job_id}-{lease.attempt}"
+        jobdir = self.work / "jobs" / f"{lease.job_id}-{lease.phase}-{lease.attempt}"
         shutil.rmtree(jobdir, ignore_errors=True)
         jobdir.mkdir(parents=True)
-        log.info("job %s: %s %s (attempt %s)", lease.job_id, req.model, lease.target, lease.attempt)
+        log.info(
+            "job %s: %s %s %s (attempt %s)",
+            lease.job_id,
+            lease.phase,
+            req.model,
+            lease.target,
+            lease.attempt,
+        )
         try:
-            config = {
-                "model_dir": str(self._source(req.source_blob)),
-                "task": req.task,
-                "model_name": req.model,
-                "out_dir": str(jobdir / "out"),
-                "targets": [lease.target],
-                "calibration_file": str(self._blob(req.calibration_blob))
-                if req.calibration_blob
-                else None,
-                "eval_file": str(self._blob(req.eval_blob)) if req.eval_blob else None,
-                "thresholds": req.thresholds,
-                "max_batch": req.max_batch,
-                "threads": self.cfg.threads,
-            }
+            spec = self._inputs(lease, jobdir)
         except ShipyardError as exc:
             self._fail(
                 lease,
-                f"could not fetch the build inputs: {exc}",
+                f"could not fetch the job's inputs: {exc}",
                 retry=isinstance(exc, RegistryUnavailableError),
             )
             return
-        (jobdir / "spec.json").write_text(json.dumps({"config": config}))
+        (jobdir / "spec.json").write_text(json.dumps(spec))
         (jobdir / "build.log").touch()
         child = mp.get_context("spawn").Process(
             target=build_child, args=(str(jobdir / "spec.json"),), daemon=False
@@ -264,34 +345,62 @@ class Worker:
             tail = (jobdir / "build.log").read_text()[-1500:]
             self._fail(
                 lease,
-                f"build process died ({how}; out of memory?); last log lines:\n{tail}",
+                f"job process died ({how}; out of memory?); last log lines:\n{tail}",
                 retry=True,
             )
             return
         result = json.loads(result_path.read_text())
-        if not result["passed"]:
-            self._fail(lease, result["reason"], retry=result.get("retry", False))
-            return
-        bundle = Path(result["path"])
         try:
-            manifest = json.loads((bundle / MANIFEST_FILE).read_bytes())
-            for f in manifest["files"]:
-                self.client.upload_blob(f["sha256"], bundle / f["path"])
-            self.client.job_complete(
-                lease.job_id,
-                JobDone(
-                    lease_token=lease.lease_token,
-                    manifest=base64.b64encode((bundle / MANIFEST_FILE).read_bytes()).decode(),
-                    toolchain=self.toolchain,
-                ),
-            )
-            log.info("job %s: passed (%s)", lease.job_id, manifest["quality"]["config"])
+            if lease.phase == "verify" and result.get("verified"):
+                self._attest(lease, result)
+            elif not result["passed"]:
+                self._fail(lease, result["reason"], retry=result.get("retry", False))
+            else:
+                self._hand_over(lease, Path(result["path"]))
         except ConflictError as exc:
             log.warning(
                 "job %s: lease lost before completion (%s); result discarded", lease.job_id, exc
             )
         finally:
             shutil.rmtree(jobdir, ignore_errors=True)
+
+    def _hand_over(self, lease: Lease, bundle: Path) -> None:
+        """Upload the built bundle's files; hand over its manifest and OMS signature."""
+        manifest = json.loads((bundle / MANIFEST_FILE).read_bytes())
+        for f in manifest["files"]:
+            self.client.upload_blob(f["sha256"], bundle / f["path"])
+        self.client.job_complete(
+            lease.job_id,
+            JobDone(
+                lease_token=lease.lease_token,
+                manifest=base64.b64encode((bundle / MANIFEST_FILE).read_bytes()).decode(),
+                signature=(bundle / SIGNATURE_FILE).read_text(),
+            ),
+        )
+        log.info("job %s: built (%s)", lease.job_id, manifest["quality"]["config"])
+
+    def _attest(self, lease: Lease, result: dict) -> None:
+        """Sign and hand over the verdict on another worker's bundle (passed or not)."""
+        v = lease.verify
+        assert v is not None
+        manifest = decode_b64(v.manifest, "manifest")
+        statement = verification_statement(
+            subject=f"{lease.request.model}/v{lease.version}/{lease.target}/{MANIFEST_FILE}",
+            manifest_digest=sha256_bytes(manifest),
+            verifier=self.cfg.name,
+            builder=v.builder,
+            passed=bool(result["passed"]),
+            metrics=result.get("metrics", {}),
+            thresholds=result.get("thresholds", {}),
+            reason=result.get("reason", ""),
+        )
+        attestation = sign_statement(statement, self.key).decode()
+        self.client.job_complete(
+            lease.job_id, JobDone(lease_token=lease.lease_token, attestation=attestation)
+        )
+        log.info(
+            "job %s: verification %s", lease.job_id, "passed" if result["passed"] else "FAILED"
+        )
 
     def _supervise(self, lease: Lease, child, jobdir: Path) -> str | None:
         """Stream logs and heartbeat until the child ends. Returns a failure reason for a

@@ -4,6 +4,7 @@ answers every error as problem+json (:mod:`central.problems`)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,9 +26,26 @@ from central.problems import HANDLERS, problem_response, status_of
 from central.registry import routes as registry_routes
 from central.services import Services
 from central.settings import CentralConfig
+from central.workers import routes as worker_routes
 
 log = logging.getLogger("shipyard.central")
 WRITES = ("POST", "PUT", "DELETE")
+
+
+class AnonymousRefusals:
+    """Counts unauthenticated refusals; lets one through to the audit log per window."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s, self.total, self._since, self._in_window = window_s, 0, -1e9, 0
+
+    def sample(self, now: float) -> int | None:
+        """The window's count when this refusal should be recorded, else None."""
+        self.total += 1
+        self._in_window += 1
+        if now - self._since < self.window_s:
+            return None
+        count, self._since, self._in_window = self._in_window, now, 0
+        return count
 
 
 @get("/healthz", sync_to_thread=False)
@@ -64,8 +82,12 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
         finally:
             await svc.stop()
 
+    anonymous = AnonymousRefusals()
+
     async def audit_refusal(exc: Exception, scope: Any) -> None:
-        """Refused writes (auth, conflicts, tampered uploads) land in the audit log too."""
+        """Refused writes (auth, conflicts, tampered uploads) land in the audit log too;
+        unauthenticated ones are counted and sampled (one row per minute with the count), so
+        a flood of anonymous requests cannot turn into a flood of fsynced audit rows."""
         if scope.get("type") != "http" or scope.get("method") not in WRITES:
             return
         status = status_of(exc)
@@ -74,8 +96,14 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
         principal = (scope.get("state") or {}).get("principal")
         actor = principal.name if principal is not None else "anonymous"
         action = f"{scope['method'].lower()}.refused"
+        detail = f"{status}: {exc}"
+        if principal is None:
+            sampled = anonymous.sample(time.monotonic())
+            if sampled is None:
+                return
+            detail = f"{detail} ({sampled} unauthenticated attempts in the last minute)"
         try:
-            await svc.audit.refused(actor, action, scope["path"], f"{status}: {exc}")
+            await svc.audit.refused(actor, action, scope["path"], detail)
         except Exception:  # the audit must never turn a 4xx into a 500
             log.exception("could not record a refused attempt")
 
@@ -87,6 +115,7 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
             *channel_routes.handlers,
             *blob_routes.handlers,
             *build_routes.handlers,
+            *worker_routes.handlers,
             *fleet_routes.handlers,
             *auth_routes.handlers,
             *audit_routes.handlers,

@@ -8,9 +8,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import msgspec
 import typer
 
-from artifacts.cli.render import console
+from artifacts.cli.render import console, simple_table
 from artifacts.cli.runner import run_app
 from artifacts.signing import key_id_of, load_public_key
 from central.settings import CentralConfig
@@ -22,9 +23,11 @@ app = typer.Typer(
     add_completion=False,
 )
 token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
+workers_app = typer.Typer(help="Enrolled build workers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Trusted publisher keys.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
+app.add_typer(workers_app, name="workers")
 
 HOME = typer.Option("~/.shipyard/central", "--home", help="Service home: database, blobs, keys")
 DB = typer.Option(
@@ -39,7 +42,9 @@ def serve(
     port: int = typer.Option(8700, "--port"),
     database_url: str | None = DB,
     local_workers: int = typer.Option(
-        1, "--local-workers", help="In-process CPU build workers (0: none)"
+        2,
+        "--local-workers",
+        help="In-process CPU build workers (0: none; two let one verify what the other built)",
     ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
@@ -68,32 +73,145 @@ def serve(
     )
 
 
+def _offline(home: str, database_url: str | None, work) -> object:
+    """Run ``work(services)`` against the service's database without starting the service."""
+    from central.services import Services
+
+    config = CentralConfig(home=home, database_url=database_url, local_workers=0)
+
+    async def run() -> object:
+        from central.db import migrate
+
+        svc = Services(config)
+        try:
+            await migrate(svc.db.engine)
+            return await work(svc)
+        finally:
+            await svc.db.close()
+
+    return asyncio.run(run())
+
+
 @token_app.command("create")
 def token_create(
     scope: list[str] = typer.Option(
         ..., "--scope", help="pull | push | promote | build | admin (repeatable)"
     ),
     name: str = typer.Option("cli", "--name"),
+    expires_in: float | None = typer.Option(
+        None, "--expires-in", help="Seconds until the token stops working (default: never)"
+    ),
     home: str = HOME,
     database_url: str | None = DB,
 ) -> None:
     """Create a bearer token and print it (it is stored hashed; this is the only time it is shown)."""
-    from central.audit.service import AuditLog
-    from central.auth.service import TokenService
-    from central.db import Database, migrate
 
-    config = CentralConfig(home=home, database_url=database_url)
+    async def work(svc) -> str:
+        return await svc.tokens.create(name, scope, actor="cli", expires_in_s=expires_in)
 
-    async def run() -> str:
-        config.home_path.mkdir(parents=True, exist_ok=True)
-        db = Database(config.db_url)
-        try:
-            await migrate(db.engine)
-            return await TokenService(db, AuditLog(db)).create(name, scope, actor="cli")
-        finally:
-            await db.close()
+    typer.echo(_offline(home, database_url, work))
 
-    typer.echo(asyncio.run(run()))
+
+@token_app.command("list")
+def token_list(home: str = HOME, database_url: str | None = DB) -> None:
+    """Every token: name, scopes, bound worker, expiry, state (never the secret)."""
+
+    async def work(svc) -> list:
+        return await svc.tokens.list()
+
+    rows = [
+        [t.id, t.name, ",".join(t.scopes), t.worker or "", t.expires_at or "never", t.state]
+        for t in _offline(home, database_url, work)  # type: ignore[attr-defined]
+    ]
+    console().print(
+        simple_table("tokens", ["id", "name", "scopes", "worker", "expires", "state"], rows)
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: int = typer.Argument(..., help="The token's id (`central token list`)"),
+    home: str = HOME,
+    database_url: str | None = DB,
+) -> None:
+    """Revoke a token (a running service stops accepting it within 2 s)."""
+
+    async def work(svc):
+        return await svc.tokens.revoke(token_id, "cli")
+
+    info = _offline(home, database_url, work)
+    console().print(f"revoked #{info.id} {info.name}")  # type: ignore[attr-defined]
+
+
+@workers_app.command("enroll")
+def workers_enroll(
+    name: str = typer.Argument(..., help="The worker's name (its identity)"),
+    targets: str = typer.Option(..., "--targets", help="Comma-separated targets it may build"),
+    capabilities_file: Path | None = typer.Option(
+        None, "--capabilities-file", help="The host it must run on (`edge-runtime probe --json`)"
+    ),
+    home: str = HOME,
+    database_url: str | None = DB,
+) -> None:
+    """Enrol a build worker; prints its credential (give it to the worker as
+    SHIPYARD_WORKER_TOKEN; it generates its own signing key on first start)."""
+    caps = msgspec.json.decode(capabilities_file.read_bytes()) if capabilities_file else None
+    wanted = [t.strip() for t in targets.split(",") if t.strip()]
+
+    async def work(svc) -> str:
+        return await svc.workers.enroll(name, wanted, caps, "cli")
+
+    typer.echo(_offline(home, database_url, work))
+
+
+@workers_app.command("list")
+def workers_list(home: str = HOME, database_url: str | None = DB) -> None:
+    async def work(svc) -> list:
+        return await svc.workers.list()
+
+    rows = [
+        [
+            w.name,
+            ",".join(w.allowed_targets),
+            w.key_id or "-",
+            w.last_seen,
+            "disabled" if w.disabled else "enabled",
+        ]
+        for w in _offline(home, database_url, work)  # type: ignore[attr-defined]
+    ]
+    console().print(
+        simple_table("workers", ["name", "may build", "key", "last seen", "state"], rows)
+    )
+
+
+@workers_app.command("reset-key")
+def workers_reset_key(
+    name: str = typer.Argument(...), home: str = HOME, database_url: str | None = DB
+) -> None:
+    """Forget a worker's key (rotation: it registers a new one on its next start)."""
+
+    async def work(svc):
+        return await svc.workers.reset_key(name, "cli")
+
+    _offline(home, database_url, work)
+    console().print(f"{name}: key cleared; it registers a new one on its next start")
+
+
+@workers_app.command("disable")
+def workers_disable(
+    name: str = typer.Argument(...),
+    reason: str = typer.Option("", "--reason"),
+    home: str = HOME,
+    database_url: str | None = DB,
+) -> None:
+    """Disable a worker: its credentials are revoked, channels serving what it built halt."""
+    from central.auth.service import Principal
+
+    async def work(svc):
+        return await svc.workers.disable(name, reason, Principal("cli", frozenset({"admin"})))
+
+    _offline(home, database_url, work)
+    console().print(f"{name}: disabled; channels serving its builds are halted")
 
 
 @keys_app.command("trust")
@@ -108,15 +226,6 @@ def keys_trust(
     dest = dest_dir / f"{kid.split(':')[1]}.pub"
     shutil.copyfile(pub, dest)
     console().print(f"trusted {kid} ({dest}); restart central to apply")
-
-
-@keys_app.command("show")
-def keys_show(home: str = HOME) -> None:
-    """Print central's own build-signing public key (edge nodes must trust it)."""
-    path = CentralConfig(home=home).keys_path / "publisher.pub"
-    if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist yet: start central once")
-    sys.stdout.write(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from central.audit.models import AuditEvent
 from central.auth.models import Token
 from central.blobs.models import Blob
-from central.builds.models import Build, BuildCache, Job, JobLog, Worker
+from central.builds.models import Build, BuildCache, Job, JobLog
 from central.channels.models import Channel, ChannelEvent
 from central.db import Base
 from central.fleet.models import Node
 from central.registry.models import Bundle, Model, Version
+from central.workers.models import Worker
 
 TABLES = (
     AuditEvent,

@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 from artifacts import atomic
-from artifacts.signing import (
-    PRIVATE_KEY_FILE,
-    PUBLIC_KEY_FILE,
-    SigningKey,
-    TrustedKeys,
-    generate_keypair,
-    load_signing_key,
-)
+from artifacts.signing import TrustedKeys
 from central.audit.service import AuditLog
 from central.auth.service import TokenService
 from central.blobs.service import BlobService
@@ -34,33 +26,18 @@ from central.db import Database, migrate
 from central.fleet.service import FleetService
 from central.registry.service import RegistryService
 from central.settings import CentralConfig
+from central.workers.service import WorkerService
 
 log = logging.getLogger("shipyard.central")
 
 ADMIN_TOKEN_FILE = "admin.token"
 
 
-@dataclass(frozen=True)
-class Keys:
-    """central's own build-signing key and the publisher keys it accepts bundles from."""
-
-    signing: SigningKey
-    trusted: TrustedKeys
-
-    @classmethod
-    def load(cls, config: CentralConfig) -> Keys:
-        """``home/trusted_keys/*.pub`` plus central's build key (created on first start; the
-        build finaliser signs with it)."""
-        keys_dir = config.keys_path
-        if not (keys_dir / PRIVATE_KEY_FILE).exists():
-            generate_keypair(keys_dir)
-        signing = load_signing_key(keys_dir / PRIVATE_KEY_FILE)
-        trusted_dir = config.trusted_keys_path
-        trusted_dir.mkdir(parents=True, exist_ok=True)
-        own = trusted_dir / "central-build.pub"
-        if not own.exists():
-            atomic.write_bytes(own, (keys_dir / PUBLIC_KEY_FILE).read_bytes())
-        return cls(signing=signing, trusted=TrustedKeys.from_paths([trusted_dir]))
+def trusted_publishers(config: CentralConfig) -> TrustedKeys:
+    """Publisher keys whose pushed bundles central accepts (``home/trusted_keys/*.pub``).
+    Central itself signs nothing: built bundles are signed by the enrolled workers' keys."""
+    config.trusted_keys_path.mkdir(parents=True, exist_ok=True)
+    return TrustedKeys.from_paths([config.trusted_keys_path])
 
 
 class Services:
@@ -69,23 +46,24 @@ class Services:
         os.chmod(config.home_path, 0o700)
         self.config = config
         self.db = Database(config.db_url)
-        self.keys = Keys.load(config)
+        self.trusted = trusted_publishers(config)
         self.audit = AuditLog(self.db)
         self.tokens = TokenService(self.db, self.audit)
         self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
-        self.registry = RegistryService(self.db, self.blobs, self.keys.trusted, self.audit)
+        self.registry = RegistryService(self.db, self.blobs, self.trusted, self.audit)
         self.channels = ChannelService(self.db, self.audit)
+        self.workers = WorkerService(self.db, self.tokens, self.channels, self.audit)
         self.fleet = FleetService(self.db)
         jobs_changed = JobsChanged()
+        self.finalizer = Finalizer(self.db, self.channels, self.audit)
         self.builds = BuildService(
-            self.db, self.blobs, self.audit, jobs_changed, config.lease_seconds
+            self.db, self.blobs, self.registry, self.finalizer, jobs_changed, config.lease_seconds
         )
-        self.finalizer = Finalizer(
-            self.db, self.registry, self.channels, self.audit, self.keys.signing
+        self.leases = LeaseService(
+            self.db, self.blobs, self.registry, self.workers, self.finalizer, jobs_changed, config
         )
-        self.leases = LeaseService(self.db, self.blobs, self.finalizer, jobs_changed, config)
         self.reaper = Reaper(self.db, self.leases, self.finalizer)
-        self.local_workers = LocalWorkers(config, self.tokens)
+        self.local_workers = LocalWorkers(config, self.workers)
 
     async def start(self) -> None:
         await migrate(self.db.engine)
@@ -117,5 +95,6 @@ class Services:
             "builds": self.builds,
             "leases": self.leases,
             "fleet": self.fleet,
+            "workers": self.workers,
             "db": self.db,
         }

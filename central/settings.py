@@ -15,7 +15,9 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     database_url: str | None = None  # default: sqlite+aiosqlite:///{home}/central.db
     max_blob_bytes: int = 4 << 30  # one bundle file
     max_json_bytes: int = 1 << 20  # any JSON request body
-    local_workers: int = 1  # in-process CPU build workers (0: none)
+    local_workers: int = (
+        2  # in-process CPU build workers (0: none; 2: one builds, the other verifies)
+    )
     lease_seconds: float = 60.0  # a build lease expires after this long without a heartbeat
     max_job_attempts: int = 3
     build_timeout_s: float = 1800.0

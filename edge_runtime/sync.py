@@ -14,6 +14,7 @@ is verified again when it is loaded (the cache could have been tampered with sin
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ from artifacts.client import (
     SignedManifest,
     decode_b64,
 )
-from artifacts.errors import ShipyardError
+from artifacts.errors import RegistryError, ShipyardError, UnsafePathError
+from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
-from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
+from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
 
 log = logging.getLogger("shipyard.edge.sync")
+VERSION_DIR = re.compile(r"v[1-9][0-9]{0,8}")
 
 
 class ModelState(msgspec.Struct, kw_only=True):
@@ -61,11 +64,27 @@ class BundleCache:
         self.downloads = self.root / "downloads"
         self.downloads.mkdir(parents=True, exist_ok=True)
 
+    def contained(self, path: Path) -> Path:
+        """``path`` if it resolves inside the cache root (every path built from a registry
+        answer goes through here), else an UnsafePathError."""
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise UnsafePathError(f"{path} would leave the cache directory {root}")
+        return path
+
     def model_dir(self, name: str) -> Path:
-        return self.root / "models" / name
+        return self.contained(self.root / "models" / check_name(name, "model name"))
 
     def version_dir(self, name: str, version: int) -> Path:
-        return self.model_dir(name) / f"v{version}"
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise UnsafePathError(f"version {version!r} is not a positive integer")
+        return self.contained(self.model_dir(name) / f"v{version}")
+
+    def bundle_dir(self, name: str, version: int, target: str) -> Path:
+        if target not in TARGETS:
+            raise UnsafePathError(f"target {target!r} is not a known target")
+        return self.contained(self.version_dir(name, version) / check_name(target, "target"))
 
     def versions(self, name: str) -> list[int]:
         d = self.model_dir(name)
@@ -74,7 +93,7 @@ class BundleCache:
         return sorted(
             int(p.name[1:])
             for p in d.iterdir()
-            if p.is_dir() and p.name[1:].isdigit() and p.name[0] == "v"
+            if p.is_dir() and not p.is_symlink() and VERSION_DIR.fullmatch(p.name)
         )
 
     def bundles(self, name: str, version: int) -> dict[str, Path]:
@@ -82,7 +101,11 @@ class BundleCache:
         atomic.remove_stale_partials(d)
         if not d.is_dir():
             return {}
-        return {p.name: p for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+        return {
+            p.name: p
+            for p in sorted(d.iterdir())
+            if p.is_dir() and not p.is_symlink() and p.name in TARGETS
+        }
 
     def state(self, name: str) -> ModelState:
         path = self.model_dir(name) / "state.json"
@@ -121,11 +144,14 @@ class Syncer:
     def from_registry(self, name: str, channel: str) -> Resolved:
         """Ask the registry what this node should run, and make sure it is on disk, verified."""
         res = self.client.resolve(name, self.caps, channel=channel, policy=self.policy)
+        if res.model != name:
+            raise RegistryError(f"asked to resolve {name}, the registry answered for {res.model!r}")
+        self.cache.version_dir(name, res.version)  # a hostile version never names a path
         ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
         resolved = Resolved(version=res.version, ranking=ranking)
         for e in res.eligible:
             target = e.candidate.target
-            dest = self.cache.version_dir(name, res.version) / target
+            dest = self.cache.bundle_dir(name, res.version, target)
             if dest.exists():
                 try:
                     verify_bundle(dest, self.trusted)

@@ -7,9 +7,9 @@ from pathlib import Path
 import msgspec
 import typer
 
-from artifacts.bundle import read_manifest, verify_bundle
+from artifacts.bundle import read_manifest, read_provenance, verify_bundle
 from artifacts.cli import app, keys_app
-from artifacts.cli.render import console, manifest_table
+from artifacts.cli.render import console, manifest_table, provenance_table
 from artifacts.errors import InputError
 from artifacts.manifest import to_builtins
 from artifacts.signing import TrustedKeys, generate_keypair
@@ -33,12 +33,17 @@ def inspect_cmd(
     bundle: Path = typer.Argument(..., help="Bundle directory"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON"),
 ) -> None:
-    """Show a bundle's manifest: model, target, requirements, quality, perf, files."""
+    """Show a bundle's manifest (model, target, requirements, quality, perf, files) and its
+    provenance: who built it from what (SLSA, in-toto), as the builder signed it."""
     manifest = read_manifest(bundle)
+    provenance = read_provenance(bundle)
     if as_json:
-        typer.echo(msgspec.json.format(msgspec.json.encode(to_builtins(manifest)), indent=2))
+        doc = {**to_builtins(manifest), "provenance": provenance}
+        typer.echo(msgspec.json.format(msgspec.json.encode(doc), indent=2))
         return
     console().print(manifest_table(manifest))
+    if provenance is not None:
+        console().print(provenance_table(provenance))
 
 
 @app.command("verify")

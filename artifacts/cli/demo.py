@@ -15,6 +15,7 @@ resubmitted build without rebuilding.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -106,13 +107,17 @@ class Demo:
             "--port",
             str(self.central_port),
             "--local-workers",
-            "1",
+            "2",
         )
         self._start("start central", "central", argv, f"{self.central_url}/readyz", 90)
         self.admin_token = (home / "admin.token").read_text().strip()
-        self.central_key = home / "keys" / "publisher.pub"
+        # The edge trusts the keys of the workers that build and sign (each generated its own)
+        self.worker_keys = [
+            home / "worker" / f"local-{i}" / "keys" / "publisher.pub" for i in (1, 2)
+        ]
         self.out.print(
-            f"central  {self.central_url}  (home {home}, SQLite, 1 in-process build worker)"
+            f"central  {self.central_url}  (home {home}, SQLite, 2 in-process build workers: "
+            "one builds, the other independently verifies)"
         )
 
     def step_build(self) -> dict:
@@ -180,7 +185,7 @@ class Demo:
 [registry]
 url = "{self.central_url}"
 token_file = "{token_file}"
-trusted_keys = ["{self.central_key}"]
+trusted_keys = {json.dumps([str(k) for k in self.worker_keys])}
 poll_interval_s = 30
 
 [[models]]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import msgspec
@@ -15,12 +17,11 @@ from artifacts.cli import app
 from artifacts.cli import login as cli_config
 from artifacts.cli.render import console, fmt_bytes, ranking_table, simple_table
 from artifacts.client import BundleRef, PullTarget, RegistryClient
-from artifacts.errors import InputError
+from artifacts.errors import InputError, RegistryError
 from artifacts.manifest import MANIFEST_FILE
-from artifacts.names import check_name
 from artifacts.publish import publish_version
 from artifacts.signing import TrustedKeys, default_key_path, load_signing_key
-from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy
+from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy
 
 JSON = typer.Option(False, "--json", help="Machine-readable output")
 
@@ -51,9 +52,19 @@ def byte_progress(total: int, description: str, enabled: bool) -> Progress:
 @app.command("login")
 def login(
     url: str = typer.Argument(..., help="Central registry URL, e.g. http://127.0.0.1:8700"),
-    token: str = typer.Option(..., "--token", help="Bearer token from `central token create`"),
+    token_stdin: bool = typer.Option(
+        False, "--token-stdin", help="Read the token from standard input"
+    ),
 ) -> None:
-    """Save the registry URL and token (checked against the registry first)."""
+    """Save the registry URL and token (checked against the registry first). The token comes
+    from standard input (``--token-stdin``) or ``$SHIPYARD_TOKEN`` — never from the command
+    line, where every user of the machine can read it."""
+    token = sys.stdin.readline().strip() if token_stdin else os.environ.get("SHIPYARD_TOKEN", "")
+    if not token:
+        raise InputError(
+            "no token: pipe it in with --token-stdin, or set SHIPYARD_TOKEN "
+            "(a token on the command line is visible to every user of this machine)"
+        )
     with RegistryClient(url, token) as c:
         c.list_models()
     path = cli_config.save(cli_config.CliConfig(url=url.rstrip("/"), token=token))
@@ -181,7 +192,8 @@ def pull(
         with byte_progress(total, f"pull {name} v{number}", not as_json) as progress:
             task = progress.task_ids[0]
             for b in chosen:
-                check_name(b.target, "target")  # a registry answer, before it names a path
+                if b.target not in TARGETS:  # a registry answer, before it names a path
+                    raise RegistryError(f"the registry names an unknown target {b.target!r}")
                 v = c.pull_bundle(
                     c.bundle_document(name, number, b.target),
                     PullTarget(out / b.target, downloads, overwrite),

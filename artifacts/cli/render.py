@@ -196,3 +196,35 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 180
     return Console(stderr=stderr, soft_wrap=True, width=width)
+
+
+def provenance_table(provenance: dict) -> Table:
+    """Who built a bundle from what: the SLSA provenance its builder signed."""
+    st = provenance["statement"]
+    pred = st.get("predicate") or {}
+    definition = pred.get("buildDefinition") or {}
+    run = pred.get("runDetails") or {}
+    params = definition.get("externalParameters") or {}
+    t = Table(title="provenance (SLSA v1, in-toto, signed by the builder)", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("builder", str((run.get("builder") or {}).get("id", "?")))
+    t.add_row("signed by", ", ".join(str(k) for k in provenance.get("signed_by", [])))
+    t.add_row("build type", str(definition.get("buildType", "?")))
+    for key in ("model", "version", "task", "target", "source", "calibration", "eval"):
+        t.add_row(key, str(params.get(key)))
+    t.add_row(
+        "thresholds",
+        ", ".join(f"{k} {v}" for k, v in (params.get("thresholds") or {}).items()) or "defaults",
+    )
+    toolchain = (definition.get("internalParameters") or {}).get("toolchain") or {}
+    t.add_row("toolchain", ", ".join(f"{k} {v}" for k, v in toolchain.items()))
+    meta = run.get("metadata") or {}
+    t.add_row("built", f"{meta.get('startedOn', '?')} → {meta.get('finishedOn', '?')}")
+    for bp in run.get("byproducts") or []:
+        if bp.get("name") == "gate":
+            t.add_row(
+                "gate", ", ".join(f"{k} {v:.4f}" for k, v in (bp.get("content") or {}).items())
+            )
+    t.add_row("subjects", f"{len(st.get('subject') or [])} files")
+    return t

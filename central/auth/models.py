@@ -18,3 +18,5 @@ class Token(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = created_at_column()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)  # bound identity

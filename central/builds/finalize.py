@@ -1,23 +1,22 @@
-"""Finalising a build: once every job has ended, register the passed ones as one version
-(stamped with its number and signed by central's build key) and promote it if asked.
+"""Finalising a build: once every job has ended (built *and* independently verified, or
+failed), the build is passed, partial or failed; if the submitter asked for a channel (and
+held the ``promote`` scope when submitting) and every target passed, the version is promoted
+in their name.
 
+Verified bundles are registered into the build's version one by one, as their verifications
+pass (:mod:`.leases`); nothing here signs anything — central holds no key that edges trust.
 Exactly once per build: the build row is locked (PostgreSQL) or written by the single writer
-(SQLite) while it moves to ``finalizing``; a crash midway is picked up again by the reaper
-(the version number, once allocated, is stored on the build and reused).
+(SQLite) while it moves on; the reaper picks up a build a crash left open.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from dataclasses import dataclass
 
 import msgspec
 from sqlalchemy import select
 
-from artifacts.manifest import decode
-from artifacts.publish import stamp
-from artifacts.signing import SigningKey
 from artifacts.states import TERMINAL_JOB_STATES, BuildState, JobState
 from artifacts.wire import BuildRequest
 from central.audit.service import AuditLog
@@ -25,10 +24,10 @@ from central.auth.service import Principal
 from central.builds.models import Build, Job
 from central.channels.service import ChannelService
 from central.db import Database, utcnow
-from central.registry.service import RegistryService
 
 log = logging.getLogger("shipyard.central.builds")
 ACTOR = "build-service"
+VERIFYING_STATES = (JobState.BUILT, JobState.VERIFYING)
 
 
 @dataclass
@@ -39,25 +38,18 @@ class Closing:
     model: str
     request: BuildRequest
     version: int | None
-    passed: list[bytes]  # result manifests
+    submitter: str
+    may_promote: bool
+    passed: list[str]  # targets
     failed: list[str]  # "target: reason"
-    total: int
+    cached: bool
 
 
 class Finalizer:
-    def __init__(
-        self,
-        db: Database,
-        registry: RegistryService,
-        channels: ChannelService,
-        audit: AuditLog,
-        signing_key: SigningKey,
-    ) -> None:
+    def __init__(self, db: Database, channels: ChannelService, audit: AuditLog) -> None:
         self.db = db
-        self.registry = registry
         self.channels = channels
         self.audit = audit
-        self.signing_key = signing_key
         self._busy: set[int] = set()
 
     async def unfinished(self) -> set[int]:
@@ -67,7 +59,7 @@ class Finalizer:
                 (
                     await s.execute(
                         select(Build.id).where(
-                            Build.state.in_((BuildState.RUNNING, BuildState.FINALIZING))
+                            Build.state.in_([st for st in BuildState if st.open])
                         )
                     )
                 ).scalars()
@@ -86,7 +78,7 @@ class Finalizer:
         return open_ids - busy
 
     async def maybe_finalize(self, build_id: int) -> None:
-        """Register the passed jobs as one version once every job has ended (exactly once)."""
+        """Advance the build's state; finish it once every job has ended (exactly once)."""
         if build_id in self._busy:
             return
         self._busy.add(build_id)
@@ -98,12 +90,19 @@ class Finalizer:
                 detail = "no target passed: " + " | ".join(closing.failed)
                 await self._finish(build_id, BuildState.FAILED, None, detail)
                 return
-            version = await self._register(closing)
             state = BuildState.PARTIAL if closing.failed else BuildState.PASSED
-            detail = f"registered {closing.model} v{version} ({len(closing.passed)} of {closing.total} targets)"
+            how = (
+                "served from the build cache (identical verified build)"
+                if closing.cached
+                else "built and independently verified"
+            )
+            detail = (
+                f"{closing.model} v{closing.version}: {len(closing.passed)} of "
+                f"{len(closing.passed) + len(closing.failed)} targets {how}"
+            )
             if closing.failed:
                 detail += "; not built: " + " | ".join(closing.failed)
-            promoted, note = await self._promote_if_asked(closing, version, state)
+            promoted, note = await self._promote_if_asked(closing, state)
             await self._finish(build_id, state, promoted, detail + note)
         except Exception:
             log.exception("finalizing build #%s", build_id)
@@ -124,7 +123,12 @@ class Finalizer:
                     await s.execute(select(Job).where(Job.build_id == build_id).order_by(Job.id))
                 ).scalars()
             )
-            if not all(JobState(j.state).terminal for j in jobs):
+            states = [JobState(j.state) for j in jobs]
+            if not all(st.terminal for st in states):
+                if b.state == BuildState.RUNNING and all(
+                    st.terminal or st in VERIFYING_STATES for st in states
+                ):
+                    b.state = BuildState.AWAITING_VERIFICATION
                 return None
             b.state = BuildState.FINALIZING
             return Closing(
@@ -132,51 +136,26 @@ class Finalizer:
                 model=b.model,
                 request=msgspec.json.decode(b.request, type=BuildRequest),
                 version=b.version,
-                passed=[
-                    j.result_manifest
-                    for j in jobs
-                    if j.state == JobState.PASSED and j.result_manifest
-                ],
+                submitter=b.created_by,
+                may_promote=b.may_promote,
+                passed=[j.target for j in jobs if j.state == JobState.PASSED],
                 failed=[
                     f"{j.target}: {j.reason[:300]}" for j in jobs if j.state != JobState.PASSED
                 ],
-                total=len(jobs),
+                cached=all(j.cached for j in jobs),
             )
 
-    async def _register(self, c: Closing) -> int:
-        version = c.version
-        if version is None:
-            targets = ", ".join(decode(m).target.id for m in c.passed)
-            notes = f"build #{c.build_id}: passed {targets}"
-            if c.failed:
-                notes += f"; NOT built: {' | '.join(c.failed)}"
-            version = await self.registry.create_version(
-                c.model, ACTOR, source_digest=c.request.source_blob, notes=notes
-            )
-            async with self.db.transaction() as s:
-                build = await s.get(Build, c.build_id)
-                assert build is not None
-                build.version = version
-        for data in c.passed:
-            raw, signature = stamp(data, version, self.signing_key)
-            target = decode(raw).target.id
-            await self.registry.put_bundle(
-                c.model, version, target, base64.b64encode(raw).decode(), signature, ACTOR
-            )
-        return version
-
-    async def _promote_if_asked(
-        self, c: Closing, version: int, state: BuildState
-    ) -> tuple[str | None, str]:
+    async def _promote_if_asked(self, c: Closing, state: BuildState) -> tuple[str | None, str]:
         channel = c.request.promote_to
-        if not channel:
+        if not channel or c.version is None:
             return None, ""
         if state is not BuildState.PASSED:
             return None, f"; NOT promoted to {channel}: not every target passed"
-        await self.channels.promote(
-            c.model, channel, version, Principal(ACTOR, frozenset({"promote", "pull"}))
-        )
-        return channel, f"; promoted to {channel}"
+        if not c.may_promote:  # refused at submit; a stored request cannot change that
+            return None, f"; NOT promoted to {channel}: {c.submitter} may not promote"
+        promoter = Principal(c.submitter, frozenset({"promote", "pull"}))
+        await self.channels.promote(c.model, channel, c.version, promoter)
+        return channel, f"; promoted to {channel} by {c.submitter}"
 
     async def _finish(
         self, build_id: int, state: BuildState, promoted: str | None, detail: str

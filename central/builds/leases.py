@@ -1,52 +1,78 @@
-"""The worker protocol: register, lease a job by hardware, heartbeat, report logs, complete/fail.
+"""The worker protocol: lease a job by hardware, heartbeat, report logs, complete or fail.
+
+Every job is taken twice: an enrolled worker *builds* it (stamping the version into the
+manifest and signing bundle + provenance with its own key), then a *different* enrolled worker
+*verifies* it (re-runs the golden check and the gate on the uploaded bundle and signs its
+verdict). Only then is the bundle registered into its version.
 
 Leases live in the database: ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
 single-writer transaction on SQLite, so a job is never leased twice at once. A lease that
-stops heartbeating expires and the job is requeued (bounded attempts); only the current lease
-holder may complete a job.
+stops heartbeating expires and the job goes back a step (bounded attempts); only the current
+lease holder — the worker its credential is bound to — may report on a job.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import time
 import uuid
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.errors import ConflictError, NotFoundError, Unprocessable
-from artifacts.manifest import decode
-from artifacts.names import check_name
+from artifacts.bundle import authenticate
+from artifacts.digests import sha256_bytes, unb64
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ShipyardError,
+    Unprocessable,
+)
+from artifacts.manifest import Manifest, decode
+from artifacts.provenance import (
+    PROVENANCE_FILE,
+    BuildParameters,
+    check_provenance,
+    check_verification,
+)
+from artifacts.signing import TrustedKeys
 from artifacts.states import JobState
-from artifacts.targets import BUILDABLE_TARGETS
-from artifacts.wire import BuildRequest, HeartbeatReply, JobDone, Lease, WorkerHello
+from artifacts.wire import BuildRequest, BundleToVerify, HeartbeatReply, JobDone, Lease
+from central.auth.service import Principal
 from central.blobs.service import BlobService
 from central.builds.cache import cache_key
 from central.builds.finalize import Finalizer
-from central.builds.models import Build, BuildCache, Job, JobLog, Worker
+from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, utcnow
+from central.registry.service import BundleUpload, Provenance, RegistryService
 from central.settings import CentralConfig
+from central.workers.models import Worker
+from central.workers.service import WorkerService
 
 MAX_LOG_LINES = 200
 MAX_WAIT_S = 60.0
+HELD = (JobState.RUNNING, JobState.VERIFYING)
 
 
 class LeaseService:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - its collaborators
         self,
         db: Database,
         blobs: BlobService,
+        registry: RegistryService,
+        workers: WorkerService,
         finalizer: Finalizer,
         jobs_changed: JobsChanged,
         config: CentralConfig,
     ) -> None:
         self.db = db
         self.blobs = blobs
+        self.registry = registry
+        self.workers = workers
         self.finalizer = finalizer
         self.jobs_changed = jobs_changed
         self.lease_seconds = config.lease_seconds
@@ -55,61 +81,37 @@ class LeaseService:
     def _expiry(self) -> dt.datetime:
         return utcnow() + dt.timedelta(seconds=self.lease_seconds)
 
-    # ---- registration ----------------------------------------------------------------------
-
-    async def hello(self, hello: WorkerHello) -> None:
-        check_name(hello.name, "worker name")
-        data = {
-            "capabilities": msgspec.to_builtins(hello.capabilities),
-            "targets": [t for t in hello.targets if t in BUILDABLE_TARGETS],
-            "toolchain": dict(hello.toolchain),
-            "last_seen": utcnow(),
-        }
-        async with self.db.transaction() as s:
-            w = (
-                await s.execute(select(Worker).where(Worker.name == hello.name))
-            ).scalar_one_or_none()
-            if w is None:
-                s.add(Worker(name=hello.name, **data))
-            else:
-                for k, v in data.items():
-                    setattr(w, k, v)
-
-    @staticmethod
-    async def _worker(s: AsyncSession, name: str) -> Worker:
-        w = (await s.execute(select(Worker).where(Worker.name == name))).scalar_one_or_none()
-        if w is None:
-            raise NotFoundError(f"worker {name!r} not found (POST /v1/workers first)")
-        return w
-
     # ---- expiry ----------------------------------------------------------------------------
 
     async def requeue_expired(self, s: AsyncSession) -> set[int]:
-        """Expired leases: requeue (or fail after max attempts). Returns builds to finalize."""
-        q = select(Job).where(Job.state == JobState.RUNNING, Job.lease_expires < utcnow())
+        """Expired leases go back a step (or fail after max attempts); builds to finalize."""
+        q = select(Job).where(Job.state.in_(HELD), Job.lease_expires < utcnow())
         if self.db.is_postgres:
             q = q.with_for_update(skip_locked=True)
         ended: set[int] = set()
         for j in (await s.execute(q)).scalars():
+            verifying = j.state == JobState.VERIFYING
+            tries = j.verify_attempts if verifying else j.attempts
             why = (
-                f"attempt {j.attempts}: lease of {j.worker} expired "
-                f"(no heartbeat for {self.lease_seconds:.0f} s)"
+                f"{'verification' if verifying else 'attempt'} {tries}: lease of {j.worker} "
+                f"expired (no heartbeat for {self.lease_seconds:.0f} s)"
             )
             s.add(JobLog(job_id=j.id, line=f"[central] {why}"))
             j.note(why)
-            j.lease_token = None
-            if j.attempts >= self.max_attempts:
+            j.lease_token, j.worker = None, None
+            if tries >= self.max_attempts:
                 j.state = JobState.FAILED
-                j.reason = f"gave up after {j.attempts} attempts: " + "; ".join(j.history)
+                j.reason = f"gave up after {tries} attempts: " + "; ".join(j.history[-3:])
                 ended.add(j.build_id)
             else:
-                j.state, j.worker = JobState.QUEUED, None
+                j.state = JobState.BUILT if verifying else JobState.QUEUED
         return ended
 
     # ---- leasing ---------------------------------------------------------------------------
 
-    async def lease(self, worker: str, wait_s: float) -> Lease | None:
-        """Long-poll for a job this worker can build (None after ``wait_s``)."""
+    async def lease(self, worker: str, wait_s: float, principal: Principal) -> Lease | None:
+        """Long-poll for a job this worker can build or verify (None after ``wait_s``)."""
+        principal.require_worker(worker)
         deadline = time.monotonic() + max(0.0, min(wait_s, MAX_WAIT_S))
         while True:
             lease, finalize = await self._try_lease(worker)
@@ -122,51 +124,63 @@ class LeaseService:
                 return None
             await self.jobs_changed.wait(min(remaining, 1.0))
 
+    async def _active(self, s: AsyncSession, name: str) -> Worker:
+        w = await self.workers.find(s, name)
+        if w.disabled_at is not None:
+            raise ForbiddenError(f"worker {name} is disabled: {w.disabled_reason}")
+        if not w.public_key:
+            raise ForbiddenError(f"worker {name} has not registered its signing key")
+        return w
+
     async def _try_lease(self, worker_name: str) -> tuple[Lease | None, set[int]]:
         async with self.db.transaction() as s:
             finalize = await self.requeue_expired(s)
-            w = await self._worker(s, worker_name)
+            w = await self._active(s, worker_name)
             w.last_seen = utcnow()
             if not w.targets:
                 return None, finalize
             q = (
                 select(Job)
-                .where(Job.state == JobState.QUEUED, Job.target.in_(w.targets))
+                .where(
+                    Job.target.in_(w.targets),
+                    or_(
+                        Job.state == JobState.QUEUED,
+                        and_(Job.state == JobState.BUILT, Job.builder != w.name),
+                    ),
+                )
                 .order_by(Job.id)
-                .limit(16)
+                .limit(1)
             )
             if self.db.is_postgres:
                 q = q.with_for_update(skip_locked=True)
-            for job in (await s.execute(q)).scalars():
-                if await self._served_from_cache(s, job, w):
-                    finalize.add(job.build_id)
-                    continue
-                return await self._grant(s, job, w), finalize
-        return None, finalize
-
-    @staticmethod
-    async def _served_from_cache(s: AsyncSession, job: Job, w: Worker) -> bool:
-        """An identical build (same inputs, this worker's toolchain) passed before: reuse it."""
-        hit = await s.get(BuildCache, cache_key(job.cache_key, w.toolchain))
-        if hit is None:
-            return False
-        job.state, job.cached, job.result_manifest = JobState.PASSED, True, hit.manifest
-        job.note(f"served from the build cache (toolchain of {w.name}); not rebuilt")
-        s.add(
-            JobLog(job_id=job.id, line="[central] identical build found in the build cache; reused")
-        )
-        return True
+            job = (await s.execute(q)).scalar_one_or_none()
+            if job is None:
+                return None, finalize
+            return await self._grant(s, job, w), finalize
 
     async def _grant(self, s: AsyncSession, job: Job, w: Worker) -> Lease:
         build = await s.get(Build, job.build_id)
-        assert build is not None
-        job.state = JobState.RUNNING
-        job.worker = w.name
-        job.lease_token = uuid.uuid4().hex
-        job.lease_expires = self._expiry()
-        job.attempts += 1
-        job.note(f"attempt {job.attempts}: leased by {w.name}")
-        s.add(JobLog(job_id=job.id, line=f"[central] attempt {job.attempts}: leased by {w.name}"))
+        assert build is not None and build.version is not None
+        verify = job.state == JobState.BUILT
+        job.worker, job.lease_token, job.lease_expires = w.name, uuid.uuid4().hex, self._expiry()
+        to_verify = None
+        if verify:
+            job.state = JobState.VERIFYING
+            job.verify_attempts += 1
+            what = f"verification {job.verify_attempts}: leased by {w.name}"
+            builder = await self.workers.find(s, job.builder or "")
+            to_verify = BundleToVerify(
+                manifest=base64.b64encode(job.result_manifest or b"").decode(),
+                signature=job.result_signature or "",
+                builder=builder.name,
+                builder_key=builder.public_key or "",
+            )
+        else:
+            job.state = JobState.RUNNING
+            job.attempts += 1
+            what = f"attempt {job.attempts}: leased by {w.name}"
+        job.note(what)
+        s.add(JobLog(job_id=job.id, line=f"[central] {what}"))
         return Lease(
             job_id=job.id,
             build_id=job.build_id,
@@ -174,89 +188,186 @@ class LeaseService:
             lease_seconds=self.lease_seconds,
             target=job.target,
             request=msgspec.json.decode(build.request, type=BuildRequest),
-            attempt=job.attempts,
+            attempt=job.verify_attempts if verify else job.attempts,
+            phase="verify" if verify else "build",
+            version=build.version,
+            verify=to_verify,
         )
 
-    # ---- while building --------------------------------------------------------------------
+    # ---- while working ---------------------------------------------------------------------
 
     @staticmethod
-    async def _held(s: AsyncSession, job_id: int, token: str) -> Job:
+    async def _held(s: AsyncSession, job_id: int, token: str, principal: Principal) -> Job:
         j = await s.get(Job, job_id)
         if j is None:
             raise NotFoundError(f"job {job_id} not found")
         if j.state == JobState.CANCELLED:
             return j
-        if j.state != JobState.RUNNING or j.lease_token != token:
+        if j.state not in HELD or j.lease_token != token:
             raise ConflictError(
                 f"job {job_id} is not leased to you any more (state {j.state}); drop it"
             )
+        principal.require_worker(j.worker or "")
         return j
 
-    async def heartbeat(self, job_id: int, token: str) -> HeartbeatReply:
+    async def heartbeat(self, job_id: int, token: str, principal: Principal) -> HeartbeatReply:
         async with self.db.transaction() as s:
-            j = await self._held(s, job_id, token)
+            j = await self._held(s, job_id, token, principal)
             if j.state == JobState.CANCELLED:
                 return HeartbeatReply(cancelled=True)
             j.lease_expires = self._expiry()
-            if j.worker:
-                w = (
-                    await s.execute(select(Worker).where(Worker.name == j.worker))
-                ).scalar_one_or_none()
-                if w is not None:
-                    w.last_seen = utcnow()
+            w = await self.workers.find(s, j.worker or "")
+            w.last_seen = utcnow()
         return HeartbeatReply(cancelled=False)
 
-    async def append_logs(self, job_id: int, token: str, lines: list[str]) -> None:
+    async def append_logs(
+        self, job_id: int, token: str, lines: list[str], principal: Principal
+    ) -> None:
         async with self.db.transaction() as s:
-            j = await self._held(s, job_id, token)
+            j = await self._held(s, job_id, token, principal)
             for line in lines[:MAX_LOG_LINES]:
                 s.add(JobLog(job_id=j.id, line=line[:2000]))
 
-    # ---- the end of a job ------------------------------------------------------------------
+    # ---- results ---------------------------------------------------------------------------
 
-    def _check_result(self, data: bytes, build: Build, job: Job) -> str:
+    def _check_built(
+        self, data: bytes, signature: str, build: Build, job: Job, builder: Worker
+    ) -> Manifest:
+        """The result must name this job, be signed by its builder's registered key over
+        exactly its files, with every blob uploaded, and carry provenance for this job."""
         manifest = decode(data)
         named = (manifest.model.name, manifest.model.version, manifest.target.id)
-        if named != (build.model, 0, job.target):
+        if named != (build.model, build.version, job.target):
             raise Unprocessable(
-                f"result names {named}, expected ({build.model!r}, 0, {job.target!r})"
+                f"result names {named}, the job is ({build.model!r}, {build.version}, {job.target!r})"
             )
+        trusted = TrustedKeys.of((builder.public_key or "").encode())
+        authenticate(manifest, data, signature.encode(), trusted)
+        files = {f.path: f.sha256 for f in manifest.files}
         for f in manifest.files:
             info = self.blobs.stat(f.sha256)
             if info is None or info.size != f.size:
                 raise Unprocessable(
                     f"result file {f.path!r}: blob {f.sha256[:19]}… missing or wrong size"
                 )
-        return manifest.quality.config
+        if PROVENANCE_FILE not in files:
+            raise Unprocessable(f"the result carries no {PROVENANCE_FILE}")
+        req = msgspec.json.decode(build.request, type=BuildRequest)
+        check_provenance(
+            self.blobs.store.path(files[PROVENANCE_FILE]).read_bytes(),
+            trusted,
+            params=BuildParameters.for_job(req, job.target, build.version or 0),
+            builder=builder.name,
+            files={p: d for p, d in files.items() if p != PROVENANCE_FILE},
+        )
+        return manifest
 
-    async def complete(self, job_id: int, done: JobDone) -> None:
-        try:
-            data = base64.b64decode(done.manifest, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise Unprocessable("manifest is not valid base64") from exc
+    async def complete(self, job_id: int, done: JobDone, principal: Principal) -> None:
         async with self.db.transaction() as s:
-            j = await self._held(s, job_id, done.lease_token)  # the lease first: 409 wins over 422
+            j = await self._held(s, job_id, done.lease_token, principal)  # 409/403 before 422
             if j.state == JobState.CANCELLED:
                 return
-            build = await s.get(Build, j.build_id)
-            assert build is not None
-            config = self._check_result(data, build, j)
-            j.state, j.result_manifest, j.lease_token, j.reason = JobState.PASSED, data, None, ""
-            j.note(f"attempt {j.attempts}: passed on {j.worker} ({config})")
-            key = cache_key(j.cache_key, done.toolchain)
-            if await s.get(BuildCache, key) is None:
-                s.add(BuildCache(cache_key=key, manifest=data))
+            verdict = None
+            if j.state == JobState.VERIFYING:
+                verdict = await self._verified(s, j, done)
+            else:
+                build = await s.get(Build, j.build_id)
+                builder = await self._active(s, j.worker or "")
+                assert build is not None
+                data = unb64(done.manifest, "manifest", Unprocessable)
+                manifest = self._check_built(data, done.signature, build, j, builder)
+                j.state, j.builder, j.lease_token, j.reason = JobState.BUILT, builder.name, None, ""
+                j.result_manifest, j.result_signature = data, done.signature
+                j.note(
+                    f"attempt {j.attempts}: built and signed by {builder.name} ({manifest.quality.config})"
+                )
+        if verdict is not None:
+            await self._register(j, verdict)
+        await self.jobs_changed.notify()
         await self.finalizer.maybe_finalize(j.build_id)
 
-    async def fail(self, job_id: int, done: JobDone) -> None:
+    async def _verified(self, s: AsyncSession, j: Job, done: JobDone) -> tuple[str, dict] | None:
+        """Check the verifier's attestation; returns (attestation, predicate) when it passed."""
+        verifier = await self._active(s, j.worker or "")
+        trusted = TrustedKeys.of((verifier.public_key or "").encode())
+        pred = check_verification(
+            done.attestation.encode(),
+            trusted,
+            manifest_digest=sha256_bytes(j.result_manifest or b""),
+            verifier=verifier.name,
+            builder=j.builder or "",
+        )
+        j.lease_token = None
+        if not pred["passed"]:
+            j.state = JobState.FAILED
+            j.reason = (
+                f"independent verification by {verifier.name} failed: {pred.get('reason', '')}"[
+                    :4000
+                ]
+            )
+            j.note(j.reason)
+            return None
+        j.attestation = done.attestation
+        j.note(f"verified by {verifier.name}")
+        return done.attestation, pred
+
+    async def _register(self, j: Job, verdict: tuple[str, dict]) -> None:
+        """A verified bundle enters its version (signed by its builder) and the build cache."""
+        attestation, _pred = verdict
+        async with self.db.session() as s:
+            build = await s.get(Build, j.build_id)
+            builder = await self.workers.find(s, j.builder or "")
+        assert build is not None and build.version is not None
+        upload = BundleUpload(
+            model=build.model,
+            version=build.version,
+            target=j.target,
+            manifest=j.result_manifest or b"",
+            signature=j.result_signature or "",
+        )
+        failure = ""
+        try:
+            await self.registry.put_bundle(
+                upload,
+                builder.name,
+                trusted=TrustedKeys.of((builder.public_key or "").encode()),
+                provenance=Provenance(builder.name, j.worker or "", attestation),
+            )
+        except ShipyardError as exc:  # e.g. the version was sealed meanwhile
+            failure = f"verified, but could not be registered: {exc}"
         async with self.db.transaction() as s:
-            j = await self._held(s, job_id, done.lease_token)
+            row = await s.get(Job, j.id)
+            assert row is not None
+            if failure:
+                row.state, row.reason = JobState.FAILED, failure[:4000]
+                row.note(failure)
+                return
+            row.state = JobState.PASSED
+            key = cache_key(row.cache_key, builder.toolchain)
+            if await s.get(BuildCache, key) is None:
+                s.add(
+                    BuildCache(
+                        cache_key=key,
+                        manifest=j.result_manifest,
+                        model=build.model,
+                        version=build.version,
+                        worker=builder.name,
+                    )
+                )
+
+    async def fail(self, job_id: int, done: JobDone, principal: Principal) -> None:
+        async with self.db.transaction() as s:
+            j = await self._held(s, job_id, done.lease_token, principal)
             if j.state == JobState.CANCELLED:
                 return
-            j.note(f"attempt {j.attempts} on {j.worker}: {done.reason[:1000]}")
+            verifying = j.state == JobState.VERIFYING
+            tries = j.verify_attempts if verifying else j.attempts
+            j.note(
+                f"{'verification' if verifying else 'attempt'} {tries} on {j.worker}: {done.reason[:1000]}"
+            )
             j.lease_token = None
-            if done.retry and j.attempts < self.max_attempts:
-                j.state, j.worker = JobState.QUEUED, None
+            if done.retry and tries < self.max_attempts:
+                j.state, j.worker = (JobState.BUILT if verifying else JobState.QUEUED), None
             else:
                 j.state, j.reason = JobState.FAILED, done.reason[:4000]
         await self.jobs_changed.notify()

@@ -1,5 +1,11 @@
-"""The in-process CPU build workers central starts by default (``local_workers``), so a single
-machine does everything. Each runs ``builder worker`` as a child process group."""
+"""The in-process CPU build workers central starts by default (``local_workers``, two, so that
+a different worker can verify what one built), so a single machine does everything.
+
+Each is an enrolled worker like any other: re-enrolled at every start with a fresh credential
+(the previous one revoked) for the CPU targets only, run as ``builder worker`` in its own
+process group with a scrubbed environment and a home (its work directory) that holds its own
+key and nothing of central's.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,48 @@ import asyncio
 import logging
 import os
 
-from artifacts import atomic
 from artifacts.cli.procs import Child, python_cli, stop_all
-from central.auth.service import TokenService
+from artifacts.targets import CPU_TARGETS
 from central.settings import CentralConfig
+from central.workers.service import WorkerService
 
 log = logging.getLogger("shipyard.central.builds")
-LOCAL_WORKER_TOKEN = "local-worker.token"
+# What a build needs from the environment; nothing else (no central secrets, no SHIPYARD_*).
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+
+
+def scrubbed_env(home: str, token: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.update(
+        {
+            "HOME": home,
+            "SHIPYARD_WORKER_TOKEN": token,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    return env
 
 
 class LocalWorkers:
-    def __init__(self, config: CentralConfig, tokens: TokenService) -> None:
+    def __init__(self, config: CentralConfig, workers: WorkerService) -> None:
         self.config = config
-        self.tokens = tokens
+        self.workers = workers
         self.children: list[Child] = []
 
     async def start(self) -> None:
-        if self.config.local_workers <= 0:
-            return
-        token = await self._token()
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
         url = f"http://{host}:{self.config.port}"
         for i in range(self.config.local_workers):
-            self.children.append(self._spawn(url, token, f"local-{i + 1}"))
+            name = f"local-{i + 1}"
+            token = await self.workers.enroll(name, list(CPU_TARGETS), None, "central")
+            self.children.append(self._spawn(url, token, name))
 
     def _spawn(self, url: str, token: str, name: str) -> Child:
         work = self.config.home_path / "worker" / name
         work.mkdir(parents=True, exist_ok=True)
+        os.chmod(work, 0o700)
         argv = python_cli(
             "builder.cli",
             "worker",
@@ -49,16 +70,8 @@ class LocalWorkers:
             str(int(self.config.build_timeout_s)),
         )
         log.info("starting in-process build worker %s (log: %s)", name, work / "worker.log")
-        env = {**os.environ, "SHIPYARD_WORKER_TOKEN": token}
-        return Child(name, argv, work / "worker.log", env)
-
-    async def _token(self) -> str:
-        path = self.config.home_path / LOCAL_WORKER_TOKEN
-        if path.exists():
-            return path.read_text().strip()
-        token = await self.tokens.create("local-worker", ["build"], actor="central")
-        atomic.write_bytes(path, (token + "\n").encode(), mode=0o600)
-        return token
+        child = Child(name, argv, work / "worker.log", scrubbed_env(str(work), token), cwd=work)
+        return child
 
     async def stop(self) -> None:
         await asyncio.to_thread(stop_all, self.children, 10.0)

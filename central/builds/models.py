@@ -26,6 +26,7 @@ class Build(Base):
     task: Mapped[str] = mapped_column(String(16))
     source_digest: Mapped[str] = mapped_column(String(80))
     request: Mapped[bytes] = mapped_column(LargeBinary)  # the submitted BuildRequest (JSON)
+    may_promote: Mapped[bool] = mapped_column(Boolean, default=False)  # submitter's scope
     state: Mapped[str] = mapped_column(String(24), index=True)  # BuildState
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     promoted_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -52,6 +53,10 @@ class Job(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    builder: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who built it
+    verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attestation: Mapped[str | None] = mapped_column(Text, nullable=True)  # the verifier's DSSE
+    result_signature: Mapped[str | None] = mapped_column(Text, nullable=True)  # model.sig
 
     def note(self, text: str) -> None:
         """Append to the history (a JSON list: reassigned so the change is persisted)."""
@@ -67,18 +72,14 @@ class JobLog(Base):
     line: Mapped[str] = mapped_column(Text)
 
 
-class Worker(Base):
-    __tablename__ = "workers"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    capabilities: Mapped[dict] = mapped_column(JSON)  # NodeCapabilities
-    targets: Mapped[list[str]] = mapped_column(JSON, default=list)
-    toolchain: Mapped[dict] = mapped_column(JSON, default=dict)
-    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-
-
 class BuildCache(Base):
+    """Verified results only, keyed on the inputs and the building worker's *registered*
+    toolchain; points at the version that holds them."""
+
     __tablename__ = "build_cache"
     cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
     manifest: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = created_at_column()
+    model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)

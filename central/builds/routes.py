@@ -16,7 +16,6 @@ from artifacts.wire import (
     Lease,
     LeaseRef,
     LogLine,
-    WorkerHello,
 )
 from central.auth.guard import needs, principal_of, pull
 from central.builds.leases import LeaseService
@@ -27,7 +26,7 @@ from central.builds.service import BuildService
 async def submit(builds: BuildService, request: Request, data: BuildRequest) -> BuildCreated:
     """Submit a build: the source tarball (and optional calibration/eval JSONL) were uploaded
     as blobs first. One job per target; the response lists them."""
-    return await builds.submit(data, principal_of(request).name)
+    return await builds.submit(data, principal_of(request))
 
 
 @get("/v1/builds", **pull())
@@ -60,45 +59,46 @@ async def cancel(builds: BuildService, request: Request, build_id: int) -> Build
     return await builds.cancel(build_id, principal_of(request).name)
 
 
-@post("/v1/workers", status_code=200, **needs("build"))
-async def hello(leases: LeaseService, data: WorkerHello) -> dict[str, str]:
-    """A worker (re)registers its capabilities, toolchain and the targets it builds."""
-    await leases.hello(data)
-    return {"status": "registered", "lease_seconds": str(leases.lease_seconds)}
-
-
 @post("/v1/workers/{name:str}/lease", status_code=200, **needs("build", body=None))
 async def lease(
-    leases: LeaseService, name: str, wait: float = Parameter(default=20.0, ge=0, le=60)
+    leases: LeaseService,
+    request: Request,
+    name: str,
+    wait: float = Parameter(default=20.0, ge=0, le=60),
 ) -> Response[Lease | None]:
-    """Long-poll for a job this worker can build; 204 when none came within ``wait`` s."""
-    got = await leases.lease(name, wait)
+    """Long-poll for a job this worker can build or verify; 204 when none came within
+    ``wait`` s. Only the credential enrolled as ``name`` may ask (403 otherwise)."""
+    got = await leases.lease(name, wait, principal_of(request))
     if got is None:
         return Response(None, status_code=204)
     return Response(got)
 
 
 @post("/v1/jobs/{job_id:int}/heartbeat", status_code=200, **needs("build"))
-async def heartbeat(leases: LeaseService, job_id: int, data: LeaseRef) -> HeartbeatReply:
+async def heartbeat(
+    leases: LeaseService, request: Request, job_id: int, data: LeaseRef
+) -> HeartbeatReply:
     """Extend the lease; ``cancelled: true`` tells the worker to stop. 409: lease lost."""
-    return await leases.heartbeat(job_id, data.lease_token)
+    return await leases.heartbeat(job_id, data.lease_token, principal_of(request))
 
 
 @post("/v1/jobs/{job_id:int}/logs", status_code=204, **needs("build"))
-async def job_logs(leases: LeaseService, job_id: int, data: JobLogs) -> None:
-    await leases.append_logs(job_id, data.lease_token, data.lines)
+async def job_logs(leases: LeaseService, request: Request, job_id: int, data: JobLogs) -> None:
+    await leases.append_logs(job_id, data.lease_token, data.lines, principal_of(request))
 
 
 @post("/v1/jobs/{job_id:int}/complete", status_code=204, **needs("build"))
-async def complete(leases: LeaseService, job_id: int, data: JobDone) -> None:
-    """The built bundle's files are uploaded as blobs; this hands over its manifest."""
-    await leases.complete(job_id, data)
+async def complete(leases: LeaseService, request: Request, job_id: int, data: JobDone) -> None:
+    """Build: the bundle's files are uploaded as blobs; this hands over its manifest and its
+    OMS signature (the worker's key; provenance inside). Verify: the verifier's signed
+    attestation. Checked against the job before anything is registered."""
+    await leases.complete(job_id, data, principal_of(request))
 
 
 @post("/v1/jobs/{job_id:int}/fail", status_code=204, **needs("build"))
-async def fail(leases: LeaseService, job_id: int, data: JobDone) -> None:
+async def fail(leases: LeaseService, request: Request, job_id: int, data: JobDone) -> None:
     """``retry: true`` for transient failures (crash, timeout): requeued within the attempt limit."""
-    await leases.fail(job_id, data)
+    await leases.fail(job_id, data, principal_of(request))
 
 
 handlers = [
@@ -107,7 +107,6 @@ handlers = [
     get_build,
     build_logs,
     cancel,
-    hello,
     lease,
     heartbeat,
     job_logs,

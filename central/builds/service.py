@@ -15,26 +15,36 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from artifacts import sourcetar
 from artifacts.digests import is_digest
-from artifacts.errors import ConflictError, NotFoundError, ShipyardError, Unprocessable
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ShipyardError,
+    Unprocessable,
+)
 from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
 from artifacts.targets import BUILDABLE_TARGETS, TARGETS, target_spec
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
-from central.audit.service import AuditLog
+from central.auth.service import Principal
 from central.blobs.service import BlobService
-from central.builds.cache import cache_prefix
-from central.builds.models import Build, Job, JobLog, Worker
+from central.builds.cache import cache_key, cache_prefix
+from central.builds.finalize import Finalizer
+from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, iso, utcnow
+from central.registry.service import RegistryService
+from central.workers.models import Worker
 
 # ---- views ---------------------------------------------------------------------------------
 
 
-def capability_gap(target: str, workers: list[Worker]) -> str:
-    """Why no live worker can build ``target`` (empty: one can)."""
-    if any(target in w.targets for w in workers):
+def capability_gap(target: str, workers: list[Worker], *, besides: str | None = None) -> str:
+    """Why no live worker can build ``target`` (or, with ``besides``, verify what that worker
+    built: it takes a different one). Empty: one can."""
+    if any(target in w.targets and w.name != besides for w in workers):
         return ""
     spec = target_spec(target)
     described = ", ".join(f"{w.name} ({describe_worker(w)})" for w in workers) or "none"
@@ -43,6 +53,11 @@ def capability_gap(target: str, workers: list[Worker]) -> str:
         if spec.backend == "tensorrt"
         else f"a worker that builds {target}"
     )
+    if besides is not None:
+        return (
+            f"built by {besides}; verifying it needs {need} other than {besides} "
+            f"(live workers: {described})"
+        )
     return f"no live worker can build {target}: it needs {need} (live workers: {described})"
 
 
@@ -64,9 +79,11 @@ def job_info(j: Job, workers: list[Worker]) -> JobInfo:
         gap = capability_gap(j.target, workers)
         if gap:
             state, reason = JobState.WAITING, gap
+    elif state is JobState.BUILT:
+        reason = capability_gap(j.target, workers, besides=j.builder) or reason
     manifest = (
         msgspec.to_builtins(decode(j.result_manifest))
-        if j.result_manifest and state is JobState.PASSED
+        if j.result_manifest and state in (JobState.BUILT, JobState.VERIFYING, JobState.PASSED)
         else None
     )
     return JobInfo(
@@ -98,8 +115,15 @@ def build_info(b: Build, jobs: list[Job], workers: list[Worker]) -> BuildInfo:
 
 
 async def live_workers(s: AsyncSession, lease_seconds: float) -> list[Worker]:
+    """Enrolled, enabled workers with a registered key, seen recently."""
     horizon = utcnow() - dt.timedelta(seconds=max(30.0, 3 * lease_seconds))
-    return list((await s.execute(select(Worker).where(Worker.last_seen >= horizon))).scalars())
+    q = select(Worker).where(
+        Worker.last_seen >= horizon,
+        Worker.enrolled_at.is_not(None),
+        Worker.disabled_at.is_(None),
+        Worker.public_key.is_not(None),
+    )
+    return list((await s.execute(q)).scalars())
 
 
 # ---- the service ---------------------------------------------------------------------------
@@ -110,13 +134,16 @@ class BuildService:
         self,
         db: Database,
         blobs: BlobService,
-        audit: AuditLog,
+        registry: RegistryService,
+        finalizer: Finalizer,
         jobs_changed: JobsChanged,
         lease_seconds: float,
     ) -> None:
         self.db = db
         self.blobs = blobs
-        self.audit = audit
+        self.registry = registry
+        self.finalizer = finalizer
+        self.audit = registry.audit
         self.jobs_changed = jobs_changed
         self.lease_seconds = lease_seconds
 
@@ -151,13 +178,52 @@ class BuildService:
                 raise Unprocessable(f"{what}_blob {digest!r} is not a sha256 digest")
             self.blobs.require(digest, what)
 
-    async def submit(self, req: BuildRequest, actor: str) -> BuildCreated:
+    async def _cached_version(self, req: BuildRequest) -> int | None:
+        """The version an identical, verified build already produced for every requested target
+        (keyed on a currently enabled worker's *registered* toolchain), else None."""
+        async with self.db.session() as s:
+            workers = (
+                await s.execute(
+                    select(Worker).where(
+                        Worker.disabled_at.is_(None), Worker.enrolled_at.is_not(None)
+                    )
+                )
+            ).scalars()
+            toolchains = {w.name: w.toolchain for w in workers}
+            versions = set()
+            for target in req.targets:
+                keys = [cache_key(cache_prefix(req, target), tc) for tc in toolchains.values()]
+                hits = (
+                    await s.execute(select(BuildCache).where(BuildCache.cache_key.in_(keys)))
+                ).scalars()
+                found = {h.version for h in hits if h.model == req.model and h.version}
+                if not found:
+                    return None
+                versions.add(max(found))
+        return versions.pop() if len(versions) == 1 else None
+
+    async def submit(self, req: BuildRequest, principal: Principal) -> BuildCreated:
         self._validate(req)
+        if principal.worker is not None:
+            raise ForbiddenError(f"worker {principal.worker}'s credential cannot submit builds")
+        if req.promote_to is not None and "promote" not in principal.scopes:
+            raise ForbiddenError(
+                f"token {principal.name!r} lacks the 'promote' scope that promote_to "
+                f"{req.promote_to!r} needs; submit without it and let a promoter promote"
+            )
         path = self.blobs.store.path(req.source_blob)
         try:
             await anyio.to_thread.run_sync(sourcetar.validate, path)
         except ShipyardError as exc:
             raise Unprocessable(f"source archive refused: {exc}") from exc
+        cached = await self._cached_version(req)
+        version = cached or await self.registry.create_version(
+            req.model,
+            principal.name,
+            source_digest=req.source_blob,
+            notes="built by the build service",
+        )
+        state = JobState.PASSED if cached else JobState.QUEUED
         async with self.db.transaction() as s:
             build = Build(
                 model=req.model,
@@ -165,7 +231,9 @@ class BuildService:
                 source_digest=req.source_blob,
                 request=msgspec.json.encode(req),
                 state=BuildState.RUNNING,
-                created_by=actor,
+                created_by=principal.name,
+                may_promote="promote" in principal.scopes,
+                version=version,
             )
             s.add(build)
             await s.flush()
@@ -173,9 +241,12 @@ class BuildService:
                 Job(
                     build_id=build.id,
                     target=t,
-                    state=JobState.QUEUED,
+                    state=state,
                     cache_key=cache_prefix(req, t),
-                    history=[],
+                    history=[f"identical verified build in v{cached}: not rebuilt"]
+                    if cached
+                    else [],
+                    cached=bool(cached),
                 )
                 for t in req.targets
             ]
@@ -183,15 +254,17 @@ class BuildService:
             await s.flush()
             self.audit.record(
                 s,
-                actor,
+                principal.name,
                 "build.submit",
-                f"#{build.id} {req.model} [{','.join(req.targets)}]",
+                f"#{build.id} {req.model} v{version} [{','.join(req.targets)}]",
                 digest=req.source_blob,
             )
             created = BuildCreated(
                 build_id=build.id,
-                jobs=[JobInfo(id=j.id, target=j.target, state=JobState.QUEUED) for j in jobs],
+                jobs=[JobInfo(id=j.id, target=j.target, state=state) for j in jobs],
             )
+        if cached:
+            await self.finalizer.maybe_finalize(created.build_id)
         await self.jobs_changed.notify()
         return created
 
@@ -244,7 +317,7 @@ class BuildService:
             b = await s.get(Build, build_id)
             if b is None:
                 raise NotFoundError(f"build #{build_id} not found")
-            if b.state != BuildState.RUNNING:
+            if b.state not in (BuildState.RUNNING, BuildState.AWAITING_VERIFICATION):
                 raise ConflictError(f"build #{build_id} is already {b.state}")
             for j in (await s.execute(select(Job).where(Job.build_id == build_id))).scalars():
                 if not JobState(j.state).terminal:
@@ -253,6 +326,6 @@ class BuildService:
                     j.lease_token = None
             b.state = BuildState.CANCELLED
             b.finished_at = utcnow()
-            b.detail = f"cancelled by {actor}; nothing registered"
+            b.detail = f"cancelled by {actor}; what was not yet verified is not registered"
             self.audit.record(s, actor, "build.cancel", f"#{build_id} {b.model}")
         return await self.get(build_id)

@@ -12,7 +12,13 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.errors import ConflictError, ForbiddenError, NotFoundError, QualityGateRefused
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    QualityGateRefused,
+    UnverifiedRefused,
+)
 from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.states import ChannelAction
@@ -115,14 +121,23 @@ class ChannelService:
         self, model: str, channel: str, number: int, principal: Principal, *, force: bool = False
     ) -> ChannelInfo:
         if force and "admin" not in principal.scopes:
-            raise ForbiddenError("force-promoting past a failed quality gate needs an admin token")
+            raise ForbiddenError("forcing a promotion needs an admin token")
 
         async def attempt() -> ChannelInfo:
             async with self.db.transaction() as s:
                 m = await find_model(s, model)
-                bundles = await version_bundles(s, await find_version(s, m, number))
+                version = await find_version(s, m, number)
+                bundles = await version_bundles(s, version)
                 if not bundles:
                     raise ConflictError(f"{model} v{number} has no bundles to serve")
+                unverified = sorted(b.target for b in bundles if not b.verified_by)
+                if unverified and not force:
+                    raise UnverifiedRefused(
+                        f"{model} v{number} has bundles no second worker verified "
+                        f"({', '.join(unverified)}: pushed, not built by the build service); "
+                        "an admin may force it",
+                        unverified,
+                    )
                 failing = {
                     b.target: decode(b.manifest).quality.metrics
                     for b in bundles
@@ -140,15 +155,20 @@ class ChannelService:
                 ch = await self._lock(s, m, channel)
                 if ch.halted:
                     raise ConflictError(f"{model}:{channel} is halted; resume it before promoting")
+                forced = [
+                    *(["past a failed gate"] if failing else []),
+                    *(["unverified"] if unverified else []),
+                ]
                 self._move(
-                    s, ch, ChannelAction.PROMOTE, number, principal.name, forced=bool(failing)
+                    s, ch, ChannelAction.PROMOTE, number, principal.name, forced=bool(forced)
                 )
+                version.sealed = True  # a promoted version takes no new target
                 self.audit.record(
                     s,
                     principal.name,
                     "channel.promote",
                     f"{model}:{channel} -> v{number}",
-                    detail="forced past failed gate" if failing else "",
+                    detail=f"forced: {', '.join(forced)}" if forced else "",
                 )
                 await s.flush()
                 return channel_info(m, ch, await self._history(s, ch))

@@ -41,6 +41,7 @@ class Version(Base):
     created_by: Mapped[str] = mapped_column(String(64), default="")
     source_digest: Mapped[str] = mapped_column(String(80), default="")
     notes: Mapped[str] = mapped_column(Text, default="")
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)  # once promoted: no new targets
 
 
 class Bundle(Base):
@@ -59,3 +60,6 @@ class Bundle(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = created_at_column()
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    built_by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # enrolled worker
+    verified_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attestation: Mapped[str | None] = mapped_column(Text, nullable=True)  # verifier's DSSE

@@ -6,6 +6,8 @@ import base64
 
 from litestar import Request, Response, get, post, put
 
+from artifacts.digests import unb64
+from artifacts.errors import Unprocessable
 from artifacts.wire import (
     BundleInfo,
     CreateVersion,
@@ -17,7 +19,7 @@ from artifacts.wire import (
     VersionRef,
 )
 from central.auth.guard import needs, principal_of, pull
-from central.registry.service import RegistryService
+from central.registry.service import BundleUpload, RegistryService
 
 
 @get("/v1/models", **pull())
@@ -59,9 +61,14 @@ async def put_bundle(
     """Register a bundle whose files were uploaded as blobs. Verified: signature by a trusted
     publisher key, manifest names this model/version/target, every file's blob present with
     the right size. Identical re-push: 200; different bytes: 409."""
-    info, created = await registry.put_bundle(
-        model, version, target, data.manifest, data.signature, principal_of(request).name
+    upload = BundleUpload(
+        model=model,
+        version=version,
+        target=target,
+        manifest=unb64(data.manifest, "manifest", Unprocessable),
+        signature=data.signature,
     )
+    info, created = await registry.put_bundle(upload, principal_of(request).name)
     return Response(info, status_code=201 if created else 200)
 
 

@@ -8,13 +8,13 @@ immutable: a bundle, once registered, never changes.
 from __future__ import annotations
 
 import base64
-import binascii
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.bundle import check_relpath
+from artifacts.bundle import authenticate
 from artifacts.digests import is_digest, sha256_bytes
 from artifacts.errors import ConflictError, NotFoundError, Unprocessable
 from artifacts.manifest import Manifest, decode, to_builtins
@@ -63,6 +63,26 @@ async def version_bundles(s: AsyncSession, version: Version) -> list[Bundle]:
     return list((await s.execute(select(Bundle).where(Bundle.version_id == version.id))).scalars())
 
 
+@dataclass(frozen=True)
+class BundleUpload:
+    """A bundle as pushed: its coordinates, manifest.json's bytes and model.sig's text."""
+
+    model: str
+    version: int
+    target: str
+    manifest: bytes
+    signature: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who built a bundle, who independently verified it, and the verifier's attestation."""
+
+    built_by: str
+    verified_by: str
+    attestation: str
+
+
 def bundle_info(b: Bundle) -> BundleInfo:
     return BundleInfo(
         target=b.target,
@@ -72,6 +92,8 @@ def bundle_info(b: Bundle) -> BundleInfo:
         size=b.size,
         created_at=iso(b.created_at),
         manifest=to_builtins(decode(b.manifest)),
+        built_by=b.built_by,
+        verified_by=b.verified_by,
     )
 
 
@@ -180,24 +202,18 @@ class RegistryService:
 
     # ---- bundles ---------------------------------------------------------------------------
 
-    def _check_bundle(
-        self, model: str, number: int, target: str, manifest_b64: str, signature: str
-    ) -> tuple[Manifest, bytes, str]:
-        if target not in TARGETS:
-            raise Unprocessable(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
-        try:
-            data = base64.b64decode(manifest_b64, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise Unprocessable("manifest is not valid base64") from exc
-        manifest = decode(data)
-        key_id = self.trusted.verify(data, signature.encode(), manifest.signing_key_id)
+    def _check_bundle(self, upload: BundleUpload, trusted: TrustedKeys) -> tuple[Manifest, str]:
+        if upload.target not in TARGETS:
+            raise Unprocessable(f"unknown target {upload.target!r}; known: {', '.join(TARGETS)}")
+        manifest = decode(upload.manifest)
+        key_id = authenticate(manifest, upload.manifest, upload.signature.encode(), trusted)
         named = (manifest.model.name, manifest.model.version, manifest.target.id)
-        if named != (model, number, target):
+        if named != (upload.model, upload.version, upload.target):
             raise Unprocessable(
-                f"manifest names {named[0]} v{named[1]} {named[2]}, but it was pushed as {model} v{number} {target}"
+                f"manifest names {named[0]} v{named[1]} {named[2]}, but it was pushed as "
+                f"{upload.model} v{upload.version} {upload.target}"
             )
         for entry in manifest.files:
-            check_relpath(entry.path)
             if not is_digest(entry.sha256):
                 raise Unprocessable(f"file {entry.path!r} has a malformed digest")
             info = self.blobs.stat(entry.sha256)
@@ -207,7 +223,7 @@ class RegistryService:
                 raise Unprocessable(
                     f"blob for {entry.path!r} is {info.size} bytes, manifest says {entry.size}"
                 )
-        return manifest, data, key_id
+        return manifest, key_id
 
     async def _existing(self, model: str, number: int, target: str) -> Bundle | None:
         async with self.db.session() as s:
@@ -219,44 +235,67 @@ class RegistryService:
             ).scalar_one_or_none()
 
     async def put_bundle(
-        self, model: str, number: int, target: str, manifest_b64: str, signature: str, actor: str
+        self,
+        upload: BundleUpload,
+        actor: str,
+        *,
+        trusted: TrustedKeys | None = None,
+        provenance: Provenance | None = None,
     ) -> tuple[BundleInfo, bool]:
-        """Register a verified bundle; identical re-push is a no-op, different bytes → 409."""
-        manifest, data, key_id = self._check_bundle(model, number, target, manifest_b64, signature)
-        existing = await self._existing(model, number, target)
+        """Register a verified bundle; identical re-push is a no-op, different bytes → 409.
+
+        ``trusted``: who may have signed it (default: the trusted publisher keys; the build
+        service passes the builder's registered key). A sealed (promoted) version takes no
+        new target."""
+        manifest, key_id = self._check_bundle(upload, trusted or self.trusted)
+        existing = await self._existing(upload.model, upload.version, upload.target)
         if existing is None:
             try:
-                return await self._insert_bundle(manifest, data, signature, key_id, actor), True
+                row = await self._insert_bundle(upload, manifest, key_id, actor, provenance)
+                return row, True
             except IntegrityError:  # lost a race with a concurrent push of the same target
-                existing = await self._existing(model, number, target)
-        if existing is not None and existing.manifest == data:
+                existing = await self._existing(upload.model, upload.version, upload.target)
+        if existing is not None and existing.manifest == upload.manifest:
             return bundle_info(existing), False
         raise ConflictError(
-            f"{model} v{number} already has a different {target} bundle; versions are immutable "
-            "— push a new version"
+            f"{upload.model} v{upload.version} already has a different {upload.target} bundle; "
+            "versions are immutable — push a new version"
         )
 
     async def _insert_bundle(
-        self, manifest: Manifest, data: bytes, signature: str, key_id: str, actor: str
+        self,
+        upload: BundleUpload,
+        manifest: Manifest,
+        key_id: str,
+        actor: str,
+        provenance: Provenance | None,
     ) -> BundleInfo:
-        model, number, target = manifest.model.name, manifest.model.version, manifest.target.id
-        digest = sha256_bytes(data)
+        digest = sha256_bytes(upload.manifest)
         async with self.db.transaction() as s:
-            v = await find_version(s, await find_model(s, model), number)
+            v = await find_version(s, await find_model(s, upload.model), upload.version)
+            if v.sealed:
+                raise ConflictError(
+                    f"{upload.model} v{upload.version} is sealed (it was promoted): it takes no "
+                    "new target; build or push a new version"
+                )
             row = Bundle(
                 version_id=v.id,
-                target=target,
-                manifest=data,
+                target=upload.target,
+                manifest=upload.manifest,
                 manifest_digest=digest,
-                signature=signature,
+                signature=upload.signature,
                 key_id=key_id,
                 quality_passed=manifest.quality.passed,
                 size=sum(f.size for f in manifest.files),
                 created_by=actor,
+                built_by=provenance.built_by if provenance else None,
+                verified_by=provenance.verified_by if provenance else None,
+                attestation=provenance.attestation if provenance else None,
             )
             s.add(row)
             await s.flush()
-            self.audit.record(s, actor, "bundle.push", f"{model} v{number} {target}", digest=digest)
+            subject = f"{upload.model} v{upload.version} {upload.target}"
+            self.audit.record(s, actor, "bundle.push", subject, digest=digest)
             return bundle_info(row)
 
     async def bundle_document(self, model: str, number: int, target: str) -> tuple[bytes, str]:

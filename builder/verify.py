@@ -1,0 +1,85 @@
+"""Independent verification of a bundle another worker built: recompute the FP32 reference
+from the source model, run the bundle over the same eval set and hold it to the request's
+thresholds (the gate), and run its golden smoke check. The verifying worker signs the verdict.
+
+Nothing of the builder's claims is reused: not its metrics, not its thresholds (the
+request's are), only the bytes it shipped (already checked against its signature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from artifacts.bundle import VerifiedBundle
+from artifacts.golden import smoke_check
+from artifacts.quality import thresholds_for
+from artifacts.textproc import TextEncoder, run_items
+from builder.data.datasets import eval_set
+from builder.gate import Evaluator
+from builder.reference import TorchReference
+from builder.runners import OpenVinoRunner, OrtRunner, Runner
+from builder.source import inspect_model_dir
+
+REFERENCE_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+class VerifySpec(msgspec.Struct, kw_only=True):
+    """What a verification child process is asked to check."""
+
+    bundle_dir: str
+    model_dir: str
+    task: str
+    eval_file: str | None = None
+    thresholds: dict[str, float] = {}
+    eval_limit: int = 1200
+    threads: int = 0
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def bundle_runner(bundle: VerifiedBundle, threads: int) -> Runner:
+    """The bundle's model as the build host runs it for the gate (same precision settings)."""
+    m = bundle.manifest
+    path = bundle.file(m.model_file())
+    if m.target.backend == "onnxruntime":
+        return OrtRunner(path, m.io.output, threads=threads)
+    if m.target.backend == "openvino":
+        precision = m.target.runtime.get("inference_precision", "f32")
+        return OpenVinoRunner(path, m.io.output, threads=threads, precision=precision)
+    raise NotImplementedError(f"verifying {m.target.backend} bundles needs that runtime here")
+
+
+def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
+    m = bundle.manifest
+    thresholds = thresholds_for(spec.task, spec.thresholds)
+    if m.model.task != spec.task:
+        return Verdict(
+            False, {}, thresholds, f"bundle is a {m.model.task} model, job is {spec.task}"
+        )
+    encoder = TextEncoder.for_bundle(bundle.path, m)
+    runner = bundle_runner(bundle, spec.threads)
+    smoke = smoke_check(bundle.path, m, runner, runner.input_names)
+    evalset = eval_set(
+        spec.task, Path(spec.eval_file) if spec.eval_file else None, limit=spec.eval_limit
+    )
+    source = inspect_model_dir(Path(spec.model_dir))
+    reference = TorchReference(source, spec.task, threads=spec.threads or 1)
+    pad = m.tokenizer.pad_token_id
+    ref_out = run_items(encoder, evalset.items(spec.task), reference, REFERENCE_INPUTS, pad_id=pad)
+    del reference
+    gate = Evaluator(spec.task, encoder, evalset, ref_out, thresholds, pad_id=pad).evaluate(runner)
+    problems = [*gate.failures]
+    if not smoke.passed:
+        problems.append(f"golden smoke check: {smoke.describe()}")
+    metrics = {k: round(v, 6) for k, v in gate.metrics.items()}
+    metrics["golden_worst"] = round(smoke.worst, 6)
+    return Verdict(not problems, metrics, thresholds, "; ".join(problems))

@@ -1,0 +1,1 @@
+"""Enrolled build workers: identities with their own signing keys, allowed targets, capabilities."""

@@ -191,9 +191,9 @@ def verify_bundle(
 ) -> VerifiedBundle:
     """Verify a bundle directory; raise the specific :class:`BundleError`/SignatureError.
 
-    Order: the signature first (authenticate the file list before trusting it), then the
-    file list against the directory (paths, symlinks, missing and unlisted files), then sizes
-    and digests. ``trusted=None`` checks integrity only and says so in ``key_id=None``.
+    Order: the manifest's paths (syntax only), then the OMS signature (authenticate the file
+    list before trusting it), then the file list against the directory (symlinks, special,
+    missing and unlisted files), then sizes and digests. ``trusted=None`` checks integrity only and says so in ``key_id=None``.
     """
     path = Path(path)
     if path.is_symlink():
@@ -202,9 +202,8 @@ def verify_bundle(
         raise MissingFileError(f"no bundle directory at {path}")
     data = _read_regular(path / MANIFEST_FILE, MANIFEST_FILE)
     manifest = decode(data)
+    listed = check_paths(manifest)  # paths are checked before anything trusts them
     key_id = _authenticate(path, data, manifest, trusted) if trusted is not None else None
-    listed = _listed(manifest)
-    check_named_files(manifest)
     _check_tree(path, listed)
     _check_contents(path, listed, check_digests=check_digests)
     return VerifiedBundle(path=path, manifest=manifest, manifest_bytes=data, key_id=key_id)
@@ -249,16 +248,16 @@ def _authenticate(path: Path, data: bytes, manifest: Manifest, trusted: TrustedK
 
 
 def check_named_files(manifest: Manifest) -> None:
-    """``tokenizer.file`` and ``golden.file`` are safe paths naming files the bundle lists
-    (the golden file only when the manifest declares golden items)."""
-    listed = {f.path for f in manifest.files}
-    named = [("tokenizer.file", manifest.tokenizer.file)]
-    if manifest.golden.items:
-        named.append(("golden.file", manifest.golden.file))
+    """``tokenizer.file`` and ``golden.file`` go through the same path checks as the file list
+    (they become paths on the node; a verified bundle holds no file its manifest omits)."""
+    check_relpath(manifest.tokenizer.file)
     check_relpath(manifest.golden.file)
-    for what, name in named:
-        if check_relpath(name) not in listed:
-            raise BundleError(f"manifest {what} {name!r} is not one of the bundle's files")
+
+
+def check_paths(manifest: Manifest) -> dict[str, FileEntry]:
+    """Every path a manifest names (files, tokenizer, golden) is safe; the file list by path."""
+    check_named_files(manifest)
+    return _listed(manifest)
 
 
 def _listed(manifest: Manifest) -> dict[str, FileEntry]:

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from artifacts import atomic
-from artifacts.bundle import VerifiedBundle, authenticate, check_relpath, verify_bundle
+from artifacts.bundle import VerifiedBundle, authenticate, check_paths, check_relpath, verify_bundle
 from artifacts.digests import digest_of, hex_of, sha256_file, unb64
 from artifacts.errors import (
     BY_STATUS,
@@ -532,6 +532,7 @@ class RegistryClient:
         destination unless every digest and the signature check out.
         """
         manifest: Manifest = decode(document.manifest)
+        check_paths(manifest)
         if trusted is not None:  # authenticate the file list before downloading anything
             authenticate(manifest, document.manifest, document.signature.encode(), trusted)
         if expect is not None:

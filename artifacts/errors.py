@@ -29,8 +29,7 @@ same classes for the statuses it receives. The tree, like httpx's, is documented
     ├── CompatibilityError               409  no bundle of a version can run on a node
     ├── NotFoundError                    404  the model, version, channel, blob or build does not exist
     ├── ConflictError                    409  immutable state, concurrent push, lease lost
-    │   ├── QualityGateRefused           409  promotion refused: a quality gate did not pass
-    │   └── UnverifiedRefused            409  promotion refused: no second worker verified it
+    │   └── QualityGateRefused           409  promotion refused: a quality gate did not pass
     ├── AuthError                        401  missing, invalid, revoked or expired token
     │   └── ForbiddenError               403  a valid token without the needed scope or identity
     ├── Overloaded                       429  admission budget full (carries retry_after_s)
@@ -192,17 +191,6 @@ class QualityGateRefused(ConflictError):
         return {"failing": self.failing}
 
 
-class UnverifiedRefused(ConflictError):
-    """Promotion refused because a bundle was not verified by a second worker."""
-
-    def __init__(self, message: str, unverified: list[str]) -> None:
-        super().__init__(message)
-        self.unverified = unverified
-
-    def problem_extra(self) -> dict[str, Any]:
-        return {"unverified": self.unverified}
-
-
 class AuthError(ShipyardError):
     """Missing, invalid, revoked or expired bearer token (401)."""
 
@@ -295,6 +283,5 @@ __all__ = [
     "UnsafePathError",
     "UnsupportedMediaType",
     "UntrustedKeyError",
-    "UnverifiedRefused",
     "WrongBundleError",
 ]

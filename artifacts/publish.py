@@ -29,17 +29,16 @@ def _one_model_version(bundles: list[VerifiedBundle], model: str | None) -> tupl
     if not bundles:
         raise InputError("nothing to publish: no bundles")
     names = {b.manifest.model.name for b in bundles}
-    if model is None and len(names) != 1:
+    if model is not None and names != {model}:
+        raise InputError(f"bundles are for {', '.join(sorted(names))}, not {model!r}")
+    if len(names) != 1:
         raise InputError(f"bundles are for several models ({', '.join(sorted(names))})")
     versions = {b.manifest.model.version for b in bundles}
     if len(versions) != 1:
         raise InputError(
             f"bundles carry different versions {sorted(versions)}; push them separately"
         )
-    name = model or names.pop()
-    if versions != {0} and names != {name}:
-        raise InputError(f"bundles are for {', '.join(sorted(names))}, not {name!r}")
-    return name, versions.pop()
+    return names.pop(), versions.pop()
 
 
 def publish_version(
@@ -53,9 +52,8 @@ def publish_version(
 ) -> Published:
     """Upload ``bundles`` (one model) as a new version, or into the version they carry.
 
-    Bundles built locally carry version 0 (unassigned): with ``key`` a new version of
-    ``model`` (default: the name they carry) is allocated and every bundle is stamped with it
-    and re-signed. Blobs go first (content-addressed, independent of the version), so a failed
+    Bundles built locally carry version 0 (unassigned): with ``key`` a new version is
+    allocated and every bundle is stamped with it and re-signed. Blobs go first (content-addressed, independent of the version), so a failed
     upload leaves no empty version behind and a retry skips what already arrived.
     """
     name, carried = _one_model_version(bundles, model)
@@ -76,6 +74,6 @@ def publish_version(
         results = []
         for b in bundles:
             dest = Path(tmp) / b.manifest.target.id
-            restamp_bundle(b.path, dest, version=number, key=key, model=name)
+            restamp_bundle(b.path, dest, version=number, key=key)
             results.append(client.push_bundle(verify_bundle(dest, None)))
     return Published(name, number, results)

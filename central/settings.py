@@ -41,9 +41,5 @@ class CentralConfig(msgspec.Struct, kw_only=True):
         return self.home_path / "trusted_keys"
 
     @property
-    def keys_path(self) -> Path:
-        return self.home_path / "keys"
-
-    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -72,6 +72,23 @@ class CentralServer(ThreadedServer):
         with RegistryClient(self.url, self.admin_token) as c:
             return c.create_token(name, list(scopes))
 
+    def enroll(self, name: str, targets: list[str]) -> str:
+        """An enrolled worker's credential (the worker registers its own key with it)."""
+        with RegistryClient(self.url, self.admin_token) as c:
+            return c.enroll_worker(name, targets)
+
+    def worker_client(self, name: str, targets: list[str], caps=None):
+        """A hand-driven enrolled worker: (client bound to ``name``, its signing key)."""
+        from artifacts.signing import SigningKey
+        from artifacts.wire import WorkerHello
+        from bench.fixtures import cpu_node
+
+        c = RegistryClient(self.url, self.enroll(name, targets))
+        key = SigningKey.generate()
+        c.register_worker_key(name, key.public_pem().decode())
+        c.worker_hello(WorkerHello(name=name, capabilities=caps or cpu_node(), targets=targets))
+        return c, key
+
 
 class EdgeServer(ThreadedServer):
     def __init__(self, config) -> None:

@@ -16,16 +16,19 @@ from artifacts.cli.build import parse_thresholds
 from artifacts.cli.registry import byte_progress, client, emit_json
 from artifacts.cli.render import TargetSummary, console, simple_table, targets_table
 from artifacts.digests import sha256_file
+from artifacts.states import BuildState, JobState
 from artifacts.wire import BuildInfo, BuildRequest
 
-TERMINAL_BUILD = ("passed", "partial", "failed", "cancelled")
+TERMINAL_BUILD = tuple(s for s in BuildState if not s.open)
 STATE_STYLE = {
-    "passed": "green",
-    "failed": "red",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "queued": "white",
-    "waiting-for-capable-worker": "magenta",
+    JobState.PASSED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "yellow",
+    JobState.RUNNING: "cyan",
+    JobState.QUEUED: "white",
+    JobState.WAITING: "magenta",
+    JobState.BUILT: "blue",
+    JobState.VERIFYING: "blue",
 }
 
 
@@ -45,7 +48,7 @@ def status_table(info: BuildInfo, last_lines: dict[str, str]) -> Table:
         style = STATE_STYLE.get(j.state, "white")
         latest = (
             j.reason
-            if j.state in ("failed", "waiting-for-capable-worker")
+            if j.state in (JobState.FAILED, JobState.WAITING, JobState.BUILT)
             else last_lines.get(j.target, "")
         )
         if j.cached:

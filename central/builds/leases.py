@@ -22,7 +22,7 @@ import msgspec
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.bundle import authenticate
+from artifacts.bundle import authenticate, check_paths
 from artifacts.digests import sha256_bytes, unb64
 from artifacts.errors import (
     ConflictError,
@@ -236,6 +236,7 @@ class LeaseService:
         """The result must name this job, be signed by its builder's registered key over
         exactly its files, with every blob uploaded, and carry provenance for this job."""
         manifest = decode(data)
+        check_paths(manifest)
         named = (manifest.model.name, manifest.model.version, manifest.target.id)
         if named != (build.model, build.version, job.target):
             raise Unprocessable(

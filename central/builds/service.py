@@ -178,7 +178,7 @@ class BuildService:
                 raise Unprocessable(f"{what}_blob {digest!r} is not a sha256 digest")
             self.blobs.require(digest, what)
 
-    async def _cached_version(self, req: BuildRequest) -> int | None:
+    async def _cached_version(self, req: BuildRequest) -> tuple[int, dict[str, bytes]] | None:
         """The version an identical, verified build already produced for every requested target
         (keyed on a currently enabled worker's *registered* toolchain), else None."""
         async with self.db.session() as s:
@@ -190,17 +190,23 @@ class BuildService:
                 )
             ).scalars()
             toolchains = {w.name: w.toolchain for w in workers}
-            versions = set()
+            versions: set[int] = set()
+            manifests: dict[str, bytes] = {}
             for target in req.targets:
                 keys = [cache_key(cache_prefix(req, target), tc) for tc in toolchains.values()]
-                hits = (
-                    await s.execute(select(BuildCache).where(BuildCache.cache_key.in_(keys)))
-                ).scalars()
-                found = {h.version for h in hits if h.model == req.model and h.version}
-                if not found:
+                hits = [
+                    h
+                    for h in (
+                        await s.execute(select(BuildCache).where(BuildCache.cache_key.in_(keys)))
+                    ).scalars()
+                    if h.model == req.model and h.version
+                ]
+                if not hits:
                     return None
-                versions.add(max(found))
-        return versions.pop() if len(versions) == 1 else None
+                newest = max(hits, key=lambda h: h.version or 0)
+                versions.add(newest.version or 0)
+                manifests[target] = newest.manifest
+        return (versions.pop(), manifests) if len(versions) == 1 else None
 
     async def submit(self, req: BuildRequest, principal: Principal) -> BuildCreated:
         self._validate(req)
@@ -216,7 +222,8 @@ class BuildService:
             await anyio.to_thread.run_sync(sourcetar.validate, path)
         except ShipyardError as exc:
             raise Unprocessable(f"source archive refused: {exc}") from exc
-        cached = await self._cached_version(req)
+        hit = await self._cached_version(req)
+        cached, manifests = hit if hit else (None, {})
         version = cached or await self.registry.create_version(
             req.model,
             principal.name,
@@ -247,6 +254,7 @@ class BuildService:
                     if cached
                     else [],
                     cached=bool(cached),
+                    result_manifest=manifests.get(t),
                 )
                 for t in req.targets
             ]

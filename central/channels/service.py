@@ -17,7 +17,6 @@ from artifacts.errors import (
     ForbiddenError,
     NotFoundError,
     QualityGateRefused,
-    UnverifiedRefused,
 )
 from artifacts.manifest import decode
 from artifacts.names import check_name
@@ -130,14 +129,7 @@ class ChannelService:
                 bundles = await version_bundles(s, version)
                 if not bundles:
                     raise ConflictError(f"{model} v{number} has no bundles to serve")
-                unverified = sorted(b.target for b in bundles if not b.verified_by)
-                if unverified and not force:
-                    raise UnverifiedRefused(
-                        f"{model} v{number} has bundles no second worker verified "
-                        f"({', '.join(unverified)}: pushed, not built by the build service); "
-                        "an admin may force it",
-                        unverified,
-                    )
+
                 failing = {
                     b.target: decode(b.manifest).quality.metrics
                     for b in bundles
@@ -155,12 +147,8 @@ class ChannelService:
                 ch = await self._lock(s, m, channel)
                 if ch.halted:
                     raise ConflictError(f"{model}:{channel} is halted; resume it before promoting")
-                forced = [
-                    *(["past a failed gate"] if failing else []),
-                    *(["unverified"] if unverified else []),
-                ]
                 self._move(
-                    s, ch, ChannelAction.PROMOTE, number, principal.name, forced=bool(forced)
+                    s, ch, ChannelAction.PROMOTE, number, principal.name, forced=bool(failing)
                 )
                 version.sealed = True  # a promoted version takes no new target
                 self.audit.record(
@@ -168,7 +156,7 @@ class ChannelService:
                     principal.name,
                     "channel.promote",
                     f"{model}:{channel} -> v{number}",
-                    detail=f"forced: {', '.join(forced)}" if forced else "",
+                    detail="forced past failed gate" if failing else "",
                 )
                 await s.flush()
                 return channel_info(m, ch, await self._history(s, ch))

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.bundle import authenticate
+from artifacts.bundle import authenticate, check_paths
 from artifacts.digests import is_digest, sha256_bytes
 from artifacts.errors import ConflictError, NotFoundError, Unprocessable
 from artifacts.manifest import Manifest, decode, to_builtins
@@ -206,6 +206,7 @@ class RegistryService:
         if upload.target not in TARGETS:
             raise Unprocessable(f"unknown target {upload.target!r}; known: {', '.join(TARGETS)}")
         manifest = decode(upload.manifest)
+        check_paths(manifest)
         key_id = authenticate(manifest, upload.manifest, upload.signature.encode(), trusted)
         named = (manifest.model.name, manifest.model.version, manifest.target.id)
         if named != (upload.model, upload.version, upload.target):

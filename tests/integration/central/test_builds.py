@@ -15,12 +15,13 @@ import psutil
 import pytest
 
 from artifacts import sourcetar
+from artifacts.bundle import read_provenance
 from artifacts.client import BundleRef, PullTarget, RegistryClient
 from artifacts.digests import sha256_bytes, sha256_file
-from artifacts.errors import AuthError, ConflictError, Unprocessable
+from artifacts.errors import AuthError, ConflictError, ForbiddenError, Unprocessable
 from artifacts.signing import TrustedKeys
-from artifacts.wire import BuildRequest, JobDone, WorkerHello
-from tests.factories import cpu_node, gpu_node, small_datasets
+from artifacts.wire import BuildRequest, JobDone
+from tests.factories import gpu_node, small_datasets
 from tests.servers import CentralServer
 
 TERMINAL = ("passed", "partial", "failed", "cancelled")
@@ -92,7 +93,7 @@ def stop_worker(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def central_with_worker(tmp_path, publisher_keys):
     server = CentralServer(
-        tmp_path / "central", None, trusted=[publisher_keys[1]], local_workers=1
+        tmp_path / "central", None, trusted=[publisher_keys[1]], local_workers=2
     ).start()
     yield server
     server.stop()
@@ -114,18 +115,25 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
         info = wait_build(c, created.build_id)
         assert info.state == "passed", info
         assert info.version == 1 and info.promoted_to == "stable"
-        assert all(
-            j.state == "passed" and j.worker == "local-1" and not j.cached for j in info.jobs
-        )
+        assert all(j.state == "passed" and not j.cached for j in info.jobs)
+        for j in info.jobs:  # built by one enrolled worker, verified by the other
+            built = next(h for h in j.history if "built and signed by" in h).split()[6]
+            verified = next(h for h in j.history if h.startswith("verified by")).split()[-1]
+            assert {built, verified} == {"local-1", "local-2"}, j.history
         assert c.channel("tiny-cls", "stable").version == 1
         logs = c.build_logs(created.build_id)
         assert any("leased by local-1" in line.line for line in logs)
         assert {line.target for line in logs} == {"onnx-fp32", "onnx-int8", "openvino-int8"}
-        # registered bundles are signed by central's build key: an edge trusting it verifies them
-        trusted = TrustedKeys.from_paths([server.cfg.keys_path / "publisher.pub"])
+        # registered bundles are signed by the workers that built them (their own keys): an
+        # edge trusting those keys verifies them; central holds no key that signs bundles
+        home = server.cfg.home_path
+        trusted = TrustedKeys.from_paths(
+            sorted((home / "worker").glob("local-*/keys/publisher.pub"))
+        )
+        assert not (home / "keys").exists()
         version = c.get_version("tiny-cls", 1)
-        assert "build #1" in version.notes
         for b in version.bundles:
+            assert {b.built_by, b.verified_by} == {"local-1", "local-2"}
             got = c.pull_bundle(
                 c.bundle_document("tiny-cls", 1, b.target),
                 PullTarget(tmp_path / "pulled" / b.target, tmp_path / "dl"),
@@ -133,19 +141,15 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
                 expect=BundleRef("tiny-cls", 1, b.target),
             )
             assert got.manifest.model.version == 1 and got.manifest.quality.passed
-        # the same request again: served from the build cache, not rebuilt, same files
+            assert read_provenance(got.path)["statement"]["predicate"]["runDetails"]["builder"][
+                "id"
+            ].endswith(b.built_by)
+        # the same request again: the identical verified build answers it — no rebuild, no
+        # new version (a build's bundles are signed for the version they were built into)
         again = wait_build(c, c.submit_build(req).build_id)
-        assert again.state == "passed" and again.version == 2
+        assert again.state == "passed" and again.version == 1, again
         assert all(j.cached and j.attempts == 0 for j in again.jobs)
-        v1 = {
-            b.target: [f["sha256"] for f in b.manifest["files"]]
-            for b in c.get_version("tiny-cls", 1).bundles
-        }
-        v2 = {
-            b.target: [f["sha256"] for f in b.manifest["files"]]
-            for b in c.get_version("tiny-cls", 2).bundles
-        }
-        assert v1 == v2
+        assert c.list_versions("tiny-cls")[-1].version == 1
 
 
 @pytest.mark.postgres
@@ -158,9 +162,12 @@ def test_two_remote_workers_every_job_built_once(
     ).start()
     workers = []
     try:
-        token = server.token("build", name="workers")
+        cpu = ["onnx-fp32", "onnx-int8", "openvino-int8"]
         workers = [
-            start_worker(server.url, token, f"remote-{i}", tmp_path / f"w{i}") for i in range(2)
+            start_worker(
+                server.url, server.enroll(f"remote-{i}", cpu), f"remote-{i}", tmp_path / f"w{i}"
+            )
+            for i in range(2)
         ]
         with RegistryClient(server.url, server.admin_token) as c:
             ids = []
@@ -178,9 +185,12 @@ def test_two_remote_workers_every_job_built_once(
         jobs = [j for info in infos for j in info.jobs]
         assert len(jobs) == 4
         assert all(info.state == "passed" for info in infos), infos
-        assert all(j.attempts == 1 for j in jobs)
-        assert all(sum("leased by" in h for h in j.history) == 1 for j in jobs)
-        assert {j.worker for j in jobs} <= {"remote-0", "remote-1"}
+        assert all(j.attempts == 1 and j.state == "passed" for j in jobs)
+        for j in jobs:  # built exactly once, verified exactly once, by the other worker
+            builds = [h for h in j.history if h.startswith("attempt") and "leased by" in h]
+            checks = [h for h in j.history if h.startswith("verification") and "leased by" in h]
+            assert len(builds) == 1 and len(checks) == 1, j.history
+            assert builds[0].split()[-1] != checks[0].split()[-1]
     finally:
         for w in workers:
             stop_worker(w)
@@ -191,10 +201,10 @@ def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher
     server = CentralServer(
         tmp_path / "central", None, trusted=[publisher_keys[1]], local_workers=0, lease_seconds=3.0
     ).start()
-    a = b = None
+    a = b = c_ = None
     try:
-        token = server.token("build", name="workers")
-        a = start_worker(server.url, token, "doomed", tmp_path / "wa")
+        cpu = ["onnx-fp32", "onnx-int8", "openvino-int8"]
+        a = start_worker(server.url, server.enroll("doomed", cpu), "doomed", tmp_path / "wa")
         with RegistryClient(server.url, server.admin_token) as c:
             source = upload_model(c, tiny_models["embedding"], tmp_path)
             build_id = c.submit_build(
@@ -218,13 +228,16 @@ def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher
             assert not any(
                 p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children
             ), "orphaned build process"
-            b = start_worker(server.url, token, "rescuer", tmp_path / "wb")
+            b = start_worker(server.url, server.enroll("rescuer", cpu), "rescuer", tmp_path / "wb")
+            c_ = start_worker(server.url, server.enroll("checker", cpu), "checker", tmp_path / "wc")
             info = wait_build(c, build_id, timeout=180)
+            assert c.get_version("tiny-emb", info.version).bundles[0].built_by == "rescuer"
         job = info.jobs[0]
-        assert info.state == "passed" and job.worker == "rescuer" and job.attempts == 2
+        assert info.state == "passed" and job.attempts == 2, info
         assert any("lease of doomed expired" in h for h in job.history)
+        assert any("built and signed by rescuer" in h for h in job.history)
     finally:
-        for w in (a, b):
+        for w in (a, b, c_):
             if w is not None:
                 stop_worker(w)
         server.stop()
@@ -232,10 +245,7 @@ def test_sigkilled_worker_lease_expires_and_another_finishes(tmp_path, publisher
 
 def test_tensorrt_job_waits_for_a_capable_worker_and_cancel(central, tiny_models, tmp_path):
     with RegistryClient(central.url, central.admin_token) as c:
-        worker = RegistryClient(central.url, central.token("build"))
-        worker.worker_hello(
-            WorkerHello(name="cpu-box", capabilities=cpu_node(), targets=["onnx-fp32", "onnx-int8"])
-        )
+        worker, _ = central.worker_client("cpu-box", ["onnx-fp32", "onnx-int8"])
         source = upload_model(c, tiny_models["embedding"], tmp_path)
         build_id = c.submit_build(
             BuildRequest(model="m", task="embedding", source_blob=source, targets=["tensorrt-fp16"])
@@ -248,17 +258,16 @@ def test_tensorrt_job_waits_for_a_capable_worker_and_cancel(central, tiny_models
         )
         assert worker.lease("cpu-box", 0.2) is None  # not offered to a CPU worker
         # a GPU worker would be offered it
-        worker.worker_hello(
-            WorkerHello(name="gpu-box", capabilities=gpu_node(), targets=["tensorrt-fp16"])
-        )
+        gpu, _ = central.worker_client("gpu-box", ["tensorrt-fp16"], gpu_node())
         assert c.build(build_id).jobs[0].state == "queued"
         cancelled = c.cancel_build(build_id)
         assert cancelled.state == "cancelled" and cancelled.jobs[0].state == "cancelled"
-        assert worker.lease("gpu-box", 0.2) is None
+        assert gpu.lease("gpu-box", 0.2) is None
         with pytest.raises(ConflictError):
             c.cancel_build(build_id)
-        assert c.list_models() == []
+        assert [v.bundles for v in c.list_versions("m")] == [[]]  # its version stays empty
         worker.close()
+        gpu.close()
 
 
 def test_leasing_is_exclusive_under_concurrency(central):
@@ -269,19 +278,15 @@ def test_leasing_is_exclusive_under_concurrency(central):
         c.upload_blob(digest, data)
         for i in range(4):
             c.submit_build(BuildRequest(model=f"m{i}", task="embedding", source_blob=digest))
-    token = central.token("build")
     got: list[int] = []
     lock = threading.Lock()
+    clients = [
+        central.worker_client(f"w{n}", ["onnx-fp32", "onnx-int8", "openvino-int8"])[0]
+        for n in range(6)
+    ]
 
     def worker(n: int) -> None:
-        with RegistryClient(central.url, token) as w:
-            w.worker_hello(
-                WorkerHello(
-                    name=f"w{n}",
-                    capabilities=cpu_node(),
-                    targets=["onnx-fp32", "onnx-int8", "openvino-int8"],
-                )
-            )
+        with clients[n] as w:
             while True:
                 lease = w.lease(f"w{n}", 0.5)
                 if lease is None:
@@ -309,26 +314,27 @@ def test_only_the_lease_holder_completes(tmp_path, publisher_keys):
             build_id = c.submit_build(
                 BuildRequest(model="m", task="embedding", source_blob=digest, targets=["onnx-fp32"])
             ).build_id
-            w = RegistryClient(server.url, server.token("build"))
-            for name in ("slow", "fast"):
-                w.worker_hello(
-                    WorkerHello(name=name, capabilities=cpu_node(), targets=["onnx-fp32"])
-                )
-            first = w.lease("slow", 1)
+            slow, _ = server.worker_client("slow", ["onnx-fp32"])
+            fast, _ = server.worker_client("fast", ["onnx-fp32"])
+            first = slow.lease("slow", 1)
             time.sleep(2.5)  # no heartbeat: the lease expires
-            second = w.lease("fast", 2)
+            second = fast.lease("fast", 2)
             assert second is not None and second.job_id == first.job_id and second.attempt == 2
             with pytest.raises(ConflictError, match="not leased to you"):
-                w.heartbeat(first.job_id, first.lease_token)
+                slow.heartbeat(first.job_id, first.lease_token)
             with pytest.raises(ConflictError):
-                w.job_complete(first.job_id, JobDone(lease_token=first.lease_token, manifest=""))
-            w.job_fail(
+                slow.job_complete(first.job_id, JobDone(lease_token=first.lease_token, manifest=""))
+            # the right lease token in the wrong worker's hands: refused
+            with pytest.raises(ForbiddenError, match="belongs to worker 'slow'"):
+                slow.job_fail(second.job_id, JobDone(lease_token=second.lease_token, reason="x"))
+            fast.job_fail(
                 second.job_id,
                 JobDone(lease_token=second.lease_token, reason="deterministic failure"),
             )
             info = c.build(build_id)
             assert info.state == "failed" and "deterministic failure" in info.jobs[0].reason
-            w.close()
+            slow.close()
+            fast.close()
     finally:
         server.stop()
 

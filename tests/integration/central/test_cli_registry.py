@@ -1,6 +1,7 @@
 """The `artifact` registry verbs as a user runs them, against a live central on loopback."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,9 +17,10 @@ def cli(tmp_path, central):
         "SHIPYARD_CONFIG_DIR": str(tmp_path / "cfg"),
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
 
-    def run(*args, ok=True):
+    def run(*args, ok=True, stdin=None):
         r = subprocess.run(
             [
                 sys.executable,
@@ -29,6 +31,7 @@ def cli(tmp_path, central):
             capture_output=True,
             text=True,
             env=env,
+            input=stdin,
         )
         if ok:
             assert r.returncode == 0, (args, r.stdout, r.stderr)
@@ -43,7 +46,11 @@ def test_full_cli_cycle(cli, central, tiny_builds, publisher_keys, tmp_path):
     priv, pub = publisher_keys
     r = cli("push", str(out), "--model", "tiny-embedding", "--key", str(priv), ok=False)
     assert r.returncode == 1 and "login" in r.stderr
-    cli("login", central.url, "--token", central.admin_token)
+    r = cli("login", central.url, "--token", central.admin_token, ok=False)
+    assert r.returncode == 2  # a token on the command line: refused (usage error)
+    r = cli("login", central.url, ok=False)
+    assert r.returncode == 1 and "--token-stdin" in r.stderr
+    cli("login", central.url, "--token-stdin", stdin=central.admin_token + "\n")
     assert oct((tmp_path / "cfg" / "cli.json").stat().st_mode & 0o777) == "0o600"
 
     r = cli("push", str(out), "--model", "tiny-embedding", ok=False)

@@ -20,7 +20,7 @@ from artifacts.errors import (
     WrongBundleError,
 )
 from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE, encode
-from artifacts.signing import SigningKey, TrustedKeys, load_signing_key
+from artifacts.signing import SigningKey, TrustedKeys, key_hint, load_signing_key
 from tests.factories import cpu_node, synthetic_bundle
 
 
@@ -97,14 +97,18 @@ def test_tampered_bundles_rejected_nothing_stored(central, tmp_path, key):
         sig = (tmp_path / "good" / SIGNATURE_FILE).read_text()
 
         edited = raw.replace(b'"passed":true', b'"passed":false')
-        with pytest.raises(Unprocessable, match="changed after signing") as e:
+        with pytest.raises(Unprocessable, match="different bytes: manifest.json") as e:
             c.put_bundle("product-embedder", number, "onnx-int8", edited, sig)
         assert e.value.status == 422
         stranger = SigningKey.generate()
-        with pytest.raises(Unprocessable, match="does not match manifest.json"):
-            c.put_bundle("product-embedder", number, "onnx-int8", raw, stranger.sign(raw).decode())
+        forged = json.loads(sig)  # a real OMS signature of this manifest, by a stranger's key
+        forged["verificationMaterial"]["publicKey"]["hint"] = key_hint(key.public_key)
         synthetic_bundle(tmp_path / "stranger", stranger, version=number)
-        with pytest.raises(Unprocessable, match="not a trusted publisher key"):
+        stranger_sig = json.loads((tmp_path / "stranger" / SIGNATURE_FILE).read_text())
+        forged["dsseEnvelope"]["signatures"] = stranger_sig["dsseEnvelope"]["signatures"]
+        with pytest.raises(Unprocessable, match="does not match"):
+            c.put_bundle("product-embedder", number, "onnx-int8", raw, json.dumps(forged))
+        with pytest.raises(Unprocessable, match="not a trusted key"):
             c.put_bundle(
                 "product-embedder",
                 number,
@@ -171,8 +175,9 @@ def test_path_tricks_in_file_list(central, tmp_path, key):
             ],
         )
         data = encode(evil)
+        sig = (tmp_path / "b" / SIGNATURE_FILE).read_text()
         with pytest.raises(Unprocessable, match="escapes") as e:
-            c.put_bundle("product-embedder", number, "onnx-int8", data, key.sign(data).decode())
+            c.put_bundle("product-embedder", number, "onnx-int8", data, sig)
         assert e.value.status == 422
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
 from artifacts.bundle import verify_bundle
 from artifacts.client import RegistryClient
-from artifacts.publish import stamp
+from artifacts.publish import publish_version
 from artifacts.signing import load_signing_key
 from artifacts.targets import CPU_TARGETS
 from edge_runtime.config import EdgeConfig, ModelSection, RegistrySection
@@ -15,18 +14,9 @@ from tests.servers import CentralServer, EdgeServer
 
 
 def push_version(client: RegistryClient, model: str, bundle_dirs: list, key, _tmp=None) -> int:
-    """Publish bundles (of any model name and version) as a new version of ``model``."""
+    """Publish built bundles (version 0) as a new version of ``model``."""
     bundles = [verify_bundle(src, None) for src in bundle_dirs]
-    for b in bundles:
-        for entry in b.manifest.files:
-            client.upload_blob(entry.sha256, b.file(entry.path))
-    number = client.create_version(model)
-    for b in bundles:
-        m = b.manifest
-        renamed = msgspec.structs.replace(m, model=msgspec.structs.replace(m.model, name=model))
-        raw, signature = stamp(renamed, number, key)
-        client.put_bundle(model, number, m.target.id, raw, signature)
-    return number
+    return publish_version(client, bundles, model=model, key=key).version
 
 
 def publish_tiny(client: RegistryClient, tiny_builds, key) -> dict[str, int]:

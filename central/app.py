@@ -26,6 +26,7 @@ from central.problems import HANDLERS, problem_response, status_of
 from central.registry import routes as registry_routes
 from central.services import Services
 from central.settings import CentralConfig
+from central.tuf import routes as tuf_routes
 from central.workers import routes as worker_routes
 
 log = logging.getLogger("shipyard.central")
@@ -116,6 +117,7 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
             *blob_routes.handlers,
             *build_routes.handlers,
             *worker_routes.handlers,
+            *tuf_routes.handlers,
             *fleet_routes.handlers,
             *auth_routes.handlers,
             *audit_routes.handlers,

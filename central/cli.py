@@ -13,6 +13,7 @@ import typer
 
 from artifacts.cli.render import console, simple_table
 from artifacts.cli.runner import run_app
+from artifacts.errors import InputError
 from artifacts.signing import key_id_of, load_public_key
 from central.settings import CentralConfig
 
@@ -24,10 +25,12 @@ app = typer.Typer(
 )
 token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 workers_app = typer.Typer(help="Enrolled build workers.", no_args_is_help=True)
+tuf_app = typer.Typer(help="The TUF repository edges follow.", no_args_is_help=True)
 keys_app = typer.Typer(help="Trusted publisher keys.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(keys_app, name="keys")
 app.add_typer(workers_app, name="workers")
+app.add_typer(tuf_app, name="tuf")
 
 HOME = typer.Option("~/.shipyard/central", "--home", help="Service home: database, blobs, keys")
 DB = typer.Option(
@@ -226,6 +229,53 @@ def keys_trust(
     dest = dest_dir / f"{kid.split(':')[1]}.pub"
     shutil.copyfile(pub, dest)
     console().print(f"trusted {kid} ({dest}); restart central to apply")
+
+
+@tuf_app.command("init")
+def tuf_init(
+    offline_keys: Path = typer.Option(
+        ..., "--offline-keys", help="Where the root and targets keys go (keep it offline)"
+    ),
+    home: str = HOME,
+) -> None:
+    """Create the TUF repository before the first start, with its root and targets keys kept
+    outside central's home (central serve creates them under HOME/tuf/offline otherwise)."""
+    from central.tuf.repository import TufRepository
+
+    repo = TufRepository(CentralConfig(home=home).tuf_path, offline_keys=offline_keys)
+    if repo.initialised:
+        raise InputError(f"{repo.metadata_dir} already holds a TUF repository")
+    repo.init()
+    console().print(
+        f"TUF repository in {repo.metadata_dir}; root and targets keys in {offline_keys} "
+        f"(keep them offline). Give edge nodes {repo.metadata_dir / '1.root.json'} as tuf_root."
+    )
+
+
+@tuf_app.command("rotate")
+def tuf_rotate(
+    role: str = typer.Argument(..., help="root | targets | snapshot | timestamp | models"),
+    offline_keys: Path | None = typer.Option(
+        None,
+        "--offline-keys",
+        help="Where the root and targets keys are (default HOME/tuf/offline)",
+    ),
+    home: str = HOME,
+) -> None:
+    """Replace a role's key through a new root version (edges follow it on their next update).
+    Run it where the offline keys are, then restart central if it held the old online key."""
+    from central.tuf.repository import TufRepository
+
+    repo = TufRepository(CentralConfig(home=home).tuf_path, offline_keys=offline_keys)
+    console().print(f"{role}: new key {repo.rotate(role)}")
+
+
+@tuf_app.command("root")
+def tuf_root(home: str = HOME) -> None:
+    """Print the current root.json (what an edge node's ``tuf_root`` starts from)."""
+    from central.tuf.repository import TufRepository
+
+    sys.stdout.write(TufRepository(CentralConfig(home=home).tuf_path).root_json().decode())
 
 
 def main(argv: list[str] | None = None) -> int:

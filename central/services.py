@@ -6,8 +6,10 @@ reaches another feature through this object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from pathlib import Path
 
 from artifacts import atomic
 from artifacts.signing import TrustedKeys
@@ -26,6 +28,7 @@ from central.db import Database, migrate
 from central.fleet.service import FleetService
 from central.registry.service import RegistryService
 from central.settings import CentralConfig
+from central.tuf.repository import TufRepository
 from central.workers.service import WorkerService
 
 log = logging.getLogger("shipyard.central")
@@ -51,7 +54,12 @@ class Services:
         self.tokens = TokenService(self.db, self.audit)
         self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
         self.registry = RegistryService(self.db, self.blobs, self.trusted, self.audit)
-        self.channels = ChannelService(self.db, self.audit)
+        self.tuf = TufRepository(
+            config.tuf_path,
+            offline_keys=Path(config.tuf_offline_keys) if config.tuf_offline_keys else None,
+            timestamp_expiry_s=config.tuf_timestamp_expiry_s,
+        )
+        self.channels = ChannelService(self.db, self.audit, self.tuf)
         self.workers = WorkerService(self.db, self.tokens, self.channels, self.audit)
         self.fleet = FleetService(self.db)
         jobs_changed = JobsChanged()
@@ -68,10 +76,26 @@ class Services:
     async def start(self) -> None:
         await migrate(self.db.engine)
         await self._ensure_admin_token()
+        if not self.tuf.initialised:
+            await asyncio.to_thread(self.tuf.init)
+        await self.channels.publish_all()
         self.reaper.start()
+        self._tuf_task = asyncio.create_task(self._keep_metadata_fresh(), name="tuf-timestamp")
         await self.local_workers.start()
 
+    async def _keep_metadata_fresh(self) -> None:
+        """Re-sign the timestamp (and online roles near expiry) four times per expiry period."""
+        interval = self.config.tuf_refresh_s or max(1.0, self.config.tuf_timestamp_expiry_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tuf.refresh()
+            except Exception:  # keep trying; edges report stale metadata meanwhile
+                log.exception("refreshing TUF metadata")
+
     async def stop(self) -> None:
+        if getattr(self, "_tuf_task", None) is not None:
+            self._tuf_task.cancel()
         await self.reaper.stop()
         await self.local_workers.stop()
         await self.db.close()
@@ -96,5 +120,6 @@ class Services:
             "leases": self.leases,
             "fleet": self.fleet,
             "workers": self.workers,
+            "tuf": self.tuf,
             "db": self.db,
         }

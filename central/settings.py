@@ -21,6 +21,11 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     lease_seconds: float = 60.0  # a build lease expires after this long without a heartbeat
     max_job_attempts: int = 3
     build_timeout_s: float = 1800.0
+    tuf_offline_keys: str | None = (
+        None  # where the TUF root/targets keys are (None: HOME/tuf/offline)
+    )
+    tuf_timestamp_expiry_s: float = 86400.0  # a node seeing no fresh timestamp this long: stale
+    tuf_refresh_s: float | None = None  # re-sign the timestamp this often (None: expiry / 4)
 
     @property
     def home_path(self) -> Path:
@@ -39,6 +44,10 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     @property
     def trusted_keys_path(self) -> Path:
         return self.home_path / "trusted_keys"
+
+    @property
+    def tuf_path(self) -> Path:
+        return self.home_path / "tuf"
 
     @property
     def url(self) -> str:

@@ -24,6 +24,7 @@ class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     token_file: str | None = None
     token: str | None = None
     trusted_keys: list[str] = []
+    tuf_root: str | None = None  # central's TUF root.json: follow signed channel metadata
     poll_interval_s: float = 30.0
     timeout_s: float = 30.0
 

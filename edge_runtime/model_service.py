@@ -28,6 +28,7 @@ from artifacts.textproc import Encoded
 from edge_runtime import memory
 from edge_runtime.backends import BackendSettings
 from edge_runtime.batching import Batcher
+from edge_runtime.channel_metadata import MetadataRefused, StaleMetadata
 from edge_runtime.config import EdgeConfig, ModelSection
 from edge_runtime.errors import BackendFailure
 from edge_runtime.inference.result_cache import ResultCache
@@ -72,6 +73,7 @@ class ModelService:
         self.events: deque[Event] = deque(maxlen=50)
         self.last_sync_ok: float | None = None
         self.last_sync_error: str = ""
+        self.metadata_state = "unknown"  # fresh | stale-metadata | metadata refused | not used
         self._lock = threading.Lock()  # guards serving swaps vs. the inference thread
         self._failed: set[str] = set()  # targets that failed at run time (this version)
         self.settings = BackendSettings(threads=config.backends.threads)
@@ -123,13 +125,20 @@ class ModelService:
                 self.syncer.from_registry, self.name, self.channel
             )
             self.last_sync_ok, self.last_sync_error = time.time(), ""
+            self.metadata_state = "fresh" if self.syncer.metadata is not None else "not used"
         except ShipyardError as exc:
             self.last_sync_error = str(exc)
             kind = (
                 "registry unreachable"
                 if isinstance(exc, RegistryUnavailableError)
+                else "stale-metadata"
+                if isinstance(exc, StaleMetadata)
+                else "metadata refused"
+                if isinstance(exc, MetadataRefused)
                 else "registry error"
             )
+            if isinstance(exc, StaleMetadata | MetadataRefused):
+                self.metadata_state = kind
             if initial and self.serving is None:
                 resolved = await anyio.to_thread.run_sync(self.syncer.from_cache, self.name)
                 if resolved is None:
@@ -171,6 +180,7 @@ class ModelService:
                 mode=self.config.backends.select,
                 measure_s=self.config.backends.measure_s,
                 skip=frozenset(skip),
+                missing=resolved.errors,
             ),
         )
 
@@ -309,6 +319,7 @@ class ModelService:
             "candidates": [msgspec.to_builtins(o) for o in self.outcomes],
             "last_sync_ok": self.last_sync_ok,
             "last_sync_error": self.last_sync_error,
+            "metadata": self.metadata_state,
             "events": [{"at": e.at, "kind": e.kind, "detail": e.detail} for e in self.events],
             "queue": {
                 "queued_tokens": self.admission.queued_tokens,

@@ -20,6 +20,7 @@ from artifacts.signing import TrustedKeys
 from artifacts.states import EventKind
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
+from edge_runtime.channel_metadata import ChannelMetadata
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
@@ -45,7 +46,25 @@ class EdgeNode:
             config.registry.url, config.token(), timeout=config.registry.timeout_s
         )
         self.cache = BundleCache(config.cache_dir)
-        syncer = Syncer(self.client, self.cache, self.caps, config.backends.policy(), self.trusted)
+        self.metadata = (
+            ChannelMetadata(
+                config.registry.url,
+                config.token(),
+                Path(config.registry.tuf_root).expanduser(),
+                config.cache_dir / "tuf",
+                config.registry.timeout_s,
+            )
+            if config.registry.tuf_root
+            else None
+        )
+        syncer = Syncer(
+            self.client,
+            self.cache,
+            self.caps,
+            config.backends.policy(),
+            self.trusted,
+            self.metadata,
+        )
         self.models = {
             m.name: ModelService(m, config, syncer, self.cache, self.trusted, self.metrics)
             for m in config.models
@@ -117,6 +136,9 @@ class EdgeNode:
             "uptime_s": round(time.time() - self.started_at, 1),
             "rss_mb": round(rss_mb(), 1),
             "registry": self.config.registry.url,
+            "channel_metadata": "tuf"
+            if self.metadata is not None
+            else "registry answers (no tuf_root)",
             "capabilities": msgspec.to_builtins(self.caps),
             "policy": msgspec.to_builtins(self.config.backends.policy()),
             "models": [s.status() for s in self.models.values()],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,7 @@ class SelectOptions:
     measure_s: float = 1.0
     skip: frozenset[str] = frozenset()  # targets that failed at run time for this version
     opener: Callable[[VerifiedBundle, BackendSettings], LoadedModel] = open_model
+    missing: Mapping[str, str] = field(default_factory=dict)  # why a bundle is not on disk
 
 
 def _failed(target: str, status: CandidateStatus, exc: BaseException | str) -> Outcome:
@@ -94,11 +95,13 @@ def _trial(
     path: Path | None,
     trusted: TrustedKeys,
     settings: BackendSettings,
-    opener: Callable[[VerifiedBundle, BackendSettings], LoadedModel],
+    opts: SelectOptions,
 ) -> LoadedModel | Outcome:
     """verify → load → golden smoke check → warm up: the loaded model, or why it failed."""
+    opener = opts.opener
     if path is None:
-        return _failed(target, CandidateStatus.FAILED_VERIFICATION, "bundle not in the local cache")
+        why = opts.missing.get(target, "bundle not in the local cache")
+        return _failed(target, CandidateStatus.FAILED_VERIFICATION, why)
     try:
         bundle = verify_bundle(path, trusted)
     except ShipyardError as exc:
@@ -186,7 +189,7 @@ def select(
         if skipped is not None:
             outcomes.append(skipped)
             continue
-        tried = _trial(cand.target, bundles.get(cand.target), trusted, settings, opts.opener)
+        tried = _trial(cand.target, bundles.get(cand.target), trusted, settings, opts)
         if isinstance(tried, Outcome):
             outcomes.append(tried)
         else:

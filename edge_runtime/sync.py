@@ -31,10 +31,12 @@ from artifacts.client import (
     SignedManifest,
     decode_b64,
 )
+from artifacts.digests import sha256_bytes
 from artifacts.errors import RegistryError, ShipyardError, UnsafePathError
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
 from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
+from edge_runtime.channel_metadata import ChannelMetadata
 
 log = logging.getLogger("shipyard.edge.sync")
 VERSION_DIR = re.compile(r"v[1-9][0-9]{0,8}")
@@ -134,24 +136,43 @@ class Syncer:
         caps: NodeCapabilities,
         policy: SelectionPolicy,
         trusted: TrustedKeys,
+        metadata: ChannelMetadata | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
         self.caps = caps
         self.policy = policy
         self.trusted = trusted
+        self.metadata = metadata  # TUF: what each channel points at, signed
 
     def from_registry(self, name: str, channel: str) -> Resolved:
         """Ask the registry what this node should run, and make sure it is on disk, verified."""
-        res = self.client.resolve(name, self.caps, channel=channel, policy=self.policy)
+        pinned = self.metadata.pointer(name, channel) if self.metadata is not None else None
+        if pinned is not None:  # resolve the version the signed metadata names, nothing else
+            res = self.client.resolve(name, self.caps, version=pinned.version, policy=self.policy)
+        else:
+            res = self.client.resolve(name, self.caps, channel=channel, policy=self.policy)
         if res.model != name:
             raise RegistryError(f"asked to resolve {name}, the registry answered for {res.model!r}")
+        if pinned is not None and res.version != pinned.version:
+            raise RegistryError(
+                f"the signed metadata pins {name}:{channel} to v{pinned.version}, "
+                f"the registry answered v{res.version}"
+            )
         self.cache.version_dir(name, res.version)  # a hostile version never names a path
         ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
         resolved = Resolved(version=res.version, ranking=ranking)
         for e in res.eligible:
             target = e.candidate.target
             dest = self.cache.bundle_dir(name, res.version, target)
+            manifest = decode_b64(e.manifest, "manifest")
+            if pinned is not None and sha256_bytes(manifest) != pinned.bundles.get(target):
+                resolved.errors[target] = (
+                    f"the registry's {target} bundle is not the one the signed metadata pins "
+                    "(mix-and-match refused)"
+                )
+                log.warning("%s v%s %s: %s", name, res.version, target, resolved.errors[target])
+                continue
             if dest.exists():
                 try:
                     verify_bundle(dest, self.trusted)
@@ -169,7 +190,7 @@ class Syncer:
             try:
                 t0 = time.monotonic()
                 self.client.pull_bundle(
-                    SignedManifest(decode_b64(e.manifest, "manifest"), e.signature),
+                    SignedManifest(manifest, e.signature),
                     PullTarget(dest, self.cache.downloads / name),
                     self.trusted,
                     expect=BundleRef(name, res.version, target),

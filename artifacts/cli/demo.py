@@ -115,6 +115,7 @@ class Demo:
         self.worker_keys = [
             home / "worker" / f"local-{i}" / "keys" / "publisher.pub" for i in (1, 2)
         ]
+        self.tuf_root = home / "tuf" / "metadata" / "1.root.json"  # signed channel metadata
         self.out.print(
             f"central  {self.central_url}  (home {home}, SQLite, 2 in-process build workers: "
             "one builds, the other independently verifies)"
@@ -186,6 +187,7 @@ class Demo:
 url = "{self.central_url}"
 token_file = "{token_file}"
 trusted_keys = {json.dumps([str(k) for k in self.worker_keys])}
+tuf_root = "{self.tuf_root}"
 poll_interval_s = 30
 
 [[models]]

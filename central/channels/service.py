@@ -28,6 +28,7 @@ from central.channels.models import Channel, ChannelEvent
 from central.db import Database, iso, retry_integrity
 from central.registry.models import Model
 from central.registry.service import find_model, find_version, version_bundles
+from central.tuf.repository import ChannelPointer, TufRepository
 
 
 def rollback_stack(events: list[ChannelEvent]) -> list[int]:
@@ -63,9 +64,45 @@ def channel_info(m: Model, ch: Channel, events: list[ChannelEvent]) -> ChannelIn
 
 
 class ChannelService:
-    def __init__(self, db: Database, audit: AuditLog) -> None:
+    def __init__(self, db: Database, audit: AuditLog, tuf: TufRepository | None = None) -> None:
         self.db = db
         self.audit = audit
+        self.tuf = tuf
+
+    async def pointer(self, model: str, channel: str) -> ChannelPointer | None:
+        """What the channel points at now (None: at nothing yet)."""
+        async with self.db.session() as s:
+            m = await find_model(s, model)
+            ch = (
+                await s.execute(
+                    select(Channel).where(Channel.model_id == m.id, Channel.name == channel)
+                )
+            ).scalar_one_or_none()
+            if ch is None or ch.version is None:
+                return None
+            bundles = await version_bundles(s, await find_version(s, m, ch.version))
+            return ChannelPointer(
+                model=model,
+                channel=channel,
+                version=ch.version,
+                bundles={b.target: b.manifest_digest for b in bundles},
+                halted=ch.halted,
+            )
+
+    async def publish(self, model: str, channel: str) -> None:
+        """Sign the channel's new state into the TUF metadata edges follow."""
+        if self.tuf is None:
+            return
+        pointer = await self.pointer(model, channel)
+        if pointer is not None:
+            await self.tuf.publish(pointer)
+
+    async def publish_all(self) -> None:
+        """Bring the TUF metadata in line with the database (after a crash between the two)."""
+        async with self.db.session() as s:
+            rows = (await s.execute(select(Model.name, Channel.name).join(Channel))).all()
+        for model, channel in rows:
+            await self.publish(model, channel)
 
     async def _lock(self, s: AsyncSession, m: Model, name: str) -> Channel:
         check_name(name, "channel name")
@@ -161,7 +198,9 @@ class ChannelService:
                 await s.flush()
                 return channel_info(m, ch, await self._history(s, ch))
 
-        return await retry_integrity(attempt)  # a concurrent first promote created the channel
+        info = await retry_integrity(attempt)  # a concurrent first promote created the channel
+        await self.publish(model, channel)
+        return info
 
     async def set_halted(
         self, model: str, channel: str, halted: bool, principal: Principal, reason: str
@@ -173,7 +212,9 @@ class ChannelService:
             action = "channel.halt" if halted else "channel.resume"
             self.audit.record(s, principal.name, action, f"{model}:{channel}", detail=reason)
             await s.flush()
-            return channel_info(m, ch, await self._history(s, ch))
+            info = channel_info(m, ch, await self._history(s, ch))
+        await self.publish(model, channel)
+        return info
 
     async def rollback(self, model: str, channel: str, principal: Principal) -> ChannelInfo:
         async with self.db.transaction() as s:
@@ -188,7 +229,9 @@ class ChannelService:
                 s, principal.name, "channel.rollback", f"{model}:{channel} -> v{target}"
             )
             await s.flush()
-            return channel_info(m, ch, await self._history(s, ch))
+            info = channel_info(m, ch, await self._history(s, ch))
+        await self.publish(model, channel)  # rollback: a new, higher metadata version
+        return info
 
     async def channel(self, model: str, channel: str) -> ChannelInfo:
         check_name(channel, "channel name")

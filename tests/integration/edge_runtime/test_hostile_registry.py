@@ -1,0 +1,234 @@
+"""The edge treats every registry answer as hostile until verified: signed TUF channel
+metadata (rollback, freeze, mix-and-match), and answers that would name paths outside the
+cache, foreign bundles or oversize blobs — refused, nothing outside the cache touched, the node
+keeps serving what it has and says why."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import sqlite3
+
+import httpx
+import msgspec
+import pytest
+from litestar import Litestar, Request, Response, get, post
+
+from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from artifacts.targets import CPU_TARGETS, Candidate
+from artifacts.wire import ResolvedBundle, ResolveResponse
+from tests.factories import synthetic_bundle
+from tests.integration.edge_runtime.conftest import edge_config, publish_tiny, push_version
+from tests.servers import CentralServer, EdgeServer, ThreadedServer
+
+
+def _model(st: dict, name: str = "tiny-embedding") -> dict:
+    return next(m for m in st["models"] if m["model"] == name)
+
+
+def _tuf(server: CentralServer):
+    return server.cfg.home_path / "tuf" / "metadata"
+
+
+def _edge(server: CentralServer, publisher_keys, cache, **sections) -> EdgeServer:
+    cfg = edge_config(
+        server.url,
+        server.token("pull", name="edge"),
+        publisher_keys[1],
+        (("tiny-embedding", "stable"),),
+        cache,
+        poll_interval_s=1.0,
+        registry={"tuf_root": str(_tuf(server) / "1.root.json")},
+        **sections,
+    )
+    return EdgeServer(cfg).start()
+
+
+def test_edge_follows_signed_metadata_and_refuses_a_rollback_replay(
+    registry, admin_client, tiny_builds, key, publisher_keys, tmp_path
+):
+    publish_tiny(admin_client, tiny_builds, key)
+    frozen = tmp_path / "tuf-v1"
+    shutil.copytree(_tuf(registry), frozen)  # what a replaying attacker would serve later
+    edge = _edge(registry, publisher_keys, tmp_path / "cache")
+    try:
+        st = edge.wait_ready()
+        assert st["channel_metadata"] == "tuf" and _model(st)["metadata"] == "fresh"
+        out, _ = tiny_builds["embedding"]
+        v2 = push_version(admin_client, "tiny-embedding", [out / "onnx-fp32"], key)
+        admin_client.promote("tiny-embedding", "stable", v2)
+        edge.wait(lambda s: _model(s)["version"] == v2, 60)
+        # the registry now replays the older (validly signed) metadata
+        for f in frozen.iterdir():
+            if f.name != "1.root.json":
+                shutil.copyfile(f, _tuf(registry) / f.name)
+        st = edge.wait(lambda s: _model(s)["metadata"] == "metadata refused", 30)
+        m = _model(st)
+        assert m["version"] == v2 and m["state"] == "ready"  # still serving what it had
+        assert "version" in m["last_sync_error"].lower()
+        r = httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x", "model": "tiny-embedding"})
+        assert r.status_code == 200 and r.headers["x-shipyard-model-version"] == str(v2)
+    finally:
+        edge.stop()
+
+
+def test_an_expired_timestamp_reads_as_stale_metadata_and_the_node_keeps_serving(
+    tiny_builds, key, publisher_keys, tmp_path
+):
+    server = CentralServer(
+        tmp_path / "central",
+        None,
+        trusted=[publisher_keys[1]],
+        local_workers=0,
+        tuf_timestamp_expiry_s=4.0,
+        tuf_refresh_s=3600.0,  # nobody re-signs: the registry is frozen
+    ).start()
+    edge = None
+    try:
+        with __import__("artifacts").RegistryClient(server.url, server.admin_token) as c:
+            publish_tiny(c, tiny_builds, key)
+        edge = _edge(server, publisher_keys, tmp_path / "cache")
+        v = _model(edge.wait_ready())["version"]
+        st = edge.wait(lambda s: _model(s)["metadata"] == "stale-metadata", 30)
+        assert _model(st)["state"] == "ready" and _model(st)["version"] == v
+        assert "expired" in _model(st)["last_sync_error"]
+    finally:
+        if edge is not None:
+            edge.stop()
+        server.stop()
+
+
+def test_a_bundle_the_signed_metadata_does_not_pin_is_refused(
+    registry, admin_client, tiny_builds, key, publisher_keys, tmp_path
+):
+    versions = publish_tiny(admin_client, tiny_builds, key)
+    out, _ = tiny_builds["embedding"]
+    other = push_version(admin_client, "tiny-embedding", [out / t for t in CPU_TARGETS], key)
+    # the registry's database is tampered with: v1's onnx-int8 row now holds another version's
+    # (validly signed) manifest
+    db = sqlite3.connect(registry.cfg.home_path / "central.db")
+    with db:
+        row = db.execute(
+            "SELECT b.manifest, b.signature, b.manifest_digest FROM bundles b JOIN versions v ON "
+            "v.id = b.version_id WHERE v.number = ? AND b.target = 'onnx-int8'",
+            (other,),
+        ).fetchone()
+        db.execute(
+            "UPDATE bundles SET manifest = ?, signature = ?, manifest_digest = ? WHERE target = "
+            "'onnx-int8' AND version_id = (SELECT v.id FROM versions v JOIN models m ON "
+            "m.id = v.model_id WHERE m.name = 'tiny-embedding' AND v.number = ?)",
+            (*row, versions["embedding"]),
+        )
+    db.close()
+    edge = _edge(registry, publisher_keys, tmp_path / "cache")
+    try:
+        st = edge.wait_ready()
+        m = _model(st)
+        assert m["version"] == versions["embedding"] and m["target"] != "onnx-int8"
+        int8 = next(c for c in m["candidates"] if c["target"] == "onnx-int8")
+        assert int8["status"] == "failed-verification"
+    finally:
+        edge.stop()
+
+
+# ---- a registry that lies (no TUF on the node: the answers themselves are checked) ---------
+
+
+def _fake_registry(answer: dict, blobs: dict[str, bytes]) -> ThreadedServer:
+    @post("/v1/resolve", status_code=200)
+    async def resolve(request: Request) -> Response:
+        return Response(msgspec.json.encode(answer), media_type="application/json")
+
+    @get("/v1/blobs/{digest:str}")
+    async def blob(digest: str) -> Response:
+        return Response(blobs.get(digest, b""), media_type="application/octet-stream")
+
+    @post("/v1/fleet/heartbeat", status_code=204)
+    async def heartbeat() -> None:
+        return None
+
+    return ThreadedServer(Litestar([resolve, blob, heartbeat])).start()
+
+
+def _answer(
+    bundle_dir, *, target: str | None = None, version: int = 1, model="tiny-embedding"
+) -> dict:
+    manifest = (bundle_dir / MANIFEST_FILE).read_bytes()
+    rb = ResolvedBundle(
+        candidate=Candidate(
+            target=target or "onnx-int8", backend="onnxruntime", precision="int8", device="cpu"
+        ),
+        manifest_digest="sha256:" + "0" * 64,
+        manifest=base64.b64encode(manifest).decode(),
+        signature=(bundle_dir / SIGNATURE_FILE).read_text(),
+        files=[],
+    )
+    return msgspec.to_builtins(
+        ResolveResponse(model=model, channel="stable", version=version, eligible=[rb], excluded=[])
+    )
+
+
+def _edge_at(url: str, publisher_keys, cache) -> EdgeServer:
+    cfg = edge_config(url, "t", publisher_keys[1], (("tiny-embedding", "stable"),), cache)
+    return EdgeServer(cfg).start()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        ({"target": "../../../victim"}, "is not a known target"),
+        ({"version": -3}, "not a positive integer"),
+        ({"model": "someone-else"}, "answered for"),
+    ],
+)
+def test_answers_that_would_name_paths_outside_the_cache_are_refused(
+    tmp_path, key, publisher_keys, tamper, why
+):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    synthetic_bundle(tmp_path / "b", key, model="tiny-embedding", version=1)
+    answer = _answer(tmp_path / "b", **tamper)
+    fake = _fake_registry(answer, {})
+    cache = tmp_path / "nested" / "deep" / "cache"
+    edge = _edge_at(fake.url, publisher_keys, cache)
+    try:
+        st = edge.wait_settled()
+        m = _model(st)
+        assert m["state"] == "not-ready" and why in m["reason"], m["reason"]
+        assert (victim / "precious").read_text() == "keep me"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "nested", "victim"]
+    finally:
+        edge.stop()
+        fake.stop()
+
+
+def test_a_foreign_manifest_and_an_oversize_blob_are_refused(tmp_path, key, publisher_keys):
+    # another model's validly signed bundle, offered under this name
+    synthetic_bundle(tmp_path / "other", key, model="query-classifier", version=1)
+    fake = _fake_registry(_answer(tmp_path / "other"), {})
+    edge = _edge_at(fake.url, publisher_keys, tmp_path / "c1")
+    try:
+        m = _model(edge.wait_settled())
+        assert m["state"] == "not-ready"
+        int8 = next(c for c in m["candidates"] if c["target"] == "onnx-int8")
+        assert "names query-classifier" in int8["detail"] and "asked for" in int8["detail"]
+    finally:
+        edge.stop()
+        fake.stop()
+    # the right bundle, but its blob is served far larger than the manifest declares
+    b = synthetic_bundle(tmp_path / "mine", key, model="tiny-embedding", version=1)
+    big = {f.sha256: (tmp_path / "mine" / f.path).read_bytes() + b"X" * (8 << 20) for f in b.files}
+    fake = _fake_registry(_answer(tmp_path / "mine"), big)
+    cache = tmp_path / "c2"
+    edge = _edge_at(fake.url, publisher_keys, cache)
+    try:
+        m = _model(edge.wait_settled())
+        assert m["state"] == "not-ready"
+        int8 = next(c for c in m["candidates"] if c["target"] == "onnx-int8")
+        assert "larger than" in int8["detail"]
+        partials = list((cache / "downloads").rglob("*"))
+        assert sum(p.stat().st_size for p in partials if p.is_file()) < (1 << 20)
+    finally:
+        edge.stop()
+        fake.stop()

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -71,6 +71,8 @@ from artifacts.wire import (
 )
 
 CHUNK = 1 << 20
+MAX_ANSWER_BYTES = 32 << 20  # no API answer is near this; a bigger one is hostile
+T = TypeVar("T")
 Progress = Callable[[int], None]
 TRANSPORT_ERRORS = (
     httpx.ConnectError,
@@ -135,6 +137,14 @@ def _resume(part: Path, size: int | None, progress: Progress | None) -> tuple[An
     return h, have
 
 
+def _decoded(raw: bytes, into: type[T]) -> T:
+    """Decode an answer into its wire type; anything else is the registry's error."""
+    try:
+        return msgspec.json.decode(raw, type=into)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RegistryError(f"the registry answered outside its API: {exc}") from exc
+
+
 def _raise_for(response: httpx.Response) -> None:
     """Raise the hierarchy's class for an error status, with the server's problem detail."""
     if response.is_success or response.status_code == 304:
@@ -181,12 +191,28 @@ class RegistryClient:
         self.close()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One API call; the answer is read up to :data:`MAX_ANSWER_BYTES` (a registry that
+        streams more is refused, not buffered)."""
         try:
-            response = self._http.request(method, path, **kw)
+            with self._http.stream(method, path, **kw) as streamed:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise RegistryError(
+                            f"{method} {path}: the registry's answer exceeds "
+                            f"{MAX_ANSWER_BYTES} bytes; refused"
+                        )
         except TRANSPORT_ERRORS as exc:
             raise RegistryUnavailableError(
                 f"registry {self.url} unreachable: {exc.__class__.__name__}: {exc}"
             ) from exc
+        response = httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=bytes(body),
+            request=streamed.request,
+        )
         _raise_for(response)
         return response
 
@@ -205,7 +231,7 @@ class RegistryClient:
             return False
 
     def list_models(self) -> list[ModelInfo]:
-        return msgspec.json.decode(self._json("GET", "/v1/models"), type=list[ModelInfo])
+        return _decoded(self._json("GET", "/v1/models"), into=list[ModelInfo])
 
     def create_version(self, model: str, *, source_digest: str = "", notes: str = "") -> int:
         raw = self._json(
@@ -213,22 +239,20 @@ class RegistryClient:
             f"/v1/models/{model}/versions",
             CreateVersion(source_digest=source_digest, notes=notes),
         )
-        return msgspec.json.decode(raw, type=VersionRef).version
+        return _decoded(raw, into=VersionRef).version
 
     def list_versions(self, model: str) -> list[VersionInfo]:
-        return msgspec.json.decode(
-            self._json("GET", f"/v1/models/{model}/versions"), type=list[VersionInfo]
-        )
+        return _decoded(self._json("GET", f"/v1/models/{model}/versions"), into=list[VersionInfo])
 
     def get_version(self, model: str, version: int) -> VersionInfo:
-        return msgspec.json.decode(
-            self._json("GET", f"/v1/models/{model}/versions/{version}"), type=VersionInfo
+        return _decoded(
+            self._json("GET", f"/v1/models/{model}/versions/{version}"), into=VersionInfo
         )
 
     def bundle_document(self, model: str, version: int, target: str) -> SignedManifest:
-        doc = msgspec.json.decode(
+        doc = _decoded(
             self._json("GET", f"/v1/models/{model}/versions/{version}/bundles/{target}"),
-            type=PutBundle,
+            into=PutBundle,
         )
         return SignedManifest(decode_b64(doc.manifest, "manifest"), doc.signature)
 
@@ -244,16 +268,14 @@ class RegistryClient:
             ),
             headers={"Content-Type": "application/json"},
         )
-        return msgspec.json.decode(response.content, type=BundleInfo), response.status_code == 201
+        return _decoded(response.content, into=BundleInfo), response.status_code == 201
 
     def channels(self, model: str) -> list[ChannelInfo]:
-        return msgspec.json.decode(
-            self._json("GET", f"/v1/models/{model}/channels"), type=list[ChannelInfo]
-        )
+        return _decoded(self._json("GET", f"/v1/models/{model}/channels"), into=list[ChannelInfo])
 
     def channel(self, model: str, channel: str) -> ChannelInfo:
-        return msgspec.json.decode(
-            self._json("GET", f"/v1/models/{model}/channels/{channel}"), type=ChannelInfo
+        return _decoded(
+            self._json("GET", f"/v1/models/{model}/channels/{channel}"), into=ChannelInfo
         )
 
     def promote(
@@ -264,11 +286,11 @@ class RegistryClient:
             f"/v1/models/{model}/channels/{channel}/promote",
             Promote(version=version, force=force),
         )
-        return msgspec.json.decode(raw, type=ChannelInfo)
+        return _decoded(raw, into=ChannelInfo)
 
     def rollback(self, model: str, channel: str) -> ChannelInfo:
-        return msgspec.json.decode(
-            self._json("POST", f"/v1/models/{model}/channels/{channel}/rollback"), type=ChannelInfo
+        return _decoded(
+            self._json("POST", f"/v1/models/{model}/channels/{channel}/rollback"), into=ChannelInfo
         )
 
     def resolve(
@@ -287,58 +309,54 @@ class RegistryClient:
             capabilities=capabilities,
             policy=policy or SelectionPolicy(),
         )
-        return msgspec.json.decode(self._json("POST", "/v1/resolve", req), type=ResolveResponse)
+        return _decoded(self._json("POST", "/v1/resolve", req), into=ResolveResponse)
 
     # ---- builds & workers ----------------------------------------------------------------
 
     def submit_build(self, req: BuildRequest) -> BuildCreated:
-        return msgspec.json.decode(self._json("POST", "/v1/builds", req), type=BuildCreated)
+        return _decoded(self._json("POST", "/v1/builds", req), into=BuildCreated)
 
     def build(self, build_id: int) -> BuildInfo:
-        return msgspec.json.decode(self._json("GET", f"/v1/builds/{build_id}"), type=BuildInfo)
+        return _decoded(self._json("GET", f"/v1/builds/{build_id}"), into=BuildInfo)
 
     def builds(self, limit: int = 50) -> list[BuildInfo]:
-        return msgspec.json.decode(
-            self._json("GET", "/v1/builds", params={"limit": limit}), type=list[BuildInfo]
+        return _decoded(
+            self._json("GET", "/v1/builds", params={"limit": limit}), into=list[BuildInfo]
         )
 
     def build_logs(self, build_id: int, after: int = 0, limit: int = 500) -> list[LogLine]:
         raw = self._json(
             "GET", f"/v1/builds/{build_id}/logs", params={"after": after, "limit": limit}
         )
-        return msgspec.json.decode(raw, type=list[LogLine])
+        return _decoded(raw, into=list[LogLine])
 
     def cancel_build(self, build_id: int) -> BuildInfo:
-        return msgspec.json.decode(
-            self._json("POST", f"/v1/builds/{build_id}/cancel"), type=BuildInfo
-        )
+        return _decoded(self._json("POST", f"/v1/builds/{build_id}/cancel"), into=BuildInfo)
 
     def worker_hello(self, hello: WorkerHello) -> None:
         self._json("POST", "/v1/workers", hello)
 
     def register_worker_key(self, name: str, public_pem: str) -> WorkerInfo:
         raw = self._json("PUT", f"/v1/workers/{name}/key", WorkerKey(public_key=public_pem))
-        return msgspec.json.decode(raw, type=WorkerInfo)
+        return _decoded(raw, into=WorkerInfo)
 
     def enroll_worker(
         self, name: str, targets: list[str], capabilities: NodeCapabilities | None = None
     ) -> str:
         """Enrol a build worker (admin); its credential, shown once."""
         body = EnrollWorker(name=name, targets=targets, capabilities=capabilities)
-        return msgspec.json.decode(
-            self._json("POST", "/v1/workers/enroll", body), type=WorkerEnrolled
-        ).token
+        return _decoded(self._json("POST", "/v1/workers/enroll", body), into=WorkerEnrolled).token
 
     def workers(self) -> list[WorkerInfo]:
-        return msgspec.json.decode(self._json("GET", "/v1/workers"), type=list[WorkerInfo])
+        return _decoded(self._json("GET", "/v1/workers"), into=list[WorkerInfo])
 
     def disable_worker(self, name: str, reason: str = "") -> WorkerInfo:
         raw = self._json("POST", f"/v1/workers/{name}/disable", DisableWorker(reason=reason))
-        return msgspec.json.decode(raw, type=WorkerInfo)
+        return _decoded(raw, into=WorkerInfo)
 
     def reset_worker_key(self, name: str) -> WorkerInfo:
         raw = self._json("POST", f"/v1/workers/{name}/reset-key")
-        return msgspec.json.decode(raw, type=WorkerInfo)
+        return _decoded(raw, into=WorkerInfo)
 
     def lease(self, worker: str, wait: float) -> Lease | None:
         r = self._request(
@@ -347,11 +365,11 @@ class RegistryClient:
             params={"wait": wait},
             timeout=httpx.Timeout(wait + 30, connect=5.0),
         )
-        return None if r.status_code == 204 else msgspec.json.decode(r.content, type=Lease)
+        return None if r.status_code == 204 else _decoded(r.content, into=Lease)
 
     def heartbeat(self, job_id: int, lease_token: str) -> HeartbeatReply:
         raw = self._json("POST", f"/v1/jobs/{job_id}/heartbeat", LeaseRef(lease_token=lease_token))
-        return msgspec.json.decode(raw, type=HeartbeatReply)
+        return _decoded(raw, into=HeartbeatReply)
 
     def job_logs(self, job_id: int, lease_token: str, lines: list[str]) -> None:
         self._json("POST", f"/v1/jobs/{job_id}/logs", JobLogs(lease_token=lease_token, lines=lines))
@@ -366,15 +384,15 @@ class RegistryClient:
         self._json("POST", "/v1/fleet/heartbeat", report)
 
     def fleet(self) -> list[NodeInfo]:
-        return msgspec.json.decode(self._json("GET", "/v1/fleet"), type=list[NodeInfo])
+        return _decoded(self._json("GET", "/v1/fleet"), into=list[NodeInfo])
 
     def halt(self, model: str, channel: str, reason: str = "") -> ChannelInfo:
         raw = self._json("POST", f"/v1/models/{model}/channels/{channel}/halt", Halt(reason=reason))
-        return msgspec.json.decode(raw, type=ChannelInfo)
+        return _decoded(raw, into=ChannelInfo)
 
     def resume(self, model: str, channel: str) -> ChannelInfo:
-        return msgspec.json.decode(
-            self._json("POST", f"/v1/models/{model}/channels/{channel}/resume"), type=ChannelInfo
+        return _decoded(
+            self._json("POST", f"/v1/models/{model}/channels/{channel}/resume"), into=ChannelInfo
         )
 
     def create_token(
@@ -382,18 +400,18 @@ class RegistryClient:
     ) -> str:
         """A new bearer token (admin): shown once, stored hashed by central."""
         body = CreateToken(name=name, scopes=scopes, expires_in_s=expires_in_s)
-        return msgspec.json.decode(self._json("POST", "/v1/tokens", body), type=TokenCreated).token
+        return _decoded(self._json("POST", "/v1/tokens", body), into=TokenCreated).token
 
     def tokens(self) -> list[TokenInfo]:
-        return msgspec.json.decode(self._json("GET", "/v1/tokens"), type=list[TokenInfo])
+        return _decoded(self._json("GET", "/v1/tokens"), into=list[TokenInfo])
 
     def revoke_token(self, token_id: int) -> TokenInfo:
         raw = self._json("POST", f"/v1/tokens/{token_id}/revoke")
-        return msgspec.json.decode(raw, type=TokenInfo)
+        return _decoded(raw, into=TokenInfo)
 
     def audit(self, limit: int = 100) -> list[AuditInfo]:
-        return msgspec.json.decode(
-            self._json("GET", "/v1/audit", params={"limit": limit}), type=list[AuditInfo]
+        return _decoded(
+            self._json("GET", "/v1/audit", params={"limit": limit}), into=list[AuditInfo]
         )
 
     # ---- blobs ---------------------------------------------------------------------------

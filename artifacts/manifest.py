@@ -6,7 +6,7 @@ the ed25519 signature over them — are stable across runs, machines and Python 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -89,10 +89,13 @@ class TokenizerSpec(Base, kw_only=True):
     pad_to_multiple_of: int = 0
 
 
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
 class FileEntry(Base, kw_only=True):
     path: str
-    sha256: str
-    size: int
+    sha256: Sha256  # a malformed digest is refused at decode, before it names a blob path
+    size: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Attempt(Base, kw_only=True):

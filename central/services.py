@@ -60,10 +60,12 @@ class Services:
             timestamp_expiry_s=config.tuf_timestamp_expiry_s,
         )
         self.channels = ChannelService(self.db, self.audit, self.tuf)
-        self.workers = WorkerService(self.db, self.tokens, self.channels, self.audit)
+        self.finalizer = Finalizer(self.db, self.channels, self.audit)
+        self.workers = WorkerService(
+            self.db, self.tokens, self.channels, self.audit, self.finalizer
+        )
         self.fleet = FleetService(self.db)
         jobs_changed = JobsChanged()
-        self.finalizer = Finalizer(self.db, self.channels, self.audit)
         self.builds = BuildService(
             self.db, self.blobs, self.registry, self.finalizer, jobs_changed, config.lease_seconds
         )

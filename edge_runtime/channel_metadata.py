@@ -51,15 +51,16 @@ class _HttpxFetcher(FetcherInterface):
         self._http = httpx.Client(headers=headers, timeout=timeout_s)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        # Streamed chunk by chunk, so ngclient's length limit stops an endless answer early.
         try:
-            response = self._http.get(url)
+            with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise tuf_errors.DownloadHTTPError(
+                        f"{url}: HTTP {response.status_code}", response.status_code
+                    )
+                yield from response.iter_bytes(64 * 1024)
         except httpx.HTTPError as exc:
             raise tuf_errors.DownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise tuf_errors.DownloadHTTPError(
-                f"{url}: HTTP {response.status_code}", response.status_code
-            )
-        yield response.content
 
     def close(self) -> None:
         self._http.close()

@@ -110,13 +110,24 @@ class ModelService:
         """First serve (registry, else the cache), then keep polling for updates."""
         delay = 1.0
         while self.serving is None:
-            await self._sync_and_maybe_swap(initial=True)
+            await self._sync_guarded(initial=True)
             if self.serving is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         while True:
             await asyncio.sleep(self.config.registry.poll_interval_s)
-            await self._sync_and_maybe_swap(initial=False)
+            await self._sync_guarded(initial=False)
+
+    async def _sync_guarded(self, *, initial: bool) -> None:
+        """One sync round; whatever it raises (a bug, a disk error, an answer nobody
+        foresaw) is recorded and the loop goes on: the node keeps serving what it has."""
+        try:
+            await self._sync_and_maybe_swap(initial=initial)
+        except Exception as exc:
+            log.exception("%s: sync round failed", self.name)
+            self.last_sync_error = f"{type(exc).__name__}: {exc}"
+            serving = f"v{self.serving.version}" if self.serving else "nothing"
+            self._event(EventKind.SYNC_ERROR, f"{self.last_sync_error}; still serving {serving}")
 
     async def _sync_and_maybe_swap(self, *, initial: bool) -> None:
         resolved: Resolved | None = None

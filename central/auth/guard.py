@@ -1,6 +1,10 @@
 """The one route guard: every handler declares ``needs(scope)`` (or ``pull()``); the guard
 authenticates the bearer token, checks the scope and, for bodies, the content type, before
-the handler runs. The authenticated principal is in ``request.state["principal"]``."""
+the handler runs. The authenticated principal is in ``request.state["principal"]``.
+
+A build worker's credential is confined to what a worker does: reading (``pull()`` routes),
+uploading blobs and the worker protocol (routes declared with ``workers=True``); whatever its
+scope would otherwise allow (creating versions, pushing bundles, fleet reports) is refused."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from artifacts.errors import UnsupportedMediaType
+from artifacts.errors import ForbiddenError, UnsupportedMediaType
 from central.auth.service import Principal, TokenService
 
 
@@ -21,6 +25,11 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     principal = await auth.authenticate(connection.headers.get("authorization"))
     connection.state["principal"] = principal
     principal.require(scope)
+    if principal.worker is not None and not handler.opt.get("workers"):
+        raise ForbiddenError(
+            f"worker {principal.worker}'s credential may only pull, upload blobs and "
+            "speak the worker protocol"
+        )
     expects = handler.opt.get("body")
     if expects and connection.scope.get("method") in ("POST", "PUT", "PATCH"):
         ctype = connection.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -33,8 +42,13 @@ def principal_of(request: Any) -> Principal:
 
 
 def pull(**extra: Any) -> dict[str, Any]:
-    return {"guards": [guard], "opt": {"scope": "pull", **extra}}
+    """A read route: any token (worker credentials included) with the ``pull`` scope."""
+    return {"guards": [guard], "opt": {"scope": "pull", "workers": True, **extra}}
 
 
-def needs(scope: str, body: str | None = "application/json") -> dict[str, Any]:
-    return {"guards": [guard], "opt": {"scope": scope, "body": body}}
+def needs(
+    scope: str, body: str | None = "application/json", *, workers: bool = False
+) -> dict[str, Any]:
+    """``scope`` required; ``body`` the content type a write must send; ``workers`` whether a
+    build worker's credential may call it at all."""
+    return {"guards": [guard], "opt": {"scope": scope, "body": body, "workers": workers}}

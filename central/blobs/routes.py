@@ -46,7 +46,7 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     "/v1/blobs/{digest:str}",
     status_code=201,
     request_max_body_size=None,
-    **needs("push", body="application/octet-stream"),
+    **needs("push", body="application/octet-stream", workers=True),
 )
 async def put_blob(
     blobs: BlobService, config: CentralConfig, request: Request, digest: str

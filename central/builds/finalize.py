@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgspec
 from sqlalchemy import select
 
+from artifacts.errors import ShipyardError
 from artifacts.states import TERMINAL_JOB_STATES, BuildState, JobState
 from artifacts.wire import BuildRequest
 from central.audit.service import AuditLog
@@ -154,7 +155,10 @@ class Finalizer:
         if not c.may_promote:  # refused at submit; a stored request cannot change that
             return None, f"; NOT promoted to {channel}: {c.submitter} may not promote"
         promoter = Principal(c.submitter, frozenset({"promote", "pull"}))
-        await self.channels.promote(c.model, channel, c.version, promoter)
+        try:
+            await self.channels.promote(c.model, channel, c.version, promoter)
+        except ShipyardError as exc:  # e.g. the channel is halted: the build still finishes
+            return None, f"; NOT promoted to {channel}: {exc}"
         return channel, f"; promoted to {channel} by {c.submitter}"
 
     async def _finish(

@@ -54,6 +54,7 @@ from central.workers.models import Worker
 from central.workers.service import WorkerService
 
 MAX_LOG_LINES = 200
+MAX_PROVENANCE_BYTES = 1 << 20  # read whole, so bounded
 MAX_WAIT_S = 60.0
 HELD = (JobState.RUNNING, JobState.VERIFYING)
 
@@ -139,13 +140,18 @@ class LeaseService:
             w.last_seen = utcnow()
             if not w.targets:
                 return None, finalize
+            disabled = select(Worker.name).where(Worker.disabled_at.is_not(None))
             q = (
                 select(Job)
                 .where(
                     Job.target.in_(w.targets),
                     or_(
                         Job.state == JobState.QUEUED,
-                        and_(Job.state == JobState.BUILT, Job.builder != w.name),
+                        and_(
+                            Job.state == JobState.BUILT,
+                            Job.builder != w.name,
+                            Job.builder.not_in(disabled),
+                        ),
                     ),
                 )
                 .order_by(Job.id)
@@ -253,6 +259,9 @@ class LeaseService:
                 )
         if PROVENANCE_FILE not in files:
             raise Unprocessable(f"the result carries no {PROVENANCE_FILE}")
+        size = next(f.size for f in manifest.files if f.path == PROVENANCE_FILE)
+        if size > MAX_PROVENANCE_BYTES:
+            raise Unprocessable(f"{PROVENANCE_FILE} of {size} bytes is over {MAX_PROVENANCE_BYTES}")
         req = msgspec.json.decode(build.request, type=BuildRequest)
         check_provenance(
             self.blobs.store.path(files[PROVENANCE_FILE]).read_bytes(),
@@ -290,6 +299,12 @@ class LeaseService:
     async def _verified(self, s: AsyncSession, j: Job, done: JobDone) -> tuple[str, dict] | None:
         """Check the verifier's attestation; returns (attestation, predicate) when it passed."""
         verifier = await self._active(s, j.worker or "")
+        builder = await self.workers.find(s, j.builder or "")
+        if builder.disabled_at is not None:  # disabled while this was being verified
+            j.state, j.lease_token = JobState.FAILED, None
+            j.reason = f"built by worker {builder.name}, disabled since: not registered"
+            j.note(j.reason)
+            return None
         trusted = TrustedKeys.of((verifier.public_key or "").encode())
         pred = check_verification(
             done.attestation.encode(),
@@ -298,7 +313,7 @@ class LeaseService:
             verifier=verifier.name,
             builder=j.builder or "",
         )
-        j.lease_token = None
+        j.lease_token, j.lease_expires = None, None  # registering: no expiry can requeue it
         if not pred["passed"]:
             j.state = JobState.FAILED
             j.reason = (
@@ -318,7 +333,13 @@ class LeaseService:
         async with self.db.session() as s:
             build = await s.get(Build, j.build_id)
             builder = await self.workers.find(s, j.builder or "")
-        assert build is not None and build.version is not None
+            row = await s.get(Job, j.id)
+        assert build is not None and build.version is not None and row is not None
+        if row.state != JobState.VERIFYING:  # cancelled or withdrawn meanwhile
+            return
+        if builder.disabled_at is not None:
+            await self._end_verified(j.id, f"built by worker {builder.name}, disabled since")
+            return
         upload = BundleUpload(
             model=build.model,
             version=build.version,
@@ -336,12 +357,14 @@ class LeaseService:
             )
         except ShipyardError as exc:  # e.g. the version was sealed meanwhile
             failure = f"verified, but could not be registered: {exc}"
+        if failure:
+            await self._end_verified(j.id, failure)
+            return
         async with self.db.transaction() as s:
             row = await s.get(Job, j.id)
             assert row is not None
-            if failure:
-                row.state, row.reason = JobState.FAILED, failure[:4000]
-                row.note(failure)
+            if row.state != JobState.VERIFYING:
+                row.note(f"registered in v{build.version}, but the job was {row.state} meanwhile")
                 return
             row.state = JobState.PASSED
             key = cache_key(row.cache_key, builder.toolchain)
@@ -355,6 +378,14 @@ class LeaseService:
                         worker=builder.name,
                     )
                 )
+
+    async def _end_verified(self, job_id: int, failure: str) -> None:
+        """A verified result that cannot be registered fails (unless it ended meanwhile)."""
+        async with self.db.transaction() as s:
+            row = await s.get(Job, job_id)
+            if row is not None and row.state == JobState.VERIFYING:
+                row.state, row.reason = JobState.FAILED, failure[:4000]
+                row.note(failure)
 
     async def fail(self, job_id: int, done: JobDone, principal: Principal) -> None:
         async with self.db.transaction() as s:

@@ -2,7 +2,7 @@
 a different worker can verify what one built), so a single machine does everything.
 
 Each is an enrolled worker like any other: re-enrolled at every start with a fresh credential
-(the previous one revoked) for the CPU targets only, run as ``builder worker`` in its own
+(the previous one revoked) for the CPU targets only — unless an admin disabled it, run as ``builder worker`` in its own
 process group with a scrubbed environment and a home (its work directory) that holds its own
 key and nothing of central's.
 """
@@ -46,8 +46,12 @@ class LocalWorkers:
     async def start(self) -> None:
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
         url = f"http://{host}:{self.config.port}"
+        disabled = {w.name: w.disabled_reason for w in await self.workers.list() if w.disabled}
         for i in range(self.config.local_workers):
             name = f"local-{i + 1}"
+            if name in disabled:  # an admin's decision stands across restarts
+                log.warning("not starting build worker %s: disabled (%s)", name, disabled[name])
+                continue
             token = await self.workers.enroll(name, list(CPU_TARGETS), None, "central")
             self.children.append(self._spawn(url, token, name))
 

@@ -56,10 +56,10 @@ async def build_logs(
 
 @post("/v1/builds/{build_id:int}/cancel", status_code=200, **needs("build", body=None))
 async def cancel(builds: BuildService, request: Request, build_id: int) -> BuildInfo:
-    return await builds.cancel(build_id, principal_of(request).name)
+    return await builds.cancel(build_id, principal_of(request))
 
 
-@post("/v1/workers/{name:str}/lease", status_code=200, **needs("build", body=None))
+@post("/v1/workers/{name:str}/lease", status_code=200, **needs("build", body=None, workers=True))
 async def lease(
     leases: LeaseService,
     request: Request,
@@ -74,7 +74,7 @@ async def lease(
     return Response(got)
 
 
-@post("/v1/jobs/{job_id:int}/heartbeat", status_code=200, **needs("build"))
+@post("/v1/jobs/{job_id:int}/heartbeat", status_code=200, **needs("build", workers=True))
 async def heartbeat(
     leases: LeaseService, request: Request, job_id: int, data: LeaseRef
 ) -> HeartbeatReply:
@@ -82,12 +82,12 @@ async def heartbeat(
     return await leases.heartbeat(job_id, data.lease_token, principal_of(request))
 
 
-@post("/v1/jobs/{job_id:int}/logs", status_code=204, **needs("build"))
+@post("/v1/jobs/{job_id:int}/logs", status_code=204, **needs("build", workers=True))
 async def job_logs(leases: LeaseService, request: Request, job_id: int, data: JobLogs) -> None:
     await leases.append_logs(job_id, data.lease_token, data.lines, principal_of(request))
 
 
-@post("/v1/jobs/{job_id:int}/complete", status_code=204, **needs("build"))
+@post("/v1/jobs/{job_id:int}/complete", status_code=204, **needs("build", workers=True))
 async def complete(leases: LeaseService, request: Request, job_id: int, data: JobDone) -> None:
     """Build: the bundle's files are uploaded as blobs; this hands over its manifest and its
     OMS signature (the worker's key; provenance inside). Verify: the verifier's signed
@@ -95,7 +95,7 @@ async def complete(leases: LeaseService, request: Request, job_id: int, data: Jo
     await leases.complete(job_id, data, principal_of(request))
 
 
-@post("/v1/jobs/{job_id:int}/fail", status_code=204, **needs("build"))
+@post("/v1/jobs/{job_id:int}/fail", status_code=204, **needs("build", workers=True))
 async def fail(leases: LeaseService, request: Request, job_id: int, data: JobDone) -> None:
     """``retry: true`` for transient failures (crash, timeout): requeued within the attempt limit."""
     await leases.fail(job_id, data, principal_of(request))

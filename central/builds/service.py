@@ -199,7 +199,7 @@ class BuildService:
                     for h in (
                         await s.execute(select(BuildCache).where(BuildCache.cache_key.in_(keys)))
                     ).scalars()
-                    if h.model == req.model and h.version
+                    if h.model == req.model and h.version and h.worker in toolchains
                 ]
                 if not hits:
                     return None
@@ -320,11 +320,20 @@ class BuildService:
             ).all()
         return [LogLine(id=r[0].id, target=r[1], at=iso(r[0].at), line=r[0].line) for r in rows]
 
-    async def cancel(self, build_id: int, actor: str) -> BuildInfo:
+    async def cancel(self, build_id: int, principal: Principal) -> BuildInfo:
+        """Only its submitter or an admin may cancel a build (never a worker credential)."""
+        actor = principal.name
         async with self.db.transaction() as s:
             b = await s.get(Build, build_id)
             if b is None:
                 raise NotFoundError(f"build #{build_id} not found")
+            if principal.worker is not None or (
+                b.created_by != actor and "admin" not in principal.scopes
+            ):
+                raise ForbiddenError(
+                    f"build #{build_id} was submitted by {b.created_by!r}; only they or an "
+                    "admin may cancel it"
+                )
             if b.state not in (BuildState.RUNNING, BuildState.AWAITING_VERIFICATION):
                 raise ConflictError(f"build #{build_id} is already {b.state}")
             for j in (await s.execute(select(Job).where(Job.build_id == build_id))).scalars():

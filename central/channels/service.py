@@ -162,7 +162,7 @@ class ChannelService:
         async def attempt() -> ChannelInfo:
             async with self.db.transaction() as s:
                 m = await find_model(s, model)
-                version = await find_version(s, m, number)
+                version = await find_version(s, m, number, lock=True)
                 bundles = await version_bundles(s, version)
                 if not bundles:
                     raise ConflictError(f"{model} v{number} has no bundles to serve")

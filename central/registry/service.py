@@ -48,12 +48,14 @@ async def find_model(s: AsyncSession, name: str, *, create: bool = False) -> Mod
     return row
 
 
-async def find_version(s: AsyncSession, model: Model, number: int) -> Version:
-    row = (
-        await s.execute(
-            select(Version).where(Version.model_id == model.id, Version.number == number)
-        )
-    ).scalar_one_or_none()
+async def find_version(
+    s: AsyncSession, model: Model, number: int, *, lock: bool = False
+) -> Version:
+    """``lock``: hold the row (PostgreSQL) so sealing and adding a bundle cannot interleave."""
+    q = select(Version).where(Version.model_id == model.id, Version.number == number)
+    if lock and s.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = (await s.execute(q)).scalar_one_or_none()
     if row is None:
         raise NotFoundError(f"version {model.name} v{number} not found")
     return row
@@ -273,7 +275,7 @@ class RegistryService:
     ) -> BundleInfo:
         digest = sha256_bytes(upload.manifest)
         async with self.db.transaction() as s:
-            v = await find_version(s, await find_model(s, upload.model), upload.version)
+            v = await find_version(s, await find_model(s, upload.model), upload.version, lock=True)
             if v.sealed:
                 raise ConflictError(
                     f"{upload.model} v{upload.version} is sealed (it was promoted): it takes no "

@@ -222,14 +222,19 @@ class TufRepository:
         data = pointer.to_bytes()
         path = f"{pointer.model}/{pointer.channel}.json"
         dest = self.targets_dir / pointer.model / f"{pointer.channel}.json"
-        if dest.exists() and dest.read_bytes() == data:
-            return
-        atomic.write_bytes(dest, data)
         role = role_of(pointer.model)
+        target = TargetFile.from_data(path, data)
+        # Unchanged only when the *signed* role already lists these bytes (a crash between
+        # writing the pointer and signing must not leave it unlisted forever).
+        if self._path(f"{quote(role, '')}.json").exists():
+            listed = self._read(role).signed.targets.get(path)
+            if listed is not None and listed == target and dest.exists():
+                return
+        atomic.write_bytes(dest, data)
         models_key = self._online(MODELS_ROLE)
         self._ensure_model_role(role, pointer.model, models_key)
         md = self._read(role)
-        md.signed.targets[path] = TargetFile.from_data(path, data)
+        md.signed.targets[path] = target
         md.signed.version += 1
         md.signed.expires = _now() + ONLINE_EXPIRY
         md.sign(self._signer(models_key))

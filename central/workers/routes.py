@@ -38,7 +38,7 @@ async def list_workers(workers: WorkerService) -> list[WorkerInfo]:
     return await workers.list()
 
 
-@put(f"{WORKER}/key", status_code=200, **needs("build"))
+@put(f"{WORKER}/key", status_code=200, **needs("build", workers=True))
 async def register_key(
     workers: WorkerService, request: Request, name: str, data: WorkerKey
 ) -> WorkerInfo:
@@ -60,7 +60,7 @@ async def disable(
     return await workers.disable(name, data.reason, principal_of(request))
 
 
-@post("/v1/workers", status_code=200, **needs("build"))
+@post("/v1/workers", status_code=200, **needs("build", workers=True))
 async def hello(
     workers: WorkerService, config: CentralConfig, request: Request, data: WorkerHello
 ) -> dict[str, str]:

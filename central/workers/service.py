@@ -5,22 +5,28 @@ capabilities its host must show); that issues one credential bound to the name. 
 start the worker generates its own ECDSA key pair and registers the public key; from then on
 every bundle and attestation it produces is signed with it, and central accepts results only
 with that signature. A credential cannot act as another worker. Disabling a worker revokes its
-credentials and quarantines what it built: channels pointing at those versions halt, saying why.
+credentials and quarantines what it built: channels pointing at those versions halt, saying why;
+its unverified results are failed, its cache entries dropped, the jobs it held go back a step.
+Re-enrolling a disabled worker forgets its key: the host may be compromised, so it registers a
+new one.
 """
 
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from artifacts.errors import ConflictError, ForbiddenError, InputError, NotFoundError
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys, key_id_of, public_key_from_pem
+from artifacts.states import JobState
 from artifacts.targets import BUILDABLE_TARGETS, NodeCapabilities
 from artifacts.wire import WorkerHello, WorkerInfo
 from central.audit.service import AuditLog
 from central.auth.service import Principal, TokenService
+from central.builds.finalize import Finalizer
+from central.builds.models import BuildCache, Job
 from central.channels.models import Channel
 from central.channels.service import ChannelService
 from central.db import Database, iso, utcnow
@@ -60,12 +66,18 @@ def worker_info(w: Worker) -> WorkerInfo:
 
 class WorkerService:
     def __init__(
-        self, db: Database, tokens: TokenService, channels: ChannelService, audit: AuditLog
+        self,
+        db: Database,
+        tokens: TokenService,
+        channels: ChannelService,
+        audit: AuditLog,
+        finalizer: Finalizer,
     ) -> None:
         self.db = db
         self.tokens = tokens
         self.channels = channels
         self.audit = audit
+        self.finalizer = finalizer
 
     @staticmethod
     async def find(s: AsyncSession, name: str) -> Worker:
@@ -90,6 +102,9 @@ class WorkerService:
                 w = Worker(name=name, capabilities={}, targets=[], toolchain={}, last_seen=utcnow())
                 s.add(w)
             w.allowed_targets, w.requires = list(dict.fromkeys(targets)), requires or {}
+            if w.disabled_at is not None and w.public_key is not None:
+                self.audit.record(s, actor, "worker.reset-key", name, detail=w.key_id or "")
+                w.public_key, w.key_id = None, None  # it was disabled: trust a new key only
             w.enrolled_at, w.disabled_at, w.disabled_reason = utcnow(), None, ""
             self.audit.record(s, actor, "worker.enroll", f"{name} [{','.join(targets)}]")
         await self.tokens.revoke_worker_tokens(name, actor)
@@ -164,7 +179,10 @@ class WorkerService:
                 )
             ).all()
             info = worker_info(w)
+            ended = await self._withdraw_work(s, name, reason)
         await self.tokens.revoke_worker_tokens(name, principal.name)
+        for build_id in ended:
+            await self.finalizer.maybe_finalize(build_id)
         for model, channel, version in rows:
             await self.channels.set_halted(
                 model,
@@ -174,6 +192,34 @@ class WorkerService:
                 f"quarantined: v{version} was built by worker {name}, disabled ({reason})",
             )
         return info
+
+    @staticmethod
+    async def _withdraw_work(s: AsyncSession, name: str, reason: str) -> set[int]:
+        """What it built and nobody registered yet fails; what it holds goes back a step;
+        its cache entries go. Returns the builds whose jobs all may have ended now."""
+        ended: set[int] = set()
+        unverified = (JobState.BUILT, JobState.VERIFYING)
+        jobs = (
+            await s.execute(
+                select(Job).where(
+                    ((Job.builder == name) & Job.state.in_(unverified))
+                    | ((Job.worker == name) & Job.state.in_((JobState.RUNNING, *unverified)))
+                )
+            )
+        ).scalars()
+        for j in jobs:
+            why = f"worker {name} was disabled ({reason})"
+            if j.builder == name and j.state in unverified:
+                j.state, j.reason = JobState.FAILED, f"built by {why}: not registered"
+                ended.add(j.build_id)
+            elif j.state == JobState.RUNNING:
+                j.state = JobState.QUEUED
+            else:  # it was verifying someone else's result: another verifier takes it
+                j.state = JobState.BUILT
+            j.worker, j.lease_token = None, None
+            j.note(f"[central] {why}: {j.state}")
+        await s.execute(delete(BuildCache).where(BuildCache.worker == name))
+        return ended
 
     async def list(self) -> list[WorkerInfo]:
         async with self.db.session() as s:

@@ -130,7 +130,7 @@ def test_a_worker_credential_cannot_act_as_another_worker(central, admin):
         a.lease("worker-b", 0)
     with pytest.raises(ForbiddenError):
         a.register_worker_key("worker-b", SigningKey.generate().public_pem().decode())
-    with pytest.raises(ForbiddenError, match="cannot submit"):
+    with pytest.raises(ForbiddenError, match="worker protocol"):
         _submit(a)
 
 
@@ -308,3 +308,96 @@ def test_worker_keys_rotate_only_through_an_admin(central, admin):
     admin.reset_worker_key("rotating")
     info = w.register_worker_key("rotating", new.public_pem().decode())
     assert info.key_id == new.key_id != key.key_id
+
+
+def _built(central, admin, tmp_path, name="builder-1", **submit):
+    """A build whose only job ``name`` built and signed (awaiting verification)."""
+    build_id = _submit(admin, **submit)
+    builder, bkey = central.worker_client(name, ["onnx-fp32"])
+    lease = builder.lease(name, 1)
+    builder.job_complete(lease.job_id, forge(builder, bkey, lease, name, tmp_path / name))
+    assert admin.build(build_id).jobs[0].state == "awaiting-verification"
+    return build_id
+
+
+def test_disabling_a_builder_withdraws_what_it_built_but_nobody_verified(central, admin, tmp_path):
+    build_id = _built(central, admin, tmp_path)
+    admin.disable_worker("builder-1", "host compromised")
+    info = admin.build(build_id)
+    assert info.state == "failed", info
+    assert "worker builder-1 was disabled" in info.jobs[0].reason
+    checker, _ = central.worker_client("checker-1", ["onnx-fp32"])
+    assert checker.lease("checker-1", 0.3) is None  # nothing of it is offered for verification
+    assert admin.list_versions("m")[0].bundles == []
+
+
+def test_a_verdict_on_a_disabled_builders_result_registers_nothing(central, admin, tmp_path):
+    build_id = _built(central, admin, tmp_path)
+    checker, ckey = central.worker_client("checker-1", ["onnx-fp32"])
+    check = checker.lease("checker-1", 1)
+    assert check is not None and check.phase == "verify"
+    admin.disable_worker("builder-1", "key leaked")
+    with pytest.raises(ConflictError):  # its verification lease was withdrawn too
+        checker.job_complete(check.job_id, attest(ckey, check, "checker-1"))
+    assert admin.build(build_id).state == "failed"
+    assert admin.list_versions("m")[0].bundles == []
+
+
+def test_jobs_a_disabled_worker_holds_go_back_to_the_queue(central, admin):
+    build_id = _submit(admin)
+    w, _ = central.worker_client("flaky", ["onnx-fp32"])
+    assert w.lease("flaky", 1) is not None
+    admin.disable_worker("flaky", "misbehaving")
+    assert admin.build(build_id).jobs[0].state in ("queued", "waiting-for-capable-worker")
+    other, _ = central.worker_client("other", ["onnx-fp32"])
+    lease = other.lease("other", 1)
+    assert lease is not None and lease.phase == "build"
+
+
+def test_a_disabled_builders_cache_entries_serve_nobody(central, admin, tmp_path):
+    build_id = _built(central, admin, tmp_path)
+    checker, ckey = central.worker_client("checker-1", ["onnx-fp32"])
+    check = checker.lease("checker-1", 1)
+    checker.job_complete(check.job_id, attest(ckey, check, "checker-1"))
+    assert admin.build(build_id).state == "passed"
+    assert admin.build(_submit(admin)).jobs[0].cached  # an identical request is served
+    admin.disable_worker("builder-1", "key leaked")
+    # checker-1 is still enabled with the same (empty) toolchain: the key alone must not match
+    again = admin.build(_submit(admin))
+    assert [j.state for j in again.jobs] == ["queued"] and not again.jobs[0].cached
+
+
+def test_re_enrolling_a_disabled_worker_needs_a_new_key(central, admin):
+    _w, key = central.worker_client("phoenix", ["onnx-fp32"])
+    admin.disable_worker("phoenix", "stolen laptop")
+    assert admin.workers()[0].key_id is not None
+    fresh = RegistryClient(central.url, admin.enroll_worker("phoenix", ["onnx-fp32"]))
+    assert next(i for i in admin.workers() if i.name == "phoenix").key_id is None
+    info = fresh.register_worker_key("phoenix", SigningKey.generate().public_pem().decode())
+    assert info.key_id != key.key_id
+
+
+def test_a_worker_credential_is_confined_to_the_worker_protocol(central, admin, tmp_path):
+    from bench.fixtures import cpu_node
+
+    w, _ = central.worker_client("confined", ["onnx-fp32"])
+    with pytest.raises(ForbiddenError, match="worker protocol"):
+        w.create_version("m")
+    r = httpx.post(
+        f"{central.url}/v1/fleet/heartbeat",
+        json={"node": "fake", "capabilities": msgspec.to_builtins(cpu_node())},
+        headers={"Authorization": w._http.headers["Authorization"]},
+    )
+    assert r.status_code == 403, r.text
+    assert w.list_models() == []  # reading is allowed
+    assert admin.list_models() == []
+
+
+def test_only_the_submitter_or_an_admin_cancels_a_build(central, admin):
+    ci = RegistryClient(central.url, central.token("build", name="ci"))
+    other = RegistryClient(central.url, central.token("build", name="someone-else"))
+    build_id = _submit(ci)
+    with pytest.raises(ForbiddenError, match="submitted by 'ci'"):
+        other.cancel_build(build_id)
+    assert ci.cancel_build(build_id).state == "cancelled"
+    assert admin.cancel_build(_submit(ci)).state == "cancelled"

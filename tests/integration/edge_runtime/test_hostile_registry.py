@@ -13,6 +13,7 @@ import httpx
 import msgspec
 import pytest
 from litestar import Litestar, Request, Response, get, post
+from litestar.response import Stream
 
 from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE
 from artifacts.targets import CPU_TARGETS, Candidate
@@ -134,10 +135,13 @@ def test_a_bundle_the_signed_metadata_does_not_pin_is_refused(
 # ---- a registry that lies (no TUF on the node: the answers themselves are checked) ---------
 
 
-def _fake_registry(answer: dict, blobs: dict[str, bytes]) -> ThreadedServer:
+def _fake_registry(answer: dict | list[dict], blobs: dict[str, bytes]) -> ThreadedServer:
+    """Answers ``answer`` (a list: its last element, so a test can change it live)."""
+
     @post("/v1/resolve", status_code=200)
     async def resolve(request: Request) -> Response:
-        return Response(msgspec.json.encode(answer), media_type="application/json")
+        now = answer[-1] if isinstance(answer, list) else answer
+        return Response(msgspec.json.encode(now), media_type="application/json")
 
     @get("/v1/blobs/{digest:str}")
     async def blob(digest: str) -> Response:
@@ -231,4 +235,50 @@ def test_a_foreign_manifest_and_an_oversize_blob_are_refused(tmp_path, key, publ
         assert sum(p.stat().st_size for p in partials if p.is_file()) < (1 << 20)
     finally:
         edge.stop()
+        fake.stop()
+
+
+def test_an_answer_outside_the_api_is_refused_and_the_node_keeps_trying(
+    tmp_path, key, publisher_keys
+):
+    answers: list[dict] = [{"model": 5, "eligible": "everything"}]
+    fake = _fake_registry(answers, {})
+    edge = _edge_at(fake.url, publisher_keys, tmp_path / "cache")
+    try:
+        m = _model(edge.wait(lambda s: "outside its API" in _model(s)["reason"], 30))
+        assert m["state"] == "not-ready"
+        # the sync loop survived: the next (different) answer is judged on its own
+        synthetic_bundle(tmp_path / "other", key, model="query-classifier", version=1)
+        answers.append(_answer(tmp_path / "other"))
+        m = _model(edge.wait(lambda s: "outside its API" not in _model(s)["reason"], 60))
+        int8 = next(c for c in m["candidates"] if c["target"] == "onnx-int8")
+        assert "names query-classifier" in int8["detail"]
+    finally:
+        edge.stop()
+        fake.stop()
+
+
+def test_an_endless_answer_is_cut_off_not_buffered():
+    from artifacts.client import MAX_ANSWER_BYTES, RegistryClient
+    from artifacts.errors import RegistryError
+    from bench.fixtures import cpu_node
+
+    sent = [0]
+
+    async def endless():
+        yield b'{"model": "'
+        while True:
+            sent[0] += 1 << 20
+            yield b"A" * (1 << 20)
+
+    @post("/v1/resolve", status_code=200)
+    async def resolve() -> Stream:
+        return Stream(endless(), media_type="application/json")
+
+    fake = ThreadedServer(Litestar([resolve])).start()
+    try:
+        with RegistryClient(fake.url) as c, pytest.raises(RegistryError, match="exceeds"):
+            c.resolve("m", cpu_node(), channel="stable")
+        assert sent[0] < 3 * MAX_ANSWER_BYTES
+    finally:
         fake.stop()

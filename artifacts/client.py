@@ -137,6 +137,18 @@ def _resume(part: Path, size: int | None, progress: Progress | None) -> tuple[An
     return h, have
 
 
+def refuse_encoded(response: httpx.Response) -> None:
+    """Only identity-encoded answers are read: a compressed one could expand without bound
+    before any size check sees it (we ask for identity; a proxy that ignores that is refused)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RegistryError(
+            f"{response.request.method} {response.request.url.path}: the answer is "
+            f"{encoding}-encoded; only identity encoding is accepted (a decompression bomb "
+            "cannot be bounded)"
+        )
+
+
 def _decoded(raw: bytes, into: type[T]) -> T:
     """Decode an answer into its wire type; anything else is the registry's error."""
     try:
@@ -170,7 +182,7 @@ class RegistryClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"User-Agent": "shipyard-artifact/0.1"}
+        headers = {"User-Agent": "shipyard-artifact/0.1", "Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
@@ -195,8 +207,9 @@ class RegistryClient:
         streams more is refused, not buffered)."""
         try:
             with self._http.stream(method, path, **kw) as streamed:
+                refuse_encoded(streamed)
                 body = bytearray()
-                for chunk in streamed.iter_bytes():
+                for chunk in streamed.iter_raw():
                     body += chunk
                     if len(body) > MAX_ANSWER_BYTES:
                         raise RegistryError(
@@ -207,6 +220,8 @@ class RegistryClient:
             raise RegistryUnavailableError(
                 f"registry {self.url} unreachable: {exc.__class__.__name__}: {exc}"
             ) from exc
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
         response = httpx.Response(
             streamed.status_code,
             headers=streamed.headers,
@@ -472,6 +487,10 @@ class RegistryClient:
                 raise RegistryUnavailableError(
                     f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
                 ) from exc
+            except httpx.HTTPError as exc:
+                raise RegistryError(
+                    f"download of {digest[:19]}…: {exc.__class__.__name__}: {exc}"
+                ) from exc
         actual = digest_of(h)
         if actual != digest:
             part.unlink(missing_ok=True)
@@ -496,13 +515,14 @@ class RegistryClient:
         with self._http.stream("GET", f"/v1/blobs/{digest}", headers=headers, timeout=timeout) as r:
             if r.status_code == 416 and have:
                 return h  # already complete
+            refuse_encoded(r)
             if not r.is_success:
                 r.read()
                 _raise_for(r)
             if r.status_code != 206 and have:
                 h, have = hashlib.sha256(), 0
             with open(part, "ab" if have else "wb") as fh:
-                for chunk in r.iter_bytes(CHUNK):
+                for chunk in r.iter_raw(CHUNK):
                     have += len(chunk)
                     if size is not None and have > size:
                         fh.close()

@@ -89,7 +89,7 @@ class TokenizerSpec(Base, kw_only=True):
     pad_to_multiple_of: int = 0
 
 
-Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}\Z")]
 
 
 class FileEntry(Base, kw_only=True):

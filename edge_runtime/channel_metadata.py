@@ -47,7 +47,9 @@ class _HttpxFetcher(FetcherInterface):
     """ngclient's downloads over httpx, with the node's pull token."""
 
     def __init__(self, token: str | None, timeout_s: float) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Accept-Encoding": "identity"}  # see artifacts.client.refuse_encoded
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(headers=headers, timeout=timeout_s)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -58,7 +60,10 @@ class _HttpxFetcher(FetcherInterface):
                     raise tuf_errors.DownloadHTTPError(
                         f"{url}: HTTP {response.status_code}", response.status_code
                     )
-                yield from response.iter_bytes(64 * 1024)
+                encoding = response.headers.get("content-encoding", "identity").lower()
+                if encoding not in ("", "identity"):
+                    raise tuf_errors.DownloadError(f"{url}: {encoding}-encoded answer refused")
+                yield from response.iter_raw(64 * 1024)
         except httpx.HTTPError as exc:
             raise tuf_errors.DownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
 

@@ -137,8 +137,10 @@ class ModelService:
             )
             self.last_sync_ok, self.last_sync_error = time.time(), ""
             self.metadata_state = "fresh" if self.syncer.metadata is not None else "not used"
-        except ShipyardError as exc:
-            self.last_sync_error = str(exc)
+        except Exception as exc:  # whatever the registry did, the cache may still serve
+            self.last_sync_error = (
+                str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+            )
             kind = (
                 "registry unreachable"
                 if isinstance(exc, RegistryUnavailableError)

@@ -231,6 +231,8 @@ class LeaseService:
     ) -> None:
         async with self.db.transaction() as s:
             j = await self._held(s, job_id, token, principal)
+            if j.state == JobState.CANCELLED:  # _held lets it through without the lease check
+                return
             for line in lines[:MAX_LOG_LINES]:
                 s.add(JobLog(job_id=j.id, line=line[:2000]))
 
@@ -313,7 +315,9 @@ class LeaseService:
             verifier=verifier.name,
             builder=j.builder or "",
         )
-        j.lease_token, j.lease_expires = None, None  # registering: no expiry can requeue it
+        # registering; should central die before it ends, the expiry sends the job back to
+        # verification (registering the same bytes again is a no-op)
+        j.lease_token = None
         if not pred["passed"]:
             j.state = JobState.FAILED
             j.reason = (
@@ -333,13 +337,21 @@ class LeaseService:
         async with self.db.session() as s:
             build = await s.get(Build, j.build_id)
             builder = await self.workers.find(s, j.builder or "")
-            row = await s.get(Job, j.id)
-        assert build is not None and build.version is not None and row is not None
-        if row.state != JobState.VERIFYING:  # cancelled or withdrawn meanwhile
-            return
-        if builder.disabled_at is not None:
-            await self._end_verified(j.id, f"built by worker {builder.name}, disabled since")
-            return
+        assert build is not None and build.version is not None
+
+        async def still_verified(s: AsyncSession) -> None:
+            """Inside the registering transaction: not cancelled or withdrawn, and its
+            builder not disabled, meanwhile (rows locked on PostgreSQL)."""
+            pg = self.db.is_postgres
+            q = select(Job).where(Job.id == j.id)
+            row = (await s.execute(q.with_for_update() if pg else q)).scalar_one()
+            if row.state != JobState.VERIFYING:
+                raise ConflictError(f"job {j.id} became {row.state} meanwhile")
+            qw = select(Worker).where(Worker.name == builder.name)
+            w = (await s.execute(qw.with_for_update() if pg else qw)).scalar_one()
+            if w.disabled_at is not None:
+                raise ForbiddenError(f"built by worker {w.name}, disabled since")
+
         upload = BundleUpload(
             model=build.model,
             version=build.version,
@@ -354,6 +366,7 @@ class LeaseService:
                 builder.name,
                 trusted=TrustedKeys.of((builder.public_key or "").encode()),
                 provenance=Provenance(builder.name, j.worker or "", attestation),
+                precondition=still_verified,
             )
         except ShipyardError as exc:  # e.g. the version was sealed meanwhile
             failure = f"verified, but could not be registered: {exc}"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+from pathlib import Path
 
 from artifacts.cli.procs import Child, python_cli, stop_all
 from artifacts.targets import CPU_TARGETS
@@ -46,17 +48,22 @@ class LocalWorkers:
     async def start(self) -> None:
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
         url = f"http://{host}:{self.config.port}"
-        disabled = {w.name: w.disabled_reason for w in await self.workers.list() if w.disabled}
+        known = {w.name: w for w in await self.workers.list()}
         for i in range(self.config.local_workers):
             name = f"local-{i + 1}"
-            if name in disabled:  # an admin's decision stands across restarts
-                log.warning("not starting build worker %s: disabled (%s)", name, disabled[name])
+            info = known.get(name)
+            if info is not None and info.disabled:  # an admin's decision stands across restarts
+                log.warning(
+                    "not starting build worker %s: disabled (%s)", name, info.disabled_reason
+                )
                 continue
+            if info is None or info.key_id is None:  # new, reset or re-enrolled: a fresh key
+                shutil.rmtree(self._work(name) / "keys", ignore_errors=True)
             token = await self.workers.enroll(name, list(CPU_TARGETS), None, "central")
             self.children.append(self._spawn(url, token, name))
 
     def _spawn(self, url: str, token: str, name: str) -> Child:
-        work = self.config.home_path / "worker" / name
+        work = self._work(name)
         work.mkdir(parents=True, exist_ok=True)
         os.chmod(work, 0o700)
         argv = python_cli(
@@ -76,6 +83,9 @@ class LocalWorkers:
         log.info("starting in-process build worker %s (log: %s)", name, work / "worker.log")
         child = Child(name, argv, work / "worker.log", scrubbed_env(str(work), token), cwd=work)
         return child
+
+    def _work(self, name: str) -> Path:
+        return self.config.home_path / "worker" / name
 
     async def stop(self) -> None:
         await asyncio.to_thread(stop_all, self.children, 10.0)

@@ -26,9 +26,20 @@ from central.audit.service import AuditLog
 from central.auth.service import Principal
 from central.channels.models import Channel, ChannelEvent
 from central.db import Database, iso, retry_integrity
-from central.registry.models import Model
+from central.registry.models import Bundle, Model
 from central.registry.service import find_model, find_version, version_bundles
 from central.tuf.repository import ChannelPointer, TufRepository
+from central.workers.models import Worker
+
+
+async def quarantined(s: AsyncSession, version_id: int) -> list[str]:
+    """The version's bundles built by a worker that has since been disabled."""
+    rows = await s.execute(
+        select(Bundle.target, Bundle.built_by)
+        .join(Worker, Worker.name == Bundle.built_by)
+        .where(Bundle.version_id == version_id, Worker.disabled_at.is_not(None))
+    )
+    return [f"{target} built by disabled worker {worker}" for target, worker in rows]
 
 
 def rollback_stack(events: list[ChannelEvent]) -> list[int]:
@@ -166,6 +177,11 @@ class ChannelService:
                 bundles = await version_bundles(s, version)
                 if not bundles:
                     raise ConflictError(f"{model} v{number} has no bundles to serve")
+                held = await quarantined(s, version.id)
+                if held and not force:
+                    raise ConflictError(
+                        f"{model} v{number} is quarantined: {', '.join(held)}; an admin may force"
+                    )
 
                 failing = {
                     b.target: decode(b.manifest).quality.metrics
@@ -224,6 +240,12 @@ class ChannelService:
             if len(stack) < 2:
                 raise ConflictError(f"{model}:{channel} has no earlier version to roll back to")
             target = stack[-2]
+            held = await quarantined(s, (await find_version(s, m, target)).id)
+            if held:
+                raise ConflictError(
+                    f"{model}:{channel} cannot roll back to v{target}, it is quarantined: "
+                    f"{', '.join(held)}; promote another version (an admin may force v{target})"
+                )
             self._move(s, ch, ChannelAction.ROLLBACK, target, principal.name)
             self.audit.record(
                 s, principal.name, "channel.rollback", f"{model}:{channel} -> v{target}"

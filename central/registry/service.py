@@ -8,6 +8,7 @@ immutable: a bundle, once registered, never changes.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -74,6 +75,9 @@ class BundleUpload:
     target: str
     manifest: bytes
     signature: str
+
+
+Precondition = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -244,17 +248,21 @@ class RegistryService:
         *,
         trusted: TrustedKeys | None = None,
         provenance: Provenance | None = None,
+        precondition: Precondition | None = None,
     ) -> tuple[BundleInfo, bool]:
         """Register a verified bundle; identical re-push is a no-op, different bytes → 409.
 
         ``trusted``: who may have signed it (default: the trusted publisher keys; the build
         service passes the builder's registered key). A sealed (promoted) version takes no
-        new target."""
+        new target. ``precondition`` runs inside the inserting transaction (and may refuse by
+        raising), so what it checks cannot change between the check and the insert."""
         manifest, key_id = self._check_bundle(upload, trusted or self.trusted)
         existing = await self._existing(upload.model, upload.version, upload.target)
         if existing is None:
             try:
-                row = await self._insert_bundle(upload, manifest, key_id, actor, provenance)
+                row = await self._insert_bundle(
+                    upload, manifest, key_id, actor, provenance, precondition
+                )
                 return row, True
             except IntegrityError:  # lost a race with a concurrent push of the same target
                 existing = await self._existing(upload.model, upload.version, upload.target)
@@ -272,6 +280,7 @@ class RegistryService:
         key_id: str,
         actor: str,
         provenance: Provenance | None,
+        precondition: Precondition | None,
     ) -> BundleInfo:
         digest = sha256_bytes(upload.manifest)
         async with self.db.transaction() as s:
@@ -281,6 +290,8 @@ class RegistryService:
                     f"{upload.model} v{upload.version} is sealed (it was promoted): it takes no "
                     "new target; build or push a new version"
                 )
+            if precondition is not None:
+                await precondition(s)
             row = Bundle(
                 version_id=v.id,
                 target=upload.target,

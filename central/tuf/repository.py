@@ -224,12 +224,18 @@ class TufRepository:
         dest = self.targets_dir / pointer.model / f"{pointer.channel}.json"
         role = role_of(pointer.model)
         target = TargetFile.from_data(path, data)
-        # Unchanged only when the *signed* role already lists these bytes (a crash between
-        # writing the pointer and signing must not leave it unlisted forever).
-        if self._path(f"{quote(role, '')}.json").exists():
-            listed = self._read(role).signed.targets.get(path)
-            if listed is not None and listed == target and dest.exists():
-                return
+        # Unchanged only when these bytes are on disk *and* the signed role lists them; a crash
+        # anywhere in between is repaired by the next publish (publish_all runs at start).
+        role_file = self._path(f"{quote(role, '')}.json")
+        if (
+            role_file.exists()
+            and dest.exists()
+            and dest.read_bytes() == data
+            and self._read(role).signed.targets.get(path) == target
+        ):
+            if not self._consistent():
+                self._snapshot_and_timestamp()
+            return
         atomic.write_bytes(dest, data)
         models_key = self._online(MODELS_ROLE)
         self._ensure_model_role(role, pointer.model, models_key)
@@ -242,6 +248,12 @@ class TufRepository:
         self._snapshot_and_timestamp()
 
     def _ensure_model_role(self, role: str, model: str, key: SigningKey) -> None:
+        """The model's role file first, then its delegation: a crash between the two leaves
+        an unlisted file, never a delegation to a missing one."""
+        if not self._path(f"{quote(role, '')}.json").exists():
+            md = Metadata(Targets(expires=_now() + ONLINE_EXPIRY))
+            md.sign(self._signer(key))
+            self._write(md, role)
         models = self._read(MODELS_ROLE)
         delegations = models.signed.delegations
         assert delegations is not None and delegations.roles is not None
@@ -254,9 +266,15 @@ class TufRepository:
         models.signed.expires = _now() + ONLINE_EXPIRY
         models.sign(self._signer(key))
         self._write(models, MODELS_ROLE)
-        md = Metadata(Targets(expires=_now() + ONLINE_EXPIRY))
-        md.sign(self._signer(key))
-        self._write(md, role)
+
+    def _consistent(self) -> bool:
+        """The snapshot lists every targets role's current version; the timestamp, the snapshot."""
+        snapshot = self._read("snapshot")
+        for r in self._targets_roles():
+            listed = snapshot.signed.meta.get(f"{quote(r, '')}.json")
+            if listed is None or listed.version != self._read(r).signed.version:
+                return False
+        return self._read("timestamp").signed.snapshot_meta.version == snapshot.signed.version
 
     def _targets_roles(self) -> list[str]:
         models = self._read(MODELS_ROLE)

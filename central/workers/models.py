@@ -25,3 +25,4 @@ class Worker(Base):
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    revoked_keys: Mapped[list[str]] = mapped_column(JSON, default=list)  # never accepted again

@@ -104,7 +104,7 @@ class WorkerService:
             w.allowed_targets, w.requires = list(dict.fromkeys(targets)), requires or {}
             if w.disabled_at is not None and w.public_key is not None:
                 self.audit.record(s, actor, "worker.reset-key", name, detail=w.key_id or "")
-                w.public_key, w.key_id = None, None  # it was disabled: trust a new key only
+                self._forget_key(w)  # it was disabled: trust a new key only
             w.enrolled_at, w.disabled_at, w.disabled_reason = utcnow(), None, ""
             self.audit.record(s, actor, "worker.enroll", f"{name} [{','.join(targets)}]")
         await self.tokens.revoke_worker_tokens(name, actor)
@@ -120,6 +120,11 @@ class WorkerService:
                     f"worker {name} already registered key {w.key_id}; an admin resets it "
                     f"(`central workers reset-key {name}`) before a new key can be registered"
                 )
+            if key_id_of(key) in w.revoked_keys:
+                raise ForbiddenError(
+                    f"key {key_id_of(key)} of worker {name} was revoked (reset or disabled); "
+                    "generate a new one (remove the worker's WORK_DIR/keys)"
+                )
             if w.public_key is None:
                 w.public_key, w.key_id = public_pem.strip() + "\n", key_id_of(key)
                 self.audit.record(s, name, "worker.key", name, detail=w.key_id)
@@ -129,8 +134,15 @@ class WorkerService:
         async with self.db.transaction() as s:
             w = await self.find(s, name)
             self.audit.record(s, actor, "worker.reset-key", name, detail=w.key_id or "")
-            w.public_key, w.key_id = None, None
+            self._forget_key(w)
             return worker_info(w)
+
+    @staticmethod
+    def _forget_key(w: Worker) -> None:
+        """Unregister the worker's key and never accept it again (rotation, compromise)."""
+        if w.key_id:
+            w.revoked_keys = [*w.revoked_keys, w.key_id]
+        w.public_key, w.key_id = None, None
 
     async def hello(self, hello: WorkerHello, principal: Principal) -> WorkerInfo:
         """A worker reports its host, toolchain and the targets it can build right now."""

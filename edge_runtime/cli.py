@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -110,10 +111,15 @@ def status_tables(st: dict) -> list:
 def status(
     url: str = typer.Option("http://127.0.0.1:8080", "--url"),
     as_json: bool = typer.Option(False, "--json"),
+    api_key_env: str = typer.Option(
+        "SHIPYARD_EDGE_API_KEY", "--api-key-env", help="environment variable holding a status key"
+    ),
 ) -> None:
     """What a running edge node serves, and why each candidate was chosen or not."""
+    key = os.environ.get(api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        st = httpx.get(f"{url.rstrip('/')}/v1/status", timeout=10).json()
+        st = httpx.get(f"{url.rstrip('/')}/v1/status", timeout=10, headers=headers).json()
     except httpx.HTTPError as exc:
         console(stderr=True).print(f"[red]error:[/red] cannot reach {url}: {exc}")
         raise typer.Exit(1) from exc
@@ -123,6 +129,25 @@ def status(
     console().print(f"node {st['node']} · ready: {st['ready']} · registry {st['registry']}")
     for t in status_tables(st):
         console().print(t)
+
+
+keys_app = typer.Typer(help="API keys of the edge API (hashed in [server] api_keys_file).")
+app.add_typer(keys_app, name="api-key")
+
+
+@keys_app.command("add")
+def api_key_add(
+    name: str = typer.Argument(..., help="who uses it (a metrics label)"),
+    file: Path = typer.Option(..., "--file", help="the api_keys_file edge.toml names"),
+    rate: float = typer.Option(0.0, "--rate", help="requests per second; 0: unlimited"),
+    scopes: str = typer.Option("infer", "--scopes", help="infer,status,metrics"),
+) -> None:
+    """Create a key, store its hash, print the key once (then `kill -HUP` the node)."""
+    from edge_runtime.http.api_keys import add_key
+
+    key = add_key(file, name, rate, [s.strip() for s in scopes.split(",") if s.strip()])
+    console(stderr=True).print(f"added {name} to {file}; reload a running node with SIGHUP")
+    typer.echo(key)
 
 
 def main(argv: list[str] | None = None) -> int:

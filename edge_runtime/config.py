@@ -61,6 +61,7 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     request_timeout_ms: int = 10_000  # default per-request deadline
     max_connections: int = 2048  # concurrent connections/tasks before uvicorn answers 503
     node_name: str = ""
+    api_keys_file: str | None = None  # hashed API keys (see edge_runtime.http.api_keys); none: open
 
 
 class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -72,6 +73,15 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_inputs_per_request: int = 1024
     adaptive: bool = True
     release_after_idle_ms: float = 1000.0  # quiet this long after a burst: give memory back
+
+
+class LimitsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Work one request may cause, decided before tokenising (413 past them; 429 when the
+    node is already tokenising too much)."""
+
+    max_chars_per_input: int = 0  # 0: 32 characters per token of the model's max_length
+    max_chars_per_request: int = 2 << 20  # all inputs together (a rerank query counts once)
+    max_tokenising_chars: int = 8 << 20  # per model, being tokenised at once
 
 
 class ResultCacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -87,6 +97,7 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     batching: BatchingSection = msgspec.field(default_factory=BatchingSection)
     result_cache: ResultCacheSection = msgspec.field(default_factory=ResultCacheSection)
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
 
     @property
     def cache_dir(self) -> Path:
@@ -121,6 +132,16 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         ):
             raise InputError(
                 "batching: need max_batch_size >= 1 and max_queued_tokens >= max_batch_tokens >= 1"
+            )
+        lim = self.limits
+        if (
+            lim.max_chars_per_input < 0
+            or lim.max_chars_per_request < 1
+            or (lim.max_tokenising_chars < lim.max_chars_per_request)
+        ):
+            raise InputError(
+                "limits: need max_chars_per_input >= 0 (0: derived from the model) and "
+                "max_tokenising_chars >= max_chars_per_request >= 1"
             )
         if self.cache.keep_versions < 1:
             raise InputError("cache.keep_versions must be >= 1")

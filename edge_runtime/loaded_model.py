@@ -23,6 +23,8 @@ class LoadedModel:
     load_ms: float
     smoke: SmokeResult | None = None
     inflight: int = 0  # batches running on this backend (drain before close)
+    pinned: int = 0  # requests admitted under this model and not yet answered
+    failed: bool = False  # failed at run time and replaced (its pinned requests move on)
     info: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -99,6 +99,24 @@ class Metrics:
         self.admission_limit = Gauge(
             "shipyard_admission_limit_tokens", "Adaptive admission limit", ["model"], registry=r
         )
+        self.api_keys = Counter(
+            "shipyard_api_key_requests_total",
+            "Requests by API key and what the key check decided",
+            ["key", "outcome"],
+            registry=r,
+        )
+        self.sync_errors = Counter(
+            "shipyard_sync_errors_total",
+            "Failed sync rounds with the registry, by kind",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.degraded = Gauge(
+            "shipyard_model_degraded",
+            "1 while a model serves an older version because the newest failed here",
+            ["model"],
+            registry=r,
+        )
         self.ready = Gauge(
             "shipyard_model_ready", "1 when a model is serving", ["model"], registry=r
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import anyio
 import msgspec
 import numpy as np
+import stamina
 
 from artifacts.errors import NotReady, RegistryUnavailableError, ShipyardError
 from artifacts.signing import TrustedKeys
@@ -39,6 +41,11 @@ from edge_runtime.sync import BundleCache, ModelState, Resolved, Syncer
 
 log = logging.getLogger("shipyard.edge")
 MAX_FAILOVERS = 2
+RETRY_BAD_VERSION_S = 600.0  # a version that failed on this node is tried again after this
+
+
+class _RoundFailed(Exception):
+    """A sync round did not reach its goal (retried by stamina with backoff)."""
 
 
 @dataclass
@@ -83,6 +90,7 @@ class ModelService:
         self.admission = self.batcher.admission
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
         self._tasks: list[asyncio.Task] = []
+        self._bad_versions: dict[int, tuple[float, str]] = {}  # failed here: when, why
         self._batch_ms: deque[float] = deque(maxlen=256)
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -100,47 +108,66 @@ class ModelService:
 
     @property
     def ready(self) -> bool:
-        return self.state is ServeState.READY
+        return self.state.serving
 
     def _event(self, kind: EventKind, detail: str) -> None:
         self.events.append(Event(time.time(), kind, detail))
         (log.warning if kind.is_problem else log.info)("%s: %s: %s", self.name, kind, detail)
 
     async def _bring_up(self) -> None:
-        """First serve (registry, else the cache), then keep polling for updates."""
-        delay = 1.0
-        while self.serving is None:
-            await self._sync_guarded(initial=True)
-            if self.serving is None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        """First serve (registry, else the cache), then keep polling for updates. Every
+        round's failure is caught, counted and reported; retries back off with jitter
+        (stamina), so a fleet does not hammer a registry that is coming back."""
+        poll = self.config.registry.poll_interval_s
+        async for attempt in stamina.retry_context(
+            on=_RoundFailed, attempts=None, timeout=None, wait_initial=1.0, wait_max=30.0
+        ):
+            with attempt:
+                await self._round()
+                if self.serving is None:
+                    raise _RoundFailed(self.reason)
         while True:
-            await asyncio.sleep(self.config.registry.poll_interval_s)
-            await self._sync_guarded(initial=False)
+            await asyncio.sleep(poll * random.uniform(0.9, 1.1))
+            async for attempt in stamina.retry_context(
+                on=_RoundFailed,
+                attempts=None,
+                timeout=None,
+                wait_initial=min(1.0, poll),
+                wait_max=max(poll, 1.0),
+            ):
+                with attempt:
+                    if not await self._round():
+                        raise _RoundFailed(self.last_sync_error)
 
-    async def _sync_guarded(self, *, initial: bool) -> None:
-        """One sync round; whatever it raises (a bug, a disk error, an answer nobody
-        foresaw) is recorded and the loop goes on: the node keeps serving what it has."""
+    async def _round(self) -> bool:
+        """One sync round; True when the registry answered. Whatever it raises (a bug, a
+        disk error, an answer nobody foresaw) is recorded and the loop goes on: the node
+        keeps serving what it has."""
         try:
-            await self._sync_and_maybe_swap(initial=initial)
+            return await self._sync_and_maybe_swap()
         except Exception as exc:
-            log.exception("%s: sync round failed", self.name)
-            self.last_sync_error = f"{type(exc).__name__}: {exc}"
-            serving = f"v{self.serving.version}" if self.serving else "nothing"
-            self._event(EventKind.SYNC_ERROR, f"{self.last_sync_error}; still serving {serving}")
+            self._sync_failed(exc, "internal error")
+            return False
 
-    async def _sync_and_maybe_swap(self, *, initial: bool) -> None:
-        resolved: Resolved | None = None
+    def _sync_failed(self, exc: BaseException, kind: str) -> None:
+        """Count every failure; log it once per distinct error (retries repeat it)."""
+        error = str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+        repeated = error == self.last_sync_error
+        self.last_sync_error = error
+        self.metrics.sync_errors.labels(self.name, kind).inc()
+        if repeated:
+            return
+        if kind == "internal error":
+            log.error("%s: sync round failed", self.name, exc_info=exc)
+        serving = f"v{self.serving.version}" if self.serving else "nothing"
+        self._event(EventKind.SYNC_ERROR, f"{kind}: {error}; serving {serving}")
+
+    async def _sync_and_maybe_swap(self) -> bool:
         try:
             resolved = await anyio.to_thread.run_sync(
                 self.syncer.from_registry, self.name, self.channel
             )
-            self.last_sync_ok, self.last_sync_error = time.time(), ""
-            self.metadata_state = "fresh" if self.syncer.metadata is not None else "not used"
         except Exception as exc:  # whatever the registry did, the cache may still serve
-            self.last_sync_error = (
-                str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
-            )
             kind = (
                 "registry unreachable"
                 if isinstance(exc, RegistryUnavailableError)
@@ -152,35 +179,74 @@ class ModelService:
             )
             if isinstance(exc, StaleMetadata | MetadataRefused):
                 self.metadata_state = kind
-            if initial and self.serving is None:
-                resolved = await anyio.to_thread.run_sync(self.syncer.from_cache, self.name)
-                if resolved is None:
-                    self._not_ready(f"{kind} ({exc}) and no cached version")
-                    return
-                self._event(
-                    EventKind.SYNC_ERROR,
-                    f"{kind}: serving v{resolved.version} from the local cache",
-                )
-            else:
-                self._event(
-                    EventKind.SYNC_ERROR,
-                    f"{kind}: {exc}; still serving v{self.serving.version if self.serving else '-'}",
-                )
-                return
+            self._sync_failed(exc, kind)
+            if self.serving is None and not await self._serve_cached(frozenset(), ""):
+                self._not_ready(f"{kind} ({self.last_sync_error}) and no usable cached version")
+            return False
+        self.last_sync_ok, self.last_sync_error = time.time(), ""
+        self.metadata_state = "fresh" if self.syncer.metadata is not None else "not used"
         if self.serving is not None and resolved.version == self.serving.version:
-            return  # nothing new
+            await self._upgrade_within_version(resolved)
+            return True  # nothing new
+        failed_at = self._bad_versions.get(resolved.version)
+        if failed_at is not None and time.monotonic() - failed_at[0] < RETRY_BAD_VERSION_S:
+            return True  # it failed here recently; keep serving what works
         selection = await anyio.to_thread.run_sync(self._select, resolved, set())
-        if selection.chosen is None:
-            if self.serving is None:
-                self.resolved, self.outcomes = resolved, selection.outcomes
+        if selection.chosen is not None:
+            self._bad_versions.pop(resolved.version, None)
+            self._swap(selection, resolved)
+            return True
+        why = f"v{resolved.version} failed: {selection.reason}"
+        if not resolved.errors:  # every bundle was here and failed: not worth retrying soon
+            self._bad_versions[resolved.version] = (time.monotonic(), selection.reason)
+        if self.serving is None:
+            self.resolved, self.outcomes = resolved, selection.outcomes
+            if not await self._serve_cached(frozenset({resolved.version}), why):
                 self._not_ready(selection.reason)
-            else:
-                self._event(
-                    EventKind.UPDATE_FAILED,
-                    f"v{resolved.version}: {selection.reason}; still serving v{self.serving.version}",
-                )
+            return True
+        self._event(EventKind.UPDATE_FAILED, f"{why}; still serving v{self.serving.version}")
+        self._degrade(why)
+        return True
+
+    async def _upgrade_within_version(self, resolved: Resolved) -> None:
+        """A bundle that failed to download earlier (so a lower-ranked one serves) may be here
+        now: select again, and swap if a better-ranked candidate passes."""
+        before = self.resolved
+        if before is None or not (set(before.errors) & set(resolved.bundles)):
+            return
+        selection = await anyio.to_thread.run_sync(self._select, resolved, set(self._failed))
+        chosen, serving = selection.chosen, self.serving
+        if chosen is None or serving is None or chosen.target == serving.target:
+            if chosen is not None and chosen is not serving:
+                chosen.close()
+            with self._lock:
+                self.resolved = resolved  # what is on disk now: do not try again
             return
         self._swap(selection, resolved)
+
+    async def _serve_cached(self, exclude: frozenset[int], why: str) -> bool:
+        """Last known good: the first cached version (good one first, then newest down) that
+        verifies, loads and passes its smoke check here. ``why``: the newest failed."""
+        for version in self.syncer.cached_versions(self.name, exclude):
+            resolved = await anyio.to_thread.run_sync(self.syncer.from_cache, self.name, version)
+            if resolved is None or not resolved.bundles:
+                continue
+            selection = await anyio.to_thread.run_sync(self._select, resolved, set())
+            if selection.chosen is None:
+                continue
+            self._swap(selection, resolved)
+            self._event(EventKind.SYNC_ERROR, f"serving v{version} from the local cache")
+            if why:
+                self._degrade(why)
+            return True
+        return False
+
+    def _degrade(self, why: str) -> None:
+        """Serving, but not the newest version: say so here and in the fleet heartbeat."""
+        assert self.serving is not None
+        self.state = ServeState.DEGRADED
+        self.reason = f"degraded: serving v{self.serving.version}, {why}"[:600]
+        self.metrics.degraded.labels(self.name).set(1)
 
     def _select(self, resolved: Resolved, skip: set[str]) -> Selection:
         return select(
@@ -208,6 +274,7 @@ class ModelService:
             self._failed = set()
         self.state, self.reason = ServeState.READY, f"serving v{new.version} with {new.target}"
         self.metrics.ready.labels(self.name).set(1)
+        self.metrics.degraded.labels(self.name).set(0)
         if old is not None:
             self.metrics.active.labels(self.name, old.target, str(old.version)).set(0)
         self.metrics.active.labels(self.name, new.target, str(new.version)).set(1)
@@ -227,12 +294,26 @@ class ModelService:
             )
             threading.Thread(target=self._drain_and_close, args=(old,), daemon=True).start()
 
-    @staticmethod
-    def _drain_and_close(old: LoadedModel) -> None:
-        deadline = time.monotonic() + 60
-        while old.inflight > 0 and time.monotonic() < deadline:
+    def _drain_and_close(self, old: LoadedModel) -> None:
+        """Close a replaced model once the requests pinned to it are answered (bounded by the
+        longest deadline a request may ask for)."""
+        deadline = time.monotonic() + 10 * self.config.server.request_timeout_ms / 1000 + 5
+        while (old.inflight > 0 or old.pinned > 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         old.close()
+
+    def pin(self) -> LoadedModel:
+        """The model a new request runs on, start to end (see :meth:`unpin`)."""
+        with self._lock:
+            model = self.serving
+            if model is None:
+                raise NotReady(f"model {self.name} is not ready: {self.reason}")
+            model.pinned += 1
+            return model
+
+    def unpin(self, model: LoadedModel) -> None:
+        with self._lock:
+            model.pinned -= 1
 
     def _not_ready(self, reason: str) -> None:
         self.state, self.reason = ServeState.NOT_READY, reason
@@ -241,15 +322,22 @@ class ModelService:
 
     # ---- inference (runs on the batcher's inference thread) ---------------------------------
 
-    def _run_batch(self, batch: list[Encoded]) -> np.ndarray:
-        """Run on the serving backend; on a run-time failure, fail over and retry the batch
-        on the next candidate (at most ``MAX_FAILOVERS`` times)."""
+    def _run_batch(self, pinned: object, batch: list[Encoded]) -> np.ndarray:
+        """Run on the model the batch's requests are pinned to; on a run-time failure, fail
+        over to the next candidate *of the same version* and retry the batch there (at most
+        ``MAX_FAILOVERS`` times)."""
         failovers = 0
+        model = pinned if isinstance(pinned, LoadedModel) else None
         while True:
             with self._lock:
-                model = self.serving
-                if model is None:
-                    raise NotReady(f"{self.name} has no backend ({self.reason})")
+                if model is None or model.failed:
+                    current = self.serving
+                    if current is None or (model is not None and current.version != model.version):
+                        raise BackendFailure(
+                            f"{self.name}: the backend this request was admitted under failed "
+                            f"and v{model.version if model else '?'} is no longer served"
+                        )
+                    model = current
                 model.inflight += 1
             t0 = time.perf_counter()
             try:
@@ -261,6 +349,7 @@ class ModelService:
                     ) from exc
                 failovers += 1
                 self._failover(model, exc)
+                model.failed = True
                 continue
             finally:
                 model.inflight -= 1

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import time
 from pathlib import Path
 
 import anyio
 import msgspec
+import stamina
 
 from artifacts.cli.procs import rss_mb
 from artifacts.client import RegistryClient
@@ -22,6 +24,7 @@ from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
 from edge_runtime.channel_metadata import ChannelMetadata
 from edge_runtime.config import EdgeConfig
+from edge_runtime.http.api_keys import KeyRing
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
 from edge_runtime.sync import BundleCache, Syncer
@@ -70,9 +73,19 @@ class EdgeNode:
             for m in config.models
         }
         self.node = config.server.node_name or socket.gethostname()
+        keys_file = config.server.api_keys_file
+        self.api_keys = KeyRing(Path(keys_file).expanduser() if keys_file else None)
 
     async def start(self) -> None:
         log.info("edge %s: %s, %s", self.node, self.caps.cpu_model, ", ".join(self.caps.cpu_isa))
+        stamina.instrumentation.set_on_retry_hooks(
+            []
+        )  # the sync loop reports its own failures, once each
+        if self.api_keys.enabled:
+            try:  # only the main thread may; a node run inside a test thread reloads by call
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.api_keys.reload)
+            except (RuntimeError, ValueError, NotImplementedError):
+                log.debug("SIGHUP reload of API keys not available in this thread")
         for svc in self.models.values():
             await svc.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="fleet-heartbeat")

@@ -65,6 +65,25 @@ class BundleCache:
         (self.root / "models").mkdir(parents=True, exist_ok=True)
         self.downloads = self.root / "downloads"
         self.downloads.mkdir(parents=True, exist_ok=True)
+        self.swept = self._sweep_crash_leftovers()
+
+    def _sweep_crash_leftovers(self) -> list[Path]:
+        """Half-placed bundles a crash left behind (hidden ``.partial``/``.old`` dirs): only at
+        start, when no placement of this process can be in progress."""
+        removed = []
+        for model in (self.root / "models").iterdir():
+            if model.is_dir() and not model.is_symlink():
+                removed += atomic.remove_stale_partials(model)
+                for version in model.iterdir():
+                    if version.is_dir() and not version.is_symlink():
+                        removed += atomic.remove_stale_partials(version)
+        if removed:
+            log.warning(
+                "removed %d leftovers of an interrupted placement: %s",
+                len(removed),
+                ", ".join(str(p.relative_to(self.root)) for p in removed),
+            )
+        return removed
 
     def contained(self, path: Path) -> Path:
         """``path`` if it resolves inside the cache root (every path built from a registry
@@ -203,19 +222,31 @@ class Syncer:
                     time.monotonic() - t0,
                 )
                 resolved.bundles[target] = dest
-            except ShipyardError as exc:
-                resolved.errors[target] = str(exc)
-                log.warning("%s v%s %s: %s", name, res.version, target, exc)
+            except (ShipyardError, OSError) as exc:  # OSError: the disk, not the registry
+                resolved.errors[target] = (
+                    str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
+                )
+                log.warning("%s v%s %s: %s", name, res.version, target, resolved.errors[target])
         return resolved
 
-    def from_cache(self, name: str) -> Resolved | None:
-        """The last known good version (else the newest cached), ranked locally by the same
-        pure function the registry uses."""
+    def cached_versions(self, name: str, exclude: frozenset[int] = frozenset()) -> list[int]:
+        """Cached versions in the order to fall back on: the last known good first, then the
+        newest down."""
         state = self.cache.state(name)
-        versions = self.cache.versions(name)
-        if not versions:
-            return None
-        version = state.good_version if state.good_version in versions else versions[-1]
+        versions = [v for v in reversed(self.cache.versions(name)) if v not in exclude]
+        if state.good_version in versions:
+            versions.remove(state.good_version)
+            versions.insert(0, state.good_version)
+        return versions
+
+    def from_cache(self, name: str, version: int | None = None) -> Resolved | None:
+        """``version`` (default: the last known good, else the newest cached) from the cache,
+        ranked locally by the same pure function the registry uses."""
+        if version is None:
+            order = self.cached_versions(name)
+            if not order:
+                return None
+            version = order[0]
         bundles = self.cache.bundles(name, version)
         manifests, readable = [], {}
         for target, path in bundles.items():

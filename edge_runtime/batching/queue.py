@@ -5,7 +5,9 @@ the oldest item and the waiting items closest to it in length (sorted by token c
 padding) until ``max_batch_size`` items or ``max_batch_tokens`` padded tokens. It does not
 wait when idle — a single query runs at once — except briefly (``max_wait_ms``) when other
 admitted requests are still being tokenised and would join. Expired items (deadline) and
-cancelled requests are skipped. Inference runs on one dedicated thread, so the event loop
+cancelled requests are skipped. A request carries the model it was pinned to on arrival and
+a batch holds items of one model only, so a hot swap never splits a response across
+versions. Inference runs on one dedicated thread, so the event loop
 keeps tokenising and admitting the next requests while a batch runs.
 """
 
@@ -35,6 +37,7 @@ class Pending:
     deadline: float
     future: asyncio.Future
     tokens: int
+    model: object = None  # what the request was pinned to (handed back to run_batch)
     results: list = field(default_factory=list)
     remaining: int = 0
 
@@ -56,7 +59,7 @@ class Batcher:
         self,
         name: str,
         cfg: BatchingSection,
-        run_batch: Callable[[list[Encoded]], np.ndarray],
+        run_batch: Callable[[object, list[Encoded]], np.ndarray],
         metrics: Metrics,
         on_idle: Callable[[], object] = memory.trim,
     ) -> None:
@@ -71,6 +74,7 @@ class Batcher:
         self.admission = Admission.from_config(cfg)
         self.queue: deque[Item] = deque()
         self.tokenising = 0  # admitted requests not yet enqueued
+        self.tokenising_chars = 0  # their characters (bounded by limits.max_tokenising_chars)
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task | None = None
@@ -86,8 +90,10 @@ class Batcher:
             self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, encoded: list[Encoded], deadline: float) -> list[np.ndarray]:
-        """Queue the items of one request; resolve with their outputs in order."""
+    async def submit(
+        self, encoded: list[Encoded], deadline: float, model: object = None
+    ) -> list[np.ndarray]:
+        """Queue the items of one request (run on ``model``); resolve with their outputs."""
         tokens = sum(len(e) for e in encoded)
         retry = self.admission.try_admit(tokens)
         if retry is not None:
@@ -99,7 +105,9 @@ class Batcher:
             )
         self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
         fut = asyncio.get_running_loop().create_future()
-        pending = Pending(size=len(encoded), deadline=deadline, future=fut, tokens=tokens)
+        pending = Pending(
+            size=len(encoded), deadline=deadline, future=fut, tokens=tokens, model=model
+        )
         now = time.monotonic()
         for i, e in enumerate(encoded):
             self.queue.append(Item(pending, i, e, now))
@@ -131,7 +139,10 @@ class Batcher:
         if not live:
             return []
         oldest = live[0]
-        by_len = sorted(live, key=lambda it: len(it.enc))
+        by_len = sorted(
+            (it for it in live if it.pending.model is oldest.pending.model),
+            key=lambda it: len(it.enc),
+        )
         pos = by_len.index(oldest)
         chosen = [oldest]
         lo, hi = pos - 1, pos + 1
@@ -197,7 +208,10 @@ class Batcher:
         error: Exception | None = None
         try:
             out = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.run_batch, [it.enc for it in ordered]
+                self._executor,
+                self.run_batch,
+                ordered[0].pending.model,
+                [it.enc for it in ordered],
             )
         except Exception as exc:  # the service already tried to fail over
             error = exc

@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 
 from artifacts.wire import Problem
 from edge_runtime.http import kserve, openai
+from edge_runtime.http.api_keys import RequireApiKey
 from edge_runtime.http.problems import HANDLERS, problem_response
 from edge_runtime.http.shedding import ShedWhenSaturated
 from edge_runtime.inference.engine import Inference
@@ -49,9 +50,11 @@ def metrics(request: Request) -> Response:
     return Response(request.app.state["metrics"].render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(node: EdgeNode) -> ShedWhenSaturated:
-    """The ASGI app: overload shedding in front of the litestar application."""
-    return ShedWhenSaturated(create_litestar(node), node)
+def create_app(node: EdgeNode) -> RequireApiKey:
+    """The ASGI app: the API-key check, then overload shedding, then the litestar app."""
+    return RequireApiKey(
+        ShedWhenSaturated(create_litestar(node), node), node.api_keys, node.metrics
+    )
 
 
 def create_litestar(node: EdgeNode) -> Litestar:

@@ -9,6 +9,7 @@ Tensors per task:
 
 from __future__ import annotations
 
+import re
 import struct
 
 import msgspec
@@ -30,6 +31,22 @@ INPUTS = {
     "classify": [("text", [-1])],
 }
 OUTPUTS = {"embedding": "embedding", "rerank": "scores", "classify": "probabilities"}
+MAX_DEPTH = 8  # {"inputs": [{"data": [[...]]}]} needs 4; more is an attack on the parser
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def check_structure(raw: bytes, max_elements: int) -> None:
+    """Nesting depth and element count of a JSON document, bounded before it is parsed
+    (a deeply nested body would otherwise exhaust the parser's recursion: 400, not 500)."""
+    skeleton = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
+    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
+    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
+    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32))
+    if depth.size and int(depth.max()) > MAX_DEPTH:
+        raise BadRequest(f"request JSON nests deeper than {MAX_DEPTH} levels")
+    elements = int(np.count_nonzero(skeleton == ord(","))) + 1
+    if elements > max_elements:
+        raise BadRequest(f"request JSON holds over {max_elements} elements")
 
 
 def _service(request: Request, name: str) -> ModelService:
@@ -91,7 +108,7 @@ def model_metadata(request: Request, name: str, version: str | None = None) -> d
 )
 def model_ready(request: Request, name: str, version: str | None = None) -> Response:
     svc = _service(request, name)
-    ok = svc.state == "ready" and (
+    ok = svc.state.serving and (
         version is None or (svc.serving is not None and str(svc.serving.version) == version)
     )
     return Response({"name": name, "ready": ok}, status_code=200 if ok else 503)
@@ -116,7 +133,7 @@ def _decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
     return out
 
 
-def _split(request_body: bytes, header_len: str | None) -> tuple[dict, bytes]:
+def _split(request_body: bytes, header_len: str | None, max_elements: int) -> tuple[dict, bytes]:
     """The JSON header and the binary tail (Triton's binary tensor extension)."""
     if header_len is not None:
         try:
@@ -128,6 +145,7 @@ def _split(request_body: bytes, header_len: str | None) -> tuple[dict, bytes]:
         head_raw, binary = request_body[:n], request_body[n:]
     else:
         head_raw, binary = request_body, b""
+    check_structure(head_raw, max_elements)
     try:
         head = msgspec.json.decode(head_raw)
     except msgspec.DecodeError as exc:
@@ -164,9 +182,11 @@ def _strings(inp: dict, binary: bytes, offset: int) -> tuple[list[str], int]:
     return flat, offset
 
 
-def _parse(request_body: bytes, header_len: str | None) -> tuple[dict, dict[str, list[str]], bool]:
+def _parse(
+    request_body: bytes, header_len: str | None, max_elements: int
+) -> tuple[dict, dict[str, list[str]], bool]:
     """(header JSON, inputs by name as strings, whether any output asked for binary data)."""
-    head, binary = _split(request_body, header_len)
+    head, binary = _split(request_body, header_len, max_elements)
     inputs: dict[str, list[str]] = {}
     offset = 0
     for inp in head["inputs"]:
@@ -202,7 +222,10 @@ async def _run(
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
     with Observed(request, "kserve", name if name in request.app.state["node"].models else "-"):
         body = await request.body()
-        head, inputs, want_binary = _parse(body, request.headers.get(HEADER_LEN))
+        inf: Inference = request.app.state["inference"]
+        head, inputs, want_binary = _parse(
+            body, request.headers.get(HEADER_LEN), 4 * inf.max_inputs + 256
+        )
         svc = _service(request, name)
         if svc.serving is None:
             raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
@@ -212,7 +235,6 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         expected = [n for n, _ in INPUTS[task]]
         if sorted(inputs) != sorted(expected):
             raise BadRequest(f"{name} ({task}) takes inputs {expected}, got {sorted(inputs)}")
-        inf: Inference = request.app.state["inference"]
         deadline = inf.deadline(request.headers.get("x-request-timeout-ms"))
         served, tensor = await _run(inf, name, task, inputs, deadline)
         out = np.ascontiguousarray(tensor, dtype="<f4")

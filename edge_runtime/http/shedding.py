@@ -17,6 +17,11 @@ INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify")
 BODY = problem_bytes(429, "Overloaded", "every model on this node is at capacity; retry later")
 
 
+def _endpoint(path: str) -> str:
+    """The ``endpoint`` label the routes use (``/v1/embeddings`` → ``embeddings``)."""
+    return "kserve" if path.startswith("/v2/") else path.rsplit("/", 1)[-1]
+
+
 class ShedWhenSaturated:
     def __init__(self, app, node) -> None:
         self.app = app
@@ -45,8 +50,10 @@ class ShedWhenSaturated:
                 retry = self._saturated()
                 if retry is not None:
                     self.shed += 1
-                    for s in self.node.models.values():
-                        self.node.metrics.rejected.labels(s.name).inc()
+                    # counted once, like every other answer (the model is unknown: the body
+                    # is not read), so rejected_total and requests_total{status="429"} agree
+                    self.node.metrics.rejected.labels("-").inc()
+                    self.node.metrics.requests.labels("-", _endpoint(path), "429").inc()
                     await send(
                         {
                             "type": "http.response.start",

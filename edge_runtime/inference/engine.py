@@ -3,6 +3,7 @@ off the event loop, the batcher, post-processing into typed results. Framework-f
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 
-from artifacts.errors import NotReady
+from artifacts.errors import NotReady, Overloaded, PayloadTooLarge
 from artifacts.textproc import Item
 from edge_runtime.config import EdgeConfig
 from edge_runtime.errors import BadRequest, UnknownModel
-from edge_runtime.inference.result_cache import normalise
+from edge_runtime.inference.result_cache import text_key
 from edge_runtime.inference.results import (
     Classified,
     Embeddings,
@@ -24,10 +25,12 @@ from edge_runtime.inference.results import (
     probabilities,
     rank,
 )
+from edge_runtime.loaded_model import LoadedModel
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
 
 INLINE_ENCODE = 2  # up to this many texts are tokenised on the loop: a thread hop costs more
+CHARS_PER_TOKEN_LIMIT = 32  # default per-input limit: far past any text max_length keeps
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Inference:
         self.metrics = metrics
         self.max_inputs = config.batching.max_inputs_per_request
         self.default_timeout_ms = config.server.request_timeout_ms
+        self.limits = config.limits
 
     # ---- request checks --------------------------------------------------------------------
 
@@ -96,14 +100,38 @@ class Inference:
         ms = float(self.default_timeout_ms)
         if timeout_ms:
             try:
-                ms = min(float(timeout_ms), 10.0 * self.default_timeout_ms)
+                asked = float(timeout_ms)
             except ValueError:
                 raise BadRequest(
                     f"X-Request-Timeout-Ms must be a number, got {timeout_ms!r}"
                 ) from None
-            if ms <= 0:
-                raise BadRequest("X-Request-Timeout-Ms must be positive")
+            if not math.isfinite(asked) or asked <= 0:  # NaN would disable the deadline
+                raise BadRequest(
+                    f"X-Request-Timeout-Ms must be a positive number of ms, got {timeout_ms!r}"
+                )
+            ms = min(asked, 10.0 * self.default_timeout_ms)
         return time.monotonic() + ms / 1000
+
+    def check_size(self, svc: ModelService, texts: list[str], field: str) -> int:
+        """Characters per input and per request within the limits; the request's total."""
+        per_input = self.limits.max_chars_per_input
+        if per_input <= 0 and svc.serving is not None:
+            per_input = CHARS_PER_TOKEN_LIMIT * svc.serving.manifest.tokenizer.max_length
+        total = 0
+        for i, text in enumerate(texts):
+            if per_input > 0 and len(text) > per_input:
+                raise PayloadTooLarge(
+                    f"{field}[{i}] has {len(text)} characters; the limit is {per_input} per "
+                    f"input ({svc.name} reads at most "
+                    f"{svc.serving.manifest.tokenizer.max_length if svc.serving else '?'} tokens)"
+                )
+            total += len(text)
+        if total > self.limits.max_chars_per_request:
+            raise PayloadTooLarge(
+                f"the request holds {total} characters; the limit is "
+                f"{self.limits.max_chars_per_request} per request — split it"
+            )
+        return total
 
     def check_count(self, n: int) -> None:
         if n == 0:
@@ -121,10 +149,11 @@ class Inference:
         items = check_texts(texts, "input")
         self.check_count(len(items))
         svc = self.service(model, "embedding")
+        chars = self.check_size(svc, items, "input")
         dim = svc.serving.manifest.io.dim if svc.serving else 0
         if dimensions is not None and dimensions != dim:
             raise BadRequest(f"dimensions must be {dim} for {svc.name} (it cannot be shortened)")
-        raw = await self.run(svc, list(items), deadline)
+        raw = await self.run(svc, list(items), deadline, chars)
         return Embeddings(
             svc.name, raw.version, raw.target, raw.usage, vectors=raw.outputs.astype(np.float32)
         )
@@ -148,7 +177,9 @@ class Inference:
         if top_n is not None and top_n < 1:
             raise BadRequest("top_n must be >= 1")
         svc = self.service(model, "rerank")
-        raw = await self.run(svc, [(query, d) for d in docs], deadline)
+        self.check_size(svc, [query], "query")
+        chars = self.check_size(svc, [query, *docs], "documents")
+        raw = await self.run(svc, [(query, d) for d in docs], deadline, chars)
         logits = raw.outputs[:, 0].astype(np.float32)
         ranked = rank(logits, top_n=top_n, raw_scores=raw_scores)
         return Reranked(
@@ -167,8 +198,9 @@ class Inference:
         items = check_texts(texts, "input")
         self.check_count(len(items))
         svc = self.service(model, "classify")
+        chars = self.check_size(svc, items, "input")
         labels = svc.serving.manifest.model.labels if svc.serving else []
-        raw = await self.run(svc, list(items), deadline)
+        raw = await self.run(svc, list(items), deadline, chars)
         probs = probabilities(raw.outputs)
         return Classified(
             svc.name,
@@ -181,23 +213,25 @@ class Inference:
 
     # ---- the shared path -------------------------------------------------------------------
 
-    async def run(self, svc: ModelService, items: list[Item], deadline: float) -> Raw:
-        model = svc.serving
-        if model is None:
-            raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+    async def run(
+        self, svc: ModelService, items: list[Item], deadline: float, chars: int = 0
+    ) -> Raw:
+        """The request is pinned to the model serving when it arrives: its cache keys,
+        tokeniser and every batch of its items use that version, and a swap waits for it."""
+        model = svc.pin()
+        try:
+            return await self._run_pinned(svc, model, items, deadline, chars)
+        finally:
+            svc.unpin(model)
+
+    async def _run_pinned(
+        self, svc: ModelService, model: LoadedModel, items: list[Item], deadline: float, chars: int
+    ) -> Raw:
         version, task = model.version, model.manifest.model.task
         cache = svc.cache_results
         usage = Usage()
         outputs: list[np.ndarray | None] = [None] * len(items)
-        keys = [
-            (
-                svc.name,
-                version,
-                task,
-                normalise(it) if isinstance(it, str) else (normalise(it[0]), normalise(it[1])),
-            )
-            for it in items
-        ]
+        keys = [(svc.name, version, task, text_key(it)) for it in items] if cache.enabled else []
         misses = []
         for i, key in enumerate(keys):
             hit = cache.get(key)
@@ -211,29 +245,45 @@ class Inference:
         if cache.enabled:
             self.metrics.cache_hits.labels(svc.name).inc(usage.cached)
             self.metrics.cache_misses.labels(svc.name).inc(len(misses))
+        else:
+            misses = list(range(len(items)))
         if misses:
-            svc.batcher.tokenising += 1
-            try:
-                miss_items = [items[i] for i in misses]
-                encoded = (
-                    model.encoder.encode(miss_items)
-                    if len(miss_items) <= INLINE_ENCODE
-                    else await anyio.to_thread.run_sync(model.encoder.encode, miss_items)
-                )
-            finally:
-                svc.batcher.tokenising -= 1
-            results = await svc.batcher.submit(encoded, deadline)
+            encoded = await self._tokenise(svc, model, [items[i] for i in misses], chars)
+            results = await svc.batcher.submit(encoded, deadline, model)
             for i, enc, out in zip(misses, encoded, results, strict=True):
                 outputs[i] = out
                 usage.prompt_tokens += len(enc)
                 usage.truncated += int(enc.truncated)
-                cache.put(keys[i], (out, len(enc), int(enc.truncated)))
+                if keys:
+                    cache.put(keys[i], (out, len(enc), int(enc.truncated)))
             self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
             self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
-        serving = svc.serving
         return Raw(
             outputs=np.stack(outputs),  # type: ignore[arg-type]
             usage=usage,
             version=version,
-            target=serving.target if serving else model.target,
+            target=model.target,
         )
+
+    async def _tokenise(
+        self, svc: ModelService, model: LoadedModel, items: list[Item], chars: int
+    ) -> list:
+        """Off the event loop (but for a couple of short texts), within the model's budget of
+        characters being tokenised at once: past it, 429 before any work is done."""
+        b = svc.batcher
+        if b.tokenising_chars and b.tokenising_chars + chars > self.limits.max_tokenising_chars:
+            self.metrics.rejected.labels(svc.name).inc()
+            raise Overloaded(
+                f"{svc.name} is tokenising {b.tokenising_chars} characters already (limit "
+                f"{self.limits.max_tokenising_chars}); retry shortly",
+                1.0,
+            )
+        b.tokenising += 1
+        b.tokenising_chars += chars
+        try:
+            if len(items) <= INLINE_ENCODE and chars <= 4096:
+                return model.encoder.encode(items)
+            return await anyio.to_thread.run_sync(model.encoder.encode, items)
+        finally:
+            b.tokenising -= 1
+            b.tokenising_chars -= chars

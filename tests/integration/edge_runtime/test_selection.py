@@ -1,6 +1,7 @@
 """Probe, sync, select with fallback: real bundles, a real registry on loopback."""
 
 import os
+import time
 
 import numpy as np
 
@@ -146,7 +147,7 @@ def test_registry_down_warm_cache_and_empty_cache(tiny_published, registry, make
     st = cold.wait_settled()
     assert (
         model_status(st)["state"] == "not-ready"
-        and "no cached version" in model_status(st)["reason"]
+        and "no usable cached version" in model_status(st)["reason"]
     )
 
 
@@ -245,3 +246,49 @@ def test_hot_swap_to_a_new_version_without_dropping_requests(
     assert {str(v1), str(v2)} <= versions
     events = [e["kind"] for e in model_status(edge.status())["events"]]
     assert "swapped" in events
+
+
+def test_a_version_that_fails_here_leaves_the_last_good_one_serving(
+    admin_client, tiny_builds, key, tmp_path, make_edge
+):
+    """Last known good: the newest version fails its smoke check on this node (every
+    bundle), so the node keeps — or, restarted, goes back to — the newest cached version
+    that passes, says `degraded` and why, and tells central."""
+    out, _ = tiny_builds["embedding"]
+    targets = ("onnx-int8", "onnx-fp32")
+    v1 = push_version(admin_client, "tiny-embedding", [out / t for t in targets], key, tmp_path)
+    admin_client.promote("tiny-embedding", "stable", v1)
+    cache = tmp_path / "lkg-cache"
+    edge = make_edge(cache=cache, poll_interval_s=0.5)
+    edge.wait_ready()
+    for t in targets:
+        golden = read_golden(out / t / "golden.npz")
+        wrong = np.random.default_rng(1).normal(size=golden.reference.shape).astype(np.float32)
+        _resign_with(
+            out / t, tmp_path / f"bad-{t}", key, **{"golden.npz": golden_bytes(golden.items, wrong)}
+        )
+    v2 = push_version(
+        admin_client, "tiny-embedding", [tmp_path / f"bad-{t}" for t in targets], key, tmp_path
+    )
+    admin_client.promote("tiny-embedding", "stable", v2)
+    m = model_status(edge.wait(lambda s: model_status(s)["state"] == "degraded", 60))
+    assert m["version"] == v1 and f"serving v{v1}, v{v2} failed" in m["reason"], m
+    r = __import__("httpx").post(
+        f"{edge.url}/v1/embeddings", json={"input": "shoe", "model": "tiny-embedding"}
+    )
+    assert r.status_code == 200 and r.headers["x-shipyard-model-version"] == str(v1)
+    edge.stop()
+    # restarted on the same cache while the registry still points at v2
+    again = make_edge(cache=cache)
+    st = again.wait_ready()
+    m = model_status(st)
+    assert (m["state"], m["version"]) == ("degraded", v1), m
+    assert __import__("httpx").get(f"{again.url}/readyz").status_code == 200  # it serves
+    deadline = time.monotonic() + 30
+    while True:  # the fleet heartbeat carries it to central
+        nodes = [n for n in admin_client.fleet() if n.report.models]
+        states = [mm.state for n in nodes for mm in n.report.models if mm.version == v1]
+        if "degraded" in states or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "degraded" in states

@@ -480,7 +480,9 @@ def test_saturated_node_sheds_before_parsing(edge):
         assert r.json()["title"] == "Overloaded"
         assert httpx.get(f"{edge.url}/v1/status").status_code == 200  # status stays reachable
         metrics = httpx.get(f"{edge.url}/metrics").text
-        assert 'shipyard_rejected_total{model="tiny-embedding"}' in metrics
+        # shed before parsing: no model is known yet, so it is counted under "-" (once)
+        assert 'shipyard_rejected_total{model="-"}' in metrics
+        assert 'shipyard_requests_total{endpoint="embeddings",model="-",status="429"}' in metrics
     finally:
         for s, (q, lim) in zip(services, saved, strict=True):
             s.admission.queued_tokens, s.admission.limit = q, lim

@@ -26,7 +26,7 @@ class FakeBackend:
         self.batches: list[list[int]] = []
         self.delay = delay
 
-    def __call__(self, batch: list[Encoded]) -> np.ndarray:
+    def __call__(self, _model: object, batch: list[Encoded]) -> np.ndarray:
         self.batches.append([len(e) for e in batch])
         if self.delay:
             time.sleep(self.delay)
@@ -224,5 +224,28 @@ def test_idle_callback_runs_once_per_quiet_spell_on_the_inference_thread():
         await asyncio.sleep(0.4)
         assert len(calls) == 2
         await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_batch_holds_items_of_one_pinned_model_only():
+    """Requests pinned to different models (a hot swap between them) never share a batch,
+    and each batch runs on the model its requests were admitted under."""
+    seen: list[tuple[object, int]] = []
+
+    def backend(model, batch):
+        seen.append((model, len(batch)))
+        time.sleep(0.01)
+        return np.array([[float(model), float(len(e))] for e in batch], dtype=np.float32)
+
+    async def main():
+        b = Batcher("m", BatchingSection(max_batch_size=64, max_wait_ms=0), backend, Metrics())
+        b.start()
+        reqs = [b.submit([enc(4, tag=i), enc(5, tag=i)], far(), model=i % 2) for i in range(20)]
+        outs = await asyncio.gather(*reqs)
+        await b.stop()
+        for i, out in enumerate(outs):
+            assert [int(row[0]) for row in out] == [i % 2, i % 2]  # one version per response
+        assert len(seen) < 20  # still batched
 
     asyncio.run(main())

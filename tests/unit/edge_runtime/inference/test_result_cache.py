@@ -1,6 +1,6 @@
 import numpy as np
 
-from edge_runtime.inference.result_cache import ENTRY_OVERHEAD, ResultCache, normalise
+from edge_runtime.inference.result_cache import ENTRY_OVERHEAD, ResultCache, normalise, text_key
 
 
 class Clock:
@@ -62,6 +62,38 @@ def test_oversized_entry_is_not_stored():
     c = ResultCache(100, 60)
     c.put(("big",), vec(0, 1000))
     assert len(c) == 0 and c.bytes == 0
+
+
+def test_keys_are_fixed_size_and_the_byte_bound_holds_for_real_memory():
+    """A 250 KB text costs the cache what a word does (its digest), and the counted bytes
+    are at least what the entries really take (measured with tracemalloc)."""
+    import tracemalloc
+
+    long_text = "trail running shoe " * 13_000  # ~250 KB
+    assert len(text_key(long_text)) == 16 == len(text_key(("q", "d")))
+    assert text_key(("ab", "c")) != text_key(("a", "bc"))
+    assert text_key("Running  shoes") == text_key("Running shoes")
+    c = ResultCache(64 << 20, 60)
+    keys = [text_key(long_text[i:]) for i in range(200)]  # keys hashed outside the traced part
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, key in enumerate(keys):
+        c.put(("m", 1, "embedding", key), (vec(i, 384), 128, 1))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert used <= c.bytes, (used, c.bytes)  # the bound counts everything an entry holds
+    assert c.bytes < 2 * used  # and is not wildly above it
+
+
+def test_expired_entries_are_swept_without_being_touched():
+    clock = Clock()
+    c = ResultCache(1 << 20, 10, clock=clock)
+    for i in range(50):
+        c.put(("k", i), vec(i))
+    clock.t = 11.0
+    c.put(("fresh",), vec(1))  # past half the TTL since the last sweep: one sweep runs
+    assert len(c) == 1 and c.stats.expirations == 50
+    assert c.bytes == vec(1).nbytes + ENTRY_OVERHEAD
 
 
 def test_normalise():

@@ -198,7 +198,7 @@ def _trt_version_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
         if node_v < built_v:
             return [f"{built} (version-compatible); node's TensorRT {caps.tensorrt} is older"]
         return []
-    if node_v.release != built_v.release:
+    if node_v != built_v:  # 10.13 and 10.13.0 are the same release; 10.13.0.35 is not
         return [
             f"{built}; node has TensorRT {caps.tensorrt} — a plain engine runs only on the "
             "exact TensorRT version that built it (build it VERSION_COMPATIBLE to relax this)"

@@ -4,7 +4,8 @@ fault-injection tests and the soak benchmark; never part of a deployment):
 - ``enospc``: every write to a download (``*.part``) fails with ENOSPC once 64 KiB of it are
   written — a full disk, injected at the write call (a small tmpfs would need root or a mount
   namespace on the CI machine);
-- ``backend-raises``: the backend of the target named in the file raises at run time.
+- ``backend-raises``: the backends named in the file (``target`` or ``model:target``) raise at
+  run time.
 
     SHIPYARD_FAULTS_DIR=/tmp/faults python -m bench.faulty_edge --config edge.toml
 """
@@ -55,7 +56,8 @@ def _install_faults(faults: Path) -> None:
 
     def faulty_run(self, batch):
         flag = faults / "backend-raises"
-        if flag.exists() and flag.read_text().strip() == self.target:
+        named = flag.read_text().split() if flag.exists() else []  # "target" or "model:target"
+        if self.target in named or f"{self.manifest.model.name}:{self.target}" in named:
             raise RuntimeError(f"injected run-time failure of {self.target}")
         return real_run(self, batch)
 

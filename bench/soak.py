@@ -232,7 +232,7 @@ class Soak:
     def _fail_backend(self, at: float) -> None:
         st = httpx.get(f"{self.url}/v1/status", timeout=10).json()
         target = next(m for m in st["models"] if m["model"] == TASKS["embedding"])["target"]
-        (self.faults / "backend-raises").write_text(target)
+        (self.faults / "backend-raises").write_text(f"{TASKS['embedding']}:{target}")
         self.events.append((at, f"{TASKS['embedding']} {target} starts failing at run time"))
 
 

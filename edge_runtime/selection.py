@@ -106,6 +106,8 @@ def _trial(
         bundle = verify_bundle(path, trusted)
     except ShipyardError as exc:
         return _failed(target, CandidateStatus.FAILED_VERIFICATION, str(exc))
+    except OSError as exc:  # unreadable cache (permissions, I/O error): not this candidate
+        return _failed(target, CandidateStatus.FAILED_VERIFICATION, exc)
     try:
         model = opener(bundle, settings)
     except Exception as exc:  # any engine error: record it and fall back
@@ -120,7 +122,11 @@ def _trial(
         out = _failed(target, CandidateStatus.FAILED_SMOKE_CHECK, smoke.describe())
         out.smoke, out.load_ms = smoke.worst, model.load_ms
         return out
-    model.warm_up()
+    try:
+        model.warm_up()
+    except Exception as exc:  # an engine that fails on the shapes it will serve: next one
+        model.close()
+        return _failed(target, CandidateStatus.FAILED_SMOKE_CHECK, f"warm-up: {exc}"[:500])
     return model
 
 

@@ -218,11 +218,19 @@ def test_a_backend_failing_at_run_time_fails_over_without_losing_a_request(stack
         (edge.faults / "backend-raises").write_text(first)
         st = edge.wait(lambda s: _model(s)["target"] != first, what="a fallback")
         time.sleep(0.5)
-    load.check({v1})
+        # the broken engine also fails the next version's warm-up: that version is served by
+        # its next candidate (a failed candidate, not a failed sync round)
+        v2 = stack.publish()
+        st2 = edge.wait(_serving(v2), what="v2 on a working backend")
+    load.check({v1, v2})
     m = _model(st)
     assert m["state"] == "ready" and any(e["kind"] == "fallback" for e in m["events"])
     metrics = httpx.get(f"{edge.url}/metrics").text
     assert f'from_target="{first}"' in metrics and "shipyard_fallback_events_total" in metrics
+    m2 = _model(st2)
+    refused = next(c for c in m2["candidates"] if c["target"] == first)
+    assert m2["target"] != first and "warm-up" in refused["detail"], refused
+    assert m2["last_sync_error"] == ""
     edge.stop()
 
 

@@ -13,6 +13,9 @@ from edge_runtime.batching.queue import Batcher
 from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
 
+# every test here waits for batches: a regression that loses a wake-up fails in seconds
+pytestmark = pytest.mark.timeout(30)
+
 
 def enc(n: int, tag: int = 0) -> Encoded:
     ids = np.full(n, tag, dtype=np.int64)

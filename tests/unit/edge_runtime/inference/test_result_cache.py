@@ -114,3 +114,69 @@ def test_collate_bucketing_respects_the_cap():
     assert collate([e(250)], names, multiple_of=16, cap=250)["input_ids"].shape == (1, 250)
     out = collate([e(3)], names, multiple_of=16, cap=256)
     assert out["input_ids"].shape == (1, 16) and out["attention_mask"].sum() == 3
+
+
+def test_re_putting_a_key_replaces_it_without_double_counting():
+    c = ResultCache(1 << 20, 60)
+    c.put(("k",), vec(1, 16))
+    c.put(("k",), vec(2, 16))
+    assert len(c) == 1 and c.bytes == vec(0, 16).nbytes + ENTRY_OVERHEAD
+    assert c.get(("k",))[0] == 2
+
+
+def test_an_oversized_put_keeps_what_is_cached():
+    per = vec(0, 16).nbytes + ENTRY_OVERHEAD
+    c = ResultCache(per * 2, 60)
+    c.put(("a",), vec(1, 16))
+    c.put(("huge",), vec(0, 10_000))  # bigger than the whole cache: not stored, nothing flushed
+    assert len(c) == 1 and c.get(("a",)) is not None and c.stats.evictions == 0
+
+
+def test_the_byte_bound_is_inclusive():
+    per = vec(0, 16).nbytes + ENTRY_OVERHEAD
+    c = ResultCache(per * 2, 60)  # exactly two entries fit
+    c.put(("a",), vec(1, 16))
+    c.put(("b",), vec(2, 16))
+    assert len(c) == 2 and c.bytes == per * 2 and c.stats.evictions == 0
+    c.put(("c",), vec(3, 16))
+    assert len(c) == 2 and c.stats.evictions == 1 and c.get(("a",)) is None
+    one = ResultCache(per, 60)  # an entry exactly the size of the cache fits
+    one.put(("x",), vec(1, 16))
+    assert len(one) == 1
+
+
+def test_counters_and_clear():
+    clock = Clock()
+    c = ResultCache(1 << 20, 10, clock=clock)
+    c.put(("a",), vec(1))
+    assert c.get(("a",)) is not None and c.get(("b",)) is None
+    clock.t = 10.0
+    assert c.get(("a",)) is None
+    assert (c.stats.hits, c.stats.misses, c.stats.expirations) == (1, 2, 1)
+    c.put(("b",), vec(1))
+    c.clear()
+    assert len(c) == 0 and c.bytes == 0
+    no_ttl = ResultCache(1 << 20, 0)
+    assert not no_ttl.enabled
+    no_ttl.put(("a",), vec(1))
+    assert no_ttl.get(("a",)) is None and no_ttl.stats.misses == 0
+
+
+def test_plain_arrays_and_tuples_are_both_stored_as_read_only_copies():
+    c = ResultCache(1 << 20, 60)
+    a = vec(5)
+    c.put(("plain",), a)
+    a[:] = 0
+    got = c.get(("plain",))
+    assert isinstance(got, np.ndarray) and got[0] == 5 and not got.flags.writeable
+
+
+def test_a_sweep_runs_only_every_half_ttl_and_reports_what_went():
+    clock = Clock()
+    c = ResultCache(1 << 20, 10, clock=clock)
+    c.put(("old",), vec(1))
+    clock.t = 4.9  # not yet half the TTL since the start: no sweep on put
+    c.put(("new",), vec(1))
+    clock.t = 10.0
+    assert c.sweep() == 1 and len(c) == 1  # "old" expired at 10.0 (inclusive)
+    assert c.bytes == vec(1).nbytes + ENTRY_OVERHEAD

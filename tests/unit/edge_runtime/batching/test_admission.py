@@ -1,0 +1,145 @@
+"""Admission arithmetic, exactly: who is admitted at the limit, the Retry-After, the EWMAs,
+the multiplicative decrease with its Little's-law clamp and floor, the additive increase and
+its ceiling. Pure and synchronous: a regression fails here in milliseconds, never hangs."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_runtime.batching.admission import Admission
+from edge_runtime.config import BatchingSection
+
+
+def adm(**kw) -> Admission:
+    base = {"max_queued_tokens": 10_000, "batch_tokens": 1000, "latency_target_s": 0.05}
+    return Admission(**{**base, **kw})
+
+
+def test_the_limit_starts_at_four_batches_capped_by_the_maximum():
+    assert adm().limit == 4000.0
+    assert adm(max_queued_tokens=3000).limit == 3000.0
+    assert adm(adaptive=False).limit == 10_000.0
+
+
+def test_from_config_reads_the_batching_section():
+    cfg = BatchingSection(max_queued_tokens=9000, max_batch_tokens=500, latency_target_ms=20)
+    a = Admission.from_config(cfg)
+    assert (a.max_queued_tokens, a.batch_tokens, a.latency_target_s, a.adaptive) == (
+        9000, 500, 0.02, True,
+    )  # fmt: skip
+
+
+def test_admission_up_to_the_limit_inclusive_then_429():
+    a = adm()
+    assert a.try_admit(3000) is None and a.queued_tokens == 3000
+    assert a.try_admit(1000) is None and a.queued_tokens == 4000  # exactly at the limit
+    assert a.try_admit(1) == 1.0  # no drain measured yet: retry after a second
+    assert a.rejected == 1 and a.queued_tokens == 4000
+
+
+def test_an_oversized_request_is_admitted_when_the_queue_is_empty():
+    a = adm()
+    assert a.try_admit(50_000) is None  # otherwise it could never run at all
+    assert a.try_admit(1) is not None
+
+
+def test_a_fixed_limit_ignores_the_adaptive_one():
+    a = adm(adaptive=False)
+    a.limit = 10.0  # not consulted
+    assert a.try_admit(9000) is None and a.try_admit(1000) is None
+    assert a.try_admit(1) is not None
+
+
+def test_release_never_goes_negative():
+    a = adm()
+    a.try_admit(100)
+    a.release(60)
+    assert a.queued_tokens == 40
+    a.release(1000)
+    assert a.queued_tokens == 0
+
+
+@pytest.mark.parametrize(
+    ("queued", "rate", "after"),
+    [(0, 0.0, 1.0), (5000, 1000.0, 5.0), (5001, 1000.0, 6.0), (10, 1000.0, 1.0)],
+)
+def test_retry_after_is_the_backlog_over_the_drain_rate_rounded_up(queued, rate, after):
+    a = adm()
+    a.queued_tokens, a.drain_tokens_per_s = queued, rate
+    assert a.retry_after() == after
+
+
+def test_the_first_observation_seeds_the_ewmas_then_they_smooth():
+    a = adm()
+    a.observe(waited_s=0.03, batch_tokens=1000, run_s=0.01)
+    assert a.run_ewma_s == 0.01
+    assert a.delay_ewma_s == pytest.approx(0.02)  # waiting beyond one batch's service time
+    assert a.drain_tokens_per_s == pytest.approx(100_000)
+    a.observe(waited_s=0.01, batch_tokens=500, run_s=0.02)
+    assert a.run_ewma_s == pytest.approx(0.8 * 0.01 + 0.2 * 0.02)
+    excess = 0.01 - a.run_ewma_s
+    assert a.delay_ewma_s == pytest.approx(0.8 * 0.02 + 0.2 * max(0.0, excess))
+    assert a.drain_tokens_per_s == pytest.approx(0.8 * 100_000 + 0.2 * 25_000)
+
+
+def test_a_zero_run_time_leaves_the_drain_rate_alone():
+    a = adm()
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.0)
+    assert a.drain_tokens_per_s == 0.0
+
+
+def test_delay_over_the_target_shrinks_by_a_fifth_within_littles_law():
+    a = adm()
+    a.drain_tokens_per_s = 1_000_000.0  # Little's law allows far more: x0.8 applies
+    a.run_ewma_s = 0.01
+    a.observe(waited_s=0.2, batch_tokens=10_000, run_s=0.01)
+    assert a.limit == pytest.approx(4000 * 0.8)
+
+
+def test_the_shrink_is_clamped_by_littles_law_and_floored_at_a_quarter_batch():
+    a = adm()
+    a.observe(waited_s=1.0, batch_tokens=100, run_s=0.01)  # drain 10k tokens/s
+    little = 2 * a.drain_tokens_per_s * (a.latency_target_s + a.run_ewma_s)
+    assert a.limit == pytest.approx(max(250.0, min(4000 * 0.8, little)))
+    assert a.limit == pytest.approx(1200.0)
+    for _ in range(50):
+        a.observe(waited_s=5.0, batch_tokens=1, run_s=1.0)  # drain collapses
+    assert a.limit == 250.0  # a quarter batch, never less
+    tiny = adm(batch_tokens=2)
+    for _ in range(50):
+        tiny.observe(waited_s=5.0, batch_tokens=1, run_s=1.0)
+    assert tiny.limit == 1.0  # and never below one token
+
+
+def test_without_a_drain_rate_the_shrink_is_plain_multiplicative():
+    a = adm()
+    a.delay_ewma_s = 1.0
+    a.observe(waited_s=1.0, batch_tokens=0, run_s=0.0)
+    assert a.limit == pytest.approx(3200.0)
+
+
+def test_delay_under_half_the_target_grows_a_tenth_of_a_batch_up_to_the_maximum():
+    a = adm(max_queued_tokens=4150)
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
+    assert a.limit == pytest.approx(4100.0)
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
+    assert a.limit == 4150.0
+
+
+def test_between_half_and_the_whole_target_the_limit_holds():
+    a = adm()
+    a.run_ewma_s = 0.001
+    a.delay_ewma_s = 0.03
+    a.observe(waited_s=0.031, batch_tokens=1000, run_s=0.001)
+    assert 0.025 <= a.delay_ewma_s <= 0.05
+    assert a.limit == 4000.0
+    a.delay_ewma_s = 0.025  # exactly half the target: not under it
+    a.observe(waited_s=0.026, batch_tokens=1000, run_s=0.001)
+    assert a.limit == 4000.0
+
+
+def test_a_fixed_limit_still_measures_but_never_adapts():
+    a = adm(adaptive=False)
+    a.observe(waited_s=1.0, batch_tokens=1000, run_s=0.01)
+    assert a.drain_tokens_per_s > 0 and a.delay_ewma_s > 0
+    assert a.limit == 10_000.0

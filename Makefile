@@ -9,7 +9,7 @@ STAMP := $(VENV)/.install-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 INFINITY := bench/.work/infinity-venv
 
-.PHONY: install demo test test-slow test-all lint format bench clean
+.PHONY: install demo test test-slow test-all lint format bench mutation clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,5 +55,9 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) -m bench.run_all
 
+# mutmut on the trust-critical contract against its unit tests; a score per module (not in make test)
+mutation: install
+	$(PY) -m tools.mutation
+
 clean:
-	rm -rf $(VENV) .demo bench/.work
+	rm -rf $(VENV) .demo bench/.work mutants

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -65,33 +66,59 @@ class TextEncoder:
         """Tokenise a batch; ``truncated`` tells whether an item lost tokens to max_length."""
         if not items:
             return []
-        encs = (
+        encs: list[tuple[Any, bool]] = (
             self._encode_pairs(items)  # type: ignore[arg-type]
             if isinstance(items[0], tuple)
-            else self._plain.encode_batch(list(items))
+            else [(e, False) for e in self._plain.encode_batch(list(items))]
         )
         out: list[Encoded] = []
-        for enc in encs:
+        for enc, cut in encs:
             ids = np.asarray(enc.ids, dtype=np.int64)
             out.append(
                 Encoded(
                     ids=ids,
                     type_ids=np.asarray(enc.type_ids, dtype=np.int64),
-                    truncated=bool(enc.overflowing),
+                    truncated=cut or bool(enc.overflowing),
                 )
             )
         return out
 
-    def _encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list:
+    def _encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[Any, bool]]:
+        """(pair encoding, whether a side was cut short before joining) per pair."""
+        budget = self.spec.max_length - self._plain.num_special_tokens_to_add(True)
+        strategy = self.spec.truncation
         firsts = list(dict.fromkeys(a for a, _ in pairs))
         first = dict(
             zip(firsts, self._sides.encode_batch(firsts, add_special_tokens=False), strict=True)
         )
         seconds = self._sides.encode_batch([b for _, b in pairs], add_special_tokens=False)
-        return [
-            self._plain.post_process(first[a], b, add_special_tokens=True)
-            for (a, _), b in zip(pairs, seconds, strict=True)
-        ]
+        cuts: dict[tuple[str, int], Any] = {}  # the query cut once per length, not per pair
+        out = []
+        for (a, b), enc_b in zip(pairs, seconds, strict=True):
+            enc_a = first[a]
+            n_a, n_b = len(enc_a.ids), len(enc_b.ids)
+            # cap each side just above the budget, keeping which side is longer (longest_first
+            # splits by that): the joined pair is exactly what the uncut sides give
+            cap_a = budget + (n_a > n_b) if strategy != "only_second" else n_a
+            cap_b = budget + (n_b > n_a) if strategy != "only_first" else n_b
+            side_a, cut_a = self._prefix(a, enc_a, cap_a, cuts)
+            side_b, cut_b = self._prefix(b, enc_b, cap_b, {})
+            joined = self._plain.post_process(side_a, side_b, add_special_tokens=True)
+            out.append((joined, cut_a or cut_b))
+        return out
+
+    def _prefix(self, text: str, enc: Any, cap: int, cuts: dict) -> tuple[Any, bool]:
+        """``enc`` cut to its first ``cap`` tokens by re-tokenising just that prefix of the text,
+        so joining never copies (and post-processes) an overflow the size of the text for
+        every pair. Used only when it gives exactly those ids; else the full encoding."""
+        if cap <= 0 or len(enc.ids) <= cap:
+            return enc, False
+        key = (text, cap)
+        if key not in cuts:
+            cut = self._sides.encode(text[: enc.offsets[cap - 1][1]], add_special_tokens=False)
+            ok = cut.ids == enc.ids[:cap] and cut.type_ids == enc.type_ids[:cap]
+            cuts[key] = cut if ok else None
+        return (cuts[key], True) if cuts[key] is not None else (enc, False)
 
 
 def collate(

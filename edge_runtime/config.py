@@ -27,6 +27,8 @@ class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tuf_root: str | None = None  # central's TUF root.json: follow signed channel metadata
     poll_interval_s: float = 30.0
     timeout_s: float = 30.0
+    round_timeout_s: float = 300.0  # a sync round still running after this is reported (and
+    # picked up by a later round when it ends): a registry stalling before its headers is seen
 
 
 class ModelSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import anyio
@@ -92,6 +93,9 @@ class ModelService:
         self._tasks: list[asyncio.Task] = []
         self._bad_versions: dict[int, tuple[float, str]] = {}  # failed here: when, why
         self._batch_ms: deque[float] = deque(maxlen=256)
+        self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sync-{self.name}")
+        self._pending: asyncio.Future[Resolved] | None = None
+        self._pending_since = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class ModelService:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        self._sync_thread.shutdown(wait=False, cancel_futures=True)
         await self.batcher.stop()
         if self.serving is not None:
             self.serving.close()
@@ -109,6 +114,12 @@ class ModelService:
     @property
     def ready(self) -> bool:
         return self.state.serving
+
+    @property
+    def public_reason(self) -> str:
+        """What any caller may learn (503 bodies, /readyz): the state, not registry URLs or
+        error texts — those are in the authenticated /v1/status."""
+        return f"{self.state}; the reason is in /v1/status"
 
     def _event(self, kind: EventKind, detail: str) -> None:
         self.events.append(Event(time.time(), kind, detail))
@@ -162,11 +173,33 @@ class ModelService:
         serving = f"v{self.serving.version}" if self.serving else "nothing"
         self._event(EventKind.SYNC_ERROR, f"{kind}: {error}; serving {serving}")
 
+    async def _from_registry(self) -> Resolved:
+        """The registry round in this model's sync thread, awaited for at most
+        ``round_timeout_s``; one still running then is reported as a stalled registry and its
+        result taken by a later round (never a second thread beside it)."""
+        if self._pending is None:
+            self._pending_since = time.monotonic()
+            self._pending = asyncio.get_running_loop().run_in_executor(
+                self._sync_thread, self.syncer.from_registry, self.name, self.channel
+            )
+        pending = self._pending
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pending), self.config.registry.round_timeout_s
+            )
+        except TimeoutError:
+            waited = time.monotonic() - self._pending_since
+            raise RegistryUnavailableError(
+                f"the registry round has run {waited:.0f} s without finishing (a stalled or "
+                "trickling registry); still waiting for it"
+            ) from None
+        finally:
+            if pending.done():
+                self._pending = None
+
     async def _sync_and_maybe_swap(self) -> bool:
         try:
-            resolved = await anyio.to_thread.run_sync(
-                self.syncer.from_registry, self.name, self.channel
-            )
+            resolved = await self._from_registry()
         except Exception as exc:  # whatever the registry did, the cache may still serve
             kind = (
                 "registry unreachable"
@@ -307,7 +340,7 @@ class ModelService:
         with self._lock:
             model = self.serving
             if model is None:
-                raise NotReady(f"model {self.name} is not ready: {self.reason}")
+                raise NotReady(f"model {self.name} is not ready ({self.public_reason})")
             model.pinned += 1
             return model
 

@@ -25,6 +25,7 @@ import msgspec
 from artifacts import atomic
 from artifacts.bundle import read_manifest, verify_bundle
 from artifacts.client import (
+    DISK_FULL,
     BundleRef,
     PullTarget,
     RegistryClient,
@@ -32,7 +33,7 @@ from artifacts.client import (
     decode_b64,
 )
 from artifacts.digests import sha256_bytes
-from artifacts.errors import RegistryError, ShipyardError, UnsafePathError
+from artifacts.errors import DiskFullError, RegistryError, ShipyardError, UnsafePathError
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
 from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
@@ -127,6 +128,17 @@ class BundleCache:
             for p in sorted(d.iterdir())
             if p.is_dir() and not p.is_symlink() and p.name in TARGETS
         }
+
+    def clear_downloads(self, name: str) -> int:
+        """Remove a model's partial and leftover downloads (bytes nothing will resume)."""
+        d = self.contained(self.downloads / check_name(name, "model name"))
+        removed = 0
+        if d.is_dir() and not d.is_symlink():
+            for f in d.iterdir():
+                if f.is_file() or f.is_symlink():
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def state(self, name: str) -> ModelState:
         path = self.model_dir(name) / "state.json"
@@ -227,6 +239,10 @@ class Syncer:
                     str(exc) if isinstance(exc, ShipyardError) else f"{type(exc).__name__}: {exc}"
                 )
                 log.warning("%s v%s %s: %s", name, res.version, target, resolved.errors[target])
+                if isinstance(exc, DiskFullError) or getattr(exc, "errno", None) in DISK_FULL:
+                    self.cache.clear_downloads(name)  # give back everything a resume would use
+        if not resolved.errors:  # every bundle is in place: no partial download is needed
+            self.cache.clear_downloads(name)
         return resolved
 
     def cached_versions(self, name: str, exclude: frozenset[int] = frozenset()) -> list[int]:

@@ -42,7 +42,9 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def scope_of(path: str) -> str | None:
-    """The scope a path needs (None: open)."""
+    """The scope a path needs (None: open). The path is normalised the way the router will
+    match it (``//v1/status/`` serves ``/v1/status``), so a spelling cannot change its scope."""
+    path = re.sub(r"/{2,}", "/", path).rstrip("/") or "/"
     if path in OPEN_PATHS:
         return None
     if path == "/metrics":

@@ -41,7 +41,7 @@ def readyz(request: Request) -> Response:
     node: EdgeNode = request.app.state["node"]
     if node.ready:
         return Response({"status": "ready"})
-    reasons = "; ".join(f"{s.name}: {s.reason}" for s in node.models.values() if not s.ready)
+    reasons = "; ".join(f"{s.name}: {s.public_reason}" for s in node.models.values() if not s.ready)
     return problem_response(Problem(title="NotReady", status=503, detail=reasons))
 
 

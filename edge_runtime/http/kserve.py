@@ -32,16 +32,20 @@ INPUTS = {
 }
 OUTPUTS = {"embedding": "embedding", "rerank": "scores", "classify": "probabilities"}
 MAX_DEPTH = 8  # {"inputs": [{"data": [[...]]}]} needs 4; more is an attack on the parser
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A JSON string, or an unterminated one up to the end: possessive (no backtracking), so an
+# unclosed string full of escaped quotes costs one linear pass, not one pass per quote.
+_STRING = re.compile(rb'(?s)"(?:[^"\\]|\\.)*+(?:"|\\?\Z)')
 
 
 def check_structure(raw: bytes, max_elements: int) -> None:
     """Nesting depth and element count of a JSON document, bounded before it is parsed
-    (a deeply nested body would otherwise exhaust the parser's recursion: 400, not 500)."""
+    (a deeply nested body would otherwise exhaust the parser's recursion: 400, not 500).
+    Linear in the body, a few bytes of memory per body byte."""
     skeleton = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
-    opens = (skeleton == ord("[")) | (skeleton == ord("{"))
-    closes = (skeleton == ord("]")) | (skeleton == ord("}"))
-    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32))
+    delta = ((skeleton == ord("[")) | (skeleton == ord("{"))).view(np.int8) - (
+        (skeleton == ord("]")) | (skeleton == ord("}"))
+    ).view(np.int8)
+    depth = np.cumsum(delta, dtype=np.int32)
     if depth.size and int(depth.max()) > MAX_DEPTH:
         raise BadRequest(f"request JSON nests deeper than {MAX_DEPTH} levels")
     elements = int(np.count_nonzero(skeleton == ord(","))) + 1
@@ -77,7 +81,7 @@ def server_metadata() -> dict:
 
 def _metadata(svc) -> dict:
     if svc.serving is None:
-        raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+        raise NotReady(f"model {svc.name} is not ready ({svc.public_reason})")
     m = svc.serving.manifest
     task = m.model.task
     out_shape = {
@@ -116,15 +120,21 @@ def model_ready(request: Request, name: str, version: str | None = None) -> Resp
 
 def _decode_bytes(raw: bytes, count: int, name: str) -> list[str]:
     """Triton BYTES serialisation: per element, a 4-byte little-endian length, then the bytes."""
-    out, pos = [], 0
+    out: list[str] = []
+    pos = 0
     while pos < len(raw):
+        if count >= 0 and len(out) >= count:  # more elements than the shape: stop here
+            raise BadRequest(f"input {name!r}: binary data holds more than {count} elements")
         if pos + 4 > len(raw):
             raise BadRequest(f"input {name!r}: truncated BYTES element length")
         (n,) = struct.unpack_from("<I", raw, pos)
         pos += 4
         if pos + n > len(raw):
             raise BadRequest(f"input {name!r}: BYTES element overruns the tensor")
-        out.append(raw[pos : pos + n].decode("utf-8", errors="strict"))
+        try:
+            out.append(raw[pos : pos + n].decode("utf-8", errors="strict"))
+        except UnicodeDecodeError:
+            raise BadRequest(f"input {name!r}: element {len(out)} is not UTF-8") from None
         pos += n
     if count >= 0 and len(out) != count:
         raise BadRequest(
@@ -166,7 +176,10 @@ def _strings(inp: dict, binary: bytes, offset: int) -> tuple[list[str], int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise BadRequest(f"input {name!r} needs a shape of non-negative integers")
     count = int(np.prod(shape)) if shape else 1
-    size = (inp.get("parameters") or {}).get("binary_data_size")
+    params = inp.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"input {name!r}: 'parameters' must be an object")
+    size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise BadRequest(f"input {name!r}: binary_data_size does not fit the request body")
@@ -193,10 +206,19 @@ def _parse(
         if not isinstance(inp, dict) or not isinstance(inp.get("name"), str):
             raise BadRequest("every input needs a name")
         inputs[inp["name"]], offset = _strings(inp, binary, offset)
-    want_binary = any(
-        ((o or {}).get("parameters") or {}).get("binary_data") for o in head.get("outputs") or []
-    )
-    return head, inputs, want_binary
+    return head, inputs, _wants_binary(head.get("outputs"))
+
+
+def _wants_binary(outputs: object) -> bool:
+    """Whether any requested output asks for binary data (malformed lists are a 400)."""
+    if outputs is None:
+        return False
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise BadRequest("'outputs' must be a list of objects")
+    params = [o.get("parameters") or {} for o in outputs]
+    if not all(isinstance(p, dict) for p in params):
+        raise BadRequest("an output's 'parameters' must be an object")
+    return any(p.get("binary_data") for p in params)
 
 
 async def _run(
@@ -228,7 +250,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         )
         svc = _service(request, name)
         if svc.serving is None:
-            raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+            raise NotReady(f"model {svc.name} is not ready ({svc.public_reason})")
         if version is not None and str(svc.serving.version) != version:
             raise BadRequest(f"{name} serves version {svc.serving.version}, not {version}")
         task = svc.serving.manifest.model.task

@@ -88,7 +88,7 @@ class Inference:
                 )
             svc = found
         if svc.serving is None:
-            raise NotReady(f"model {svc.name} is not ready: {svc.reason}")
+            raise NotReady(f"model {svc.name} is not ready ({svc.public_reason})")
         actual = svc.serving.manifest.model.task
         if actual != task:
             raise BadRequest(

@@ -1,7 +1,7 @@
 """Per-item result cache for the head of the Zipfian query distribution.
 
 LRU + TTL, bounded in bytes, keyed by (model, version, task, a 128-bit BLAKE2b digest of the
-normalised input) — fixed-size keys, so a 4 MiB text costs the cache no more than a word and
+input exactly as received) — fixed-size keys, so a 4 MiB text costs the cache no more than a word and
 the byte bound counts everything an entry holds. Expired entries are swept every half TTL,
 not only when touched. A batch with some cached items computes only the misses. Keys carry the version, so a swap to a new
 version can never serve an old answer (old entries age out). Correct only because serving is
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -24,19 +23,17 @@ import numpy as np
 ENTRY_OVERHEAD = 512
 
 
-def normalise(text: str) -> str:
-    """Unicode NFC and collapsed whitespace: forms that tokenise identically share an entry."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def text_key(item: str | tuple[str, str]) -> bytes:
-    """A fixed-size key for one input (a text, or a (query, document) pair)."""
+    """A fixed-size key for one input (a text, or a (query, document) pair), over the text
+    exactly as received: any normalisation here that the model's tokenizer does not do alike
+    (``str.split`` treats U+001C..U+001F as spaces, BERT's normaliser deletes them) would let
+    one client's input answer another's."""
     h = hashlib.blake2b(digest_size=16)
     if isinstance(item, str):
-        h.update(normalise(item).encode("utf-8", "surrogatepass"))
+        h.update(item.encode("utf-8", "surrogatepass"))
     else:
         for part in item:
-            data = normalise(part).encode("utf-8", "surrogatepass")
+            data = part.encode("utf-8", "surrogatepass")
             h.update(len(data).to_bytes(8, "little"))  # unambiguous: ("ab","c") != ("a","bc")
             h.update(data)
     return h.digest()

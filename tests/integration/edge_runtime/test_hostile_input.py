@@ -211,6 +211,8 @@ def test_api_keys_scopes_rates_and_reload(shared_stack, publisher_keys, tmp_path
         assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
         assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
         assert httpx.get(f"{edge.url}/metrics").status_code == 401
+        for spelling in ("/v1/status/", "//v1/status", "/metrics/", "//metrics"):  # same scope
+            assert httpx.get(f"{edge.url}{spelling}", headers=as_fe).status_code == 403, spelling
         metrics = httpx.get(f"{edge.url}/metrics", headers={"X-Api-Key": ops}).text
         allowed = f'shipyard_api_key_requests_total{{key="search-fe",outcome="allowed"}} {codes.count(200)}.0'
         assert allowed in metrics

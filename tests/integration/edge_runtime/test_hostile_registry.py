@@ -173,8 +173,10 @@ def _answer(
     )
 
 
-def _edge_at(url: str, publisher_keys, cache) -> EdgeServer:
-    cfg = edge_config(url, "t", publisher_keys[1], (("tiny-embedding", "stable"),), cache)
+def _edge_at(url: str, publisher_keys, cache, **sections) -> EdgeServer:
+    cfg = edge_config(
+        url, "t", publisher_keys[1], (("tiny-embedding", "stable"),), cache, **sections
+    )
     return EdgeServer(cfg).start()
 
 
@@ -306,3 +308,62 @@ def test_a_compressed_answer_is_refused_before_it_expands():
             c.list_models()
     finally:
         fake.stop()
+
+
+def test_a_registry_stalling_before_its_headers_is_reported_not_waited_on_forever(
+    tmp_path, publisher_keys
+):
+    """Headers one byte at a time (each read resets httpx's read timeout) and endless
+    ``102 Processing``: the round is abandoned after ``round_timeout_s`` and reported; the node
+    does not sit in ``starting`` saying nothing, and never runs a second round beside it."""
+    import socket
+    import threading
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def dribble(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+                while not stop.is_set():
+                    conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+                    time.sleep(0.3)
+            except OSError:
+                pass
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=dribble, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    edge = _edge_at(url, publisher_keys, tmp_path / "cache", registry={"round_timeout_s": 2.0})
+    try:
+        st = edge.wait(lambda s: _model(s)["state"] != "starting", 20)
+        m = _model(st)
+        assert m["state"] == "not-ready" and "without finishing" in m["last_sync_error"]
+        metrics = httpx.get(f"{edge.url}/metrics").text
+        assert 'shipyard_sync_errors_total{kind="registry unreachable"' in metrics
+        # an unauthenticated probe and a 503 learn the state, not the registry or the error
+        for r in (
+            httpx.get(f"{edge.url}/readyz"),
+            httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x", "model": "tiny-embedding"}),
+        ):
+            assert r.status_code == 503 and "not-ready" in r.text, r.text
+            assert url not in r.text and "finishing" not in r.text, r.text
+        threads = [t.name for t in threading.enumerate() if t.name.startswith("sync-")]
+        assert len(threads) <= 1, threads  # one stuck round, not one per retry
+    finally:
+        stop.set()
+        edge.stop()
+        srv.close()

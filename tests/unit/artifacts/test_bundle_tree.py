@@ -218,3 +218,31 @@ def test_the_writer_refuses_what_the_verifier_would(tmp_path, key):
         assert not (tmp_path / "w").exists()
     entry = FileEntry(path="a", sha256="sha256:" + "0" * 64, size=1)
     assert encode(msgspec.structs.replace(make_manifest(), files=[entry]))
+
+
+def test_openssf_model_signing_verifies_a_shipyard_bundle_unchanged(nested, key, tmp_path):
+    """The third-party check the trust model promises: OpenSSF's own CLI, no Shipyard code."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).parent / "model_signing"
+    if not cli.exists():
+        pytest.skip("the model_signing CLI is not installed in this environment")
+    pub = tmp_path / "signer.pub"
+    pub.write_bytes(key.public_pem())
+
+    def verify(bundle) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(cli), "verify", "key", "--signature", str(bundle / SIGNATURE_FILE),
+             "--public_key", str(pub), str(bundle)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    ok = verify(nested)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(nested, tampered)
+    (tampered / "tok" / "tokenizer.json").write_bytes(b'{"evil": 1}')
+    assert verify(tampered).returncode != 0

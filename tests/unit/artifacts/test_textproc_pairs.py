@@ -76,3 +76,28 @@ def _fits(tok: Tokenizer, pair: tuple[str, str]) -> bool:
     except Exception:
         return False
     return True
+
+
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first"])
+def test_a_huge_query_is_cut_before_joining_with_identical_results(strategy):
+    """A query far past max_length, paired with many documents: the same ids as whole-pair
+    encoding, and no per-pair copy of the query's overflow (bounded time)."""
+    import time
+
+    path = minilm_dir() / "tokenizer.json"
+    enc = TextEncoder(path, TokenizerSpec(max_length=128, truncation=strategy, pair=True))
+    whole = Tokenizer.from_file(str(path))
+    whole.no_padding()
+    whole.enable_truncation(max_length=128, strategy=strategy)
+    rng = random.Random(7)
+    query = " ".join(rng.choices(WORDS, k=6000))  # ~40 KB, ~10,000 tokens
+    docs = [" ".join(rng.choices(WORDS, k=rng.randint(1, 20))) for _ in range(1024)]
+    t0 = time.perf_counter()
+    got = enc.encode([(query, d) for d in docs])
+    elapsed = time.perf_counter() - t0
+    for g, d in list(zip(got, docs, strict=True))[::128]:
+        want = whole.encode(query, d)
+        assert g.ids.tolist() == want.ids and g.type_ids.tolist() == want.type_ids
+        assert g.truncated and bool(want.overflowing)
+    assert all(len(g) <= 128 for g in got)
+    assert elapsed < 2.0, elapsed  # was ~2 s and +400 MB before the cut (max_length 512)

@@ -25,3 +25,15 @@ def test_leftovers_of_an_interrupted_placement_are_swept_at_start(tmp_path):
     assert not staged.exists() and not swapped.exists() and not tmp_state.exists()
     assert (v2 / "onnx-int8" / "model.onnx").read_bytes() == b"placed" and keep.exists()
     assert again.versions("m") == [2]
+
+
+def test_clearing_a_models_downloads_removes_its_files_only(tmp_path):
+    cache = BundleCache(tmp_path)
+    mine, other = tmp_path / "downloads" / "m", tmp_path / "downloads" / "other"
+    for d in (mine, other):
+        d.mkdir(parents=True)
+        (d / "abc.part").write_bytes(b"x" * 100)
+        (d / "def").write_bytes(b"y")
+    assert cache.clear_downloads("m") == 2 and not any(mine.iterdir())
+    assert len(list(other.iterdir())) == 2
+    assert cache.clear_downloads("never-downloaded") == 0

@@ -64,3 +64,25 @@ def test_add_key_refuses_what_it_could_not_parse(tmp_path):
     with pytest.raises(InputError):
         add_key(tmp_path / "keys", "Bad Name", 1, ["infer"])
     assert not (tmp_path / "keys").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [
+        ("/v1/status", "status"),
+        ("/v1/status/", "status"),
+        ("//v1/status", "status"),
+        ("/v1//status//", "status"),
+        ("/metrics/", "metrics"),
+        ("//metrics", "metrics"),
+        ("/schema/openapi.json", "status"),
+        ("//schema", "status"),
+        ("/healthz/", None),
+        ("/readyz", None),
+        ("/v1/embeddings", "infer"),
+        ("/v2/models/m/infer", "infer"),
+        ("/anything/else", "infer"),
+    ],
+)
+def test_a_path_spelling_cannot_change_its_scope(path, scope):
+    assert scope_of(path) == scope

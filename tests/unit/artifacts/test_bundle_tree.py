@@ -246,3 +246,44 @@ def test_openssf_model_signing_verifies_a_shipyard_bundle_unchanged(nested, key,
     shutil.copytree(nested, tampered)
     (tampered / "tok" / "tokenizer.json").write_bytes(b'{"evil": 1}')
     assert verify(tampered).returncode != 0
+
+
+def test_restamping_sets_the_name_refuses_to_overwrite_and_verifies(nested, key, trusted, tmp_path):
+    from artifacts.bundle import restamp_bundle
+    from artifacts.errors import BundleExistsError
+
+    dest = tmp_path / "stamped"
+    m = restamp_bundle(nested, dest, version=7, key=key, model="query-embedder")
+    assert (m.model.name, m.model.version) == ("query-embedder", 7)
+    v = verify_bundle(dest, trusted)
+    assert v.path == dest and v.manifest.model.name == "query-embedder"
+    with pytest.raises(BundleExistsError):
+        restamp_bundle(nested, dest, version=8, key=key)
+    m = restamp_bundle(nested, dest, version=8, key=key, overwrite=True)
+    assert (m.model.name, m.model.version) == ("product-embedder", 8)
+
+
+def test_bundle_directory_problems_name_the_directory(tmp_path, trusted, nested):
+    with pytest.raises(MissingFileError, match=f"^no bundle directory at {tmp_path / 'none'}$"):
+        verify_bundle(tmp_path / "none", trusted)
+    os.symlink(nested, tmp_path / "link")
+    with pytest.raises(
+        UnsafePathError, match=f"^bundle directory {tmp_path / 'link'} is a symlink$"
+    ):
+        verify_bundle(tmp_path / "link", trusted)
+    (nested / MANIFEST_FILE).unlink()
+    with pytest.raises(MissingFileError, match=f"^{MANIFEST_FILE} is missing: "):
+        verify_bundle(nested, trusted)
+    from artifacts.bundle import read_manifest
+
+    with pytest.raises(MissingFileError, match=f"^{MANIFEST_FILE} is missing: "):
+        read_manifest(nested)
+
+
+def test_a_symlinked_signature_is_named_in_the_error(nested, trusted, tmp_path):
+    sig = nested / SIGNATURE_FILE
+    (tmp_path / "sig").write_bytes(sig.read_bytes())
+    sig.unlink()
+    os.symlink(tmp_path / "sig", sig)
+    with pytest.raises(UnsafePathError, match=f"^{SIGNATURE_FILE} is a symlink: "):
+        verify_bundle(nested, trusted)

@@ -92,3 +92,89 @@ def test_refuses_overwrite_and_bad_key_files(tmp_path):
         )
         with pytest.raises(KeyFileError, match="P-256"):
             load_signing_key(path)
+
+
+def test_key_file_errors_name_the_file_and_the_problem(tmp_path):
+    from artifacts.signing import load_public_key, public_key_from_pem
+
+    broken = tmp_path / "broken.key"
+    broken.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(KeyFileError, match=f"{broken} is not an unencrypted PEM private key"):
+        load_signing_key(broken)
+    rsa_path = tmp_path / "rsa.key"
+    rsa_path.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(KeyFileError, match=f"{rsa_path} holds a .*RSAPrivateKey, expected"):
+        load_signing_key(rsa_path)
+    missing = tmp_path / "nope.pub"
+    with pytest.raises(KeyFileError, match=f"cannot read public key {missing}"):
+        load_public_key(missing)
+    with pytest.raises(KeyFileError, match="^key is not a PEM public key"):
+        public_key_from_pem(b"garbage")
+    p384 = tmp_path / "p384.pub"
+    p384.write_bytes(
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(KeyFileError, match=f"^{p384} is an ECDSA key on secp384r1"):
+        load_public_key(p384)
+    with pytest.raises(KeyFileError, match="^key is an ECDSA key on secp384r1"):
+        public_key_from_pem(p384.read_bytes())
+
+
+def test_a_loaded_key_remembers_its_file_and_keypairs_go_into_new_directories(tmp_path):
+    priv, _pub, kid = generate_keypair(tmp_path / "a" / "b")
+    key = load_signing_key(priv)
+    assert key.path == priv and key.key_id == kid
+    trusted = TrustedKeys.of(key.public_pem())
+    assert list(trusted.keys) == [kid]
+    sig = key.sign_raw(b"data")
+    trusted.verify_raw(kid, b"data", sig)
+    with pytest.raises(
+        BadSignatureError, match=f"signature by {kid} does not match: the signed content"
+    ):
+        trusted.verify_raw(kid, b"other", sig)
+
+
+def test_trust_errors_say_what_is_trusted():
+    empty = TrustedKeys()
+    stranger = SigningKey.generate()
+    with pytest.raises(UntrustedKeyError, match=r"\(trusted: none\)$"):
+        empty.key(stranger.key_id)
+    a, b = SigningKey.generate(), SigningKey.generate()
+    two = TrustedKeys.of(a.public_pem(), b.public_pem())
+    known = ", ".join(sorted([a.key_id, b.key_id]))
+    with pytest.raises(UntrustedKeyError, match=rf"\(trusted: {known}\)$"):
+        two.key(stranger.key_id)
+    with pytest.raises(MissingSignatureError, match="^the signature names no key$"):
+        two.key("")
+    with pytest.raises(
+        MissingSignatureError, match=r"^the signature names no key \(publicKey.hint\)$"
+    ):
+        two.by_hint(None)
+    with pytest.raises(BadSignatureError, match="^the envelope is not a JSON object$"):
+        two.open_envelope([])
+    hint = key_hint(a.public_key)
+    assert two.by_hint(hint) == (a.key_id, two.keys[a.key_id])
+
+
+def test_envelope_trust_errors_name_signers_and_trusted_keys():
+    a, b, stranger = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    two = TrustedKeys.of(a.public_pem(), b.public_pem())
+    env = stranger.sign_envelope(b"x")
+    known = ", ".join(sorted([a.key_id, b.key_id]))
+    with pytest.raises(
+        UntrustedKeyError,
+        match=rf"^the envelope is signed by {stranger.key_id}, none of them trusted \(trusted: {known}\)$",
+    ):
+        two.open_envelope(env)
+    with pytest.raises(UntrustedKeyError, match=r"\(trusted: none\)$"):
+        TrustedKeys().open_envelope(env)
+    with pytest.raises(MissingSignatureError, match="^the envelope carries no signature$"):
+        two.open_envelope({**env, "signatures": []})

@@ -358,3 +358,83 @@ def test_every_bundle_is_eligible_or_excluded_with_a_reason(node, bundles, polic
         for c in r.eligible
     ]
     assert keys == sorted(keys)  # best first: preference, then the default rank
+
+
+# ---- the words an operator reads (exact: these messages are the "why" in /v1/status) ---------
+
+
+def test_exact_reasons_for_host_requirements():
+    node = cpu_node(vnni=False)
+    req = Requires(
+        arch=["x86_64", "aarch64"], cpu_isa_all=["avx512f", "amx_int8", "sse4_2"],
+        cpu_isa_any=["avx512_vnni", "amx_int8"], onnxruntime_providers=["A", "B", "CPUExecutionProvider"],
+    )  # fmt: skip
+    node.arch = "riscv64"
+    assert check_requirements("onnx-int8", req, node) == [
+        "needs CPU arch x86_64/aarch64, node is riscv64",
+        "needs CPU features avx512f, amx_int8",
+        "needs one of avx512_vnni/amx_int8 for fast, saturation-free INT8 (node has avx2)",
+        "needs onnxruntime providers A, B",
+    ]
+    big = cpu_node()
+    assert (
+        "(node has avx2, avx512f)"
+        in check_requirements("onnx-int8", Requires(cpu_isa_any=["amx_int8"]), big)[0]
+    )
+    arm = cpu_node(arch="aarch64")
+    assert (
+        "(node has asimd)"
+        in check_requirements("onnx-int8", Requires(cpu_isa_any=["amx_int8"]), arm)[0]
+    )
+
+
+def test_exact_reasons_for_tensorrt():
+    node = gpu_node("8.6", name="A10")
+    node.gpus.append(GpuInfo(name="L4", compute_capability="8.9", memory_mb=24000))
+    assert check_requirements("tensorrt-fp16", _trt(), node) == [
+        "built for sm_90 / TensorRT 10.13.0; node has sm_86 (A10), sm_89 (L4) — engines run only "
+        "on the compute capability they were built for unless built hardware-compatible"
+    ]
+    assert check_requirements("tensorrt-fp16", _trt(), gpu_node(tensorrt="10.14.0")) == [
+        "built for sm_90 / TensorRT 10.13.0; node has TensorRT 10.14.0 — a plain engine runs "
+        "only on the exact TensorRT version that built it (build it VERSION_COMPATIBLE to relax this)"
+    ]
+    amp = _trt(hardware_compatibility="ampere_plus", tensorrt=None)
+    assert check_requirements("tensorrt-fp16", amp, gpu_node("7.5", name="T4")) == [
+        "built hardware-compatible (Ampere+) / TensorRT ?; needs an Ampere or newer GPU (sm_80+), "
+        "node has sm_75 (T4)"
+    ]
+    bare = _trt(compute_capability="8")
+    assert check_requirements("tensorrt-fp16", bare, cpu_node())[0].startswith("built for sm_80 ")
+
+
+def test_exact_reasons_in_the_ranking_and_the_unknown_target_message():
+    r = rank_bundles(
+        cpu_node(vnni=False),
+        [make_manifest("onnx-int8", requires=Requires(cpu_isa_all=["x1", "x2"])), make_manifest("openvino-int8")],
+        SelectionPolicy(allow=["onnx-int8"]),
+    )  # fmt: skip
+    why = {e.target: e.reason for e in r.excluded}
+    assert why == {
+        "onnx-int8": "onnx-int8: needs CPU features x1, x2",
+        "openvino-int8": "not in policy allow list (backends.allow)",
+    }
+    from artifacts.targets import target_spec
+
+    with pytest.raises(
+        ValueError, match=r"known targets: tensorrt-int8, tensorrt-fp16, onnx-fp16,"
+    ):
+        target_spec("tpu")
+
+
+def test_prerelease_runtimes_satisfy_a_plain_minimum():
+    node = cpu_node()
+    node.onnxruntime = "1.33.0.dev20261101"
+    assert check_requirements("onnx-fp32", Requires(onnxruntime=">=1.17"), node) == []
+
+
+def test_the_same_target_twice_ranks_without_error_in_input_order():
+    a = make_manifest("onnx-int8")
+    b = make_manifest("onnx-int8", name="other")
+    r = rank_bundles(cpu_node(), [make_manifest(), a, b])
+    assert [c.target for c in r.eligible] == ["onnx-int8", "onnx-int8", "onnx-fp32"]

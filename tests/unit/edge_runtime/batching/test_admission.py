@@ -143,3 +143,49 @@ def test_a_fixed_limit_still_measures_but_never_adapts():
     a.observe(waited_s=1.0, batch_tokens=1000, run_s=0.01)
     assert a.drain_tokens_per_s > 0 and a.delay_ewma_s > 0
     assert a.limit == 10_000.0
+
+
+def test_from_config_carries_a_fixed_limit():
+    cfg = BatchingSection(adaptive=False)
+    assert Admission.from_config(cfg).adaptive is False
+
+
+def test_one_queued_token_already_blocks_what_would_exceed_the_limit():
+    a = adm()
+    assert a.try_admit(1) is None
+    assert a.try_admit(4000) is not None  # 1 + 4000 > 4000
+    assert a.try_admit(4000) is not None
+    assert a.rejected == 2
+
+
+def test_a_slow_drain_below_one_token_per_second_still_sets_retry_after():
+    a = adm()
+    a.queued_tokens, a.drain_tokens_per_s = 10, 0.5
+    assert a.retry_after() == 20.0
+
+
+def _held(delay_s: float, **kw) -> Admission:
+    """An Admission whose delay EWMA is exactly ``delay_s`` after one observation (alpha 0)."""
+    a = adm(**kw)
+    a.run_ewma_s, a.delay_ewma_s, a.drain_tokens_per_s = 0.001, delay_s, 1e9
+    a.observe(waited_s=9.9, batch_tokens=1000, run_s=0.001, alpha=0.0)
+    assert a.delay_ewma_s == delay_s
+    return a
+
+
+def test_exactly_the_target_holds_and_just_over_it_shrinks():
+    assert _held(0.05).limit == 4000.0
+    assert _held(0.0501).limit == 3200.0
+
+
+def test_exactly_half_the_target_holds_and_just_under_it_grows():
+    assert _held(0.025).limit == 4000.0
+    assert _held(0.0249).limit == 4100.0
+    assert _held(0.02).limit == 4100.0  # between a third and a half of the target: grows
+
+
+def test_a_little_law_bound_under_one_token_still_clamps_to_the_floor():
+    a = adm()
+    a.run_ewma_s, a.delay_ewma_s, a.drain_tokens_per_s = 0.01, 1.0, 1.0
+    a.observe(waited_s=1.0, batch_tokens=0, run_s=0.0, alpha=0.0)
+    assert a.limit == 250.0  # little = 2 x 1 x 0.06 = 0.12 tokens: the floor, not x0.8

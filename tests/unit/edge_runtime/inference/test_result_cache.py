@@ -182,3 +182,49 @@ def test_a_sweep_runs_only_every_half_ttl_and_reports_what_went():
     clock.t = 10.0
     assert c.sweep() == 1 and len(c) == 1  # "old" expired at 10.0 (inclusive)
     assert c.bytes == vec(1).nbytes + ENTRY_OVERHEAD
+
+
+def test_lone_surrogates_are_keyed_not_crashed_on():
+    # JSON may carry "\ud800"; the key must still be computed (and differ from the text without it)
+    assert text_key("\ud800x") != text_key("x")
+    assert text_key(("\udfff", "d")) != text_key(("", "d"))
+
+
+def test_counters_accumulate():
+    clock = Clock()
+    per = vec(0, 16).nbytes + ENTRY_OVERHEAD
+    c = ResultCache(per * 2, 10, clock=clock)
+    assert c.get(("x",)) is None and c.get(("y",)) is None
+    c.put(("a",), vec(1, 16))
+    c.put(("b",), vec(2, 16))
+    assert c.get(("a",)) is not None and c.get(("b",)) is not None
+    c.put(("c",), vec(3, 16))
+    c.put(("d",), vec(4, 16))  # two evictions
+    clock.t = 100.0
+    assert c.get(("c",)) is None and c.get(("d",)) is None  # two expirations on get
+    assert (c.stats.hits, c.stats.misses, c.stats.evictions, c.stats.expirations) == (2, 4, 2, 2)
+    c.put(("e",), vec(5, 16))
+    c.put(("f",), vec(6, 16))
+    assert c.sweep(now=200.0) == 2 and c.stats.expirations == 4  # sweeps add to the count
+
+
+def test_sweeps_happen_every_half_ttl_exactly():
+    clock = Clock()
+    c = ResultCache(1 << 20, 10, clock=clock)
+    for t, key in ((0.0, "a"), (4.0, "b"), (5.0, "c"), (9.0, "d")):
+        clock.t = t
+        c.put((key,), vec(1))
+    assert len(c) == 4 and c.stats.expirations == 0
+    clock.t = 10.0  # half a TTL after the sweep at 5.0: this put sweeps "a" (expired at 10.0)
+    c.put(("e",), vec(1))
+    assert len(c) == 4 and c.stats.expirations == 1
+    clock.t = 14.0  # "b" expired at 14.0, but the next sweep is at 15.0
+    c.put(("f",), vec(1))
+    assert c.stats.expirations == 1
+
+
+def test_an_explicit_sweep_time_is_used():
+    clock = Clock()
+    c = ResultCache(1 << 20, 10, clock=clock)
+    c.put(("a",), vec(1))
+    assert c.sweep(now=5.0) == 0 and c.sweep(now=10.0) == 1 and len(c) == 0

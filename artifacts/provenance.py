@@ -125,6 +125,12 @@ def sign_statement(statement: Mapping[str, Any], key: SigningKey) -> bytes:
     return json.dumps(key.sign_envelope(payload), sort_keys=True).encode()
 
 
+def _obj(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a worker's answer is hostile: a
+    list or a string where an object belongs is a mismatch, never an AttributeError)."""
+    return value if isinstance(value, dict) else {}
+
+
 def open_statement(envelope: bytes, trusted: TrustedKeys, what: str) -> dict[str, Any]:
     try:
         env = json.loads(envelope)
@@ -151,8 +157,8 @@ def check_provenance(
     """The provenance must be signed by ``builder``'s key and say exactly what was leased:
     these parameters, this builder, these files. Returns the statement."""
     st = open_statement(envelope, trusted, PROVENANCE_FILE)
-    pred = st.get("predicate") or {}
-    definition = pred.get("buildDefinition") or {}
+    pred = _obj(st.get("predicate"))
+    definition = _obj(pred.get("buildDefinition"))
     problems = []
     if st.get("predicateType") != SLSA_PROVENANCE or definition.get("buildType") != BUILD_TYPE:
         problems.append("not a Shipyard SLSA v1 provenance")
@@ -160,7 +166,7 @@ def check_provenance(
         problems.append(
             f"parameters {definition.get('externalParameters')} are not the job's {params.as_dict()}"
         )
-    builder_id = ((pred.get("runDetails") or {}).get("builder") or {}).get("id")
+    builder_id = _obj(_obj(pred.get("runDetails")).get("builder")).get("id")
     if builder_id != BUILDER_PREFIX + builder:
         problems.append(f"builder {builder_id!r} is not {BUILDER_PREFIX + builder!r}")
     if st.get("subject") != _subjects(files):
@@ -210,16 +216,17 @@ def check_verification(
     if verifier == builder:
         raise Unprocessable(f"worker {builder} cannot verify its own build")
     st = open_statement(envelope, trusted, "the verification attestation")
-    pred = st.get("predicate") or {}
-    subjects = st.get("subject") or [{}]
+    pred = _obj(st.get("predicate"))
+    subjects = st.get("subject")
+    first = _obj(subjects[0]) if isinstance(subjects, list) and len(subjects) == 1 else {}
     problems = []
     if st.get("predicateType") != VERIFICATION:
         problems.append("not a Shipyard verification")
-    if (subjects[0].get("digest") or {}).get("sha256") != manifest_digest.split(":", 1)[1]:
+    if _obj(first.get("digest")).get("sha256") != manifest_digest.split(":", 1)[1]:
         problems.append("its subject is not this bundle's manifest")
-    if (pred.get("verifier") or {}).get("id") != BUILDER_PREFIX + verifier:
+    if _obj(pred.get("verifier")).get("id") != BUILDER_PREFIX + verifier:
         problems.append(f"it names another verifier than {verifier}")
-    if (pred.get("builder") or {}).get("id") != BUILDER_PREFIX + builder:
+    if _obj(pred.get("builder")).get("id") != BUILDER_PREFIX + builder:
         problems.append(f"it names another builder than {builder}")
     if not isinstance(pred.get("passed"), bool):
         problems.append("it does not say whether the bundle passed")

@@ -84,11 +84,7 @@ class ChannelService:
         """What the channel points at now (None: at nothing yet)."""
         async with self.db.session() as s:
             m = await find_model(s, model)
-            ch = (
-                await s.execute(
-                    select(Channel).where(Channel.model_id == m.id, Channel.name == channel)
-                )
-            ).scalar_one_or_none()
+            ch = await self._find(s, m, channel)
             if ch is None or ch.version is None:
                 return None
             bundles = await version_bundles(s, await find_version(s, m, ch.version))
@@ -115,12 +111,18 @@ class ChannelService:
         for model, channel in rows:
             await self.publish(model, channel)
 
+    async def _find(
+        self, s: AsyncSession, m: Model, name: str, *, lock: bool = False
+    ) -> Channel | None:
+        """The channel row (locked for update on PostgreSQL with ``lock``), if it exists."""
+        q = select(Channel).where(Channel.model_id == m.id, Channel.name == name)
+        if lock and self.db.is_postgres:
+            q = q.with_for_update()
+        return (await s.execute(q)).scalar_one_or_none()
+
     async def _lock(self, s: AsyncSession, m: Model, name: str) -> Channel:
         check_name(name, "channel name")
-        q = select(Channel).where(Channel.model_id == m.id, Channel.name == name)
-        if self.db.is_postgres:
-            q = q.with_for_update()
-        ch = (await s.execute(q)).scalar_one_or_none()
+        ch = await self._find(s, m, name, lock=True)
         if ch is None:
             ch = Channel(model_id=m.id, name=name, version=None, seq=0)
             s.add(ch)
@@ -259,11 +261,7 @@ class ChannelService:
         check_name(channel, "channel name")
         async with self.db.session() as s:
             m = await find_model(s, model)
-            ch = (
-                await s.execute(
-                    select(Channel).where(Channel.model_id == m.id, Channel.name == channel)
-                )
-            ).scalar_one_or_none()
+            ch = await self._find(s, m, channel)
             if ch is None:
                 raise NotFoundError(f"channel {model}:{channel} not found")
             return channel_info(m, ch, await self._history(s, ch))

@@ -26,20 +26,8 @@ from artifacts.manifest import (
     FileEntry,
     encode,
 )
-from artifacts.signing import SigningKey, TrustedKeys
+from artifacts.signing import SigningKey
 from tests.factories import make_manifest
-
-
-@pytest.fixture
-def key():
-    return SigningKey.generate()
-
-
-@pytest.fixture
-def trusted(key):
-    t = TrustedKeys()
-    t.add(key.public_key)
-    return t
 
 
 @pytest.fixture

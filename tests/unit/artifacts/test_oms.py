@@ -47,16 +47,6 @@ def _bundle(key: SigningKey, statement: object, *, payload: bytes | None = None)
     }
 
 
-@pytest.fixture
-def key() -> SigningKey:
-    return SigningKey.generate()
-
-
-@pytest.fixture
-def trusted(key) -> TrustedKeys:
-    return TrustedKeys.of(key.public_pem())
-
-
 def _verify(bundle: dict, trusted: TrustedKeys):
     return oms.verify_signature(json.dumps(bundle).encode(), trusted)
 

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.install-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 INFINITY := bench/.work/infinity-venv
 
-.PHONY: install demo test test-slow test-all lint format bench mutation clean
+.PHONY: install demo test test-slow test-all lint format bench mutation gpu-lock gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,18 @@ bench: $(BENCH_STAMP)
 # mutmut on the trust-critical contract against its unit tests; a score per module (not in make test)
 mutation: install
 	$(PY) -m tools.mutation
+
+# Re-resolve the GPU environments' locks (requirements/gpu-*.txt) with uv for Linux x86_64, without
+# a GPU (needs PyPI); `make test` checks them offline (tools/gpu_pins.py).
+gpu-lock: install
+	$(PY) -m tools.gpu_pins lock
+
+# On an NVIDIA machine with the gpu-builder environment: build tensorrt-fp16/-int8 for MiniLM, gate,
+# serve through the edge backend, and compare with onnx-fp16 (CUDA EP) and PyTorch eager on the
+# GPU. Refuses with the reason elsewhere. GPU_PY: that environment's python.
+GPU_PY ?= $(PY)
+gpu-check:
+	$(GPU_PY) -m tools.gpu_check
 
 clean:
 	rm -rf $(VENV) .demo bench/.work mutants

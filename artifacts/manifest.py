@@ -39,6 +39,7 @@ class Requires(Base, kw_only=True):
     """Machine-checkable requirements; see :mod:`artifacts.targets` for the rules."""
 
     arch: list[str] = []  # allowed CPU architectures; empty = any
+    os: list[str] = []  # allowed operating systems ("linux", "windows"); empty = any
     cpu_isa_all: list[str] = []  # every flag must be present
     cpu_isa_any: list[str] = []  # at least one must be present
     onnxruntime: str | None = None  # version specifier, e.g. ">=1.17"
@@ -47,6 +48,7 @@ class Requires(Base, kw_only=True):
     openvino_devices: list[str] = []  # at least one must be present
     cuda: bool = False
     compute_capability: str | None = None  # GPU the engine was built on, "9.0"
+    gpu_name: str | None = None  # GPU model the engine was built on ("NVIDIA H100 80GB HBM3")
     hardware_compatibility: Literal["none", "same_compute_capability", "ampere_plus"] = "none"
     tensorrt: str | None = None  # TensorRT version the engine was built with
     tensorrt_version_compatible: bool = False

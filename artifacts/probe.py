@@ -42,7 +42,7 @@ RELEVANT_ISA = {
 }
 
 
-def _arch() -> str:
+def cpu_arch() -> str:
     m = platform.machine().lower()
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 
@@ -58,6 +58,16 @@ def _cpu(caps: NodeCapabilities) -> None:
         elif key in ("model name", "Processor", "CPU part") and not caps.cpu_model:
             caps.cpu_model = value.strip()
     caps.cpu_isa = sorted(flags & RELEVANT_ISA)
+
+
+def host_cpu_isa() -> list[str]:
+    """The Shipyard-relevant instruction-set flags of this host (empty where unreadable)."""
+    caps = NodeCapabilities()
+    try:
+        _cpu(caps)
+    except OSError:
+        return []
+    return caps.cpu_isa
 
 
 def _memory_mb() -> int:
@@ -120,7 +130,16 @@ def _gpus(caps: NodeCapabilities) -> None:
 
 
 def _tensorrt() -> str | None:
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_lean"):
+    # the metapackages, or the wheels the gpu-edge/gpu-builder locks install directly
+    for dist in (
+        "tensorrt",
+        "tensorrt-cu13",
+        "tensorrt-cu12",
+        "tensorrt-cu13-bindings",
+        "tensorrt-cu12-bindings",
+        "tensorrt_lean",
+        "tensorrt-lean-cu13-bindings",
+    ):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -153,7 +172,10 @@ def _openvino(caps: NodeCapabilities, full: bool) -> None:
 def probe_node(*, full: bool = True) -> NodeCapabilities:
     """``full=False`` skips importing OpenVINO (the edge, where memory counts)."""
     caps = NodeCapabilities(
-        hostname=socket.gethostname(), arch=_arch(), cpu_cores=os.cpu_count() or 1
+        hostname=socket.gethostname(),
+        arch=cpu_arch(),
+        os=platform.system().lower(),
+        cpu_cores=os.cpu_count() or 1,
     )
     steps = {
         "cpu": lambda: _cpu(caps),

@@ -15,7 +15,7 @@ Central checks both against the job it leased before anything is registered
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ class BuildParameters:
     eval: str | None
     thresholds: Mapping[str, float]
     max_batch: int
+    trt_compat: Sequence[str] = ()
 
     @classmethod
     def for_job(cls, req: BuildRequest, target: str, version: int) -> BuildParameters:
@@ -58,6 +59,7 @@ class BuildParameters:
             eval=req.eval_blob,
             thresholds=req.thresholds,
             max_batch=req.max_batch,
+            trt_compat=list(req.trt_compat),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,7 +73,7 @@ class BuildParameters:
             "eval": self.eval,
             "thresholds": dict(sorted(self.thresholds.items())),
             "max_batch": self.max_batch,
-        }
+        } | ({"trt_compat": sorted(self.trt_compat)} if self.trt_compat else {})
 
 
 def _subjects(files: Mapping[str, str]) -> list[dict]:

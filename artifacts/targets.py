@@ -10,15 +10,19 @@ returns the bundles the node can run, best first, and for every other bundle the
 excluded. Central's ``/v1/resolve`` and the edge selector both call it, so the answer is the same
 wherever it is asked.
 
-TensorRT rules, as TensorRT documents them (Engine Compatibility / Version Compatibility):
+TensorRT rules, each from NVIDIA's documentation (TensorRT 11.4 Support Matrix, "Engine
+Portability"; Developer Guide, "Engine Compatibility"; ``nvinfer1::HardwareCompatibilityLevel``):
 
-* By default an engine runs only with the TensorRT version that built it (major.minor.patch[.build]
-  must match) and only on the GPU architecture (compute capability) it was built on.
-* ``VERSION_COMPATIBLE`` engines (built with TensorRT >= 8.6) also run on later TensorRT runtimes
-  (with the lean runtime); never on older ones.
-* Hardware compatibility level ``AMPERE_PLUS`` engines run on any Ampere or newer GPU
-  (compute capability >= 8.0); ``SAME_COMPUTE_CAPABILITY`` engines on any GPU of the same compute
-  capability as the build GPU; ``NONE`` (the default) on the build GPU's architecture only.
+* Platform: serialized engines are not portable across platforms, so an engine records the OS and
+  CPU architecture it was built on (``requires.os``/``requires.arch``) and runs only there.
+* Version: by default an engine runs only with the TensorRT release that built it (major.minor.
+  patch[.build] must match). ``VERSION_COMPATIBLE`` engines (built with >= 8.6) also run on later
+  runtimes of the same major version, and across majors only on the pairs in
+  :data:`TRT_CROSS_MAJOR` (10 -> 11 and 8 -> 10); never on an older runtime.
+* Hardware: ``AMPERE_PLUS`` engines run on any Ampere-or-newer *discrete* GPU (compute capability
+  >= 8.0) — hardware compatibility is not supported on Jetson / DRIVE (:data:`INTEGRATED_GPU_CC`);
+  ``SAME_COMPUTE_CAPABILITY`` engines on any GPU of the build GPU's compute capability; ``NONE``
+  (the default) guarantees only the build GPU's model: same compute capability *and* same GPU name.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class NodeCapabilities(msgspec.Struct, kw_only=True):
 
     hostname: str = ""
     arch: str = ""  # "x86_64" | "aarch64"
+    os: str = ""  # "linux" | "windows" | "darwin"
     cpu_model: str = ""
     cpu_isa: list[str] = []
     cpu_cores: int = 0
@@ -134,13 +139,18 @@ class Ranking(msgspec.Struct, kw_only=True):
 
 
 def _cc(value: str) -> tuple[int, int]:
-    major, _, minor = value.partition(".")
-    return int(major), int(minor or 0)
+    """``"9.0"`` → (9, 0); anything malformed (a hostile manifest's "9.x") → (-1, -1), which no
+    rule accepts, instead of an exception that would take the whole ranking down."""
+    major, _, minor = str(value).partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        return (-1, -1)
 
 
 def _sm(value: str | None) -> str:
-    if not value:
-        return "an unknown GPU"
+    if not value or _cc(value) == (-1, -1):
+        return "an unknown GPU" if not value else f"an unreadable compute capability {value!r}"
     major, minor = _cc(value)
     return f"sm_{major}{minor}"
 
@@ -162,25 +172,65 @@ def _spec_ok(spec: str, installed: str) -> bool:
         return False
 
 
+# Version-compatible engines across major versions: only these (built major, runtime major)
+# pairs are supported (TensorRT 11.4 Support Matrix, "Engine Portability").
+TRT_CROSS_MAJOR = frozenset({(8, 10), (10, 11)})
+# Jetson and DRIVE (integrated GPUs): TX1/Nano 5.3, TX2 6.2, Xavier 7.2, Orin 8.7, Thor 10.1
+# (11.0 from CUDA 13). Hardware compatibility is not supported there (Developer Guide).
+INTEGRATED_GPU_CC = frozenset({"5.3", "6.2", "7.2", "8.7", "10.1", "11.0"})
+
+
 def _built(req: Requires) -> str:
+    trt = f"TensorRT {req.tensorrt or '?'}"
     if req.hardware_compatibility == "ampere_plus":
-        return f"built hardware-compatible (Ampere+) / TensorRT {req.tensorrt or '?'}"
-    return f"built for {_sm(req.compute_capability)} / TensorRT {req.tensorrt or '?'}"
+        return f"built hardware-compatible (Ampere+) / {trt}"
+    if req.hardware_compatibility == "same_compute_capability":
+        return f"built for any {_sm(req.compute_capability)} GPU / {trt}"
+    gpu = f" ({req.gpu_name})" if req.gpu_name else ""
+    return f"built for {_sm(req.compute_capability)}{gpu} / {trt}"
+
+
+def _trt_gpu_ok(req: Requires, gpu: GpuInfo) -> bool:
+    """Can this one GPU run the engine, by the hardware-compatibility level it was built with."""
+    if req.hardware_compatibility == "ampere_plus":
+        return (
+            _cc(gpu.compute_capability) >= (8, 0)
+            and gpu.compute_capability not in INTEGRATED_GPU_CC
+        )
+    if req.compute_capability and gpu.compute_capability != req.compute_capability:
+        return False
+    if req.hardware_compatibility == "none" and req.gpu_name:
+        return gpu.name.strip() == req.gpu_name.strip()
+    return True
 
 
 def _trt_gpu_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
+    if any(_trt_gpu_ok(req, g) for g in caps.gpus):
+        return []
     built = _built(req)
-    node_ccs = sorted({g.compute_capability for g in caps.gpus})
     node_desc = ", ".join(f"{_sm(c)} ({g})" for c, g in _gpu_names(caps))
     if req.hardware_compatibility == "ampere_plus":
-        if not any(_cc(c) >= (8, 0) for c in node_ccs):
-            return [f"{built}; needs an Ampere or newer GPU (sm_80+), node has {node_desc}"]
-    elif req.compute_capability and req.compute_capability not in node_ccs:
+        return [
+            f"{built}; needs a discrete Ampere or newer GPU (sm_80+, not Jetson/DRIVE), "
+            f"node has {node_desc}"
+        ]
+    if req.compute_capability and not any(
+        g.compute_capability == req.compute_capability for g in caps.gpus
+    ):
         return [
             f"{built}; node has {node_desc} — engines run only on the compute capability they "
             "were built for unless built hardware-compatible"
         ]
-    return []
+    return [
+        f"{built}; node has {node_desc} — a plain engine is guaranteed only on the GPU model "
+        "that built it (build it with --trt-compat same-cc to relax this)"
+    ]
+
+
+def _trt_version_compatible(built: Version, node: Version) -> bool:
+    if built < Version("8.6") or node < built:
+        return False
+    return built.major == node.major or (built.major, node.major) in TRT_CROSS_MAJOR
 
 
 def _trt_version_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
@@ -197,6 +247,11 @@ def _trt_version_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
             return [f"{built}; version compatibility needs an engine built with >= 8.6"]
         if node_v < built_v:
             return [f"{built} (version-compatible); node's TensorRT {caps.tensorrt} is older"]
+        if not _trt_version_compatible(built_v, node_v):
+            return [
+                f"{built} (version-compatible); TensorRT {built_v.major} engines are not "
+                f"supported on a TensorRT {node_v.major} runtime"
+            ]
         return []
     if node_v != built_v:  # 10.13 and 10.13.0 are the same release; 10.13.0.35 is not
         return [
@@ -227,6 +282,8 @@ def _host_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
     isa = set(caps.cpu_isa)
     if req.arch and caps.arch not in req.arch:
         reasons.append(f"needs CPU arch {'/'.join(req.arch)}, node is {caps.arch or 'unknown'}")
+    if req.os and caps.os not in req.os:
+        reasons.append(f"needs OS {'/'.join(req.os)}, node runs {caps.os or 'unknown'}")
     missing_all = [f for f in req.cpu_isa_all if f not in isa]
     if missing_all:
         reasons.append(f"needs CPU features {', '.join(missing_all)}")
@@ -334,3 +391,23 @@ def rank_bundles(
         )
     eligible.sort(key=lambda kv: kv[0])
     return Ranking(eligible=[c for _, c in eligible], excluded=excluded)
+
+
+# `--trt-compat` (builder, `artifact submit`, the build API): which portability an engine is built
+# for. `version`: VERSION_COMPATIBLE; `hardware`: AMPERE_PLUS; `same-cc`: SAME_COMPUTE_CAPABILITY.
+TRT_COMPAT = ("version", "hardware", "same-cc")
+
+
+def parse_trt_compat(value: str | Sequence[str]) -> list[str]:
+    """``"none"``/``""`` → []; ``"version,hardware"`` → both, sorted; ValueError on anything else
+    (an unknown word, or two hardware levels at once)."""
+    words = value.split(",") if isinstance(value, str) else list(value)
+    chosen = sorted({w.strip() for w in words if w.strip() and w.strip() != "none"})
+    unknown = [w for w in chosen if w not in TRT_COMPAT]
+    if unknown:
+        raise ValueError(
+            f"unknown --trt-compat {', '.join(unknown)}; choose from none, {', '.join(TRT_COMPAT)}"
+        )
+    if {"hardware", "same-cc"} <= set(chosen):
+        raise ValueError("--trt-compat hardware and same-cc are two hardware levels: pick one")
+    return chosen

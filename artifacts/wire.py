@@ -182,6 +182,7 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     thresholds: dict[str, float] = {}
     max_batch: int = 64
     promote_to: str | None = None
+    trt_compat: list[str] = []  # TensorRT targets: version | hardware | same-cc
 
 
 class JobInfo(msgspec.Struct, kw_only=True):

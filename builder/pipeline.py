@@ -99,6 +99,7 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     max_batch: int = 64
     eval_limit: int = 1200
     calibration_limit: int = 300
+    trt_compat: list[str] = []  # TensorRT engines: version | hardware | same-cc
     # Build service: the enrolled worker's name and the job's parameters; each bundle then
     # carries provenance.json (SLSA v1, signed with ``key_file``) — see artifacts.provenance.
     provenance: ProvenanceSpec | None = None
@@ -294,6 +295,7 @@ def _prepare(
         threads=threads,
         reporter=reporter,
         max_batch=config.max_batch,
+        trt_compat=tuple(config.trt_compat),
     )
     reporter.end("prepare", True, f"eval set: {len(items)} items from {evalset.source}")
     shared = Shared(

@@ -73,9 +73,15 @@ def own_key(keys_dir: Path) -> SigningKey:
 
 
 def buildable_targets() -> list[str]:
+    """What this host's environment can build: a `gpu-builder` environment has no OpenVINO/NNCF
+    (so no openvino-int8), a host without a GPU and TensorRT no TensorRT targets."""
+    import importlib.util
+
     from builder.targets.tensorrt import preflight
 
-    targets = list(CPU_TARGETS)
+    have = {m for m in ("openvino", "nncf", "onnxruntime") if importlib.util.find_spec(m)}
+    needs = {"openvino-int8": {"openvino", "nncf"}}
+    targets = [t for t in CPU_TARGETS if needs.get(t, {"onnxruntime"}) <= have]
     if preflight() is None:
         targets += [t for t in GPU_TARGETS if t.startswith("tensorrt")]
     return targets
@@ -287,6 +293,7 @@ class Worker:
             if req.calibration_blob
             else None,
             "max_batch": req.max_batch,
+            "trt_compat": req.trt_compat,
             "version": lease.version,
             "key_file": str(self.key.path),
             "provenance": {"builder": self.cfg.name, "params": params.as_dict()},

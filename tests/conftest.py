@@ -61,12 +61,13 @@ def tiny_models(tmp_path_factory):
 def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
     """Bundles for the three CPU targets of every task, built once per session."""
     from builder.pipeline import BuildConfig, build
+    from tests.factories import TINY_THRESHOLDS
 
     out = {}
     for task, model_dir in tiny_models.items():
         dest = tmp_path_factory.mktemp(f"bundles-{task}")
-        # A random cross-encoder scores candidates nearly alike, so top-1 agreement flips on
-        # near-ties: more query groups and a lower bar for the tiny model only.
+        # A random cross-encoder scores candidates nearly alike: more query groups for rerank,
+        # and the tiny models' lower bar (tests.factories.TINY_THRESHOLDS).
         rerank = task == "rerank"
         report = build(
             BuildConfig(
@@ -77,7 +78,7 @@ def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
                 key_file=str(publisher_keys[0]),
                 eval_limit=300 if rerank else 120,
                 calibration_limit=40,
-                thresholds={"top1_agreement": 0.9} if rerank else {},
+                thresholds=TINY_THRESHOLDS[task],
             )
         )
         out[task] = (dest, report)

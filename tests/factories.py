@@ -15,6 +15,16 @@ __all__ = [
 ]
 
 
+# Tiny random models score near-ties, so quantisation noise flips the ranks and labels a real
+# model keeps (more so with the 7-bit weights of hosts without VNNI). Tests of the pipeline and
+# the service hold them to this lower bar; the real MiniLM's gate keeps the defaults (slow tests).
+TINY_THRESHOLDS: dict[str, dict[str, float]] = {
+    "embedding": {"recall10_overlap": 0.9},
+    "rerank": {"top1_agreement": 0.9},
+    "classify": {"label_agreement": 0.95},
+}
+
+
 def minilm_dir():
     from pathlib import Path
 

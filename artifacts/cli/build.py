@@ -16,7 +16,9 @@ from rich.table import Table
 
 from artifacts.cli import app
 from artifacts.cli.render import TargetSummary, console, targets_table
+from artifacts.cli.runner import ExitCode
 from artifacts.errors import InputError
+from artifacts.targets import parse_trt_compat
 
 
 class RichReporter:
@@ -54,6 +56,13 @@ def parse_thresholds(values: list[str]) -> dict[str, float]:
         except ValueError:
             raise InputError(f"--threshold expects NAME=VALUE, got {value!r}") from None
     return out
+
+
+def trt_compat_option(value: str) -> list[str]:
+    try:
+        return parse_trt_compat(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def summary_table(report) -> Table:
@@ -127,6 +136,11 @@ def build_cmd(
     threshold: list[str] = typer.Option(
         [], "--threshold", help="Override a gate threshold: NAME=VALUE"
     ),
+    trt_compat: str = typer.Option(
+        "none",
+        "--trt-compat",
+        help="TensorRT engines: none | version | hardware | same-cc (comma-separated)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
     """Build, gate, benchmark and sign one bundle per target."""
@@ -145,6 +159,7 @@ def build_cmd(
         overwrite=overwrite,
         threads=threads,
         thresholds=parse_thresholds(threshold),
+        trt_compat=trt_compat_option(trt_compat),
     )
     err = console(stderr=True)
     with Progress(
@@ -170,4 +185,4 @@ def build_cmd(
         console(stderr=True).print(
             f"[red]error:[/red] target(s) failed: {failed} (see reasons above)"
         )
-        raise typer.Exit(2)
+        raise typer.Exit(int(ExitCode.FAILED))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +14,10 @@ from rich.table import Table
 
 from artifacts import sourcetar
 from artifacts.cli import app
-from artifacts.cli.build import parse_thresholds
+from artifacts.cli.build import parse_thresholds, trt_compat_option
 from artifacts.cli.registry import byte_progress, client, emit_json
 from artifacts.cli.render import TargetSummary, console, simple_table, targets_table
+from artifacts.cli.runner import ExitCode
 from artifacts.digests import sha256_file
 from artifacts.states import BuildState, JobState
 from artifacts.wire import BuildInfo, BuildRequest
@@ -75,26 +78,86 @@ def summaries(info: BuildInfo) -> list[TargetSummary]:
     return out
 
 
-def wait_for(c, build_id: int, *, live: bool, poll_s: float = 1.0) -> BuildInfo:
+class ProgressLog:
+    """Progress as timestamped lines, for logs and CI (stdout is not a terminal): the build's
+    and every job's state changes, and each target's result when it ends."""
+
+    def __init__(self, write=None) -> None:
+        self._write = write or (lambda line: print(line, flush=True))
+        self._seen: dict[str, str] = {}
+
+    def update(self, info: BuildInfo) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self._seen.get("") != info.state:
+            self._seen[""] = info.state
+            self._write(f"{now} build #{info.id} {info.model}: {info.state}")
+        for j in info.jobs:
+            key = f"{j.target}"
+            if self._seen.get(key) == j.state:
+                continue
+            self._seen[key] = j.state
+            detail = "reused from the build cache" if j.cached else (j.reason or "")
+            worker = f" on {j.worker}" if j.worker else ""
+            self._write(
+                f"{now} build #{info.id} {j.target}: {j.state}{worker}"
+                + (f" — {detail}" if detail else "")
+            )
+
+
+def wait_for(
+    c,
+    build_id: int,
+    *,
+    live: bool,
+    poll_s: float = 1.0,
+    timeout_s: float | None = None,
+    log: ProgressLog | None = None,
+) -> BuildInfo:
+    """Follow a build until it ends or ``timeout_s`` passes (then the last state is returned,
+    still open). ``live``: a live table on a terminal; otherwise ``log`` lines, if given."""
     last_lines: dict[str, str] = {}
     after = 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     info = c.build(build_id)
-    with Live(
-        status_table(info, last_lines),
-        console=console(stderr=True),
-        refresh_per_second=4,
-        transient=False,
-    ) as view:
+    with (
+        Live(
+            status_table(info, last_lines),
+            console=console(stderr=True),
+            refresh_per_second=4,
+            transient=False,
+        )
+        if live
+        else contextlib.nullcontext() as view
+    ):
         while True:
             for line in c.build_logs(build_id, after=after):
                 after = line.id
                 last_lines[line.target] = line.line
             info = c.build(build_id)
-            if live:
+            if view is not None:
                 view.update(status_table(info, last_lines))
+            elif log is not None:
+                log.update(info)
             if info.state in TERMINAL_BUILD:
                 return info
-            time.sleep(poll_s)
+            if deadline is not None and time.monotonic() >= deadline:
+                return info
+            time.sleep(
+                poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+            )
+
+
+def exit_code(info: BuildInfo) -> ExitCode:
+    """0 passed, 1 failed or cancelled, 3 still running at the timeout, 4 only waiting for a
+    capable worker at the timeout."""
+    if info.state == BuildState.PASSED:
+        return ExitCode.OK
+    if info.state in TERMINAL_BUILD:
+        return ExitCode.FAILED
+    open_jobs = [j for j in info.jobs if not JobState(j.state).terminal]
+    if open_jobs and all(j.state == JobState.WAITING for j in open_jobs):
+        return ExitCode.NO_CAPABLE_WORKER
+    return ExitCode.TIMED_OUT
 
 
 @app.command("submit")
@@ -110,7 +173,21 @@ def submit(
     eval_file: Path | None = typer.Option(None, "--eval"),
     threshold: list[str] = typer.Option([], "--threshold", help="NAME=VALUE"),
     wait: bool = typer.Option(
-        False, "--wait", help="Show live progress until done, then the summary"
+        False,
+        "--wait",
+        help="Follow the build until it ends (a live table on a terminal, log lines otherwise)",
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        min=0,
+        help="With --wait: stop waiting after this many seconds (exit 3, or 4 if only jobs "
+        "waiting for a capable worker remain); the build goes on",
+    ),
+    trt_compat: str = typer.Option(
+        "none",
+        "--trt-compat",
+        help="TensorRT engines: none | version | hardware | same-cc (comma-separated)",
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -130,6 +207,7 @@ def submit(
             else None,
             eval_blob=_upload(c, eval_file, "upload eval", show) if eval_file else None,
             thresholds=parse_thresholds(threshold),
+            trt_compat=trt_compat_option(trt_compat),
         )
         created = c.submit_build(req)
         if not wait:
@@ -142,15 +220,31 @@ def submit(
                 f"follow it with: artifact builds {created.build_id}  ·  artifact logs {created.build_id}"
             )
             return None
-        info = wait_for(c, created.build_id, live=show)
+        tty = sys.stderr.isatty()
+        info = wait_for(
+            c,
+            created.build_id,
+            live=show and tty,
+            timeout_s=timeout,
+            log=ProgressLog() if show and not tty else None,
+        )
+    code = exit_code(info)
     if as_json:
         emit_json(info)
     else:
         console().print(
             targets_table(f"build #{info.id} · {info.state} · {info.detail}", summaries(info))
         )
-    if info.state != "passed":
-        raise typer.Exit(2)
+        if code in (ExitCode.TIMED_OUT, ExitCode.NO_CAPABLE_WORKER):
+            waiting = [f"{j.target} ({j.reason})" for j in info.jobs if j.state == JobState.WAITING]
+            console(stderr=True).print(
+                f"[yellow]timed out[/yellow] after {timeout:g} s with build #{info.id} {info.state}"
+                + (f"; waiting for a capable worker: {', '.join(waiting)}" if waiting else "")
+                + f" — it goes on: artifact builds {info.id}",
+                highlight=False,
+            )
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
     return None
 
 

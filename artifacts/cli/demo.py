@@ -59,6 +59,7 @@ class DemoConfig(msgspec.Struct, kw_only=True):
     build_timeout_s: float = 900.0
     calibration: str | None = None  # JSONL; None: the builder's shipped corpus
     eval: str | None = None
+    thresholds: dict[str, float] = {}  # gate overrides (NAME -> value); none: the defaults
 
 
 class DemoError(ShipyardError):
@@ -140,6 +141,7 @@ class Demo:
             "--wait",
             *(["--calibration", self.cfg.calibration] if self.cfg.calibration else []),
             *(["--eval", self.cfg.eval] if self.cfg.eval else []),
+            *(a for k, v in self.cfg.thresholds.items() for a in ("--threshold", f"{k}={v}")),
         )
         self.out.print(
             f"submitting {model_dir} as {self.cfg.model} "

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import sys
+from enum import IntEnum
 
 import typer
 from typer.exceptions import TyperException
 
 from artifacts.errors import ShipyardError
+
+
+class ExitCode(IntEnum):
+    """Exit status of every Shipyard command (README: "Exit codes")."""
+
+    OK = 0  # done; for builds: every target passed
+    FAILED = 1  # a user error, or a build/target that failed
+    USAGE = 2  # bad arguments or options
+    TIMED_OUT = 3  # --timeout passed while work was still running or queued
+    NO_CAPABLE_WORKER = 4  # --timeout passed while jobs wait for a worker that can build them
 
 
 def run_app(

@@ -24,6 +24,19 @@ class ActivationStats:
     tokens: int = 0
 
 
+def calibration_batches(
+    encoder: TextEncoder, items: Sequence[Item], input_names: list[str], *, batch_size: int = 16
+) -> list[dict[str, np.ndarray]]:
+    """The calibration mix as model feeds, in file order, ``batch_size`` texts per batch (each
+    batch padded to its own longest text, so the batches carry the real length mix). Every
+    target calibrates on these: SmoothQuant statistics, ModelOpt Q/DQ and AutoCast."""
+    encoded = encoder.encode(list(items))
+    return [
+        collate(encoded[start : start + batch_size], input_names)
+        for start in range(0, len(encoded), batch_size)
+    ]
+
+
 def collect_stats(
     model_path: Path,
     encoder: TextEncoder,
@@ -44,9 +57,7 @@ def collect_stats(
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     stats = ActivationStats()
-    encoded = encoder.encode(list(items))
-    for start in range(0, len(encoded), batch_size):
-        feeds = collate(encoded[start : start + batch_size], names)
+    for feeds in calibration_batches(encoder, items, names, batch_size=batch_size):
         mask = feeds["attention_mask"].astype(bool)
         outs = sess.run(inputs, feeds)
         stats.tokens += int(mask.sum())

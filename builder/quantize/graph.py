@@ -168,14 +168,18 @@ def smooth_quant(
     return len(groups)
 
 
-def quantize_weight_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output column: ``w ≈ q * scale``."""
-    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
-    q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+def quantize_weight_per_channel(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per output column: ``w ≈ q * scale``, ``|q| <= 2**(bits-1) - 1``. ``bits=7``
+    (reduce-range) keeps u8×s8 pair sums inside int16, so AVX2's saturating kernel is exact."""
+    top = float(2 ** (bits - 1) - 1)
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / top
+    q = np.clip(np.round(w / scale), -top, top).astype(np.int8)
     return q, scale.astype(np.float32)
 
 
-def per_token_int8(model: onnx.ModelProto, *, exclude: Iterable[str] = ()) -> int:
+def per_token_int8(
+    model: onnx.ModelProto, *, exclude: Iterable[str] = (), weight_bits: int = 8
+) -> int:
     """Rewrite weight MatMuls to W8A8 with per-token dynamic activation scales. Returns count.
 
     Activation path per distinct input X (shared by e.g. Q, K, V):
@@ -222,7 +226,7 @@ def per_token_int8(model: onnx.ModelProto, *, exclude: Iterable[str] = ()) -> in
             quantized_inputs[x] = p
         p = quantized_inputs[x]
         w = numpy_helper.to_array(inits[mm.weight])
-        wq, ws = quantize_weight_per_channel(w)
+        wq, ws = quantize_weight_per_channel(w, weight_bits)
         base = mm.node.replace("/", "_").replace(".", "_")
         g.initializer.extend(
             [numpy_helper.from_array(wq, f"{base}_wq"), numpy_helper.from_array(ws, f"{base}_ws")]

@@ -53,6 +53,7 @@ class BuildContext:
     threads: int
     reporter: Reporter
     max_batch: int
+    trt_compat: tuple[str, ...] = ()
     _stats: ActivationStats | None = None
 
     def activation_stats(self) -> ActivationStats:

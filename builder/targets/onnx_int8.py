@@ -11,7 +11,10 @@
 
 Every candidate also stores the word-embedding table as int8 rows (size target: <= 30% of FP32).
 U8S8 GEMMs need VNNI (x86) or dot-product (arm64) to be exact: without them the AVX2 kernel's
-16-bit intermediate sums can saturate, so that is what the bundle requires.
+16-bit intermediate sums can saturate, so that is what the bundle requires. A build host without
+those instructions could not judge such a bundle (its own kernels saturate), so there the ladder
+builds *reduce-range* variants instead (``-w7``: 7-bit weights, whose u8×s7 pair sums fit in
+int16): exact on every x86_64/arm64 CPU, so they also run on AVX2-only nodes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import onnx
 import onnxruntime
 
 from artifacts.manifest import Requires
+from artifacts.probe import host_cpu_isa
 from artifacts.targets import INT8_DOT_PRODUCT_ISA
 from builder.quantize import graph
 from builder.runners import OrtRunner
@@ -31,6 +35,16 @@ from builder.targets.onnx_fp32 import ORT_MIN
 REQUIRES = Requires(
     onnxruntime=ORT_MIN, cpu_isa_any=list(INT8_DOT_PRODUCT_ISA), arch=["x86_64", "aarch64"]
 )
+# reduce-range bundles: exact without dot-product instructions too
+REQUIRES_REDUCE_RANGE = Requires(
+    onnxruntime=ORT_MIN,
+    cpu_isa_any=[*INT8_DOT_PRODUCT_ISA, "avx2", "asimd"],
+    arch=["x86_64", "aarch64"],
+)
+
+
+def host_has_int8_dot_product(isa: list[str] | None = None) -> bool:
+    return bool(set(host_cpu_isa() if isa is None else isa) & set(INT8_DOT_PRODUCT_ISA))
 
 
 def ffn_down_projections(model: onnx.ModelProto) -> list[str]:
@@ -39,14 +53,20 @@ def ffn_down_projections(model: onnx.ModelProto) -> list[str]:
 
 
 def _artifact(
-    ctx: BuildContext, model: onnx.ModelProto, workdir: Path, config: str, precision: str = "int8"
+    ctx: BuildContext,
+    model: onnx.ModelProto,
+    workdir: Path,
+    config: str,
+    precision: str = "int8",
+    *,
+    reduce_range: bool = False,
 ) -> Artifact:
     path = workdir / "model.onnx"
     onnx.save(model, str(path))
     return Artifact(
         files={"model.onnx": path},
         runner=OrtRunner(path, ctx.master.output_name, threads=ctx.threads),
-        requires=REQUIRES,
+        requires=REQUIRES_REDUCE_RANGE if reduce_range else REQUIRES,
         runtime={
             "graph_optimization": "ORT_ENABLE_ALL",
             "quantization": config,
@@ -55,7 +75,7 @@ def _artifact(
     )
 
 
-def _dynamic(ctx: BuildContext):
+def _dynamic(ctx: BuildContext, reduce_range: bool = False):
     def make(workdir: Path) -> Artifact:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -68,34 +88,45 @@ def _dynamic(ctx: BuildContext):
             str(staged),
             str(out),
             per_channel=True,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-        return _artifact(ctx, onnx.load(str(out)), workdir, "dynamic-per-channel")
+        config = "dynamic-per-channel" + ("-w7" if reduce_range else "")
+        return _artifact(ctx, onnx.load(str(out)), workdir, config, reduce_range=reduce_range)
 
     return make
 
 
-def _per_token(ctx: BuildContext, alpha: float, keep_fp: str):
+def _per_token(ctx: BuildContext, alpha: float, keep_fp: str, reduce_range: bool = False):
     def make(workdir: Path) -> Artifact:
         model = onnx.load(str(ctx.master.path))
         downs = ffn_down_projections(model)
         exclude = {"none": [], "edge": downs[:1] + downs[-1:], "all": downs}[keep_fp]
         graph.quantize_embeddings(model)
         graph.smooth_quant(model, ctx.activation_stats().absmax, alpha, exclude=exclude)
-        graph.per_token_int8(model, exclude=exclude)
+        graph.per_token_int8(model, exclude=exclude, weight_bits=7 if reduce_range else 8)
         return _artifact(
-            ctx, model, workdir, f"per-token-sq{alpha}", "mixed" if exclude else "int8"
+            ctx,
+            model,
+            workdir,
+            f"per-token-sq{alpha}" + ("-w7" if reduce_range else ""),
+            "mixed" if exclude else "int8",
+            reduce_range=reduce_range,
         )
 
     return make
 
 
 def candidates(ctx: BuildContext) -> list[Candidate]:
+    """The ladder this host can judge: 8-bit weights where it has INT8 dot-product
+    instructions, reduce-range (7-bit weights) where it does not."""
+    rr = not host_has_int8_dot_product()
+    w = "-w7" if rr else ""
     return [
-        Candidate("dynamic-per-channel", _dynamic(ctx)),
-        Candidate("per-token-sq0.5", _per_token(ctx, 0.5, "none")),
-        Candidate("per-token-sq0.5+fp-ffn-out-edge", _per_token(ctx, 0.5, "edge")),
-        Candidate("per-token-sq0.5+fp-ffn-out", _per_token(ctx, 0.5, "all")),
+        Candidate(f"dynamic-per-channel{w}", _dynamic(ctx, rr)),
+        Candidate(f"per-token-sq0.5{w}", _per_token(ctx, 0.5, "none", rr)),
+        Candidate(f"per-token-sq0.5{w}+fp-ffn-out-edge", _per_token(ctx, 0.5, "edge", rr)),
+        Candidate(f"per-token-sq0.5{w}+fp-ffn-out", _per_token(ctx, 0.5, "all", rr)),
     ]

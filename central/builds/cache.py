@@ -19,6 +19,7 @@ def cache_prefix(req: BuildRequest, target: str) -> str:
             "max_batch": req.max_batch,
             "model": req.model,
         }
+        | ({"trt_compat": sorted(req.trt_compat)} if req.trt_compat else {})
     )
 
 

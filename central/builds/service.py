@@ -26,7 +26,7 @@ from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
-from artifacts.targets import BUILDABLE_TARGETS, TARGETS, target_spec
+from artifacts.targets import BUILDABLE_TARGETS, TARGETS, parse_trt_compat, target_spec
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
 from central.auth.service import Principal
 from central.blobs.service import BlobService
@@ -129,6 +129,14 @@ async def live_workers(s: AsyncSession, lease_seconds: float) -> list[Worker]:
 # ---- the service ---------------------------------------------------------------------------
 
 
+def _check_trt_compat(values: list[str]) -> None:
+    try:
+        if parse_trt_compat(values) != values:
+            raise ValueError("trt_compat must list each of version, hardware, same-cc once, sorted")
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from exc
+
+
 class BuildService:
     def __init__(
         self,
@@ -166,6 +174,7 @@ class BuildService:
             check_name(req.promote_to, "channel name")
         if not 1 <= req.max_batch <= 4096:
             raise Unprocessable("max_batch must be between 1 and 4096")
+        _check_trt_compat(req.trt_compat)
         thresholds_for(req.task, req.thresholds)
         for what, digest in (
             ("source", req.source_blob),

@@ -1,8 +1,11 @@
 """TensorRT engines (``model.plan``) with the TensorRT Python runtime and cuda-python buffers.
 
 Written against the TensorRT 10/11 runtime API (named I/O tensors, ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``). Where TensorRT, cuda-python or a GPU is missing,
-opening refuses with the reason, and the selector moves on to the next candidate.
+``set_tensor_address``, ``execute_async_v3``), every call's result checked
+(:mod:`artifacts.trt_session`); the optimisation profile is chosen per request by its shape, and
+version-compatible engines (which embed a lean runtime) are opened with host code allowed —
+the bundle's signature was verified before this runs. Where TensorRT, cuda-python or a GPU is
+missing, opening refuses with the reason, and the selector moves on to the next candidate.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts.digests import sha256_bytes
+from artifacts.trt_session import TrtCallError, bind_inputs, engine_profiles, open_engine
 from edge_runtime.backends.base import BackendSettings
 from edge_runtime.errors import BackendFailure, BackendUnavailable
 
@@ -21,13 +26,25 @@ def _check(err) -> None:
         raise BackendFailure(f"CUDA error {int(code)}")
 
 
+def _verified_plan(bundle_dir: Path, manifest) -> bytes:
+    """The plan's bytes, checked against the signed manifest's digest *after* reading them:
+    the bytes TensorRT deserializes (with host code allowed, for version-compatible engines)
+    are the verified ones, even if the file changed since the bundle was verified."""
+    name = manifest.model_file()
+    data = (bundle_dir / name).read_bytes()
+    listed = next((f.sha256 for f in manifest.files if f.path == name), None)
+    if listed is None or sha256_bytes(data) != listed:
+        raise BackendUnavailable(f"{name} does not match the signed manifest's digest")
+    return data
+
+
 class TensorRTBackend:
     def __init__(self, bundle_dir: Path, manifest, settings: BackendSettings) -> None:
         try:
             import tensorrt as trt
         except ImportError as exc:
             raise BackendUnavailable(
-                "TensorRT is not installed on this node (pip install 'shipyard[gpu]')"
+                "TensorRT is not installed on this node (pip install 'shipyard[gpu-edge]')"
             ) from exc
         try:
             from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
@@ -36,7 +53,7 @@ class TensorRTBackend:
                 from cuda import cudart  # older cuda-python
             except ImportError as exc:
                 raise BackendUnavailable(
-                    "cuda-python is not installed (pip install cuda-python)"
+                    "cuda-python is not installed (pip install 'shipyard[gpu-edge]')"
                 ) from exc
         self._trt, self._cudart = trt, cudart
         self.target = manifest.target.id
@@ -46,15 +63,16 @@ class TensorRTBackend:
         if int(err) != 0 or count == 0:
             raise BackendUnavailable("no CUDA device is visible to this process")
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = self._runtime.deserialize_cuda_engine(
-            (bundle_dir / manifest.model_file()).read_bytes()
-        )
-        if engine is None:
-            raise BackendUnavailable(
-                "TensorRT refused the engine (built for another GPU or TensorRT version than this node has)"
+        try:
+            engine, self._context = open_engine(
+                trt,
+                self._runtime,
+                _verified_plan(bundle_dir, manifest),
+                version_compatible=manifest.target.requires.tensorrt_version_compatible,
             )
+        except TrtCallError as exc:
+            raise BackendUnavailable(str(exc)) from exc
         self._engine = engine
-        self._context = engine.create_execution_context()
         err, self._stream = cudart.cudaStreamCreate()
         _check(err)
         self.input_names = [
@@ -63,6 +81,7 @@ class TensorRTBackend:
             if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT
         ]
         self._output = manifest.io.output
+        self._profiles = engine_profiles(engine, self.input_names[0])
         self._info = {"engine": "tensorrt", "version": trt.__version__, "device": "cuda:0"}
 
     def _malloc(self, nbytes: int) -> int:
@@ -74,26 +93,32 @@ class TensorRTBackend:
         cudart = self._cudart
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        ptrs = []
+        ptrs: list[int] = []
         try:
+            bindings = []
             for name in self.input_names:
                 arr = np.ascontiguousarray(feeds[name], dtype=np.int64)
                 ptr = self._malloc(arr.nbytes)
                 ptrs.append(ptr)
                 _check(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self._stream))
-                self._context.set_input_shape(name, arr.shape)
-                self._context.set_tensor_address(name, ptr)
-            shape = tuple(self._context.get_tensor_shape(self._output))
+                bindings.append((name, tuple(arr.shape), ptr))
+            _, shape = bind_inputs(
+                self._context, self._profiles, bindings, self._stream, self._output
+            )
             out = np.empty(shape, dtype=np.float32)
             optr = self._malloc(out.nbytes)
             ptrs.append(optr)
-            self._context.set_tensor_address(self._output, optr)
+            if not self._context.set_tensor_address(self._output, optr):
+                raise BackendFailure(f"TensorRT set_tensor_address({self._output!r}) failed")
             if not self._context.execute_async_v3(self._stream):
-                raise BackendFailure("TensorRT execution failed")
+                raise BackendFailure(f"TensorRT execute_async_v3 failed for input shape {shape}")
             _check(cudart.cudaMemcpyAsync(out.ctypes.data, optr, out.nbytes, d2h, self._stream))
             _check(cudart.cudaStreamSynchronize(self._stream))
             return out
+        except TrtCallError as exc:
+            raise BackendFailure(str(exc)) from exc
         finally:
+            cudart.cudaStreamSynchronize(self._stream)  # nothing in flight on freed memory
             for p in ptrs:
                 cudart.cudaFree(p)
 

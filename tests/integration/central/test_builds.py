@@ -21,7 +21,7 @@ from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import AuthError, ConflictError, ForbiddenError, Unprocessable
 from artifacts.signing import TrustedKeys
 from artifacts.wire import BuildRequest, JobDone
-from tests.factories import gpu_node, small_datasets
+from tests.factories import TINY_THRESHOLDS, gpu_node, small_datasets
 from tests.servers import CentralServer
 
 TERMINAL = ("passed", "partial", "failed", "cancelled")
@@ -34,10 +34,11 @@ def upload_model(c: RegistryClient, model_dir, tmp_path) -> str:
     return digest
 
 
-def small_data(c: RegistryClient, task: str, tmp_path) -> dict[str, str]:
-    """Small calibration + eval sets as blobs: these tests are about the build service, so the
-    builds should be quick (the quantisation ladders are tested in tests/integration/builder)."""
-    blobs = {}
+def small_data(c: RegistryClient, task: str, tmp_path) -> dict:
+    """Small calibration + eval sets as blobs, and the tiny models' gate: these tests are about
+    the build service, so the builds should be quick (the quantisation ladders are tested in
+    tests/integration/builder)."""
+    blobs: dict = {"thresholds": TINY_THRESHOLDS[task]}
     for kind, path in zip(
         ("calibration_blob", "eval_blob"), small_datasets(tmp_path / "data", task), strict=True
     ):

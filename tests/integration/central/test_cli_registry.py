@@ -8,6 +8,7 @@ import sys
 import msgspec
 import pytest
 
+from artifacts.bundle import read_manifest
 from tests.factories import cpu_node
 
 
@@ -98,11 +99,18 @@ def test_full_cli_cycle(cli, central, tiny_builds, publisher_keys, tmp_path):
             "--json",
         ).stdout
     )
-    assert [e["target"] for e in res["eligible"]] == ["openvino-int8", "onnx-fp32"]
-    assert (
-        res["excluded"][0]["target"] == "onnx-int8"
-        and "avx512_vnni" in res["excluded"][0]["reason"]
-    )
+    # built on a host with VNNI: an 8-bit bundle that a node without it cannot run; built
+    # without (reduce-range, 7-bit weights): a bundle that runs there too
+    int8 = read_manifest(tiny_builds["embedding"][0] / "onnx-int8")
+    if "avx2" in int8.target.requires.cpu_isa_any:
+        assert [e["target"] for e in res["eligible"]] == ["onnx-int8", "openvino-int8", "onnx-fp32"]
+        assert "-w7" in int8.quality.config
+    else:
+        assert [e["target"] for e in res["eligible"]] == ["openvino-int8", "onnx-fp32"]
+        assert (
+            res["excluded"][0]["target"] == "onnx-int8"
+            and "avx512_vnni" in res["excluded"][0]["reason"]
+        )
     here = cli("resolve", "tiny-embedding", "--channel", "stable", "--this-node").stdout
     assert "eligible" in here
     r = cli("resolve", "tiny-embedding", "--channel", "stable", ok=False)

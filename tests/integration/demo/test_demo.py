@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from artifacts.cli.demo import Demo, DemoConfig
-from tests.factories import small_datasets
+from tests.factories import TINY_THRESHOLDS, small_datasets
 
 
 @pytest.mark.slow
@@ -25,6 +25,7 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, tiny_models):
         queries=["running shoes", "coffee beans"],
         calibration=str(cal),
         eval=str(ev),
+        thresholds=TINY_THRESHOLDS["embedding"],
     )
     out = Console(record=True, width=200)
     results = Demo(cfg, out).run()

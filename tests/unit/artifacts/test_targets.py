@@ -95,7 +95,7 @@ def test_hardware_compatible_engine_runs_on_other_ampere_plus_gpu():
     r = rank_bundles(
         gpu_node("7.5", "10.13.0", "Tesla T4"), [make_manifest("tensorrt-fp16", requires=req)]
     )
-    assert "needs an Ampere or newer GPU" in reasons(r)["tensorrt-fp16"]
+    assert "needs a discrete Ampere or newer GPU" in reasons(r)["tensorrt-fp16"]
 
 
 def test_same_compute_capability_engine():
@@ -109,7 +109,7 @@ def test_same_compute_capability_engine():
         gpu_node("8.9", "10.13.0", "NVIDIA L4"), [make_manifest("tensorrt-int8", requires=req)]
     ).eligible
     r = rank_bundles(gpu_node("9.0", "10.13.0"), [make_manifest("tensorrt-int8", requires=req)])
-    assert "built for sm_89" in reasons(r)["tensorrt-int8"]
+    assert "built for any sm_89 GPU" in reasons(r)["tensorrt-int8"]
 
 
 def test_tensorrt_version_mismatch():

@@ -210,7 +210,7 @@ def test_ampere_plus_boundary_is_sm80(cc, ok):
     reasons = check_requirements("tensorrt-fp16", req, gpu_node(cc))
     assert (reasons == []) is ok, reasons
     if not ok:
-        assert "needs an Ampere or newer GPU (sm_80+)" in reasons[0]
+        assert "needs a discrete Ampere or newer GPU (sm_80+, not Jetson/DRIVE)" in reasons[0]
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_same_compute_capability_engines_and_unknown_capability_descriptions():
     req = _trt(hardware_compatibility="same_compute_capability")
     assert check_requirements("tensorrt-fp16", req, gpu_node("9.0")) == []
     (reason,) = check_requirements("tensorrt-fp16", req, gpu_node("8.6", name="A10"))
-    assert reason.startswith("built for sm_90 / TensorRT 10.13.0; node has sm_86 (A10)")
+    assert reason.startswith("built for any sm_90 GPU / TensorRT 10.13.0; node has sm_86 (A10)")
     (anon,) = check_requirements(
         "tensorrt-fp16", _trt(compute_capability=None, tensorrt=None), cpu_node()
     )
@@ -293,6 +293,8 @@ _requires = st.builds(
     compute_capability=st.sampled_from([None, "8.0", "8.6", "9.0"]),
     hardware_compatibility=st.sampled_from(["none", "same_compute_capability", "ampere_plus"]),
     tensorrt=st.sampled_from([None, "8.5.0", "10.13.0", "11.0.0"]),
+    gpu_name=st.sampled_from([None, "NVIDIA H100", "NVIDIA A10"]),
+    os=st.lists(st.sampled_from(["linux", "windows"]), max_size=2, unique=True),
     tensorrt_version_compatible=st.booleans(),
     gpu_memory_mb=st.sampled_from([0, 40000, 100000]),
     memory_mb=st.sampled_from([0, 4096, 1 << 20]),
@@ -401,8 +403,8 @@ def test_exact_reasons_for_tensorrt():
     ]
     amp = _trt(hardware_compatibility="ampere_plus", tensorrt=None)
     assert check_requirements("tensorrt-fp16", amp, gpu_node("7.5", name="T4")) == [
-        "built hardware-compatible (Ampere+) / TensorRT ?; needs an Ampere or newer GPU (sm_80+), "
-        "node has sm_75 (T4)"
+        "built hardware-compatible (Ampere+) / TensorRT ?; needs a discrete Ampere or newer GPU "
+        "(sm_80+, not Jetson/DRIVE), node has sm_75 (T4)"
     ]
     bare = _trt(compute_capability="8")
     assert check_requirements("tensorrt-fp16", bare, cpu_node())[0].startswith("built for sm_80 ")

@@ -80,8 +80,13 @@ def test_smoothing_factors_formula():
 
 
 def test_per_token_int8_close_and_batch_invariant(setup):
+    # 8-bit weights are exact only with INT8 dot-product instructions; without them (AVX2) the
+    # kernel saturates and the builder uses 7-bit weights — as this test does there.
+    from builder.targets.onnx_int8 import host_has_int8_dot_product
+
     model, ids, ref = setup
-    assert graph.per_token_int8(model) == 2
+    bits = 8 if host_has_int8_dot_product() else 7
+    assert graph.per_token_int8(model, weight_bits=bits) == 2
     ops = {n.op_type for n in model.graph.node}
     assert {"MatMulIntegerToFloat", "QuantizeLinear"} <= ops
     assert "MatMul" not in ops
@@ -96,3 +101,24 @@ def test_per_token_exclusions(setup):
     model, _, _ = setup
     assert graph.per_token_int8(model, exclude={"mm2"}) == 1
     assert [n.name for n in model.graph.node if n.op_type == "MatMul"] == ["mm2"]
+
+
+def test_reduce_range_weights_stay_inside_7_bits():
+    w = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    q7, s7 = graph.quantize_weight_per_channel(w, 7)
+    q8, _ = graph.quantize_weight_per_channel(w)
+    assert np.abs(q7).max() == 63 and np.abs(q8).max() == 127
+    np.testing.assert_allclose(q7 * s7, w, atol=float(s7.max()) / 2 + 1e-6)
+
+
+def test_reduce_range_bundles_run_without_dot_product_instructions():
+    from artifacts.targets import check_requirements
+    from builder.targets.onnx_int8 import REQUIRES, REQUIRES_REDUCE_RANGE, host_has_int8_dot_product
+    from tests.factories import cpu_node
+
+    assert host_has_int8_dot_product(["avx2", "avx512_vnni"]) and not host_has_int8_dot_product(
+        ["avx2"]
+    )
+    avx2 = cpu_node(vnni=False)
+    assert check_requirements("onnx-int8", REQUIRES_REDUCE_RANGE, avx2) == []
+    assert check_requirements("onnx-int8", REQUIRES, avx2) != []

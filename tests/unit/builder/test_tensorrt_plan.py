@@ -37,17 +37,41 @@ def test_compatibility_options_recorded_in_requires():
         compute_capability="9.0",
         max_batch=64,
         max_seq=256,
-        hardware_compatible=True,
-        version_compatible=True,
+        compat=["version", "hardware"],
     )
     assert "VERSION_COMPATIBLE" in plan.builder_flags
-    req = plan.requires("9.0", gpu_memory_mb=1024)
+    req = plan.requires("9.0", "NVIDIA H100", 1024, os="linux", arch="x86_64")
     assert req.hardware_compatibility == "ampere_plus"
     assert (
         req.tensorrt_version_compatible
         and req.tensorrt == "10.13.0"
         and req.compute_capability == "9.0"
     )
+    assert (req.os, req.arch, req.gpu_name, req.gpu_memory_mb) == (
+        ["linux"],
+        ["x86_64"],
+        "NVIDIA H100",
+        1024,
+    )
+
+
+@pytest.mark.parametrize(
+    ("compat", "level", "flag"),
+    [
+        ((), "none", False),
+        (["none"], "none", False),
+        (["version"], "none", True),
+        (["same-cc"], "same_compute_capability", False),
+        ("hardware,version", "ampere_plus", True),
+    ],
+)
+def test_trt_compat_choices(compat, level, flag):
+    plan = plan_build(
+        "11.4.0", "int8", compute_capability="8.6", max_batch=8, max_seq=8, compat=compat
+    )
+    assert plan.hardware_compatibility == level
+    assert plan.version_compatible is flag
+    assert ("VERSION_COMPATIBLE" in plan.builder_flags) is flag
 
 
 def test_profiles_cover_traffic_shapes():
@@ -57,15 +81,18 @@ def test_profiles_cover_traffic_shapes():
 
 
 @pytest.mark.parametrize(
-    ("version", "precision", "cc", "hw", "match"),
+    ("version", "precision", "cc", "compat", "match"),
     [
-        ("8.6.1", "fp16", "8.6", False, "too old"),
-        ("10.13.0", "fp8", "9.0", False, "not supported"),
-        ("10.13.0", "fp16", "7.5", True, "sm_80 or newer"),
-        ("ten", "fp16", "9.0", False, "cannot parse"),
+        ("8.6.1", "fp16", "8.6", (), "too old"),
+        ("10.13.0", "fp8", "9.0", (), "not supported"),
+        ("10.13.0", "fp16", "7.5", ["hardware"], "discrete sm_80 or newer"),
+        ("10.13.0", "fp16", "8.7", ["hardware"], "discrete sm_80 or newer"),  # Jetson Orin
+        ("11.4.0", "fp16", "9.0", ["hardware", "same-cc"], "pick one"),
+        ("11.4.0", "fp16", "9.0", ["lean"], "unknown --trt-compat lean"),
+        ("ten", "fp16", "9.0", (), "cannot parse"),
     ],
 )
-def test_refusals(version, precision, cc, hw, match):
+def test_refusals(version, precision, cc, compat, match):
     with pytest.raises(TargetBuildError, match=match):
         plan_build(
             version,
@@ -73,7 +100,7 @@ def test_refusals(version, precision, cc, hw, match):
             compute_capability=cc,
             max_batch=8,
             max_seq=8,
-            hardware_compatible=hw,
+            compat=compat,
         )
 
 

@@ -12,7 +12,7 @@ def test_minilm_every_cpu_target_passes_the_embedding_gate(minilm_build, publish
     dest, report = minilm_build
     assert report.ok, [(t.target, t.reason) for t in report.targets]
     trusted = TrustedKeys.from_paths([publisher_keys[1]])
-    sizes = {}
+    sizes, precisions = {}, {}
     for target in ("onnx-fp32", "onnx-int8", "openvino-int8"):
         m = verify_bundle(dest / target, trusted).manifest
         q = m.quality
@@ -29,7 +29,11 @@ def test_minilm_every_cpu_target_passes_the_embedding_gate(minilm_build, publish
         }
         assert m.io.dim == 384 and m.io.max_seq_len == 256 and m.tokenizer.max_length == 256
         sizes[target] = sum(f.size for f in m.files)
-    assert sizes["onnx-int8"] <= 0.30 * sizes["onnx-fp32"]
+        precisions[target] = m.target.precision
+    # all-INT8: <= 30% of FP32; a mixed bundle keeps a few FP32 layers (e.g. the first and last
+    # FFN down-projections, the rung a host without VNNI may ship with 7-bit weights): <= 35%
+    limit = 0.30 if precisions["onnx-int8"] == "int8" else 0.35
+    assert sizes["onnx-int8"] <= limit * sizes["onnx-fp32"]
     assert sizes["openvino-int8"] <= 0.30 * sizes["onnx-fp32"]
 
 

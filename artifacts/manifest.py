@@ -17,8 +17,8 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "model.sig"  # OpenSSF Model Signing (artifacts.oms) over every file
 LEGACY_SIGNATURE_FILE = "manifest.sig"  # before OMS: an ed25519 signature of manifest.json
 
-Task = Literal["embedding", "rerank", "classify"]
-Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+Task = Literal["embedding", "rerank", "classify", "index"]
+Backend = Literal["onnxruntime", "openvino", "tensorrt", "usearch"]
 Precision = Literal["fp32", "fp16", "bf16", "int8", "mixed"]
 
 
@@ -156,6 +156,41 @@ class GoldenSpec(Base, kw_only=True):
     items: int = 0
 
 
+class IndexModel(Base, kw_only=True):
+    """The model bundle a catalog index was embedded with: the version lock."""
+
+    name: str
+    version: int
+    target: str
+    manifest_digest: str = ""  # sha256 of that bundle's manifest.json
+
+
+class IndexSpec(Base, kw_only=True):
+    """A catalog index bundle (``model.task == "index"``): what it holds and how it was built.
+
+    ``base`` names the full index a delta applies to (its manifest digest and version); a
+    delta is cumulative, so a node needs the base and the newest delta, never a chain."""
+
+    model: IndexModel
+    catalog_digest: str
+    items: int
+    dim: int
+    metric: Literal["cos", "ip"] = "cos"
+    dtype: Literal["f32", "f16", "i8"] = "i8"
+    library: str = ""  # "usearch 2.26.6"
+    connectivity: int = 0
+    expansion_add: int = 0
+    expansion_search: int = 0
+    fields: dict[str, str] = {}  # filterable field -> "str" | "number" | "bool"
+    recall_at_10: float | None = None  # vs exact FP32 search over the same vectors
+    build_s: float | None = None  # HNSW construction + recall measurement
+    embed_s: float | None = None  # embedding the catalog with the model bundle
+    base_version: int = 0  # 0: a full index; else the full index this delta applies to
+    base_digest: str = ""
+    upserts: int = 0
+    deletes: int = 0
+
+
 class Manifest(Base, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     model: ModelInfo
@@ -168,12 +203,16 @@ class Manifest(Base, kw_only=True):
     build: BuildInfo = msgspec.field(default_factory=BuildInfo)
     golden: GoldenSpec = msgspec.field(default_factory=GoldenSpec)
     signing_key_id: str | None = None
+    index: IndexSpec | None = None  # catalog index bundles only
 
     def model_file(self) -> str:
         """The primary model file: ``model.onnx``, ``model.xml`` or ``model.plan``."""
-        suffix = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".plan"}[
-            self.target.backend
-        ]
+        suffix = {
+            "onnxruntime": ".onnx",
+            "openvino": ".xml",
+            "tensorrt": ".plan",
+            "usearch": ".usearch",
+        }[self.target.backend]
         for entry in self.files:
             if entry.path.endswith(suffix):
                 return entry.path

@@ -88,6 +88,7 @@ class EventKind(StrEnum):
     UPDATE_FAILED = "update-failed"
     SYNC_ERROR = "sync-error"
     NOT_READY = "not-ready"
+    UPDATE_HELD = "update-held"  # a new version waits for something it needs (its index)
 
     @property
     def is_problem(self) -> bool:

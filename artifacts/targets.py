@@ -59,6 +59,9 @@ TARGETS: dict[str, TargetSpec] = {
         TargetSpec("onnx-int8", "onnxruntime", "int8", "cpu", 40, "ONNX INT8, onnxruntime CPU"),
         TargetSpec("openvino-int8", "openvino", "int8", "cpu", 50, "OpenVINO IR, NNCF static INT8"),
         TargetSpec("onnx-fp32", "onnxruntime", "fp32", "cpu", 90, "ONNX FP32: the last resort"),
+        TargetSpec(
+            "index-usearch", "usearch", "int8", "cpu", 95, "catalog index, usearch HNSW", False
+        ),
     )
 }
 # The one list of CPU targets (the default build, the demo, the tests), in build order.
@@ -350,6 +353,14 @@ def rank_bundles(
         spec = TARGETS.get(target_id)
         if spec is None:
             excluded.append(Exclusion(target=target_id, reason="unknown target id"))
+            continue
+        if (spec.backend == "usearch") != (manifest.model.task == "index"):
+            excluded.append(
+                Exclusion(
+                    target=target_id,
+                    reason=f"a {manifest.model.task} bundle cannot be a {target_id} target",
+                )
+            )
             continue
         if target_id in policy.deny:
             excluded.append(Exclusion(target=target_id, reason="denied by policy (backends.deny)"))

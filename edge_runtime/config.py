@@ -2,7 +2,8 @@
 
 Environment overrides use ``SHIPYARD_EDGE_<SECTION>_<KEY>`` (e.g. ``SHIPYARD_EDGE_SERVER_PORT=9000``,
 ``SHIPYARD_EDGE_REGISTRY_TOKEN=…``, ``SHIPYARD_EDGE_BACKENDS_DENY=openvino-int8,onnx-int8``); models
-come from ``SHIPYARD_EDGE_MODELS=product-embedder:stable,query-classifier:canary``.
+come from ``SHIPYARD_EDGE_MODELS=product-embedder:stable,query-classifier:canary``, catalog indexes
+from ``SHIPYARD_EDGE_INDEXES=product-catalog@product-embedder:stable``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ModelSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     channel: str = "stable"
+
+
+class IndexSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A catalog index served by ``/v1/search``, locked to the versions of ``model``."""
+
+    name: str
+    model: str  # a [[models]] name: the embedding model this index was built with
+    channel: str = "stable"
+    hold_swap_s: float = 600.0  # a model update waits this long for its index; then swaps alone
 
 
 class CacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +104,7 @@ class ResultCacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     registry: RegistrySection = msgspec.field(default_factory=RegistrySection)
     models: list[ModelSection] = []
+    indexes: list[IndexSection] = []
     cache: CacheSection = msgspec.field(default_factory=CacheSection)
     backends: BackendsSection = msgspec.field(default_factory=BackendsSection)
     server: ServerSection = msgspec.field(default_factory=ServerSection)
@@ -126,6 +137,18 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             if m.name in seen:
                 raise InputError(f"model {m.name!r} is listed twice")
             seen.add(m.name)
+        for ix in self.indexes:
+            check_name(ix.name, "index name")
+            check_name(ix.channel, "channel name")
+            if ix.name in seen:
+                raise InputError(f"{ix.name!r} is listed twice (models and indexes share names)")
+            if ix.model not in {m.name for m in self.models}:
+                raise InputError(
+                    f"index {ix.name!r} is for model {ix.model!r}, which is not in [[models]]"
+                )
+            if ix.hold_swap_s < 0:
+                raise InputError(f"index {ix.name!r}: hold_swap_s must be >= 0")
+            seen.add(ix.name)
         b = self.batching
         if (
             b.max_batch_size < 1
@@ -185,6 +208,11 @@ def apply_env(raw: dict, environ: dict[str, str]) -> dict:
                 if item.strip()
             ]
             continue
+        if rest == "indexes":
+            raw["indexes"] = [
+                _index_from_env(item.strip()) for item in value.split(",") if item.strip()
+            ]
+            continue
         section = next(
             (s for s in sorted(sections, key=len, reverse=True) if rest.startswith(s + "_")), None
         )
@@ -199,6 +227,15 @@ def apply_env(raw: dict, environ: dict[str, str]) -> dict:
             [v.strip() for v in value.split(",") if v.strip()] if is_list else value
         )
     return raw
+
+
+def _index_from_env(item: str) -> dict:
+    """``NAME@MODEL[:CHANNEL]`` (``SHIPYARD_EDGE_INDEXES``)."""
+    name, sep, rest = item.partition("@")
+    if not sep or not name or not rest:
+        raise InputError(f"SHIPYARD_EDGE_INDEXES item {item!r}: use NAME@MODEL[:CHANNEL]")
+    model, _, channel = rest.partition(":")
+    return {"name": name, "model": model, "channel": channel or "stable"}
 
 
 def load_config(path: Path | None, environ: dict[str, str] | None = None) -> EdgeConfig:

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -96,6 +97,11 @@ class ModelService:
         self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sync-{self.name}")
         self._pending: asyncio.Future[Resolved] | None = None
         self._pending_since = 0.0
+        # An update waits (at most swap_hold_s) until every gate says its version may serve:
+        # a catalog index for that model version must be loaded first (edge_runtime.search).
+        self.swap_gates: list[Callable[[int], str | None]] = []
+        self.swap_hold_s = 0.0
+        self._held: dict[int, float] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -224,6 +230,8 @@ class ModelService:
         failed_at = self._bad_versions.get(resolved.version)
         if failed_at is not None and time.monotonic() - failed_at[0] < RETRY_BAD_VERSION_S:
             return True  # it failed here recently; keep serving what works
+        if self.serving is not None and self._held_back(resolved.version):
+            return True
         selection = await anyio.to_thread.run_sync(self._select, resolved, set())
         if selection.chosen is not None:
             self._bad_versions.pop(resolved.version, None)
@@ -240,6 +248,28 @@ class ModelService:
         self._event(EventKind.UPDATE_FAILED, f"{why}; still serving v{self.serving.version}")
         self._degrade(why)
         return True
+
+    def _held_back(self, version: int) -> bool:
+        """True while an update to ``version`` must wait for what it needs (its catalog index),
+        for at most ``swap_hold_s``; after that it swaps alone and says so."""
+        reasons = [r for gate in self.swap_gates if (r := gate(version))]
+        if not reasons:
+            self._held.pop(version, None)
+            return False
+        now = time.monotonic()
+        since = self._held.setdefault(version, now)
+        why = "; ".join(reasons)
+        if now - since < self.swap_hold_s:
+            if since == now:
+                self._event(
+                    EventKind.UPDATE_HELD,
+                    f"v{version} waits up to {self.swap_hold_s:.0f} s: {why}",
+                )
+            return True
+        self._event(
+            EventKind.UPDATE_HELD, f"v{version} swaps after {now - since:.0f} s without: {why}"
+        )
+        return False
 
     async def _upgrade_within_version(self, resolved: Resolved) -> None:
         """A bundle that failed to download earlier (so a lower-ranked one serves) may be here
@@ -334,6 +364,10 @@ class ModelService:
         while (old.inflight > 0 or old.pinned > 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         old.close()
+
+    def serving_version(self) -> int | None:
+        serving = self.serving
+        return serving.version if serving is not None else None
 
     def pin(self) -> LoadedModel:
         """The model a new request runs on, start to end (see :meth:`unpin`)."""

@@ -20,6 +20,7 @@ from artifacts.errors import InputError
 from artifacts.probe import probe_node
 from artifacts.signing import TrustedKeys
 from artifacts.states import EventKind
+from artifacts.targets import SelectionPolicy
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
 from edge_runtime.channel_metadata import ChannelMetadata
@@ -27,6 +28,7 @@ from edge_runtime.config import EdgeConfig
 from edge_runtime.http.api_keys import KeyRing
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
+from edge_runtime.search.service import IndexService
 from edge_runtime.sync import BundleCache, Syncer
 
 log = logging.getLogger("shipyard.edge")
@@ -72,6 +74,18 @@ class EdgeNode:
             m.name: ModelService(m, config, syncer, self.cache, self.trusted, self.metrics)
             for m in config.models
         }
+        # Catalog indexes: synced like models (own policy: the model allow-list is for models).
+        index_syncer = Syncer(
+            self.client, self.cache, self.caps, SelectionPolicy(), self.trusted, self.metadata
+        )
+        self.indexes = {}
+        for ix in config.indexes:
+            svc = self.models[ix.model]
+            self.indexes[ix.name] = IndexService(
+                ix, config, index_syncer, self.cache, self.trusted, svc.serving_version
+            )
+            svc.swap_gates.append(self.indexes[ix.name].swap_gate)
+            svc.swap_hold_s = max(svc.swap_hold_s, ix.hold_swap_s)
         self.node = config.server.node_name or socket.gethostname()
         keys_file = config.server.api_keys_file
         self.api_keys = KeyRing(Path(keys_file).expanduser() if keys_file else None)
@@ -88,11 +102,15 @@ class EdgeNode:
                 log.debug("SIGHUP reload of API keys not available in this thread")
         for svc in self.models.values():
             await svc.start()
+        for ix in self.indexes.values():
+            await ix.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="fleet-heartbeat")
 
     async def stop(self) -> None:
         if getattr(self, "_heartbeat", None) is not None:
             self._heartbeat.cancel()
+        for ix in self.indexes.values():
+            await ix.stop()
         for svc in self.models.values():
             await svc.stop()
         self.client.close()
@@ -155,4 +173,5 @@ class EdgeNode:
             "capabilities": msgspec.to_builtins(self.caps),
             "policy": msgspec.to_builtins(self.config.backends.policy()),
             "models": [s.status() for s in self.models.values()],
+            "indexes": [ix.status() for ix in self.indexes.values()],
         }

@@ -176,20 +176,37 @@ class Syncer:
         self.trusted = trusted
         self.metadata = metadata  # TUF: what each channel points at, signed
 
-    def from_registry(self, name: str, channel: str) -> Resolved:
-        """Ask the registry what this node should run, and make sure it is on disk, verified."""
-        pinned = self.metadata.pointer(name, channel) if self.metadata is not None else None
+    def _resolve(self, name: str, channel: str, version: int | None):
+        """The registry's answer for the channel (or ``version``) and the signed pointer, if
+        TUF metadata pins the channel."""
+        pinned = None
+        if version is None and self.metadata is not None:
+            pinned = self.metadata.pointer(name, channel)
         if pinned is not None:  # resolve the version the signed metadata names, nothing else
             res = self.client.resolve(name, self.caps, version=pinned.version, policy=self.policy)
+        elif version is not None:
+            res = self.client.resolve(name, self.caps, version=version, policy=self.policy)
         else:
             res = self.client.resolve(name, self.caps, channel=channel, policy=self.policy)
         if res.model != name:
             raise RegistryError(f"asked to resolve {name}, the registry answered for {res.model!r}")
+        if version is not None and res.version != version:
+            raise RegistryError(
+                f"asked for {name} v{version}, the registry answered v{res.version}"
+            )
         if pinned is not None and res.version != pinned.version:
             raise RegistryError(
                 f"the signed metadata pins {name}:{channel} to v{pinned.version}, "
                 f"the registry answered v{res.version}"
             )
+        return res, pinned
+
+    def from_registry(self, name: str, channel: str, *, version: int | None = None) -> Resolved:
+        """Ask the registry what this node should run, and make sure it is on disk, verified.
+
+        ``version``: that version rather than the channel's (the base of a catalog index
+        delta); its bundles are verified against the trusted keys like any other."""
+        res, pinned = self._resolve(name, channel, version)
         self.cache.version_dir(name, res.version)  # a hostile version never names a path
         ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
         resolved = Resolved(version=res.version, ranking=ranking)

@@ -28,7 +28,7 @@ def _register() -> None:
     from artifacts.cli import bundles, registry  # noqa: F401  (commands register on import)
 
     with contextlib.suppress(ImportError):  # the builder verbs need no heavy import here
-        from artifacts.cli import build, builds  # noqa: F401
+        from artifacts.cli import build, builds, index  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,12 +17,13 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from artifacts.wire import Problem
-from edge_runtime.http import kserve, openai
+from edge_runtime.http import kserve, openai, search
 from edge_runtime.http.api_keys import RequireApiKey
 from edge_runtime.http.problems import HANDLERS, problem_response
 from edge_runtime.http.shedding import ShedWhenSaturated
 from edge_runtime.inference.engine import Inference
 from edge_runtime.node import EdgeNode
+from edge_runtime.search.engine import Searcher
 
 
 @get("/v1/status", sync_to_thread=False)
@@ -67,9 +68,11 @@ def create_litestar(node: EdgeNode) -> Litestar:
             await node.stop()
 
     inference = Inference(node.models, node.config, node.metrics)
+    searcher = Searcher(inference, node.indexes)
     return Litestar(
         route_handlers=[
             *openai.handlers,
+            *search.handlers,
             *kserve.handlers,
             status,
             healthz,
@@ -77,7 +80,9 @@ def create_litestar(node: EdgeNode) -> Litestar:
             metrics,
         ],
         lifespan=[lifespan],
-        state=State({"node": node, "inference": inference, "metrics": node.metrics}),
+        state=State(
+            {"node": node, "inference": inference, "searcher": searcher, "metrics": node.metrics}
+        ),
         exception_handlers=HANDLERS,
         request_max_body_size=node.config.server.max_body_bytes,
         logging_config=None,  # the process configures logging, not the framework

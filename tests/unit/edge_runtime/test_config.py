@@ -85,6 +85,11 @@ def test_environment_overrides(tmp_path):
         ("[nonsense]\nx=1", {"SHIPYARD_EDGE_MODELS": "m"}, "invalid edge config"),
         ("", {"SHIPYARD_EDGE_MODELS": "m", "SHIPYARD_EDGE_WHAT": "1"}, "unknown setting"),
         ("[[models]]\nname='a'\n[[models]]\nname='a'", {}, "listed twice"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='b'", {}, "not in \\[\\[models"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='a'\nmodel='a'", {}, "listed twice"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='c/../x'\nmodel='a'", {}, "index name"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=-1", {}, "hold"),
+        ("", {"SHIPYARD_EDGE_MODELS": "a", "SHIPYARD_EDGE_INDEXES": "c"}, "NAME@MODEL"),
     ],
 )
 def test_bad_config(tmp_path, text, env, match):
@@ -92,6 +97,34 @@ def test_bad_config(tmp_path, text, env, match):
     p.write_text(text)
     with pytest.raises(InputError, match=match):
         load_config(p, environ=env)
+
+
+def test_indexes_from_toml_and_environment(tmp_path):
+    p = tmp_path / "edge.toml"
+    p.write_text(
+        DESIGN_EXAMPLE
+        + '\n[[indexes]]\nname = "product-catalog"\nmodel = "product-embedder"\nhold_swap_s = 30\n'
+    )
+    cfg = load_config(p, environ={})
+    ix = cfg.indexes[0]
+    assert (ix.name, ix.model, ix.channel, ix.hold_swap_s) == (
+        "product-catalog",
+        "product-embedder",
+        "stable",
+        30,
+    )
+    cfg = load_config(
+        None,
+        environ={
+            "SHIPYARD_EDGE_MODELS": "emb",
+            "SHIPYARD_EDGE_INDEXES": "cat@emb:canary,cat2@emb",
+            "SHIPYARD_EDGE_CACHE_DIR": str(tmp_path),
+        },
+    )
+    assert [(i.name, i.model, i.channel) for i in cfg.indexes] == [
+        ("cat", "emb", "canary"),
+        ("cat2", "emb", "stable"),
+    ]
 
 
 def test_missing_token_file(tmp_path):

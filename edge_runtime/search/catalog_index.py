@@ -1,0 +1,268 @@
+"""A loaded catalog index: a memory-mapped usearch HNSW view over the base bundle, plus the
+newest cumulative delta (upserts searched exactly, deletes masked out) applied without a reload.
+
+Why memory-mapped: a node with several indexes keeps only the pages its queries touch resident;
+the OS shares and evicts them. Why exact search on small filtered sets: an HNSW walk that must
+skip most of the graph returns too few hits, while a dot product over a few thousand rows costs
+well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from artifacts.bundle import VerifiedBundle
+from artifacts.catalog import DELTA_FILE, INDEX_FILE, ITEMS_FILE, Columns, decode_items
+from artifacts.errors import BundleError
+from artifacts.manifest import IndexModel, IndexSpec
+from edge_runtime.search.filters import compile_filter
+
+EXACT_ROWS = 4096  # filtered sets this small are searched exactly
+MAX_ANN_FETCH = 8192  # past this over-fetch, exact search over the admitted rows is cheaper
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    text: str
+    score: float
+    fields: dict[str, str | float | bool | None]
+
+
+def _usearch():
+    try:
+        from usearch.index import Index
+    except ImportError as exc:  # pragma: no cover - an install without the edge extra
+        raise BundleError("catalog search needs usearch: pip install 'shipyard[edge]'") from exc
+    return Index
+
+
+def index_spec(bundle: VerifiedBundle) -> IndexSpec:
+    m = bundle.manifest
+    if m.model.task != "index" or m.index is None or m.target.backend != "usearch":
+        raise BundleError(
+            f"{m.model.name} v{m.model.version} {m.target.id} is not a catalog index bundle"
+        )
+    return m.index
+
+
+class Part:
+    """One vector file and its items: row ``i`` is key ``i``."""
+
+    def __init__(self, bundle: VerifiedBundle, file: str, *, view: bool) -> None:
+        spec = index_spec(bundle)
+        Index = _usearch()
+        path = bundle.file(file)
+        meta = Index.metadata(str(path))
+        if meta is None or int(meta["dimensions"]) != spec.dim:
+            raise BundleError(f"{file}: not a usearch index of dimension {spec.dim}")
+        self.index = Index.restore(str(path), view=view)
+        if self.index is None:
+            raise BundleError(f"{file}: usearch cannot open it")
+        if spec.expansion_search:
+            self.index.expansion_search = spec.expansion_search
+        self.items = decode_items(
+            bundle.file(ITEMS_FILE).read_bytes(), expect_rows=int(self.index.size)
+        )
+        self.cols = Columns.of(self.items)
+        self.rows = len(self.items)
+        self.dense: np.ndarray | None = None  # small parts: every vector, normalised
+        self._row_of: dict[str, int] | None = None
+        if not view and self.rows == 0:
+            self.dense = np.zeros((0, spec.dim), np.float32)
+        elif not view:
+            vectors = np.asarray(self.index.vectors, np.float32).reshape(self.rows, spec.dim)
+            self.dense = _normalise(vectors)
+
+    def row_of(self) -> dict[str, int]:
+        """id -> row (built once, on the first delta)."""
+        if self._row_of is None:
+            self._row_of = {item: row for row, item in enumerate(self.items.ids)}
+        return self._row_of
+
+    def widened(self, types: Mapping[str, str]) -> Part:
+        """This part with a null column for every field only the other part has (so a filter
+        on it parses); shares the vectors and items."""
+        missing = {n: t for n, t in types.items() if n not in self.cols.types}
+        if not missing:
+            return self
+        part = copy.copy(self)
+        arrays = dict(self.cols.arrays)
+        for name, kind in missing.items():
+            arrays[name] = (
+                np.full(self.rows, np.nan)
+                if kind == "number"
+                else np.full(self.rows, -1, np.int8 if kind == "bool" else np.int32)
+            )
+        part.cols = Columns(
+            types={**self.cols.types, **missing},  # type: ignore[dict-item]
+            arrays=arrays,
+            vocab=self.cols.vocab,
+        )
+        return part
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        if self.dense is not None:
+            return self.dense[rows]
+        got = self.index.get(rows.astype(np.uint64), dtype=np.float32)
+        return _normalise(np.stack(got).reshape(len(rows), -1))
+
+    def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[float, int]]:
+        if not len(rows):
+            return []
+        scores = self.vectors(rows) @ q
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [(float(scores[i]), int(rows[i])) for i in top]
+
+    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
+        """The ``k`` best admitted rows, best first, as (cosine, row)."""
+        n_allowed = self.rows if allowed is None else int(allowed.sum())
+        if n_allowed == 0:
+            return []
+        if self.dense is not None or (allowed is not None and n_allowed <= EXACT_ROWS):
+            rows = np.arange(self.rows) if allowed is None else np.flatnonzero(allowed)
+            return self.exact(q, rows, k)
+        count = min(self.rows, k if allowed is None else k + int(2 * k * self.rows / n_allowed))
+        while count <= MAX_ANN_FETCH:
+            found = self.index.search(q, count)
+            keys = np.asarray(found.keys, np.int64)
+            scores = 1.0 - np.asarray(found.distances, np.float64)
+            keep = np.ones(len(keys), bool) if allowed is None else allowed[keys]
+            hits = [(float(s), int(r)) for s, r in zip(scores[keep], keys[keep], strict=True)]
+            if len(hits) >= min(k, n_allowed) or count >= self.rows:
+                return hits[:k]
+            count = min(self.rows, count * 4)
+        assert allowed is not None
+        return self.exact(q, np.flatnonzero(allowed), k)
+
+    def hit(self, row: int, score: float) -> Hit:
+        fields = {
+            name: col.values[row]
+            for name, col in self.items.fields.items()
+            if col.values[row] is not None
+        }
+        return Hit(id=self.items.ids[row], text=self.items.texts[row], score=score, fields=fields)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)
+
+
+class CatalogIndex:
+    """A base index and, optionally, the newest cumulative delta on top of it."""
+
+    def __init__(
+        self,
+        base: VerifiedBundle,
+        delta: VerifiedBundle | None = None,
+        *,
+        reuse: CatalogIndex | None = None,
+    ) -> None:
+        """``reuse``: an index already open on the same base (a new delta is applied to its
+        memory map and items instead of opening them again)."""
+        spec = index_spec(base)
+        if spec.base_version:
+            raise BundleError(
+                f"{base.manifest.model.name} v{base.manifest.model.version} is a delta, "
+                "not a full index"
+            )
+        self.base_bundle, self.delta_bundle = base, delta
+        shared: Part | None = None
+        if reuse is not None and reuse.base_bundle.digest == base.digest:
+            shared = reuse.raw_base
+        self.raw_base: Part = shared or Part(base, INDEX_FILE, view=True)
+        self.base = self.raw_base
+        self.delta: Part | None = None
+        self.dead = np.zeros(self.base.rows, bool)
+        if delta is not None:
+            self._check_delta(base, delta)
+            self.delta = Part(delta, DELTA_FILE, view=False)
+            row_of = self.raw_base.row_of()
+            for item in (*self.delta.items.ids, *self.delta.items.deletes):
+                row = row_of.get(item)
+                if row is not None:
+                    self.dead[row] = True
+            clash = sorted(
+                n for n, t in self.delta.cols.types.items() if self.base.cols.types.get(n, t) != t
+            )
+            if clash:
+                raise BundleError(f"fields {clash} have different types in the base and the delta")
+            types = {**self.base.cols.types, **self.delta.cols.types}
+            self.base = self.base.widened(types)
+            self.delta = self.delta.widened(types)
+
+    @staticmethod
+    def _check_delta(base: VerifiedBundle, delta: VerifiedBundle) -> None:
+        b, d = index_spec(base), index_spec(delta)
+        named = delta.manifest.model
+        if named.name != base.manifest.model.name or d.base_version != base.manifest.model.version:
+            raise BundleError(
+                f"delta {named.name} v{named.version} applies to v{d.base_version}, "
+                f"not {base.manifest.model.name} v{base.manifest.model.version}"
+            )
+        if d.base_digest != base.digest:
+            raise BundleError(
+                f"delta {named.name} v{named.version} names a base manifest {d.base_digest[:19]}… "
+                f"that is not the v{base.manifest.model.version} here"
+            )
+        if d.model != b.model or d.dim != b.dim:
+            raise BundleError(
+                f"delta {named.name} v{named.version} was embedded with another model than its base"
+            )
+
+    @property
+    def newest(self) -> VerifiedBundle:
+        return self.delta_bundle or self.base_bundle
+
+    @property
+    def name(self) -> str:
+        return self.base_bundle.manifest.model.name
+
+    @property
+    def version(self) -> int:
+        return self.newest.manifest.model.version
+
+    @property
+    def model(self) -> IndexModel:
+        return index_spec(self.base_bundle).model
+
+    @property
+    def items(self) -> int:
+        live = self.base.rows - int(self.dead.sum())
+        return live + (self.delta.rows if self.delta else 0)
+
+    def fields(self) -> dict[str, str]:
+        return dict(self.base.cols.types)
+
+    def _admitted(self, part: Part, spec: object, dead: np.ndarray | None) -> np.ndarray | None:
+        mask = compile_filter(spec, part.cols, part.rows)
+        if dead is not None and dead.any():
+            mask = ~dead if mask is None else mask & ~dead
+        return mask
+
+    def search(self, query: np.ndarray, k: int, filter_spec: object = None) -> list[Hit]:
+        """The ``k`` best live items for an (embedded) query, best first."""
+        q = np.asarray(query, np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        found = [
+            (s, self.base, r)
+            for s, r in self.base.search(q, k, self._admitted(self.base, filter_spec, self.dead))
+        ]
+        if self.delta is not None:
+            found += [
+                (s, self.delta, r)
+                for s, r in self.delta.search(q, k, self._admitted(self.delta, filter_spec, None))
+            ]
+        found.sort(key=lambda t: -t[0])
+        return [part.hit(row, score) for score, part, row in found[:k]]
+
+    def close(self) -> None:
+        """Drop the memory maps (the OS frees their pages once nothing references them)."""
+        for part in (self.base, self.delta):
+            if part is not None:
+                part.index = None  # type: ignore[assignment]

@@ -3,7 +3,8 @@
 
 One record per line: ``{"id": "sku-1", "text": "...", "fields": {"category": "shoes",
 "price": 59.9, "in_stock": true}}``. Every error names its line. A field keeps the type it has
-first (``str``, ``number`` or ``bool``); a record that lacks it holds null, which no filter matches.
+first (``str``, ``number`` or ``bool``); a record that lacks it holds null (see
+``edge_runtime.search.filters`` for how filters treat null).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ FIELD_NAME_CHARS = 64
 ITEMS_FILE = "items.json"
 INDEX_FILE = "index.usearch"
 DELTA_FILE = "delta.usearch"
+
+
+# printable to Python, yet invisible or reordering: an id that looks like another is refused
+_INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u2060\ufeff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+MAX_EXACT_INT = 2**53
 
 
 class CatalogError(InputError):
@@ -77,8 +85,10 @@ def _check_id(value: object, where: str) -> str:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise CatalogError(f"{where}: id must be a non-empty string or integer")
-    if len(value) > MAX_ID_CHARS or any(ord(c) < 32 for c in value):
+    if len(value) > MAX_ID_CHARS or not value.isprintable() or any(c in _INVISIBLE for c in value):
         raise CatalogError(f"{where}: id must be at most {MAX_ID_CHARS} printable characters")
+    if value != value.strip():
+        raise CatalogError(f"{where}: id {value!r} has leading or trailing spaces")
     return value
 
 
@@ -88,6 +98,8 @@ def _checked_type(name: str, value: object, where: str) -> FieldType:
         raise CatalogError(
             f"{where}: field {name!r} must be a string, number or bool, not {type(value).__name__}"
         )
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
+        raise CatalogError(f"{where}: field {name!r} is out of range (|n| <= 2**53)")
     if kind == "number" and not math.isfinite(float(value)):  # type: ignore[arg-type]
         raise CatalogError(f"{where}: field {name!r} must be a finite number")
     return kind
@@ -99,7 +111,12 @@ def _add_fields(cat: Catalog, raw: object, row: int, where: str) -> None:
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: fields must be an object of name -> string/number/bool")
     for name, value in raw.items():
-        if not name or len(name) > FIELD_NAME_CHARS or not name.replace("_", "").isalnum():
+        if (
+            not name
+            or len(name) > FIELD_NAME_CHARS
+            or not name.isascii()
+            or not name.replace("_", "").isalnum()
+        ):
             raise CatalogError(
                 f"{where}: field name {name!r} must be 1-{FIELD_NAME_CHARS} letters, digits or _"
             )

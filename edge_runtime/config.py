@@ -8,6 +8,7 @@ from ``SHIPYARD_EDGE_INDEXES=product-catalog@product-embedder:stable``.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -146,8 +147,8 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise InputError(
                     f"index {ix.name!r} is for model {ix.model!r}, which is not in [[models]]"
                 )
-            if ix.hold_swap_s < 0:
-                raise InputError(f"index {ix.name!r}: hold_swap_s must be >= 0")
+            if not math.isfinite(ix.hold_swap_s) or ix.hold_swap_s < 0:
+                raise InputError(f"index {ix.name!r}: hold_swap_s must be a finite number >= 0")
             seen.add(ix.name)
         b = self.batching
         if (

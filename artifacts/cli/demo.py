@@ -4,8 +4,10 @@
 2. submit a build of the bundled all-MiniLM-L6-v2 as ``product-embedder`` for every target this
    machine can build; follow it live; show the per-target gate and speed table; promote to stable
 3. start ``edge-runtime serve`` against it; show the probe and the selection explanation
-4. semantic search over the shipped catalog through the edge API: embed the catalog, answer
-   realistic queries with their top 5, show latency per query and the cache at work
+4. semantic search: embed a generated catalog with the bundle the edge serves, build its signed
+   catalog index, push and promote it; the edge loads it (locked to the model version) and
+   answers realistic queries through ``/v1/search`` with their top 5, a filtered query, latency
+   per query and the result cache at work
 5. shut everything down (no stray processes); exit 0, or non-zero naming the failed step
 
 A re-run reuses the demo home: the registry keeps its versions and the build cache answers the
@@ -14,7 +16,6 @@ resubmitted build without rebuilding.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from artifacts.client import RegistryClient
 from artifacts.errors import ShipyardError
 from artifacts.targets import CPU_TARGETS
 
+INDEX_NAME = "product-catalog"
 DEFAULT_QUERIES = [
     "wireless noise cancelling headphones",
     "trail running shoes waterproof",
@@ -100,6 +102,15 @@ class Demo:
         self.central_port = free_port(self.cfg.central_port)
         self.central_url = f"http://127.0.0.1:{self.central_port}"
         home = self.home / "central"
+        # The catalog index is published by the demo's own key: central and the edge trust it.
+        from artifacts.signing import generate_keypair
+
+        keys = self.home / "publisher"
+        if not (keys / "publisher.key").exists():
+            generate_keypair(keys)
+        self.index_key, self.index_pub = keys / "publisher.key", keys / "publisher.pub"
+        (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.index_pub, home / "trusted_keys" / "demo-publisher.pub")
         argv = python_cli(
             "central.cli",
             "serve",
@@ -188,12 +199,17 @@ class Demo:
 [registry]
 url = "{self.central_url}"
 token_file = "{token_file}"
-trusted_keys = {json.dumps([str(k) for k in self.worker_keys])}
+trusted_keys = {json.dumps([str(k) for k in [*self.worker_keys, self.index_pub]])}
 tuf_root = "{self.tuf_root}"
 poll_interval_s = 30
 
 [[models]]
 name = "{self.cfg.model}"
+channel = "stable"
+
+[[indexes]]
+name = "{INDEX_NAME}"
+model = "{self.cfg.model}"
 channel = "stable"
 
 [cache]
@@ -232,59 +248,104 @@ port = {self.edge_port}
         )
         return m
 
-    def step_search(self) -> dict:
-        from builder.data.corpus import generate
+    def _publish_index(self, target: str) -> dict:
+        """Embed the catalog with the bundle the edge serves (pulled from the registry and
+        verified), build its index, push and promote it: what `artifact index build` does."""
+        from artifacts import load_signing_key, publish_version, verify_bundle
+        from artifacts.client import BundleRef, PullTarget
+        from artifacts.signing import TrustedKeys
+        from builder.data.catalog import write_catalog
+        from builder.index import IndexBuild, build_index
 
-        products = generate().products[: self.cfg.catalog_size]
-        catalog = [p.title for p in products]
-        http = httpx.Client(base_url=self.edge_url, timeout=120)
-        t0 = time.perf_counter()
-        vectors = []
-        for i in range(0, len(catalog), 64):
-            r = http.post(
-                "/v1/embeddings",
-                json={
-                    "model": self.cfg.model,
-                    "input": catalog[i : i + 64],
-                    "encoding_format": "base64",
-                },
+        work = self.home / "index"
+        shutil.rmtree(work, ignore_errors=True)
+        catalog = write_catalog(work / "catalog.jsonl", self.cfg.catalog_size)
+        key = load_signing_key(self.index_key)
+        with RegistryClient(self.central_url, self.admin_token) as c:
+            version = c.channel(self.cfg.model, "stable").version
+            assert version is not None
+            model = c.pull_bundle(
+                c.bundle_document(self.cfg.model, version, target),
+                PullTarget(work / "model", work / ".downloads"),
+                TrustedKeys.from_paths(self.worker_keys),
+                expect=BundleRef(self.cfg.model, version, target),
             )
-            r.raise_for_status()
-            vectors += [
-                np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
-                for d in r.json()["data"]
-            ]
-        index = np.stack(vectors)
-        embed_s = time.perf_counter() - t0
-        backend = r.headers.get("x-shipyard-backend")
+            t0 = time.perf_counter()
+            manifest = build_index(
+                IndexBuild(
+                    model=model, catalog=catalog, name=INDEX_NAME, out=work / "bundle", key=key
+                )
+            )
+            build_s = time.perf_counter() - t0
+            if not manifest.quality.passed:
+                raise DemoError(
+                    "semantic search", f"the index missed its recall gate: {manifest.quality}"
+                )
+            published = publish_version(c, [verify_bundle(work / "bundle", None)], key=key)
+            c.promote(INDEX_NAME, "stable", published.version)
+        spec = manifest.index
+        assert spec is not None
         self.out.print(
-            f"embedded {len(catalog)} catalog titles in {embed_s:.1f} s ({len(catalog) / embed_s:.0f} titles/s) "
-            f"through the edge API, backend {backend}"
+            f"index    {INDEX_NAME} v{published.version}: {spec.items} products embedded by "
+            f"{spec.model.name} v{spec.model.version} {spec.model.target} in {build_s:.1f} s; "
+            f"usearch HNSW {spec.dtype}, recall@10 {spec.recall_at_10} vs exact search; promoted"
         )
+        return {"version": published.version, "build_s": build_s, "catalog": catalog}
+
+    def step_search(self) -> dict:
+        http = httpx.Client(base_url=self.edge_url, timeout=120)
+        target = http.get("/v1/status").json()["models"][0]["target"]
+        index = self._publish_index(target)
+        deadline = time.monotonic() + 60
+        while not any(
+            ix["state"] == "ready" and ix["loaded"][-1]["index_version"] == index["version"]
+            for ix in http.get("/v1/status").json()["indexes"]
+        ):
+            if time.monotonic() > deadline:
+                raise DemoError("semantic search", "the edge did not load the index in 60 s")
+            time.sleep(0.2)
         timings: dict[str, list[float]] = {}
+        backend = ""
         for rnd in ("first", "repeat"):
             for q in self.cfg.queries:
                 t = time.perf_counter()
-                r = http.post("/v1/embeddings", json={"model": self.cfg.model, "input": q})
+                r = http.post("/v1/search", json={"query": q, "top_k": 5})
                 r.raise_for_status()
                 ms = (time.perf_counter() - t) * 1e3
                 timings.setdefault(q, []).append(ms)
+                body = r.json()
+                backend = body["query_target"]
                 if rnd == "first":
-                    qv = np.asarray(r.json()["data"][0]["embedding"], dtype=np.float32)
-                    top = np.argsort(-(index @ qv))[:5]
                     rows = [
-                        [j + 1, f"{float(index[i] @ qv):.3f}", catalog[i][:100]]
-                        for j, i in enumerate(top)
+                        [
+                            j + 1,
+                            f"{h['score']:.3f}",
+                            f"{h['fields'].get('price', '')}",
+                            h["text"][:90],
+                        ]
+                        for j, h in enumerate(body["results"])
                     ]
-                    self.out.print(
-                        simple_table(f"“{q}” · {ms:.1f} ms", ["#", "cosine", "product"], rows)
-                    )
+                    title = f"“{q}” · {ms:.1f} ms · model v{body['model_version']} · index v{body['index_version']}"
+                    self.out.print(simple_table(title, ["#", "cosine", "price", "product"], rows))
+        q = self.cfg.queries[0]
+        filtered = http.post(
+            "/v1/search",
+            json={"query": q, "top_k": 3, "filter": {"in_stock": True, "price": {"lt": 100}}},
+        )
+        filtered.raise_for_status()
+        rows = [
+            [h["id"], h["fields"].get("price"), h["fields"].get("in_stock"), h["text"][:80]]
+            for h in filtered.json()["results"]
+        ]
+        self.out.print(
+            simple_table(f"“{q}” in stock under 100", ["id", "price", "in stock", "product"], rows)
+        )
         rows = [[q, f"{t[0]:.2f}", f"{t[1]:.2f}"] for q, t in timings.items()]
         st = http.get("/v1/status").json()["models"][0]["result_cache"]
         self.out.print(
             simple_table(
-                "latency per query (HTTP round trip, ms)",
-                ["query", "first (computed)", "repeat (result cache)"],
+                "latency per query (/v1/search HTTP round trip, ms)",
+                ["query", "first (computed)", "repeat (query vector from the result cache)"],
                 rows,
             )
         )
@@ -295,8 +356,9 @@ port = {self.edge_port}
         first = [t[0] for t in timings.values()]
         repeat = [t[1] for t in timings.values()]
         return {
-            "catalog": len(catalog),
-            "embed_s": embed_s,
+            "catalog": self.cfg.catalog_size,
+            "index_version": index["version"],
+            "index_build_s": index["build_s"],
             "first_ms": float(np.median(first)),
             "repeat_ms": float(np.median(repeat)),
             "cache": st,

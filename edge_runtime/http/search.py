@@ -15,6 +15,10 @@ from edge_runtime.http.openai import _deadline, require_json, usage_of
 from edge_runtime.http.schemas import EmbeddingsUsage
 from edge_runtime.search.engine import RerankStage, Searcher, SearchQuery
 
+Scalar = str | int | float | bool
+# A filter is a flat map (no deeper nesting is even decoded): field -> value | {op: value | [values]}
+FilterValue = Scalar | dict[str, Scalar | list[Scalar]]
+
 
 class RerankOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
@@ -26,7 +30,7 @@ class SearchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     top_k: int = 10
     model: str | None = None
     index: str | None = None
-    filter: dict[str, object] | None = None
+    filter: dict[str, FilterValue] | None = None
     rerank: RerankOptions | None = None
     return_text: bool = True
 

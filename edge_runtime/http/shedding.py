@@ -13,7 +13,7 @@ import math
 
 from artifacts.wire import MEDIA_TYPE_PROBLEM, problem_bytes
 
-INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify")
+INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify", "/v1/search")
 BODY = problem_bytes(429, "Overloaded", "every model on this node is at capacity; retry later")
 
 

@@ -17,12 +17,30 @@ import numpy as np
 
 from artifacts.bundle import VerifiedBundle
 from artifacts.catalog import DELTA_FILE, INDEX_FILE, ITEMS_FILE, Columns, decode_items
-from artifacts.errors import BundleError
+from artifacts.errors import BundleError, ConflictError
 from artifacts.manifest import IndexModel, IndexSpec
 from edge_runtime.search.filters import compile_filter
 
 EXACT_ROWS = 4096  # filtered sets this small are searched exactly
-MAX_ANN_FETCH = 8192  # past this over-fetch, exact search over the admitted rows is cheaper
+MAX_ANN_FETCH = 8192  # past this over-fetch, usearch's exact scan is cheaper than the graph
+MAX_EXPANSION = 4096  # a bundle cannot make every search walk more of the graph than this
+_SCALAR = {"i8": "I8", "f16": "F16", "f32": "F32"}
+
+
+def _check_header(meta: dict | None, file: str, spec: IndexSpec) -> None:
+    """What the manifest says must be what the file holds (read before it is mapped)."""
+    if meta is None:
+        raise BundleError(f"{file}: not a usearch index")
+    dtype = "f32" if file == DELTA_FILE else spec.dtype
+    checks = {
+        "dimensions": (int(meta.get("dimensions", -1)), spec.dim),
+        "metric": (getattr(meta.get("kind_metric"), "name", ""), "Cos"),
+        "vector type": (getattr(meta.get("kind_scalar"), "name", ""), _SCALAR[dtype]),
+        "deleted entries": (int(meta.get("count_deleted", -1)), 0),
+    }
+    for what, (found, expected) in checks.items():
+        if found != expected:
+            raise BundleError(f"{file}: {what} is {found!r}, the manifest says {expected!r}")
 
 
 @dataclass(frozen=True)
@@ -57,26 +75,24 @@ class Part:
         spec = index_spec(bundle)
         Index = _usearch()
         path = bundle.file(file)
-        meta = Index.metadata(str(path))
-        if meta is None or int(meta["dimensions"]) != spec.dim:
-            raise BundleError(f"{file}: not a usearch index of dimension {spec.dim}")
+        self.dim = spec.dim
+        _check_header(Index.metadata(str(path)), file, spec)
         self.index = Index.restore(str(path), view=view)
         if self.index is None:
             raise BundleError(f"{file}: usearch cannot open it")
-        if spec.expansion_search:
-            self.index.expansion_search = spec.expansion_search
-        self.items = decode_items(
-            bundle.file(ITEMS_FILE).read_bytes(), expect_rows=int(self.index.size)
-        )
+        self.index.expansion_search = max(16, min(spec.expansion_search or 64, MAX_EXPANSION))
+        self.rows = int(self.index.size)
+        keys = np.sort(np.asarray(self.index.keys, np.uint64))
+        if not np.array_equal(keys, np.arange(self.rows, dtype=np.uint64)):
+            raise BundleError(f"{file}: its keys are not the rows 0..{self.rows - 1}")
+        self.items = decode_items(bundle.file(ITEMS_FILE).read_bytes(), expect_rows=self.rows)
         self.cols = Columns.of(self.items)
-        self.rows = len(self.items)
-        self.dense: np.ndarray | None = None  # small parts: every vector, normalised
+        self.dense: np.ndarray | None = None  # small parts (deltas): every vector, normalised
         self._row_of: dict[str, int] | None = None
-        if not view and self.rows == 0:
-            self.dense = np.zeros((0, spec.dim), np.float32)
-        elif not view:
-            vectors = np.asarray(self.index.vectors, np.float32).reshape(self.rows, spec.dim)
-            self.dense = _normalise(vectors)
+        if not view:  # by key: usearch lists its vectors in internal order, not key order
+            got = self.index.get(np.arange(self.rows, dtype=np.uint64), dtype=np.float32)
+            stacked = np.stack(got) if self.rows else np.zeros((0, spec.dim))
+            self.dense = _normalise(np.asarray(stacked, np.float32).reshape(self.rows, spec.dim))
 
     def row_of(self) -> dict[str, int]:
         """id -> row (built once, on the first delta)."""
@@ -119,25 +135,30 @@ class Part:
         return [(float(scores[i]), int(rows[i])) for i in top]
 
     def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
-        """The ``k`` best admitted rows, best first, as (cosine, row)."""
+        """The ``k`` best admitted rows, best first, as (cosine, row). Bounded work: a small
+        admitted set exactly; else HNSW, over-fetching up to MAX_ANN_FETCH; past that an exact
+        scan inside usearch (C++, no per-row Python objects), widening until ``k`` are found."""
         n_allowed = self.rows if allowed is None else int(allowed.sum())
-        if n_allowed == 0:
+        if n_allowed == 0 or k < 1:
             return []
         if self.dense is not None or (allowed is not None and n_allowed <= EXACT_ROWS):
             rows = np.arange(self.rows) if allowed is None else np.flatnonzero(allowed)
             return self.exact(q, rows, k)
+        want = min(k, n_allowed)
         count = min(self.rows, k if allowed is None else k + int(2 * k * self.rows / n_allowed))
-        while count <= MAX_ANN_FETCH:
-            found = self.index.search(q, count)
+        exact = False
+        while True:
+            found = self.index.search(q, count, exact=exact)
             keys = np.asarray(found.keys, np.int64)
             scores = 1.0 - np.asarray(found.distances, np.float64)
-            keep = np.ones(len(keys), bool) if allowed is None else allowed[keys]
+            keep = (keys >= 0) & (keys < self.rows)
+            if allowed is not None:
+                keep[keep] = allowed[keys[keep]]
             hits = [(float(s), int(r)) for s, r in zip(scores[keep], keys[keep], strict=True)]
-            if len(hits) >= min(k, n_allowed) or count >= self.rows:
+            if len(hits) >= want or count >= self.rows:
                 return hits[:k]
             count = min(self.rows, count * 4)
-        assert allowed is not None
-        return self.exact(q, np.flatnonzero(allowed), k)
+            exact = exact or count > MAX_ANN_FETCH
 
     def hit(self, row: int, score: float) -> Hit:
         fields = {
@@ -195,6 +216,9 @@ class CatalogIndex:
             types = {**self.base.cols.types, **self.delta.cols.types}
             self.base = self.base.widened(types)
             self.delta = self.delta.widened(types)
+        # computed once: an unfiltered search does no per-row work on the base
+        self.live: np.ndarray | None = ~self.dead if self.dead.any() else None
+        self.live_count = self.base.rows - int(self.dead.sum())
 
     @staticmethod
     def _check_delta(base: VerifiedBundle, delta: VerifiedBundle) -> None:
@@ -233,36 +257,26 @@ class CatalogIndex:
 
     @property
     def items(self) -> int:
-        live = self.base.rows - int(self.dead.sum())
-        return live + (self.delta.rows if self.delta else 0)
+        return self.live_count + (self.delta.rows if self.delta else 0)
 
     def fields(self) -> dict[str, str]:
         return dict(self.base.cols.types)
 
-    def _admitted(self, part: Part, spec: object, dead: np.ndarray | None) -> np.ndarray | None:
-        mask = compile_filter(spec, part.cols, part.rows)
-        if dead is not None and dead.any():
-            mask = ~dead if mask is None else mask & ~dead
-        return mask
-
     def search(self, query: np.ndarray, k: int, filter_spec: object = None) -> list[Hit]:
         """The ``k`` best live items for an (embedded) query, best first."""
         q = np.asarray(query, np.float32).reshape(-1)
+        if q.shape[0] != self.base.dim:
+            raise ConflictError(
+                f"the query vector has {q.shape[0]} dimensions, index {self.name} holds "
+                f"{self.base.dim}: it was embedded by another model"
+            )
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        found = [
-            (s, self.base, r)
-            for s, r in self.base.search(q, k, self._admitted(self.base, filter_spec, self.dead))
-        ]
+        admitted = compile_filter(filter_spec, self.base.cols, self.base.rows)
+        if self.live is not None:
+            admitted = self.live if admitted is None else admitted & self.live
+        found = [(s, self.base, r) for s, r in self.base.search(q, k, admitted)]
         if self.delta is not None:
-            found += [
-                (s, self.delta, r)
-                for s, r in self.delta.search(q, k, self._admitted(self.delta, filter_spec, None))
-            ]
+            delta_admitted = compile_filter(filter_spec, self.delta.cols, self.delta.rows)
+            found += [(s, self.delta, r) for s, r in self.delta.search(q, k, delta_admitted)]
         found.sort(key=lambda t: -t[0])
         return [part.hit(row, score) for score, part, row in found[:k]]
-
-    def close(self) -> None:
-        """Drop the memory maps (the OS frees their pages once nothing references them)."""
-        for part in (self.base, self.delta):
-            if part is not None:
-                part.index = None  # type: ignore[assignment]

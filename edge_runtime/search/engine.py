@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from edge_runtime.errors import BadRequest, UnknownModel
-from edge_runtime.inference.engine import Inference
+from edge_runtime.inference.engine import CHARS_PER_TOKEN_LIMIT, Inference
 from edge_runtime.inference.results import Served
 from edge_runtime.search.catalog_index import Hit
 from edge_runtime.search.service import IndexService
@@ -81,8 +81,24 @@ class Searcher:
             raise BadRequest("query is empty")
         if not 1 <= q.top_k <= MAX_TOP_K:
             raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}")
-        if q.rerank is not None and not 1 <= q.rerank.top_n <= MAX_RERANK:
-            raise BadRequest(f"rerank.top_n must be between 1 and {MAX_RERANK}")
+        if q.rerank is not None:
+            if not 1 <= q.rerank.top_n <= MAX_RERANK:
+                raise BadRequest(f"rerank.top_n must be between 1 and {MAX_RERANK}")
+            if q.top_k > q.rerank.top_n:
+                raise BadRequest(
+                    "top_k must be <= rerank.top_n (the reranked hits are the results)"
+                )
+
+    def _documents(self, reranker: str, hits: list[Hit]) -> list[str]:
+        """Hit texts cut to what the reranker accepts per input and per request: a long
+        catalog description is the catalog's business, not a reason to refuse the query."""
+        svc = self.inference.service(reranker, "rerank")
+        per_input = self.inference.limits.max_chars_per_input
+        if per_input <= 0 and svc.serving is not None:
+            per_input = CHARS_PER_TOKEN_LIMIT * svc.serving.manifest.tokenizer.max_length
+        share = self.inference.limits.max_chars_per_request // (len(hits) + 2)
+        cap = max(1, min(per_input or share, share))
+        return [h.text[:cap] for h in hits]
 
     async def search(self, q: SearchQuery, deadline: float) -> Searched:
         self.check(q)
@@ -92,11 +108,12 @@ class Searcher:
         raw = await self.inference.run(svc, [q.query], deadline, chars)
         # The index of the version that embedded the query (kept while that version serves).
         catalog = ix.for_model_version(raw.version)
-        fetch = max(q.top_k, q.rerank.top_n) if q.rerank else q.top_k
-        if q.filter:
-            hits = await anyio.to_thread.run_sync(catalog.search, raw.outputs[0], fetch, q.filter)
-        else:
-            hits = catalog.search(raw.outputs[0], fetch, None)
+        fetch = q.rerank.top_n if q.rerank else q.top_k
+        # Off the event loop, at most `search_threads` at once per index: a search that has to
+        # scan (a filter far from the query) delays other searches, never the node.
+        hits = await anyio.to_thread.run_sync(
+            catalog.search, raw.outputs[0], fetch, q.filter, limiter=ix.limiter
+        )
         result = Searched(
             svc.name,
             raw.version,
@@ -109,7 +126,7 @@ class Searcher:
         )
         if q.rerank is not None and hits:
             ranked = await self.inference.rerank(
-                q.rerank.model, q.query, [h.text for h in hits], deadline
+                q.rerank.model, q.query, self._documents(q.rerank.model, hits), deadline
             )
             order = ranked.ranked[: q.top_k]
             result.hits = [hits[d.index] for d in order]

@@ -2,8 +2,9 @@
 
 ``{"category": "shoes", "price": {"lt": 100}, "brand": {"in": ["acme", "zen"]},
 "in_stock": true}``: every condition must hold (AND). Operators: ``eq``, ``ne``, ``in``,
-``nin``, ``lt``, ``lte``, ``gt``, ``gte`` (the last four on numbers only). A null field
-matches nothing but ``ne``/``nin``.
+``nin``, ``lt``, ``lte``, ``gt``, ``gte`` (the last four on numbers only). A product without
+the field (null) matches no ``eq``/``in``/comparison and every ``ne``/``nin``: "not shoes"
+includes products with no category.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ OPS = ("eq", "ne", "in", "nin", "lt", "lte", "gt", "gte")
 MAX_IN = 1024
 
 
+MAX_EXACT_INT = 2**53  # past this an integer has no exact float64 (and may overflow one)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _scalar(name: str, kind: str, value: object) -> object:
     ok = {
         "str": isinstance(value, str),
@@ -24,7 +33,9 @@ def _scalar(name: str, kind: str, value: object) -> object:
         "number": isinstance(value, int | float) and not isinstance(value, bool),
     }[kind]
     if not ok:
-        raise BadRequest(f"filter on {name!r} needs a {kind} value, got {value!r}")
+        raise BadRequest(f"filter on {name!r} needs a {kind} value, got {_shown(value)}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
+        raise BadRequest(f"filter on {name!r}: {_shown(value)} is out of range (|n| <= 2**53)")
     return value
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import threading
 import time
 from collections import deque
@@ -27,10 +28,11 @@ from artifacts.errors import BundleError, ConflictError, NotReady, ShipyardError
 from artifacts.signing import TrustedKeys
 from edge_runtime.config import EdgeConfig, IndexSection
 from edge_runtime.search.catalog_index import CatalogIndex, index_spec
-from edge_runtime.sync import BundleCache, Syncer
+from edge_runtime.sync import BundleCache, ModelState, Syncer
 
 log = logging.getLogger("shipyard.edge")
 INDEX_TARGET = "index-usearch"
+SEARCH_THREADS = 4  # searches of one index running at once (each in a worker thread)
 RETRY_REFUSED_S = 120.0  # an index version refused here is tried again after this
 KEEP_MODEL_VERSIONS = 2  # indexes kept for this many model versions (the serving one and the next)
 
@@ -63,6 +65,7 @@ class IndexService:
         self._lock = threading.Lock()
         self._task: asyncio.Task | None = None
         self._tried: dict[int, tuple[float, str]] = {}  # index version -> (when, why) refused
+        self.limiter = anyio.CapacityLimiter(SEARCH_THREADS)  # concurrent searches
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -74,14 +77,19 @@ class IndexService:
             self._task.cancel()
 
     async def _loop(self) -> None:
+        """Poll like a model; while nothing is loaded, sooner (1 s, doubling up to the poll
+        interval) so a freshly promoted index serves within seconds, without a fleet hammering
+        a registry that has none."""
         poll = self.config.registry.poll_interval_s
+        misses = 0
         while True:
             try:
                 await anyio.to_thread.run_sync(self.sync_once)
             except Exception as exc:  # a bug must not stop the loop; it is reported
                 self._error(f"{type(exc).__name__}: {exc}")
                 log.exception("%s: index sync round failed", self.name)
-            wait = poll if self.loaded else min(poll, 2.0)
+            misses = 0 if self.loaded else misses + 1
+            wait = poll if self.loaded else min(poll, 2.0 ** min(misses - 1, 10))
             await asyncio.sleep(wait * random.uniform(0.9, 1.1))
 
     def _note(self, what: str) -> None:
@@ -137,7 +145,7 @@ class IndexService:
             return False
         try:
             new = self._open(path)
-        except (ShipyardError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # whatever a bad bundle makes a library raise: refused
             self._tried[version] = (time.monotonic(), f"v{version} refused: {exc}")
             self._error(self._tried[version][1])
             return False
@@ -147,6 +155,10 @@ class IndexService:
             self.loaded[model_version] = new
             self._prune()
         self.state, self.last_error = "ready", ""
+        self.cache.save_state(  # the cache fallback after a restart prefers this version
+            self.name,
+            ModelState(good_version=version, channel=self.channel, updated_at=time.time()),
+        )
         what = f"v{new.version} ({new.items} items) for {self.model} v{model_version}"
         self._note(f"{'replaced v' + str(old.version) + ' by ' if old else 'loaded '}{what}")
         protect = {ix.version for ix in self.loaded.values()}
@@ -173,19 +185,28 @@ class IndexService:
         return index
 
     def _base(self, version: int, digest: str) -> VerifiedBundle:
+        """The full index a delta names, by version *and* manifest digest: a cached copy that
+        is not that manifest is removed and fetched again."""
         for ix in self.loaded.values():
             if ix.base_bundle.digest == digest:
                 return ix.base_bundle
-        path = self.cache.bundles(self.name, version).get(INDEX_TARGET)
-        if path is None:
-            resolved = self.syncer.from_registry(self.name, self.channel, version=version)
-            path = resolved.bundles.get(INDEX_TARGET)
+        for attempt in (1, 2):
+            path = self.cache.bundles(self.name, version).get(INDEX_TARGET)
             if path is None:
-                raise BundleError(
-                    f"its base v{version} cannot be fetched: "
-                    + (resolved.errors.get(INDEX_TARGET) or "no index bundle")
-                )
-        return verify_bundle(path, self.trusted)
+                resolved = self.syncer.from_registry(self.name, self.channel, version=version)
+                path = resolved.bundles.get(INDEX_TARGET)
+                if path is None:
+                    raise BundleError(
+                        f"its base v{version} cannot be fetched: "
+                        + (resolved.errors.get(INDEX_TARGET) or "no index bundle")
+                    )
+            bundle = verify_bundle(path, self.trusted)
+            if bundle.digest == digest:
+                return bundle
+            shutil.rmtree(path, ignore_errors=True)
+            if attempt == 2:
+                raise BundleError(f"base v{version} is not the manifest its delta names")
+        raise AssertionError("unreachable")
 
     def _prune(self) -> None:
         """Keep the indexes of the serving model version and the newest ones."""
@@ -203,8 +224,8 @@ class IndexService:
             have = sorted(self.loaded)
         if found is not None:
             return found
-        if not have:
-            raise NotReady(f"index {self.name} is not loaded yet ({self.last_error or self.state})")
+        if not have:  # the reason (registry URLs, paths) is for /v1/status, not for callers
+            raise NotReady(f"index {self.name} is not loaded yet ({self.state}; see /v1/status)")
         raise IndexMismatch(
             f"index {self.name} has no version built for {self.model} v{version} (loaded: "
             f"{', '.join(f'for v{v}' for v in have)}); embeddings still work — build and "

@@ -121,6 +121,11 @@ def test_search_filters_rerank_and_errors(registry, stack, publisher_keys, tmp_p
             ({"query": "x", "model": "tiny-rerank"}, 400),
             ({"query": "x", "rerank": {"model": "tiny-rerank", "top_n": 0}}, 400),
             ({"query": "x", "surprise": 1}, 400),
+            ({"query": "x", "top_k": 30, "rerank": {"model": "tiny-rerank", "top_n": 20}}, 400),
+            ({"query": "x", "rerank": {"model": "tiny-rerank", "top_n": 999}}, 400),
+            ({"query": "x", "filter": {"price": {"lt": 9**400}}}, 400),
+            ({"query": "x", "filter": {"price": {"in": [[[1]]]}}}, 400),
+            ({"query": "x", "filter": {"price": {"eq": {"a": 1}}}}, 400),
             ({"query": 5}, 400),
         ]:
             resp = search(edge, **bad)

@@ -89,6 +89,8 @@ def test_environment_overrides(tmp_path):
         ("[[models]]\nname='a'\n[[indexes]]\nname='a'\nmodel='a'", {}, "listed twice"),
         ("[[models]]\nname='a'\n[[indexes]]\nname='c/../x'\nmodel='a'", {}, "index name"),
         ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=-1", {}, "hold"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=nan", {}, "finite"),
+        ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=inf", {}, "finite"),
         ("", {"SHIPYARD_EDGE_MODELS": "a", "SHIPYARD_EDGE_INDEXES": "c"}, "NAME@MODEL"),
     ],
 )

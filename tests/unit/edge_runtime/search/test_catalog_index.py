@@ -11,7 +11,7 @@ from artifacts.catalog import Catalog, FieldColumn
 from artifacts.errors import BundleError, NotReady
 from artifacts.manifest import IndexModel
 from artifacts.signing import TrustedKeys, load_signing_key
-from builder.index import Embedded, IndexParams, exact_top, index_bundle
+from builder.index import Embedded, exact_top, index_bundle
 from edge_runtime.config import EdgeConfig, IndexSection, ModelSection
 from edge_runtime.search.catalog_index import EXACT_ROWS, CatalogIndex
 from edge_runtime.search.service import IndexMismatch, IndexService
@@ -66,7 +66,7 @@ def test_manifest_records_lock_ann_parameters_and_recall(built):
     assert m.index.model == LOCK and m.index.items == N and m.index.dim == DIM
     assert m.index.fields == {"category": "str", "price": "number"}
     assert m.quality.passed and m.index.recall_at_10 >= 0.95
-    assert m.quality.attempts[-1].config.startswith("hnsw-m16-ef")
+    assert m.quality.attempts[-1].config.startswith("hnsw-m32-ef")
     assert {f.path for f in m.files} == {"index.usearch", "items.json"}
 
 
@@ -138,7 +138,7 @@ def test_service_locks_search_to_the_model_version(built, tmp_path):
     with pytest.raises(IndexMismatch, match="no version built for emb v4") as err:
         svc.for_model_version(4)
     assert err.value.status == 409
-    assert "index cat for emb v4 is not loaded yet" == svc.swap_gate(4)
+    assert svc.swap_gate(4) == "index cat for emb v4 is not loaded yet"
     st = svc.status()
     assert st["state"] == "ready" and st["loaded"][0]["model_version"] == 3
 
@@ -166,6 +166,30 @@ def test_service_refuses_tampered_and_foreign_indexes(built, tmp_path, publisher
     )
     assert not svc2._install(1, built["bundle"].path)
     assert "model 'emb'" in svc2.last_error
+
+
+def test_the_file_must_be_what_the_manifest_says(built, tmp_path):
+    import msgspec
+
+    from artifacts.bundle import write_bundle
+    from artifacts.errors import ConflictError
+
+    m = built["bundle"].manifest
+    files = {f.path: built["bundle"].file(f.path) for f in m.files}
+    other = "f32" if m.index.dtype != "f32" else "i8"
+    for i, index in enumerate(
+        [
+            msgspec.structs.replace(m.index, dtype=other),
+            msgspec.structs.replace(m.index, dim=DIM + 1),
+        ]
+    ):
+        write_bundle(tmp_path / f"b{i}", msgspec.structs.replace(m, index=index), files)
+        with pytest.raises(BundleError, match="the manifest says"):
+            CatalogIndex(verify_bundle(tmp_path / f"b{i}", None))
+    ix = CatalogIndex(built["bundle"])
+    with pytest.raises(ConflictError, match="another model"):
+        ix.search(np.ones(DIM + 3, np.float32), 5)
+    assert ix.search(built["vectors"][0], 0) == []
 
 
 def test_a_delta_is_not_a_base(built, tmp_path):

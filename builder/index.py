@@ -191,7 +191,9 @@ def _first_passing(
         connectivity=p.connectivity,
         expansion_add=p.expansion_add,
     )
-    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=p.threads)
+    # One thread: the file then stores the vectors in key order, so an edge node can map them
+    # as a matrix for exact filtered search (it checks that on load).
+    index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=1)
     recall, previous = 0.0, -1.0
     for expansion in EXPANSION_LADDER:
         index.expansion_search = expansion
@@ -411,7 +413,7 @@ def build_delta(job: DeltaBuild) -> Manifest:
     Index = _usearch()
     index = Index(ndim=base.index.dim, metric="cos", dtype="f32")
     if len(merged):
-        index.add(np.arange(len(merged), dtype=np.uint64), vectors)
+        index.add(np.arange(len(merged), dtype=np.uint64), vectors, threads=1)
     spec = msgspec.structs.replace(
         base.index,
         catalog_digest=sha256_file(job.changes),

@@ -21,7 +21,10 @@ from artifacts.errors import BundleError, ConflictError
 from artifacts.manifest import IndexModel, IndexSpec
 from edge_runtime.search.filters import compile_filter
 
-EXACT_ROWS = 4096  # filtered sets this small are searched exactly
+EXACT_ROWS = 32768  # filtered sets this small are searched exactly (vectors mapped as a matrix)
+EXACT_ROWS_SLOW = 1024  # ... when each vector must be fetched from usearch one by one
+EXACT_BLOCK = 16384  # rows scored per block of an exact scan (bounded memory)
+SCAN_AFTER = 2048  # a mapped matrix: past this over-fetch, an exact scan is cheaper
 MAX_ANN_FETCH = 8192  # past this over-fetch, usearch's exact scan is cheaper than the graph
 MAX_EXPANSION = 4096  # a bundle cannot make every search walk more of the graph than this
 _SCALAR = {"i8": "I8", "f16": "F16", "f32": "F32"}
@@ -88,7 +91,10 @@ class Part:
         self.items = decode_items(bundle.file(ITEMS_FILE).read_bytes(), expect_rows=self.rows)
         self.cols = Columns.of(self.items)
         self.dense: np.ndarray | None = None  # small parts (deltas): every vector, normalised
+        self.matrix: np.ndarray | None = None  # the file's vectors, memory-mapped, row = key
         self._row_of: dict[str, int] | None = None
+        if view:
+            self.matrix = _vector_matrix(str(path), self.index, self.rows, spec)
         if not view:  # by key: usearch lists its vectors in internal order, not key order
             got = self.index.get(np.arange(self.rows, dtype=np.uint64), dtype=np.float32)
             stacked = np.stack(got) if self.rows else np.zeros((0, spec.dim))
@@ -124,15 +130,45 @@ class Part:
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         if self.dense is not None:
             return self.dense[rows]
+        if self.matrix is not None:
+            return _normalise(np.asarray(self.matrix[rows], np.float32))
         got = self.index.get(rows.astype(np.uint64), dtype=np.float32)
         return _normalise(np.stack(got).reshape(len(rows), -1))
 
+    def _block_top(self, rows: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+        """The (about) best ``k`` of ``rows``: on the mapped matrix by usearch's exact kernel
+        in the stored precision (numpy's f16 -> f32 conversion alone costs 4x more)."""
+        if self.matrix is not None and self.dense is None:
+            from usearch.index import MetricKind
+            from usearch.index import search as brute
+
+            sub = np.take(self.matrix, rows, axis=0)
+            if sub.dtype == np.int8:
+                query = np.clip(np.round(q * 127), -127, 127).astype(np.int8)
+            else:
+                query = q.astype(sub.dtype)
+            found = brute(sub, query, min(k, len(rows)), MetricKind.Cos, exact=True, threads=1)
+            return rows[np.asarray(found.keys, np.int64).reshape(-1)]
+        s = self.vectors(rows) @ q
+        return rows if len(s) <= k else rows[np.argpartition(-s, k - 1)[:k]]
+
     def exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[float, int]]:
-        if not len(rows):
+        """The best ``k`` of ``rows`` by exact cosine, scanned in blocks (bounded memory)."""
+        kept = [
+            self._block_top(rows[start : start + EXACT_BLOCK], q, k)
+            for start in range(0, len(rows), EXACT_BLOCK)
+        ]
+        if not kept:
             return []
-        scores = self.vectors(rows) @ q
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(float(scores[i]), int(rows[i])) for i in top]
+        found = np.concatenate(kept)
+        scores = self.vectors(found) @ q  # the cosine itself, for the few kept
+        order = np.lexsort((found, -scores))[:k]
+        return [(float(scores[i]), int(found[i])) for i in order]
+
+    @property
+    def scannable(self) -> bool:
+        """Exact scans over any admitted set are cheap (vectors as one matrix)."""
+        return self.dense is not None or self.matrix is not None
 
     def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[float, int]]:
         """The ``k`` best admitted rows, best first, as (cosine, row). Bounded work: a small
@@ -141,11 +177,12 @@ class Part:
         n_allowed = self.rows if allowed is None else int(allowed.sum())
         if n_allowed == 0 or k < 1:
             return []
-        if self.dense is not None or (allowed is not None and n_allowed <= EXACT_ROWS):
+        small = EXACT_ROWS if self.scannable else EXACT_ROWS_SLOW
+        if self.dense is not None or (allowed is not None and n_allowed <= small):
             rows = np.arange(self.rows) if allowed is None else np.flatnonzero(allowed)
             return self.exact(q, rows, k)
         want = min(k, n_allowed)
-        count = min(self.rows, k if allowed is None else k + int(2 * k * self.rows / n_allowed))
+        count = min(self.rows, k if allowed is None else k + int(3 * k * self.rows / n_allowed))
         exact = False
         while True:
             found = self.index.search(q, count, exact=exact)
@@ -158,6 +195,8 @@ class Part:
             if len(hits) >= want or count >= self.rows:
                 return hits[:k]
             count = min(self.rows, count * 4)
+            if self.scannable and allowed is not None and count > SCAN_AFTER:
+                return self.exact(q, np.flatnonzero(allowed), k)
             exact = exact or count > MAX_ANN_FETCH
 
     def hit(self, row: int, score: float) -> Hit:
@@ -167,6 +206,28 @@ class Part:
             if col.values[row] is not None
         }
         return Hit(id=self.items.ids[row], text=self.items.texts[row], score=score, fields=fields)
+
+
+_NUMPY = {"i8": np.int8, "f16": np.float16, "f32": np.float32}
+
+
+def _vector_matrix(path: str, index, rows: int, spec: IndexSpec) -> np.ndarray | None:
+    """The vectors a usearch file stores ahead of its graph, memory-mapped as (rows, dim) with
+    row = key. True of a single-threaded build (the builder's); checked on a sample of keys
+    against usearch's own answer, else None (exact scans then fetch vectors one by one)."""
+    dtype = np.dtype(_NUMPY[spec.dtype])
+    head = np.fromfile(path, np.uint32, count=2)
+    if (
+        rows == 0
+        or len(head) < 2
+        or (int(head[0]), int(head[1])) != (rows, spec.dim * dtype.itemsize)
+    ):
+        return None
+    matrix = np.memmap(path, dtype, mode="r", offset=8, shape=(rows, spec.dim))
+    sample = np.unique(np.linspace(0, rows - 1, min(rows, 64)).astype(np.uint64))
+    theirs = _normalise(np.stack(index.get(sample, dtype=np.float32)).astype(np.float32))
+    ours = _normalise(np.asarray(matrix[sample.astype(np.int64)], np.float32))
+    return matrix if np.allclose(theirs, ours, atol=2e-2) else None
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:

@@ -335,3 +335,19 @@ class NodeInfo(msgspec.Struct, kw_only=True):
 
 class Halt(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: str = ""
+
+
+class TrustKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/keys/trusted``: a publisher's public key (PEM) to accept pushes from."""
+
+    public_key: str
+    name: str
+
+
+class TrustedKeyInfo(msgspec.Struct, kw_only=True):
+    key_id: str
+    name: str
+    source: str  # "file" (home/trusted_keys, read at start) | "api" (database, every replica)
+    added_by: str
+    added_at: str
+    removed_at: str | None = None

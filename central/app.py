@@ -22,6 +22,7 @@ from central.builds import routes as build_routes
 from central.channels import routes as channel_routes
 from central.db import Database
 from central.fleet import routes as fleet_routes
+from central.keys import routes as key_routes
 from central.problems import HANDLERS, problem_response, status_of
 from central.registry import routes as registry_routes
 from central.services import Services
@@ -120,6 +121,7 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
             *tuf_routes.handlers,
             *fleet_routes.handlers,
             *auth_routes.handlers,
+            *key_routes.handlers,
             *audit_routes.handlers,
         ],
         dependencies={name: _provider(value) for name, value in svc.providers().items()},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import typer
 from artifacts.cli.render import console, simple_table
 from artifacts.cli.runner import run_app
 from artifacts.errors import InputError
-from artifacts.signing import key_id_of, load_public_key
 from central.settings import CentralConfig
 
 app = typer.Typer(
@@ -32,6 +30,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(workers_app, name="workers")
 app.add_typer(tuf_app, name="tuf")
 
+JSON = typer.Option(False, "--json", help="Machine-readable output")
 HOME = typer.Option("~/.shipyard/central", "--home", help="Service home: database, blobs, keys")
 DB = typer.Option(
     None, "--database-url", help="postgresql+asyncpg://… (default: SQLite under --home)"
@@ -219,16 +218,58 @@ def workers_disable(
 
 @keys_app.command("trust")
 def keys_trust(
-    pub: Path = typer.Argument(..., help="A publisher's .pub file"), home: str = HOME
+    pub: Path = typer.Argument(..., help="A publisher's .pub file"),
+    name: str = typer.Option("", "--name", help="A label (default: the file's stem)"),
+    home: str = HOME,
+    database_url: str | None = DB,
 ) -> None:
-    """Accept bundles signed by this key (takes effect on the next start)."""
-    key = load_public_key(pub)
-    kid = key_id_of(key)
-    dest_dir = CentralConfig(home=home).trusted_keys_path
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{kid.split(':')[1]}.pub"
-    shutil.copyfile(pub, dest)
-    console().print(f"trusted {kid} ({dest}); restart central to apply")
+    """Accept pushed bundles signed by this key. Written to the database: a running service
+    (every replica) applies it within a couple of seconds, no restart."""
+    try:
+        pem = pub.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {pub}: {exc}") from None
+    label = name or pub.stem
+
+    async def work(svc):
+        return await svc.key_trust.trust(pem, label, actor="cli")
+
+    result: tuple = _offline(home, database_url, work)  # type: ignore[assignment]
+    info, created = result
+    state = "trusted" if created else "already trusted"
+    console().print(f"{state}: {info.key_id} ({info.name}, {info.source})")
+
+
+@keys_app.command("untrust")
+def keys_untrust(
+    key_id: str = typer.Argument(..., help="The key id (`central keys list`)"),
+    home: str = HOME,
+    database_url: str | None = DB,
+) -> None:
+    """Refuse new pushes signed by this key (bundles it signed stay registered)."""
+
+    async def work(svc):
+        return await svc.key_trust.untrust(key_id, actor="cli")
+
+    info = _offline(home, database_url, work)
+    console().print(f"untrusted: {info.key_id} ({info.name})")  # type: ignore[attr-defined]
+
+
+@keys_app.command("list")
+def keys_list(home: str = HOME, database_url: str | None = DB, as_json: bool = JSON) -> None:
+    """The publisher keys central accepts pushes from, and where each comes from."""
+
+    async def work(svc) -> list:
+        return await svc.key_trust.list()
+
+    keys = _offline(home, database_url, work)
+    if as_json:
+        typer.echo(msgspec.json.encode(keys).decode())
+        return
+    rows = [[k.key_id, k.name, k.source, k.added_by, k.added_at] for k in keys]  # type: ignore[attr-defined]
+    console().print(
+        simple_table("trusted publisher keys", ["key id", "name", "source", "by", "added"], rows)
+    )
 
 
 @tuf_app.command("init")

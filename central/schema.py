@@ -9,6 +9,7 @@ from central.builds.models import Build, BuildCache, Job, JobLog
 from central.channels.models import Channel, ChannelEvent
 from central.db import Base
 from central.fleet.models import Node
+from central.keys.models import TrustedPublisherKey
 from central.registry.models import Bundle, Model, Version
 from central.workers.models import Worker
 
@@ -27,5 +28,6 @@ TABLES = (
     Bundle,
     Model,
     Version,
+    TrustedPublisherKey,
 )
 metadata = Base.metadata

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from artifacts import atomic
-from artifacts.signing import TrustedKeys
 from central.audit.service import AuditLog
 from central.auth.service import TokenService
 from central.blobs.service import BlobService
@@ -26,6 +25,7 @@ from central.builds.signal import JobsChanged
 from central.channels.service import ChannelService
 from central.db import Database, migrate
 from central.fleet.service import FleetService
+from central.keys.service import KeyTrust
 from central.registry.service import RegistryService
 from central.settings import CentralConfig
 from central.tuf.repository import TufRepository
@@ -36,24 +36,19 @@ log = logging.getLogger("shipyard.central")
 ADMIN_TOKEN_FILE = "admin.token"
 
 
-def trusted_publishers(config: CentralConfig) -> TrustedKeys:
-    """Publisher keys whose pushed bundles central accepts (``home/trusted_keys/*.pub``).
-    Central itself signs nothing: built bundles are signed by the enrolled workers' keys."""
-    config.trusted_keys_path.mkdir(parents=True, exist_ok=True)
-    return TrustedKeys.from_paths([config.trusted_keys_path])
-
-
 class Services:
     def __init__(self, config: CentralConfig) -> None:
         config.home_path.mkdir(parents=True, exist_ok=True)
         os.chmod(config.home_path, 0o700)
         self.config = config
         self.db = Database(config.db_url)
-        self.trusted = trusted_publishers(config)
         self.audit = AuditLog(self.db)
+        # Publisher keys: home/trusted_keys/*.pub plus those trusted at run time (database).
+        # Central itself signs nothing: built bundles are signed by the enrolled workers' keys.
+        self.key_trust = KeyTrust(self.db, self.audit, config.trusted_keys_path)
         self.tokens = TokenService(self.db, self.audit)
         self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
-        self.registry = RegistryService(self.db, self.blobs, self.trusted, self.audit)
+        self.registry = RegistryService(self.db, self.blobs, self.key_trust.current, self.audit)
         self.tuf = TufRepository(
             config.tuf_path,
             offline_keys=Path(config.tuf_offline_keys) if config.tuf_offline_keys else None,
@@ -124,4 +119,5 @@ class Services:
             "workers": self.workers,
             "tuf": self.tuf,
             "db": self.db,
+            "key_trust": self.key_trust,
         }

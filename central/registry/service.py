@@ -120,7 +120,11 @@ def version_info(
 
 class RegistryService:
     def __init__(
-        self, db: Database, blobs: BlobService, trusted: TrustedKeys, audit: AuditLog
+        self,
+        db: Database,
+        blobs: BlobService,
+        trusted: Callable[[], Awaitable[TrustedKeys]],
+        audit: AuditLog,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -256,7 +260,7 @@ class RegistryService:
         service passes the builder's registered key). A sealed (promoted) version takes no
         new target. ``precondition`` runs inside the inserting transaction (and may refuse by
         raising), so what it checks cannot change between the check and the insert."""
-        manifest, key_id = self._check_bundle(upload, trusted or self.trusted)
+        manifest, key_id = self._check_bundle(upload, trusted or await self.trusted())
         existing = await self._existing(upload.model, upload.version, upload.target)
         if existing is None:
             try:

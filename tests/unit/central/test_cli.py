@@ -47,10 +47,20 @@ def test_token_create_refuses_unknown_scope_and_writes_nothing(tmp_path: Path, c
         _principal(home, token + "x")
 
 
-def test_keys_trust_copies_the_key_under_its_id(tmp_path: Path) -> None:
+def test_keys_trust_list_untrust_in_the_database(tmp_path: Path, capsys) -> None:
+    import json
+
     _, pub, kid = generate_keypair(tmp_path / "keys")
     home = tmp_path / "central"
+    assert main(["keys", "trust", str(pub), "--home", str(home), "--name", "release"]) == 0
+    assert kid == key_id_of(load_public_key(pub)) and kid in capsys.readouterr().out
     assert main(["keys", "trust", str(pub), "--home", str(home)]) == 0
-    assert kid == key_id_of(load_public_key(pub))
-    trusted = CentralConfig(home=str(home)).trusted_keys_path / f"{kid.split(':')[1]}.pub"
-    assert trusted.read_bytes() == pub.read_bytes()
+    assert "already trusted" in capsys.readouterr().out
+    assert main(["keys", "list", "--json", "--home", str(home)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(k["key_id"], k["name"], k["source"]) for k in listed] == [(kid, "release", "api")]
+    assert not list(CentralConfig(home=str(home)).trusted_keys_path.glob("*.pub"))  # no file
+    assert main(["keys", "untrust", kid, "--home", str(home)]) == 0
+    assert main(["keys", "untrust", kid, "--home", str(home)]) == 1
+    assert "no trusted key" in capsys.readouterr().err
+    assert main(["keys", "trust", str(tmp_path / "nope.pub"), "--home", str(home)]) == 1

@@ -1,0 +1,1 @@
+"""Trusted publisher keys, changed at run time (admin, audited) and shared by every replica."""

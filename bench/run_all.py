@@ -20,6 +20,7 @@ PARTS = [
         "bench.serving",
         "Serving: edge vs raw backend vs infinity-emb; cache; overload; memory",
     ),
+    ("search", "bench.search", "Catalog search: the shipped index vs faiss and exact search"),
     ("registry", "bench.registry", "Registry: blob streaming and resolve latency"),
 ]
 

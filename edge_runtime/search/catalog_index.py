@@ -2,9 +2,9 @@
 newest cumulative delta (upserts searched exactly, deletes masked out) applied without a reload.
 
 Why memory-mapped: a node with several indexes keeps only the pages its queries touch resident;
-the OS shares and evicts them. Why exact search on small filtered sets: an HNSW walk that must
-skip most of the graph returns too few hits, while a dot product over a few thousand rows costs
-well under a millisecond.
+the OS shares and evicts them. Why exact search on filtered sets: an HNSW walk that must skip
+most of the graph returns too few hits, while usearch's exact kernel over the file's own vector
+matrix (also memory-mapped) scores 8,000 f16 rows in about 1.5 ms (bench/search.py).
 """
 
 from __future__ import annotations

@@ -163,6 +163,7 @@ class IndexModel(Base, kw_only=True):
     version: int
     target: str
     manifest_digest: str = ""  # sha256 of that bundle's manifest.json
+    source_digest: str = ""  # the model's source weights (the same for every target of a version)
 
 
 class IndexSpec(Base, kw_only=True):

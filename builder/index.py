@@ -95,7 +95,11 @@ def check_model_bundle(model: VerifiedBundle) -> IndexModel:
             "so the index can be locked to the version edge nodes serve"
         )
     return IndexModel(
-        name=m.model.name, version=m.model.version, target=m.target.id, manifest_digest=model.digest
+        name=m.model.name,
+        version=m.model.version,
+        target=m.target.id,
+        manifest_digest=model.digest,
+        source_digest=m.model.source_digest,
     )
 
 

@@ -13,7 +13,7 @@ from edge_runtime.errors import BadRequest, UnknownModel
 from edge_runtime.inference.engine import CHARS_PER_TOKEN_LIMIT, Inference
 from edge_runtime.inference.results import Served
 from edge_runtime.search.catalog_index import Hit
-from edge_runtime.search.service import IndexService
+from edge_runtime.search.service import IndexMismatch, IndexService, lock_mismatch
 
 MAX_TOP_K = 1000
 MAX_RERANK = 256
@@ -108,6 +108,11 @@ class Searcher:
         raw = await self.inference.run(svc, [q.query], deadline, chars)
         # The index of the version that embedded the query (kept while that version serves).
         catalog = ix.for_model_version(raw.version)
+        serving = svc.serving
+        if serving is not None and serving.version == raw.version:
+            why = lock_mismatch(catalog.model, serving.manifest, serving.bundle.digest)
+            if why is not None:
+                raise IndexMismatch(f"index {ix.name} v{catalog.version}: {why}")
         fetch = q.rerank.top_n if q.rerank else q.top_k
         # Off the event loop, at most `search_threads` at once per index: a search that has to
         # scan (a filter far from the query) delays other searches, never the node.

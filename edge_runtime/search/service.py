@@ -25,6 +25,7 @@ import numpy as np
 
 from artifacts.bundle import VerifiedBundle, verify_bundle
 from artifacts.errors import BundleError, ConflictError, NotReady, ShipyardError
+from artifacts.manifest import IndexModel, Manifest
 from artifacts.signing import TrustedKeys
 from edge_runtime.config import EdgeConfig, IndexSection
 from edge_runtime.search.catalog_index import CatalogIndex, index_spec
@@ -39,6 +40,28 @@ KEEP_MODEL_VERSIONS = 2  # indexes kept for this many model versions (the servin
 
 class IndexMismatch(ConflictError):
     """The model version serving this request has no index here (409; embeddings still work)."""
+
+
+def lock_mismatch(lock: IndexModel, model: Manifest, model_digest: str) -> str | None:
+    """Why an index built for ``lock`` must not answer queries embedded by this model bundle of
+    the same version (None: it may). The version number alone cannot tell a rebuilt registry's
+    "v3" from the v3 the catalog was embedded with; the source weights digest (the same for every
+    target of a version) and, for the same target, the bundle's manifest digest can."""
+    if lock.source_digest and model.model.source_digest != lock.source_digest:
+        return (
+            f"it was embedded by a different build of {lock.name} v{lock.version} (source "
+            "weights differ): rebuild the index for the model the node serves"
+        )
+    if (
+        lock.manifest_digest
+        and model.target.id == lock.target
+        and model_digest != lock.manifest_digest
+    ):
+        return (
+            f"it was embedded by a different {lock.target} bundle of {lock.name} v{lock.version} "
+            "(manifest digests differ): rebuild the index for the model the node serves"
+        )
+    return None
 
 
 class IndexService:

@@ -255,3 +255,33 @@ def test_delta_applies_without_rebuild(
         assert [h["id"] for h in cheap] == [changed["id"]]
     finally:
         edge.stop()
+
+
+def test_an_index_of_other_weights_with_the_same_version_number_is_refused(
+    registry, admin_client, stack, key, publisher_keys, tmp_path
+):
+    """A rebuilt registry's "v1" is not the v1 the catalog was embedded with: the source
+    weights digest in the index's lock tells them apart (409, embeddings keep working)."""
+    import dataclasses
+
+    import msgspec
+
+    from builder.index import embed_catalog, index_bundle
+
+    edge = start_edge(registry, publisher_keys, tmp_path)
+    try:
+        job = IndexBuild(
+            model=stack["model"], catalog=stack["catalog"], name=INDEX, out=tmp_path / "x"
+        )
+        data = embed_catalog(job)
+        foreign = msgspec.structs.replace(data.lock, source_digest="sha256:" + "7" * 64)
+        index_bundle(dataclasses.replace(data, lock=foreign), INDEX, tmp_path / "foreign", key=key)
+        v = publish_index(admin_client, key, tmp_path / "foreign")
+        edge.wait(lambda st: st["indexes"][0]["loaded"][0]["index_version"] == v, 30)
+        r = search(edge, query="lamp", top_k=3)
+        assert r.status_code == 409, r.text
+        assert "source weights differ" in r.json()["detail"]
+        e = httpx.post(f"{edge.url}/v1/embeddings", json={"model": MODEL, "input": "lamp"})
+        assert e.status_code == 200
+    finally:
+        edge.stop()

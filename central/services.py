@@ -48,7 +48,9 @@ class Services:
         self.key_trust = KeyTrust(self.db, self.audit, config.trusted_keys_path)
         self.tokens = TokenService(self.db, self.audit)
         self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
-        self.registry = RegistryService(self.db, self.blobs, self.key_trust.current, self.audit)
+        self.registry = RegistryService(
+            self.db, self.blobs, self.key_trust.current, self.audit, self.key_trust.still_trusted
+        )
         self.tuf = TufRepository(
             config.tuf_path,
             offline_keys=Path(config.tuf_offline_keys) if config.tuf_offline_keys else None,

@@ -118,6 +118,19 @@ def version_info(
     )
 
 
+def _also(
+    recheck: Callable[[AsyncSession, str], Awaitable[None]],
+    key_id: str,
+    then: Precondition | None,
+) -> Precondition:
+    async def check(s: AsyncSession) -> None:
+        await recheck(s, key_id)
+        if then is not None:
+            await then(s)
+
+    return check
+
+
 class RegistryService:
     def __init__(
         self,
@@ -125,10 +138,12 @@ class RegistryService:
         blobs: BlobService,
         trusted: Callable[[], Awaitable[TrustedKeys]],
         audit: AuditLog,
+        recheck: Callable[[AsyncSession, str], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
-        self.trusted = trusted
+        self.trusted = trusted  # the publisher keys now (cached briefly per replica)
+        self.recheck = recheck  # ... and whether a signer is still trusted, in the insert
         self.audit = audit
 
     # ---- models & versions ----------------------------------------------------------------
@@ -260,7 +275,12 @@ class RegistryService:
         service passes the builder's registered key). A sealed (promoted) version takes no
         new target. ``precondition`` runs inside the inserting transaction (and may refuse by
         raising), so what it checks cannot change between the check and the insert."""
-        manifest, key_id = self._check_bundle(upload, trusted or await self.trusted())
+        publisher = trusted is None
+        manifest, key_id = self._check_bundle(
+            upload, trusted if trusted is not None else await self.trusted()
+        )
+        if publisher and self.recheck is not None:  # untrusted since the cached read: refused
+            precondition = _also(self.recheck, key_id, precondition)
         existing = await self._existing(upload.model, upload.version, upload.target)
         if existing is None:
             try:

@@ -33,6 +33,7 @@ class JobState(StrEnum):
     VERIFYING = "verifying"  # a different worker re-runs the golden check and the gate
     PASSED = "passed"
     FAILED = "failed"
+    NO_CAPABLE_WORKER = "no-capable-worker"  # waited for a capable worker past its deadline
     CANCELLED = "cancelled"
 
     @property
@@ -40,7 +41,9 @@ class JobState(StrEnum):
         return self in TERMINAL_JOB_STATES
 
 
-TERMINAL_JOB_STATES = frozenset({JobState.PASSED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_JOB_STATES = frozenset(
+    {JobState.PASSED, JobState.FAILED, JobState.NO_CAPABLE_WORKER, JobState.CANCELLED}
+)
 
 
 class ChannelAction(StrEnum):

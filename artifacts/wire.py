@@ -183,6 +183,12 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_batch: int = 64
     promote_to: str | None = None
     trt_compat: list[str] = []  # TensorRT targets: version | hardware | same-cc
+    # promote a partial build too (the targets that passed), not only one where all passed
+    allow_partial: bool = False
+    # a job with no capable worker for this long ends no-capable-worker (None: the service's)
+    worker_deadline_s: float | None = None
+    # build into this existing, not yet promoted version (built from the same source)
+    into_version: int | None = None
 
 
 class JobInfo(msgspec.Struct, kw_only=True):

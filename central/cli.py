@@ -48,6 +48,13 @@ def serve(
         "--local-workers",
         help="In-process CPU build workers (0: none; two let one verify what the other built)",
     ),
+    worker_deadline: float = typer.Option(
+        900.0,
+        "--worker-deadline",
+        min=1,
+        help="A job no live worker can build or verify for this many seconds ends "
+        "no-capable-worker (a build may ask for its own)",
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Run the registry/build/fleet service (migrates the database first)."""
@@ -59,7 +66,12 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = CentralConfig(
-        home=home, host=host, port=port, database_url=database_url, local_workers=local_workers
+        home=home,
+        host=host,
+        port=port,
+        database_url=database_url,
+        local_workers=local_workers,
+        worker_deadline_s=worker_deadline,
     )
     app_ = create_app(config)
     console(stderr=True).print(

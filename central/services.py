@@ -64,12 +64,17 @@ class Services:
         self.fleet = FleetService(self.db)
         jobs_changed = JobsChanged()
         self.builds = BuildService(
-            self.db, self.blobs, self.registry, self.finalizer, jobs_changed, config.lease_seconds
+            self.db,
+            self.blobs,
+            self.registry,
+            self.finalizer,
+            jobs_changed,
+            config,
         )
         self.leases = LeaseService(
             self.db, self.blobs, self.registry, self.workers, self.finalizer, jobs_changed, config
         )
-        self.reaper = Reaper(self.db, self.leases, self.finalizer)
+        self.reaper = Reaper(self.db, self.leases, self.finalizer, config.worker_deadline_s)
         self.local_workers = LocalWorkers(config, self.workers)
 
     async def start(self) -> None:

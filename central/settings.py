@@ -20,6 +20,9 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     )
     lease_seconds: float = 60.0  # a build lease expires after this long without a heartbeat
     max_job_attempts: int = 3
+    # a job no live worker can build (or verify) for this long ends no-capable-worker; a build
+    # may ask for another deadline (BuildRequest.worker_deadline_s)
+    worker_deadline_s: float = 900.0
     build_timeout_s: float = 1800.0
     tuf_offline_keys: str | None = (
         None  # where the TUF root/targets keys are (None: HOME/tuf/offline)

@@ -26,6 +26,7 @@ TERMINAL_BUILD = tuple(s for s in BuildState if not s.open)
 STATE_STYLE = {
     JobState.PASSED: "green",
     JobState.FAILED: "red",
+    JobState.NO_CAPABLE_WORKER: "magenta",
     JobState.CANCELLED: "yellow",
     JobState.RUNNING: "cyan",
     JobState.QUEUED: "white",
@@ -51,7 +52,8 @@ def status_table(info: BuildInfo, last_lines: dict[str, str]) -> Table:
         style = STATE_STYLE.get(j.state, "white")
         latest = (
             j.reason
-            if j.state in (JobState.FAILED, JobState.WAITING, JobState.BUILT)
+            if j.state
+            in (JobState.FAILED, JobState.NO_CAPABLE_WORKER, JobState.WAITING, JobState.BUILT)
             else last_lines.get(j.target, "")
         )
         if j.cached:
@@ -148,11 +150,19 @@ def wait_for(
 
 
 def exit_code(info: BuildInfo) -> ExitCode:
-    """0 passed, 1 failed or cancelled, 3 still running at the timeout, 4 only waiting for a
-    capable worker at the timeout."""
+    """0 passed; 1 failed or cancelled, or a target failed; 3 still running at the timeout;
+    4 a target had no capable worker (it waited past its deadline, or only such jobs are left
+    at the timeout) while none failed otherwise."""
     if info.state == BuildState.PASSED:
         return ExitCode.OK
     if info.state in TERMINAL_BUILD:
+        states = {JobState(j.state) for j in info.jobs}
+        if (
+            info.state != BuildState.CANCELLED
+            and JobState.NO_CAPABLE_WORKER in states
+            and states <= {JobState.PASSED, JobState.NO_CAPABLE_WORKER}
+        ):
+            return ExitCode.NO_CAPABLE_WORKER
         return ExitCode.FAILED
     open_jobs = [j for j in info.jobs if not JobState(j.state).terminal]
     if open_jobs and all(j.state == JobState.WAITING for j in open_jobs):
@@ -189,6 +199,24 @@ def submit(
         "--trt-compat",
         help="TensorRT engines: none | version | hardware | same-cc (comma-separated)",
     ),
+    allow_partial: bool = typer.Option(
+        False,
+        "--allow-partial",
+        help="With --promote-to: promote the targets that passed even if others did not",
+    ),
+    worker_deadline: float | None = typer.Option(
+        None,
+        "--worker-deadline",
+        min=1,
+        help="A job no live worker can build for this many seconds ends no-capable-worker "
+        "(default: the service's, 900 s)",
+    ),
+    into_version: int | None = typer.Option(
+        None,
+        "--into-version",
+        min=1,
+        help="Build the targets into this existing, not yet promoted version (same model dir)",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Upload a model to the build service and build every target on capable workers."""
@@ -208,6 +236,9 @@ def submit(
             eval_blob=_upload(c, eval_file, "upload eval", show) if eval_file else None,
             thresholds=parse_thresholds(threshold),
             trt_compat=trt_compat_option(trt_compat),
+            allow_partial=allow_partial,
+            worker_deadline_s=worker_deadline,
+            into_version=into_version,
         )
         created = c.submit_build(req)
         if not wait:
@@ -235,7 +266,16 @@ def submit(
         console().print(
             targets_table(f"build #{info.id} · {info.state} · {info.detail}", summaries(info))
         )
-        if code in (ExitCode.TIMED_OUT, ExitCode.NO_CAPABLE_WORKER):
+        missing = [j.target for j in info.jobs if j.state == JobState.NO_CAPABLE_WORKER]
+        if info.state in TERMINAL_BUILD and missing and info.version is not None:
+            console(stderr=True).print(
+                f"[magenta]no capable worker[/magenta] for {', '.join(missing)}; build "
+                f"{'them' if len(missing) > 1 else 'it'} later into v{info.version} (while it "
+                f"is not promoted): artifact submit … --targets {','.join(missing)} "
+                f"--into-version {info.version}",
+                highlight=False,
+            )
+        elif code in (ExitCode.TIMED_OUT, ExitCode.NO_CAPABLE_WORKER):
             waiting = [f"{j.target} ({j.reason})" for j in info.jobs if j.state == JobState.WAITING]
             console(stderr=True).print(
                 f"[yellow]timed out[/yellow] after {timeout:g} s with build #{info.id} {info.state}"

@@ -1,7 +1,7 @@
 """Finalising a build: once every job has ended (built *and* independently verified, or
 failed), the build is passed, partial or failed; if the submitter asked for a channel (and
-held the ``promote`` scope when submitting) and every target passed, the version is promoted
-in their name.
+held the ``promote`` scope when submitting) and every target passed — or some did and they
+asked for ``allow_partial`` — the version is promoted in their name.
 
 Verified bundles are registered into the build's version one by one, as their verifications
 pass (:mod:`.leases`); nothing here signs anything — central holds no key that edges trust.
@@ -150,8 +150,11 @@ class Finalizer:
         channel = c.request.promote_to
         if not channel or c.version is None:
             return None, ""
-        if state is not BuildState.PASSED:
-            return None, f"; NOT promoted to {channel}: not every target passed"
+        if state is not BuildState.PASSED and not c.request.allow_partial:
+            return None, (
+                f"; NOT promoted to {channel}: not every target passed "
+                "(submit with allow_partial to promote the targets that did)"
+            )
         if not c.may_promote:  # refused at submit; a stored request cannot change that
             return None, f"; NOT promoted to {channel}: {c.submitter} may not promote"
         promoter = Principal(c.submitter, frozenset({"promote", "pull"}))
@@ -159,7 +162,8 @@ class Finalizer:
             await self.channels.promote(c.model, channel, c.version, promoter)
         except ShipyardError as exc:  # e.g. the channel is halted: the build still finishes
             return None, f"; NOT promoted to {channel}: {exc}"
-        return channel, f"; promoted to {channel} by {c.submitter}"
+        partial = " (allow_partial: the targets that passed)" if c.failed else ""
+        return channel, f"; promoted to {channel} by {c.submitter}{partial}"
 
     async def _finish(
         self, build_id: int, state: BuildState, promoted: str | None, detail: str

@@ -57,6 +57,8 @@ class Job(Base):
     verify_attempts: Mapped[int] = mapped_column(Integer, default=0)
     attestation: Mapped[str | None] = mapped_column(Text, nullable=True)  # the verifier's DSSE
     result_signature: Mapped[str | None] = mapped_column(Text, nullable=True)  # model.sig
+    # since when no live worker could build (queued) or verify (built) it; None: one can
+    waiting_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     def note(self, text: str) -> None:
         """Append to the history (a JSON list: reassigned so the change is persisted)."""

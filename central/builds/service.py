@@ -6,12 +6,9 @@ job has ended the passed ones become one version (:mod:`.finalize`).
 
 from __future__ import annotations
 
-import datetime as dt
-
 import anyio
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from artifacts import sourcetar
 from artifacts.digests import is_digest
@@ -26,54 +23,30 @@ from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
-from artifacts.targets import BUILDABLE_TARGETS, TARGETS, parse_trt_compat, target_spec
+from artifacts.targets import BUILDABLE_TARGETS, TARGETS, parse_trt_compat
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
 from central.auth.service import Principal
 from central.blobs.service import BlobService
 from central.builds.cache import cache_key, cache_prefix
+from central.builds.capability import capability_gap, live_workers
+from central.builds.deadline import MAX_DEADLINE_S, deadline_of, expiry_note
 from central.builds.finalize import Finalizer
 from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, iso, utcnow
-from central.registry.service import RegistryService
+from central.registry.service import (
+    RegistryService,
+    find_model,
+    find_version,
+    version_bundles,
+)
+from central.settings import CentralConfig
 from central.workers.models import Worker
 
 # ---- views ---------------------------------------------------------------------------------
 
 
-def capability_gap(target: str, workers: list[Worker], *, besides: str | None = None) -> str:
-    """Why no live worker can build ``target`` (or, with ``besides``, verify what that worker
-    built: it takes a different one). Empty: one can."""
-    if any(target in w.targets and w.name != besides for w in workers):
-        return ""
-    spec = target_spec(target)
-    described = ", ".join(f"{w.name} ({describe_worker(w)})" for w in workers) or "none"
-    need = (
-        "an NVIDIA GPU with TensorRT"
-        if spec.backend == "tensorrt"
-        else f"a worker that builds {target}"
-    )
-    if besides is not None:
-        return (
-            f"built by {besides}; verifying it needs {need} other than {besides} "
-            f"(live workers: {described})"
-        )
-    return f"no live worker can build {target}: it needs {need} (live workers: {described})"
-
-
-def describe_worker(w: Worker) -> str:
-    caps = w.capabilities or {}
-    gpus = caps.get("gpus") or []
-    gpu = (
-        f"{gpus[0]['name']} sm_{gpus[0]['compute_capability'].replace('.', '')}"
-        if gpus
-        else "no GPU"
-    )
-    trt = f"TensorRT {caps['tensorrt']}" if caps.get("tensorrt") else "no TensorRT"
-    return f"{caps.get('arch', '?')}, {gpu}, {trt}"
-
-
-def job_info(j: Job, workers: list[Worker]) -> JobInfo:
+def job_info(j: Job, workers: list[Worker], deadline_s: float) -> JobInfo:
     state, reason = JobState(j.state), j.reason
     if state is JobState.QUEUED:
         gap = capability_gap(j.target, workers)
@@ -81,6 +54,8 @@ def job_info(j: Job, workers: list[Worker]) -> JobInfo:
             state, reason = JobState.WAITING, gap
     elif state is JobState.BUILT:
         reason = capability_gap(j.target, workers, besides=j.builder) or reason
+    if state in (JobState.WAITING, JobState.BUILT) and j.waiting_since is not None:
+        reason += expiry_note(j.waiting_since, deadline_s)
     manifest = (
         msgspec.to_builtins(decode(j.result_manifest))
         if j.result_manifest and state in (JobState.BUILT, JobState.VERIFYING, JobState.PASSED)
@@ -99,7 +74,8 @@ def job_info(j: Job, workers: list[Worker]) -> JobInfo:
     )
 
 
-def build_info(b: Build, jobs: list[Job], workers: list[Worker]) -> BuildInfo:
+def build_info(b: Build, jobs: list[Job], workers: list[Worker], deadline_s: float) -> BuildInfo:
+    deadline_s = deadline_of(msgspec.json.decode(b.request, type=BuildRequest), deadline_s)
     return BuildInfo(
         id=b.id,
         model=b.model,
@@ -110,31 +86,25 @@ def build_info(b: Build, jobs: list[Job], workers: list[Worker]) -> BuildInfo:
         version=b.version,
         promoted_to=b.promoted_to,
         detail=b.detail,
-        jobs=[job_info(j, workers) for j in jobs],
+        jobs=[job_info(j, workers, deadline_s) for j in jobs],
     )
-
-
-async def live_workers(s: AsyncSession, lease_seconds: float) -> list[Worker]:
-    """Enrolled, enabled workers with a registered key, seen recently."""
-    horizon = utcnow() - dt.timedelta(seconds=max(30.0, 3 * lease_seconds))
-    q = select(Worker).where(
-        Worker.last_seen >= horizon,
-        Worker.enrolled_at.is_not(None),
-        Worker.disabled_at.is_(None),
-        Worker.public_key.is_not(None),
-    )
-    return list((await s.execute(q)).scalars())
 
 
 # ---- the service ---------------------------------------------------------------------------
 
 
-def _check_trt_compat(values: list[str]) -> None:
+def check_options(req: BuildRequest) -> None:
     try:
-        if parse_trt_compat(values) != values:
+        if parse_trt_compat(req.trt_compat) != req.trt_compat:
             raise ValueError("trt_compat must list each of version, hardware, same-cc once, sorted")
     except ValueError as exc:
         raise Unprocessable(str(exc)) from exc
+    if req.worker_deadline_s is not None and not 0 < req.worker_deadline_s <= MAX_DEADLINE_S:
+        raise Unprocessable(
+            f"worker_deadline_s must be above 0 and at most {MAX_DEADLINE_S:g} s (7 days)"
+        )
+    if req.into_version is not None and req.into_version < 1:
+        raise Unprocessable("into_version must be a version number (1 or more)")
 
 
 class BuildService:
@@ -145,7 +115,7 @@ class BuildService:
         registry: RegistryService,
         finalizer: Finalizer,
         jobs_changed: JobsChanged,
-        lease_seconds: float,
+        config: CentralConfig,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -153,7 +123,8 @@ class BuildService:
         self.finalizer = finalizer
         self.audit = registry.audit
         self.jobs_changed = jobs_changed
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = config.lease_seconds
+        self.worker_deadline_s = config.worker_deadline_s
 
     def _validate(self, req: BuildRequest) -> None:
         check_name(req.model, "model name")
@@ -174,7 +145,7 @@ class BuildService:
             check_name(req.promote_to, "channel name")
         if not 1 <= req.max_batch <= 4096:
             raise Unprocessable("max_batch must be between 1 and 4096")
-        _check_trt_compat(req.trt_compat)
+        check_options(req)
         thresholds_for(req.task, req.thresholds)
         for what, digest in (
             ("source", req.source_blob),
@@ -217,6 +188,54 @@ class BuildService:
                 manifests[target] = newest.manifest
         return (versions.pop(), manifests) if len(versions) == 1 else None
 
+    async def _check_open_version(self, req: BuildRequest, principal: Principal) -> None:
+        """``into_version``: a target missing from a version (e.g. it had no capable worker) is
+        built into it later — by the version's creator or an admin, only while no channel ever
+        pointed at it (not sealed), from the same source and task, and only for targets it
+        neither holds nor is building."""
+        number = req.into_version
+        async with self.db.session() as s:
+            try:
+                v = await find_version(s, await find_model(s, req.model), number or 0)
+            except NotFoundError as exc:
+                raise Unprocessable(f"into_version: {exc}") from exc
+            if v.created_by != principal.name and "admin" not in principal.scopes:
+                raise ForbiddenError(
+                    f"{req.model} v{number} was created by {v.created_by!r}; only they or an "
+                    "admin may build into it"
+                )
+            if v.sealed:
+                raise ConflictError(
+                    f"{req.model} v{number} was promoted, so it is sealed and takes no new "
+                    "targets; build a new version"
+                )
+            if v.source_digest != req.source_blob:
+                raise Unprocessable(
+                    f"{req.model} v{number} was built from {v.source_digest[:19]}…, not from "
+                    f"{req.source_blob[:19]}…: a version holds one model's weights"
+                )
+            held = {b.target for b in await version_bundles(s, v)} & set(req.targets)
+            if held:
+                raise ConflictError(
+                    f"{req.model} v{number} already holds {', '.join(sorted(held))}"
+                )
+            rows = (
+                await s.execute(
+                    select(Build.task, Job.target, Job.state)
+                    .join(Job, Job.build_id == Build.id)
+                    .where(Build.model == req.model, Build.version == number)
+                )
+            ).all()
+        tasks = {task for task, _, _ in rows}
+        if tasks and tasks != {req.task}:
+            raise Unprocessable(f"{req.model} v{number} was built for task {tasks.pop()!r}")
+        building = {t for _, t, st in rows if not JobState(st).terminal} & set(req.targets)
+        if building:
+            raise ConflictError(
+                f"an open build is already building {', '.join(sorted(building))} into "
+                f"{req.model} v{number}"
+            )
+
     async def submit(self, req: BuildRequest, principal: Principal) -> BuildCreated:
         self._validate(req)
         if principal.worker is not None:
@@ -231,13 +250,21 @@ class BuildService:
             await anyio.to_thread.run_sync(sourcetar.validate, path)
         except ShipyardError as exc:
             raise Unprocessable(f"source archive refused: {exc}") from exc
-        hit = await self._cached_version(req)
+        if req.into_version is not None:
+            await self._check_open_version(req, principal)
+            hit = None
+        else:
+            hit = await self._cached_version(req)
         cached, manifests = hit if hit else (None, {})
-        version = cached or await self.registry.create_version(
-            req.model,
-            principal.name,
-            source_digest=req.source_blob,
-            notes="built by the build service",
+        version = (
+            req.into_version
+            or cached
+            or await self.registry.create_version(
+                req.model,
+                principal.name,
+                source_digest=req.source_blob,
+                notes="built by the build service",
+            )
         )
         state = JobState.PASSED if cached else JobState.QUEUED
         async with self.db.transaction() as s:
@@ -293,7 +320,9 @@ class BuildService:
             jobs = (
                 await s.execute(select(Job).where(Job.build_id == build_id).order_by(Job.id))
             ).scalars()
-            return build_info(b, list(jobs), await live_workers(s, self.lease_seconds))
+            return build_info(
+                b, list(jobs), await live_workers(s, self.lease_seconds), self.worker_deadline_s
+            )
 
     async def recent(self, limit: int = 50) -> list[BuildInfo]:
         async with self.db.session() as s:
@@ -312,7 +341,9 @@ class BuildService:
         by_build: dict[int, list[Job]] = {}
         for j in jobs:
             by_build.setdefault(j.build_id, []).append(j)
-        return [build_info(b, by_build.get(b.id, []), workers) for b in builds]
+        return [
+            build_info(b, by_build.get(b.id, []), workers, self.worker_deadline_s) for b in builds
+        ]
 
     async def logs(self, build_id: int, after: int = 0, limit: int = 500) -> list[LogLine]:
         async with self.db.session() as s:

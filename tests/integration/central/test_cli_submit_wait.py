@@ -115,3 +115,27 @@ def test_progress_log_prints_changes_only():
         "build #7 m: passed",
         "build #7 onnx-fp32: passed",
     ]
+
+
+def test_no_capable_worker_past_the_deadline_exits_4_and_says_how_to_finish(central, tiny_models):
+    worker, _ = central.worker_client("cpu-box", ["onnx-fp32", "onnx-int8"])
+    r = submit(
+        central,
+        tiny_models["embedding"],
+        "--targets",
+        "tensorrt-fp16",
+        "--worker-deadline",
+        "1",
+        "--wait",
+        "--timeout",
+        "60",
+    )
+    assert r.returncode == ExitCode.NO_CAPABLE_WORKER == 4, (r.stdout, r.stderr)
+    assert re.search(
+        rf"^{STAMP} build #1 tensorrt-fp16: no-capable-worker — no capable worker for 1 s: ",
+        r.stdout,
+        re.M,
+    ), r.stdout
+    assert "timed out" not in r.stderr
+    assert "--targets tensorrt-fp16 --into-version 1" in r.stderr, r.stderr
+    worker.close()

@@ -9,7 +9,7 @@ from artifacts.provenance import BuildParameters
 from artifacts.targets import parse_trt_compat
 from artifacts.wire import BuildRequest
 from central.builds.cache import cache_prefix
-from central.builds.service import _check_trt_compat
+from central.builds.service import check_options
 from tests.unit.artifacts.test_cli_local import artifact
 
 SOURCE = "sha256:" + "a" * 64
@@ -57,12 +57,12 @@ def test_parse_refusals(value, message):
 )
 def test_the_service_refuses_bad_values(value, message):
     with pytest.raises(Unprocessable, match=message):
-        _check_trt_compat(value)
+        check_options(req(trt_compat=value))
 
 
 def test_the_service_accepts_canonical_values():
     for value in ([], ["version"], ["hardware", "version"], ["same-cc", "version"]):
-        _check_trt_compat(value)
+        check_options(req(trt_compat=value))
 
 
 def test_cache_key_changes_only_when_compat_is_asked():

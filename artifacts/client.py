@@ -51,6 +51,8 @@ from artifacts.wire import (
     EnrollWorker,
     Halt,
     HeartbeatReply,
+    IndexBuildRequest,
+    IndexItems,
     JobDone,
     JobLogs,
     Lease,
@@ -343,6 +345,17 @@ class RegistryClient:
 
     def submit_build(self, req: BuildRequest) -> BuildCreated:
         return _decoded(self._json("POST", "/v1/builds", req), into=BuildCreated)
+
+    def submit_index(self, req: IndexBuildRequest) -> BuildCreated:
+        """``POST /v1/indexes``: a catalog index built and verified by workers (follow the
+        build with :meth:`build`)."""
+        return _decoded(self._json("POST", "/v1/indexes", req), into=BuildCreated)
+
+    def change_index_items(self, name: str, change: IndexItems) -> BuildCreated:
+        """``PUT`` (``change.items``) or ``DELETE`` (``change.ids``) ``/v1/indexes/{name}/items``:
+        a cumulative delta, built and verified by workers."""
+        method = "DELETE" if change.ids else "PUT"
+        return _decoded(self._json(method, f"/v1/indexes/{name}/items", change), into=BuildCreated)
 
     def build(self, build_id: int) -> BuildInfo:
         return _decoded(self._json("GET", f"/v1/builds/{build_id}"), into=BuildInfo)

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from artifacts.errors import BadSignatureError, Unprocessable
 from artifacts.signing import SigningKey, TrustedKeys
 from artifacts.wire import BuildRequest
@@ -45,6 +47,7 @@ class BuildParameters:
     thresholds: Mapping[str, float]
     max_batch: int
     trt_compat: Sequence[str] = ()
+    index: Mapping[str, Any] | None = None  # an index build: the model bundle and delta base
 
     @classmethod
     def for_job(cls, req: BuildRequest, target: str, version: int) -> BuildParameters:
@@ -60,20 +63,25 @@ class BuildParameters:
             thresholds=req.thresholds,
             max_batch=req.max_batch,
             trt_compat=list(req.trt_compat),
+            index=msgspec.to_builtins(req.index) if req.index is not None else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "task": self.task,
-            "target": self.target,
-            "source": self.source,
-            "calibration": self.calibration,
-            "eval": self.eval,
-            "thresholds": dict(sorted(self.thresholds.items())),
-            "max_batch": self.max_batch,
-        } | ({"trt_compat": sorted(self.trt_compat)} if self.trt_compat else {})
+        return (
+            {
+                "model": self.model,
+                "version": self.version,
+                "task": self.task,
+                "target": self.target,
+                "source": self.source,
+                "calibration": self.calibration,
+                "eval": self.eval,
+                "thresholds": dict(sorted(self.thresholds.items())),
+                "max_batch": self.max_batch,
+            }
+            | ({"trt_compat": sorted(self.trt_compat)} if self.trt_compat else {})
+            | ({"index": dict(sorted(self.index.items()))} if self.index is not None else {})
+        )
 
 
 def _subjects(files: Mapping[str, str]) -> list[dict]:

@@ -68,6 +68,9 @@ TARGETS: dict[str, TargetSpec] = {
 CPU_TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
 GPU_TARGETS = ("onnx-fp16", "tensorrt-fp16", "tensorrt-int8")
 BUILDABLE_TARGETS = tuple(t for t in (*CPU_TARGETS, *GPU_TARGETS) if TARGETS[t].buildable)
+INDEX_TARGET = "index-usearch"
+# what build workers make: model targets, and catalog indexes (POST /v1/indexes)
+WORKER_TARGETS = (*BUILDABLE_TARGETS, INDEX_TARGET)
 LAST_RESORT = "onnx-fp32"
 
 # CPU feature flags that make INT8 GEMMs fast and saturation-free (Linux /proc/cpuinfo names).

@@ -172,6 +172,19 @@ class TokenCreated(msgspec.Struct, kw_only=True):
 # ---- builds -------------------------------------------------------------------------------
 
 
+class IndexJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A catalog index built by the build service (task ``index``, target ``index-usearch``):
+    the request's ``model`` names the index, ``source_blob`` is the catalog (or the changes of
+    a delta) as JSONL. The embedding model bundle is named exactly: the version lock."""
+
+    model: str  # the embedding model
+    version: int  # its registered version
+    target: str = "onnx-int8"  # which of its bundles embeds the catalog
+    queries_blob: str | None = None  # recall@10 is measured with these (one query per line)
+    base_version: int = 0  # a delta: the full index version it applies to (0: a full index)
+    previous_version: int = 0  # a delta: the newest delta it accumulates (0: none)
+
+
 class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str
     task: str
@@ -189,6 +202,36 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     worker_deadline_s: float | None = None
     # build into this existing, not yet promoted version (built from the same source)
     into_version: int | None = None
+    index: IndexJob | None = None  # task "index": what embeds the catalog
+
+
+class IndexBuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/indexes``: embed a catalog (uploaded as a blob) with one registered model
+    bundle and build its signed index, on workers, like a build."""
+
+    name: str  # the index's registry name
+    catalog_blob: str  # JSONL {id, text, fields?} per line
+    model: str
+    version: int | None = None  # the model version; or
+    channel: str | None = None  # the version this channel points at now
+    target: str = "onnx-int8"
+    queries_blob: str | None = None
+    recall_threshold: float | None = None
+    promote_to: str | None = None
+    worker_deadline_s: float | None = None
+
+
+class IndexItems(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/indexes/{name}/items`` (``items``) and ``DELETE`` (``ids``): a cumulative
+    delta over the index version ``version`` or ``channel`` points at (default: the newest),
+    built and verified on workers like a build; promote it to ship it."""
+
+    items: list[dict[str, Any]] = []  # {id, text, fields?}; a field left out keeps its value
+    ids: list[str] = []
+    version: int | None = None
+    channel: str | None = None
+    promote_to: str | None = None
+    worker_deadline_s: float | None = None
 
 
 class JobInfo(msgspec.Struct, kw_only=True):
@@ -286,6 +329,8 @@ class Lease(msgspec.Struct, kw_only=True):
     phase: Literal["build", "verify"] = "build"
     version: int = 0  # the version the bundle is built into (stamped before signing)
     verify: BundleToVerify | None = None
+    # an index job's input bundles ("model", and for a delta "base", "previous"), as signed
+    inputs: dict[str, BundleToVerify] = {}
 
 
 class LeaseRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -44,11 +44,11 @@ from artifacts.manifest import (
     TargetInfo,
 )
 from artifacts.signing import SigningKey
+from artifacts.targets import INDEX_TARGET
 from artifacts.textproc import TextEncoder, run_items
 from builder.bench import host_info
 from builder.verify import bundle_runner
 
-INDEX_TARGET = "index-usearch"
 RECALL_THRESHOLD = 0.95
 EXPANSION_LADDER = (64, 128, 256, 512)  # expansion_search tried until recall@10 clears the bar
 DTYPE_LADDER = ("i8", "f16", "f32")  # then wider vectors

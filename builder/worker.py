@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -45,7 +46,7 @@ from artifacts.signing import (
     generate_keypair,
     load_signing_key,
 )
-from artifacts.targets import CPU_TARGETS, GPU_TARGETS
+from artifacts.targets import CPU_TARGETS, GPU_TARGETS, INDEX_TARGET
 from artifacts.wire import JobDone, Lease, WorkerHello
 
 log = logging.getLogger("shipyard.worker")
@@ -84,6 +85,17 @@ def buildable_targets() -> list[str]:
     targets = [t for t in CPU_TARGETS if needs.get(t, {"onnxruntime"}) <= have]
     if preflight() is None:
         targets += [t for t in GPU_TARGETS if t.startswith("tensorrt")]
+    return targets
+
+
+def worker_targets() -> list[str]:
+    """What this host's worker takes: the model targets it can build, and catalog index jobs
+    where onnxruntime (to embed) and usearch (to index) are installed."""
+    import importlib.util
+
+    targets = buildable_targets()
+    if all(importlib.util.find_spec(m) for m in ("onnxruntime", "usearch")):
+        targets.append(INDEX_TARGET)
     return targets
 
 
@@ -136,6 +148,8 @@ def build_child(spec_path: str) -> None:
     try:
         if spec.get("verify") is not None:
             result = _verify_in_child(spec["verify"], reporter)
+        elif spec.get("index") is not None:
+            result = _index_in_child(spec["index"], reporter, verify=spec.get("phase") == "verify")
         else:
             from builder.pipeline import BuildConfig, build
 
@@ -168,6 +182,27 @@ def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
     }
 
 
+def _index_in_child(spec: dict, reporter: _FileReporter, *, verify: bool) -> dict:
+    from builder.index_job import IndexJobSpec, build_index_job, verify_index_job
+
+    js = msgspec.convert(spec, IndexJobSpec)
+    if not verify:
+        reporter.step("index", f"embed {Path(js.catalog).name} and build the index")
+        result = build_index_job(js)
+        reporter.step("index", f"{'built' if result['passed'] else 'FAILED'} {result['reason']}")
+        return result
+    reporter.step("verify", "items, version lock, sampled vectors, recall@10 against exact search")
+    verdict = verify_index_job(js)
+    reporter.step("verify", f"{'passed' if verdict.passed else 'FAILED'} {verdict.reason}")
+    return {
+        "passed": verdict.passed,
+        "metrics": verdict.metrics,
+        "thresholds": verdict.thresholds,
+        "reason": verdict.reason,
+        "verified": True,
+    }
+
+
 # ---- the worker -------------------------------------------------------------------------
 
 
@@ -179,7 +214,7 @@ class Worker:
         self.stop_event = threading.Event()
         self.client = RegistryClient(cfg.central, cfg.token, timeout=60)
         self.caps = probe_node()
-        self.targets = cfg.targets or buildable_targets()
+        self.targets = cfg.targets or worker_targets()
         self.toolchain = toolchain(self.caps)
         self._extract_lock = threading.Lock()
         self.key = own_key(self.work / "keys")
@@ -269,9 +304,56 @@ class Worker:
                 os.replace(tmp, dest)
         return dest
 
+    def _index_inputs(self, lease: Lease, jobdir: Path) -> dict:
+        """An index job: the catalog, and the input bundles as signed (checked here)."""
+        req, spec = lease.request, lease.request.index
+        assert spec is not None
+        refs = {
+            "model": BundleRef(spec.model, spec.version, spec.target),
+            "base": BundleRef(req.model, spec.base_version, INDEX_TARGET),
+            "previous": BundleRef(req.model, spec.previous_version, INDEX_TARGET),
+        }
+        dirs: dict[str, str | None] = {"base": None, "previous": None}
+        for kind, signed in lease.inputs.items():
+            if kind not in refs:
+                raise ShipyardError(f"unexpected input bundle {kind!r}")
+            dest = jobdir / kind
+            self.client.pull_bundle(
+                SignedManifest(decode_b64(signed.manifest, "manifest"), signed.signature),
+                PullTarget(dest, self.work / "downloads"),
+                TrustedKeys.of(signed.builder_key.encode()),
+                expect=refs[kind],
+            )
+            dirs[kind] = str(dest)
+        if "model" not in dirs:
+            raise ShipyardError("the lease names no model bundle to embed with")
+        job: dict[str, Any] = {
+            "model_dir": dirs["model"],
+            "base_dir": dirs["base"],
+            "previous_dir": dirs["previous"],
+            "catalog": str(self._blob(req.source_blob)),
+            "queries": str(self._blob(spec.queries_blob)) if spec.queries_blob else None,
+            "name": req.model,
+            "version": lease.version,
+            "recall_threshold": req.thresholds.get("recall_at_10"),
+            "threads": self.cfg.threads,
+        }
+        if lease.phase == "verify":
+            job["bundle_dir"] = str(self._fetch_bundle(lease, jobdir / "bundle"))
+        else:
+            params = BuildParameters.for_job(req, lease.target, lease.version)
+            job |= {
+                "out_dir": str(jobdir / "out"),
+                "key_file": str(self.key.path),
+                "provenance": {"builder": self.cfg.name, "params": params.as_dict()},
+            }
+        return {"index": job, "phase": lease.phase}
+
     def _inputs(self, lease: Lease, jobdir: Path) -> dict:
         """Fetch the source (and data) and describe the child's work."""
         req = lease.request
+        if req.index is not None:
+            return self._index_inputs(lease, jobdir)
         common = {
             "model_dir": str(self._source(req.source_blob)),
             "task": req.task,

@@ -17,6 +17,7 @@ from central.auth.service import TokenService
 from central.blobs.service import BlobService
 from central.blobs.store import LocalBlobStore
 from central.builds.finalize import Finalizer
+from central.builds.index_jobs import IndexService
 from central.builds.leases import LeaseService
 from central.builds.local_workers import LocalWorkers
 from central.builds.reaper import Reaper
@@ -71,6 +72,7 @@ class Services:
             jobs_changed,
             config,
         )
+        self.indexes = IndexService(self.builds, self.blobs)
         self.leases = LeaseService(
             self.db, self.blobs, self.registry, self.workers, self.finalizer, jobs_changed, config
         )
@@ -121,6 +123,7 @@ class Services:
             "registry": self.registry,
             "channels": self.channels,
             "builds": self.builds,
+            "indexes": self.indexes,
             "leases": self.leases,
             "fleet": self.fleet,
             "workers": self.workers,

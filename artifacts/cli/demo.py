@@ -4,8 +4,9 @@
 2. submit a build of the bundled all-MiniLM-L6-v2 as ``product-embedder`` for every target this
    machine can build; follow it live; show the per-target gate and speed table; promote to stable
 3. start ``edge-runtime serve`` against it; show the probe and the selection explanation
-4. semantic search: embed a generated catalog with the bundle the edge serves, build its signed
-   catalog index, push and promote it; the edge loads it (locked to the model version) and
+4. semantic search: ask the build service for the index of a generated catalog
+   (``POST /v1/indexes``): one worker embeds it with the bundle the edge serves and builds the
+   signed HNSW index, the other re-checks it; promoted; the edge loads it (locked to the model version) and
    answers realistic queries through ``/v1/search`` with their top 5, a filtered query, latency
    per query and the result cache at work
 5. shut everything down (no stray processes); exit 0, or non-zero naming the failed step
@@ -102,15 +103,6 @@ class Demo:
         self.central_port = free_port(self.cfg.central_port)
         self.central_url = f"http://127.0.0.1:{self.central_port}"
         home = self.home / "central"
-        # The catalog index is published by the demo's own key: central and the edge trust it.
-        from artifacts.signing import generate_keypair
-
-        keys = self.home / "publisher"
-        if not (keys / "publisher.key").exists():
-            generate_keypair(keys)
-        self.index_key, self.index_pub = keys / "publisher.key", keys / "publisher.pub"
-        (home / "trusted_keys").mkdir(parents=True, exist_ok=True)
-        shutil.copy(self.index_pub, home / "trusted_keys" / "demo-publisher.pub")
         argv = python_cli(
             "central.cli",
             "serve",
@@ -199,7 +191,7 @@ class Demo:
 [registry]
 url = "{self.central_url}"
 token_file = "{token_file}"
-trusted_keys = {json.dumps([str(k) for k in [*self.worker_keys, self.index_pub]])}
+trusted_keys = {json.dumps([str(k) for k in self.worker_keys])}
 tuf_root = "{self.tuf_root}"
 poll_interval_s = 30
 
@@ -249,48 +241,51 @@ port = {self.edge_port}
         return m
 
     def _publish_index(self, target: str) -> dict:
-        """Embed the catalog with the bundle the edge serves (pulled from the registry and
-        verified), build its index, push and promote it: what `artifact index build` does."""
-        from artifacts import load_signing_key, publish_version, verify_bundle
-        from artifacts.client import BundleRef, PullTarget
-        from artifacts.signing import TrustedKeys
+        """Upload the catalog and ask the build service for its index (``POST /v1/indexes``):
+        one worker embeds it with the bundle the edge serves and builds the HNSW index, the
+        other re-checks it; promoted to stable when it passes."""
+        from artifacts.cli.builds import wait_for
+        from artifacts.digests import sha256_file
+        from artifacts.wire import IndexBuildRequest
         from builder.data.catalog import write_catalog
-        from builder.index import IndexBuild, build_index
 
         work = self.home / "index"
         shutil.rmtree(work, ignore_errors=True)
         catalog = write_catalog(work / "catalog.jsonl", self.cfg.catalog_size)
-        key = load_signing_key(self.index_key)
         with RegistryClient(self.central_url, self.admin_token) as c:
-            version = c.channel(self.cfg.model, "stable").version
-            assert version is not None
-            model = c.pull_bundle(
-                c.bundle_document(self.cfg.model, version, target),
-                PullTarget(work / "model", work / ".downloads"),
-                TrustedKeys.from_paths(self.worker_keys),
-                expect=BundleRef(self.cfg.model, version, target),
-            )
+            digest = sha256_file(catalog)
+            c.upload_blob(digest, catalog)
             t0 = time.perf_counter()
-            manifest = build_index(
-                IndexBuild(
-                    model=model, catalog=catalog, name=INDEX_NAME, out=work / "bundle", key=key
+            created = c.submit_index(
+                IndexBuildRequest(
+                    name=INDEX_NAME,
+                    catalog_blob=digest,
+                    model=self.cfg.model,
+                    channel="stable",
+                    target=target,
+                    promote_to="stable",
                 )
             )
+            info = wait_for(c, created.build_id, live=False, timeout_s=600)
             build_s = time.perf_counter() - t0
-            if not manifest.quality.passed:
-                raise DemoError(
-                    "semantic search", f"the index missed its recall gate: {manifest.quality}"
-                )
-            published = publish_version(c, [verify_bundle(work / "bundle", None)], key=key)
-            c.promote(INDEX_NAME, "stable", published.version)
-        spec = manifest.index
-        assert spec is not None
-        self.out.print(
-            f"index    {INDEX_NAME} v{published.version}: {spec.items} products embedded by "
-            f"{spec.model.name} v{spec.model.version} {spec.model.target} in {build_s:.1f} s; "
-            f"usearch HNSW {spec.dtype}, recall@10 {spec.recall_at_10} vs exact search; promoted"
+        job = info.jobs[0]
+        if info.state != "passed" or job.manifest is None:
+            raise DemoError(
+                "semantic search", f"index build #{info.id} {info.state}: {info.detail}"
+            )
+        spec = job.manifest["index"]
+        how = (
+            "reused from the build cache"
+            if job.cached
+            else "built by one worker, verified by the other"
         )
-        return {"version": published.version, "build_s": build_s, "catalog": catalog}
+        self.out.print(
+            f"index    {INDEX_NAME} v{info.version} (POST /v1/indexes, build #{info.id}, {how}): "
+            f"{spec['items']} products embedded by {spec['model']['name']} v{spec['model']['version']} "
+            f"{spec['model']['target']} in {build_s:.1f} s; usearch HNSW {spec['dtype']}, "
+            f"recall@10 {spec['recall_at_10']} vs exact search; promoted to {info.promoted_to}"
+        )
+        return {"version": info.version, "build_s": build_s, "catalog": catalog}
 
     def step_search(self) -> dict:
         http = httpx.Client(base_url=self.edge_url, timeout=120)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from artifacts.digests import sha256_bytes, sha256_json
 from artifacts.wire import BuildRequest
 
@@ -20,6 +22,7 @@ def cache_prefix(req: BuildRequest, target: str) -> str:
             "model": req.model,
         }
         | ({"trt_compat": sorted(req.trt_compat)} if req.trt_compat else {})
+        | ({"index": msgspec.to_builtins(req.index)} if req.index is not None else {})
     )
 
 

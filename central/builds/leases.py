@@ -45,6 +45,7 @@ from central.auth.service import Principal
 from central.blobs.service import BlobService
 from central.builds.cache import cache_key
 from central.builds.finalize import Finalizer
+from central.builds.index_jobs import input_bundles
 from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, utcnow
@@ -187,13 +188,15 @@ class LeaseService:
             what = f"attempt {job.attempts}: leased by {w.name}"
         job.note(what)
         s.add(JobLog(job_id=job.id, line=f"[central] {what}"))
+        request = msgspec.json.decode(build.request, type=BuildRequest)
         return Lease(
+            inputs=await input_bundles(s, request, self.registry.trusted),
             job_id=job.id,
             build_id=job.build_id,
             lease_token=job.lease_token,
             lease_seconds=self.lease_seconds,
             target=job.target,
-            request=msgspec.json.decode(build.request, type=BuildRequest),
+            request=request,
             attempt=job.verify_attempts if verify else job.attempts,
             phase="verify" if verify else "build",
             version=build.version,

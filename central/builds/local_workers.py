@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from artifacts.cli.procs import Child, python_cli, stop_all
-from artifacts.targets import CPU_TARGETS
+from artifacts.targets import CPU_TARGETS, INDEX_TARGET
 from central.settings import CentralConfig
 from central.workers.service import WorkerService
 
@@ -59,7 +59,7 @@ class LocalWorkers:
                 continue
             if info is None or info.key_id is None:  # new, reset or re-enrolled: a fresh key
                 shutil.rmtree(self._work(name) / "keys", ignore_errors=True)
-            token = await self.workers.enroll(name, list(CPU_TARGETS), None, "central")
+            token = await self.workers.enroll(name, [*CPU_TARGETS, INDEX_TARGET], None, "central")
             self.children.append(self._spawn(url, token, name))
 
     def _spawn(self, url: str, token: str, name: str) -> Child:

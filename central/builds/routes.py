@@ -3,7 +3,7 @@ logs, complete, fail). Workers authenticate with a ``build`` token."""
 
 from __future__ import annotations
 
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post, put
 from litestar.params import Parameter
 
 from artifacts.wire import (
@@ -11,6 +11,8 @@ from artifacts.wire import (
     BuildInfo,
     BuildRequest,
     HeartbeatReply,
+    IndexBuildRequest,
+    IndexItems,
     JobDone,
     JobLogs,
     Lease,
@@ -18,6 +20,7 @@ from artifacts.wire import (
     LogLine,
 )
 from central.auth.guard import needs, principal_of, pull
+from central.builds.index_jobs import IndexService
 from central.builds.leases import LeaseService
 from central.builds.service import BuildService
 
@@ -101,7 +104,36 @@ async def fail(leases: LeaseService, request: Request, job_id: int, data: JobDon
     await leases.fail(job_id, data, principal_of(request))
 
 
+@post("/v1/indexes", status_code=201, **needs("build"))
+async def submit_index(
+    indexes: IndexService, request: Request, data: IndexBuildRequest
+) -> BuildCreated:
+    """Embed a catalog (uploaded as a blob) with one registered embedding bundle and build its
+    signed usearch index on a worker, re-checked by another: a build of task ``index``."""
+    return await indexes.create(data, principal_of(request))
+
+
+@put("/v1/indexes/{name:str}/items", status_code=201, **needs("build"))
+async def put_index_items(
+    indexes: IndexService, request: Request, name: str, data: IndexItems
+) -> BuildCreated:
+    """Upsert products (a field left out keeps its value): a cumulative delta over the index,
+    built and verified like a build, registered as the index's next version."""
+    return await indexes.change(name, data, principal_of(request), delete=False)
+
+
+@delete("/v1/indexes/{name:str}/items", status_code=201, **needs("build"))
+async def delete_index_items(
+    indexes: IndexService, request: Request, name: str, data: IndexItems
+) -> BuildCreated:
+    """Remove products by id: a cumulative delta, like PUT."""
+    return await indexes.change(name, data, principal_of(request), delete=True)
+
+
 handlers = [
+    submit_index,
+    put_index_items,
+    delete_index_items,
     submit,
     list_builds,
     get_build,

@@ -23,7 +23,7 @@ from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
-from artifacts.targets import BUILDABLE_TARGETS, TARGETS, parse_trt_compat
+from artifacts.targets import BUILDABLE_TARGETS, INDEX_TARGET, TARGETS, parse_trt_compat
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
 from central.auth.service import Principal
 from central.blobs.service import BlobService
@@ -31,6 +31,7 @@ from central.builds.cache import cache_key, cache_prefix
 from central.builds.capability import capability_gap, live_workers
 from central.builds.deadline import MAX_DEADLINE_S, deadline_of, expiry_note
 from central.builds.finalize import Finalizer
+from central.builds.index_jobs import check_catalog, check_index_request, check_kind
 from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, iso, utcnow
@@ -93,6 +94,20 @@ def build_info(b: Build, jobs: list[Job], workers: list[Worker], deadline_s: flo
 # ---- the service ---------------------------------------------------------------------------
 
 
+def check_targets(targets: list[str], *, index: bool) -> None:
+    if not targets:
+        raise Unprocessable("no targets requested")
+    for t in targets:
+        if t not in TARGETS:
+            raise Unprocessable(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
+        if t not in BUILDABLE_TARGETS and not (index and t == INDEX_TARGET):
+            raise Unprocessable(
+                f"target {t!r} has no builder yet; buildable: {', '.join(BUILDABLE_TARGETS)}"
+            )
+    if len(set(targets)) != len(targets):
+        raise Unprocessable("targets are listed twice")
+
+
 def check_options(req: BuildRequest) -> None:
     try:
         if parse_trt_compat(req.trt_compat) != req.trt_compat:
@@ -125,28 +140,23 @@ class BuildService:
         self.jobs_changed = jobs_changed
         self.lease_seconds = config.lease_seconds
         self.worker_deadline_s = config.worker_deadline_s
+        self.max_catalog_bytes = config.max_catalog_bytes
 
     def _validate(self, req: BuildRequest) -> None:
         check_name(req.model, "model name")
-        if req.task not in TASKS:
-            raise Unprocessable(f"unknown task {req.task!r}; choose one of {', '.join(TASKS)}")
-        if not req.targets:
-            raise Unprocessable("no targets requested")
-        for t in req.targets:
-            if t not in TARGETS:
-                raise Unprocessable(f"unknown target {t!r}; known: {', '.join(TARGETS)}")
-            if t not in BUILDABLE_TARGETS:
-                raise Unprocessable(
-                    f"target {t!r} has no builder yet; buildable: {', '.join(BUILDABLE_TARGETS)}"
-                )
-        if len(set(req.targets)) != len(req.targets):
-            raise Unprocessable("targets are listed twice")
+        index = req.task == "index"
+        if req.task not in TASKS and not index:
+            raise Unprocessable(
+                f"unknown task {req.task!r}; choose one of {', '.join(TASKS)} or index"
+            )
+        check_targets(req.targets, index=index)
         if req.promote_to is not None:
             check_name(req.promote_to, "channel name")
         if not 1 <= req.max_batch <= 4096:
             raise Unprocessable("max_batch must be between 1 and 4096")
         check_options(req)
-        thresholds_for(req.task, req.thresholds)
+        if not index:
+            thresholds_for(req.task, req.thresholds)
         for what, digest in (
             ("source", req.source_blob),
             ("calibration", req.calibration_blob),
@@ -246,10 +256,23 @@ class BuildService:
                 f"{req.promote_to!r} needs; submit without it and let a promoter promote"
             )
         path = self.blobs.store.path(req.source_blob)
-        try:
-            await anyio.to_thread.run_sync(sourcetar.validate, path)
-        except ShipyardError as exc:
-            raise Unprocessable(f"source archive refused: {exc}") from exc
+        async with self.db.session() as s:
+            await check_kind(s, req)
+        if req.task == "index" or req.index is not None:
+            async with self.db.session() as s:
+                await check_index_request(s, req, self.blobs)
+            size = self.blobs.require(req.source_blob, "catalog").size
+            if size > self.max_catalog_bytes:
+                raise Unprocessable(
+                    f"the catalog is {size} bytes, over this service's {self.max_catalog_bytes}: "
+                    "split it into an index and deltas, or raise max_catalog_bytes"
+                )
+            await check_catalog(path, delta=bool(req.index and req.index.base_version))
+        else:
+            try:
+                await anyio.to_thread.run_sync(sourcetar.validate, path)
+            except ShipyardError as exc:
+                raise Unprocessable(f"source archive refused: {exc}") from exc
         if req.into_version is not None:
             await self._check_open_version(req, principal)
             hit = None

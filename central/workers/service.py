@@ -21,7 +21,7 @@ from artifacts.errors import ConflictError, ForbiddenError, InputError, NotFound
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys, key_id_of, public_key_from_pem
 from artifacts.states import JobState
-from artifacts.targets import BUILDABLE_TARGETS, NodeCapabilities
+from artifacts.targets import WORKER_TARGETS, NodeCapabilities
 from artifacts.wire import WorkerHello, WorkerInfo
 from central.audit.service import AuditLog
 from central.auth.service import Principal, TokenService
@@ -89,10 +89,10 @@ class WorkerService:
     async def enroll(self, name: str, targets: list[str], requires: dict | None, actor: str) -> str:
         """(Re-)enrol ``name``: its allowed targets, a fresh credential (earlier ones revoked)."""
         check_name(name, "worker name")
-        bad = [t for t in targets if t not in BUILDABLE_TARGETS]
+        bad = [t for t in targets if t not in WORKER_TARGETS]
         if bad or not targets:
             raise InputError(
-                f"targets {bad or '(none)'} cannot be built; choose from {', '.join(BUILDABLE_TARGETS)}"
+                f"targets {bad or '(none)'} cannot be built; choose from {', '.join(WORKER_TARGETS)}"
             )
         if requires is not None:  # a NodeCapabilities document (from `edge-runtime probe --json`)
             requires = msgspec.to_builtins(msgspec.convert(requires, NodeCapabilities))

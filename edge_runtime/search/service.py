@@ -27,12 +27,13 @@ from artifacts.bundle import VerifiedBundle, verify_bundle
 from artifacts.errors import BundleError, ConflictError, NotReady, ShipyardError
 from artifacts.manifest import IndexModel, Manifest
 from artifacts.signing import TrustedKeys
+from artifacts.targets import INDEX_TARGET
 from edge_runtime.config import EdgeConfig, IndexSection
 from edge_runtime.search.catalog_index import CatalogIndex, index_spec
 from edge_runtime.sync import BundleCache, ModelState, Syncer
 
 log = logging.getLogger("shipyard.edge")
-INDEX_TARGET = "index-usearch"
+
 SEARCH_THREADS = 4  # searches of one index running at once (each in a worker thread)
 RETRY_REFUSED_S = 120.0  # an index version refused here is tried again after this
 KEEP_MODEL_VERSIONS = 2  # indexes kept for this many model versions (the serving one and the next)

@@ -1,0 +1,155 @@
+"""Catalog indexes through the build service, with a real central on loopback and its two real
+in-process workers: ``POST /v1/indexes`` builds a signed index on one worker and another
+re-checks it before it is registered; ``PUT/DELETE /v1/indexes/{name}/items`` ship
+cumulative deltas the same way; bad requests are refused before anything is queued."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from artifacts.bundle import restamp_bundle, verify_bundle
+from artifacts.client import RegistryClient
+from artifacts.digests import sha256_bytes
+from artifacts.errors import ConflictError, Unprocessable
+from artifacts.signing import TrustedKeys, load_signing_key
+from artifacts.wire import IndexBuildRequest, IndexItems
+from tests.integration.central.test_builds import wait_build
+from tests.servers import CentralServer
+
+PRODUCTS = [
+    {"id": f"sku-{i}", "text": f"{c} number {i}", "fields": {"price": float(i)}}
+    for i, c in enumerate(["red shoe", "blue lamp", "green cup", "steel pan"] * 40)
+]
+
+
+def upload(c: RegistryClient, records: list, raw: bytes | None = None) -> str:
+    data = raw if raw is not None else b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    digest = sha256_bytes(data)
+    c.upload_blob(digest, data)
+    return digest
+
+
+def push_model(c: RegistryClient, tiny_builds, publisher_keys, tmp_path) -> int:
+    """The tiny embedding model's onnx-int8 bundle, registered as ``emb`` by a publisher."""
+    out, _ = tiny_builds["embedding"]
+    number = c.create_version("emb")
+    dest = tmp_path / "emb"
+    restamp_bundle(
+        out / "onnx-int8",
+        dest,
+        version=number,
+        model="emb",
+        key=load_signing_key(publisher_keys[0]),
+    )
+    c.push_bundle(verify_bundle(dest, TrustedKeys.from_paths([publisher_keys[1]])))
+    return number
+
+
+@pytest.fixture
+def server(tmp_path, publisher_keys):
+    s = CentralServer(
+        tmp_path / "central",
+        None,
+        trusted=[publisher_keys[1]],
+        local_workers=2,
+        max_catalog_bytes=100_000,
+    ).start()
+    yield s
+    s.stop()
+
+
+@pytest.mark.slow
+def test_index_and_deltas_built_and_verified_by_workers(
+    server, tiny_builds, publisher_keys, tmp_path
+):
+    with RegistryClient(server.url, server.admin_token) as c:
+        model_version = push_model(c, tiny_builds, publisher_keys, tmp_path)
+        model_digest = sha256_bytes(c.bundle_document("emb", model_version, "onnx-int8").manifest)
+        created = c.submit_index(
+            IndexBuildRequest(
+                name="catalog",
+                catalog_blob=upload(c, PRODUCTS),
+                model="emb",
+                channel=None,
+                version=model_version,
+                promote_to="stable",
+            )
+        )
+        info = wait_build(c, created.build_id, timeout=300)
+        assert info.state == "passed" and info.promoted_to == "stable", info
+        job = info.jobs[0]
+        assert job.target == "index-usearch"
+        spec = job.manifest["index"]
+        assert spec["items"] == len(PRODUCTS) and spec["base_version"] == 0
+        assert spec["model"] == {
+            "name": "emb",
+            "version": model_version,
+            "target": "onnx-int8",
+            "manifest_digest": model_digest,
+            "source_digest": spec["model"]["source_digest"],
+        }
+        built = next(h for h in job.history if "built and signed by" in h).split()[6]
+        verified = next(h for h in job.history if h.startswith("verified by")).split()[-1]
+        assert {built, verified} == {"local-1", "local-2"}, job.history
+        files = {f["path"] for f in job.manifest["files"]}
+        assert {"index.usearch", "items.json", "provenance.json"} <= files
+        assert c.channel("catalog", "stable").version == 1
+
+        # a price change and a new product: a delta over v1, its next version
+        put = c.change_index_items(
+            "catalog",
+            IndexItems(
+                items=[
+                    {"id": "sku-1", "text": "blue lamp number 1", "fields": {"price": 0.5}},
+                    {"id": "new", "text": "teal rug"},
+                ],
+                promote_to="stable",
+            ),
+        )
+        info = wait_build(c, put.build_id, timeout=300)
+        assert info.state == "passed" and info.version == 2, info
+        delta = info.jobs[0].manifest["index"]
+        assert delta["base_version"] == 1 and delta["items"] == 2 and delta["deletes"] == 0
+
+        # a delete accumulates over the newest delta: one delta per base, never a chain
+        gone = c.change_index_items("catalog", IndexItems(ids=["sku-2"]))
+        info = wait_build(c, gone.build_id, timeout=300)
+        assert info.state == "passed" and info.version == 3, info
+        delta = info.jobs[0].manifest["index"]
+        assert delta["base_version"] == 1 and delta["items"] == 2 and delta["deletes"] == 1
+        assert c.channel("catalog", "stable").version == 2  # not promoted: not asked
+
+
+def test_bad_index_requests_are_refused_and_nothing_queued(
+    server, tiny_builds, publisher_keys, tmp_path
+):
+    with RegistryClient(server.url, server.admin_token) as c:
+        v = push_model(c, tiny_builds, publisher_keys, tmp_path)
+        good = upload(c, PRODUCTS)
+        bad_line = upload(c, [], raw=b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+
+        def refused(message: str, **kw) -> None:
+            req = {"name": "catalog", "catalog_blob": good, "model": "emb", "version": v} | kw
+            with pytest.raises(Unprocessable, match=message):
+                c.submit_index(IndexBuildRequest(**req))
+
+        refused("line 2", catalog_blob=bad_line)
+        refused("version emb v9 not found", version=9)
+        refused("holds no onnx-fp32 bundle", target="onnx-fp32")
+        refused("name exactly one of version or channel", version=None)
+        refused("channel emb:stable points at no version", version=None, channel="stable")
+        refused("index name", name="../etc")
+        refused("only threshold is recall_at_10", recall_threshold=1.5)
+        big = [{"id": f"p{i}", "text": "x" * 200} for i in range(600)]
+        refused("over this service's 100000", catalog_blob=upload(c, big))
+        with pytest.raises(ConflictError, match="'emb' holds models; choose another name"):
+            c.submit_index(IndexBuildRequest(name="emb", catalog_blob=good, model="emb", version=v))
+        with pytest.raises(
+            Unprocessable, match="index 'catalog' not found: POST /v1/indexes first"
+        ):
+            c.change_index_items("catalog", IndexItems(ids=["sku-1"]))
+        with pytest.raises(Unprocessable, match="no items"):
+            c.change_index_items("catalog", IndexItems())
+        assert c.builds() == []

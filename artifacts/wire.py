@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -172,17 +172,21 @@ class TokenCreated(msgspec.Struct, kw_only=True):
 # ---- builds -------------------------------------------------------------------------------
 
 
+VersionNumber = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+MaybeVersion = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]  # 0: none
+
+
 class IndexJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A catalog index built by the build service (task ``index``, target ``index-usearch``):
     the request's ``model`` names the index, ``source_blob`` is the catalog (or the changes of
     a delta) as JSONL. The embedding model bundle is named exactly: the version lock."""
 
     model: str  # the embedding model
-    version: int  # its registered version
+    version: VersionNumber  # its registered version
     target: str = "onnx-int8"  # which of its bundles embeds the catalog
     queries_blob: str | None = None  # recall@10 is measured with these (one query per line)
-    base_version: int = 0  # a delta: the full index version it applies to (0: a full index)
-    previous_version: int = 0  # a delta: the newest delta it accumulates (0: none)
+    base_version: MaybeVersion = 0  # a delta: the full index version it applies to (0: full)
+    previous_version: MaybeVersion = 0  # a delta: the newest delta it accumulates (0: none)
 
 
 class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -201,7 +205,7 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # a job with no capable worker for this long ends no-capable-worker (None: the service's)
     worker_deadline_s: float | None = None
     # build into this existing, not yet promoted version (built from the same source)
-    into_version: int | None = None
+    into_version: MaybeVersion | None = None
     index: IndexJob | None = None  # task "index": what embeds the catalog
 
 
@@ -212,7 +216,7 @@ class IndexBuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     name: str  # the index's registry name
     catalog_blob: str  # JSONL {id, text, fields?} per line
     model: str
-    version: int | None = None  # the model version; or
+    version: VersionNumber | None = None  # the model version; or
     channel: str | None = None  # the version this channel points at now
     target: str = "onnx-int8"
     queries_blob: str | None = None
@@ -228,7 +232,7 @@ class IndexItems(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     items: list[dict[str, Any]] = []  # {id, text, fields?}; a field left out keeps its value
     ids: list[str] = []
-    version: int | None = None
+    version: VersionNumber | None = None
     channel: str | None = None
     promote_to: str | None = None
     worker_deadline_s: float | None = None

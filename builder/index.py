@@ -385,6 +385,31 @@ def _merge(
     return merged, np.concatenate(parts).astype(np.float32)
 
 
+def plan_delta(
+    base: VerifiedBundle, previous: VerifiedBundle | None, changes_path: Path
+) -> tuple[Catalog, Catalog, np.ndarray | None]:
+    """The changes (a field left out filled from the product's current value) and the
+    previous delta's items and vectors they accumulate over."""
+    spec = base.manifest.index
+    assert spec is not None
+    changes = read_catalog(changes_path, allow_delete=True)
+    old, old_vectors = _delta_state(previous)
+    base_items = decode_items(base.file(ITEMS_FILE).read_bytes())
+    types = {**spec.fields, **{n: c.type for n, c in old.fields.items()}}
+    _fill_from_current(changes, [old, base_items], types)
+    return changes, old, old_vectors
+
+
+def expected_delta_items(
+    base: VerifiedBundle, previous: VerifiedBundle | None, changes_path: Path
+) -> Catalog:
+    """What a delta's ``items.json`` must hold: exactly what :func:`build_delta` writes."""
+    changes, old, old_vectors = plan_delta(base, previous, changes_path)
+    dim = old_vectors.shape[1] if old_vectors is not None else 1
+    merged, _ = _merge(old, old_vectors, changes, np.zeros((len(changes), dim), np.float32))
+    return merged
+
+
 def build_delta(job: DeltaBuild) -> Manifest:
     """A delta bundle: the changed products embedded by the base's model, exact-searched at the
     edge; deletes masked out. Signed like any bundle; the next version of the same index."""
@@ -403,11 +428,7 @@ def build_delta(job: DeltaBuild) -> Manifest:
         prev = job.previous.manifest.index
         if prev is None or prev.base_digest != job.base.digest:
             raise InputError("--previous is not a delta of this base")
-    changes = read_catalog(job.changes, allow_delete=True)
-    old, old_vectors = _delta_state(job.previous)
-    base_items = decode_items(job.base.file(ITEMS_FILE).read_bytes())
-    types = {**base.index.fields, **{n: c.type for n, c in old.fields.items()}}
-    _fill_from_current(changes, [old, base_items], types)
+    changes, old, old_vectors = plan_delta(job.base, job.previous, job.changes)
     new_vectors = (
         embed_texts(job.model, changes.texts)
         if len(changes)

@@ -2,16 +2,16 @@
 build a catalog index or a delta into the version central assigned, with provenance, signed
 by the worker; and the *independent* check another worker runs before it is registered.
 
-The verifier trusts none of the builder's claims: it re-reads the catalog, checks the items
-and the version lock, re-embeds a random sample of products with the model bundle and
-compares them with the stored vectors, and re-measures recall@10 against exact search over
-the shipped vectors with its own query embeddings.
+The verifier trusts none of the builder's claims: it recomputes the items the catalog (and
+for a delta, the base and previous delta) must give and requires them exactly, checks the
+version lock, the files and the counts, re-embeds *every* product with the model bundle and
+compares it with its stored vector, and re-measures recall@10 against exact search over its
+own embeddings with its own query embeddings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from builder.index import (
 )
 from builder.verify import Verdict
 
-SAMPLE = 256  # products re-embedded by the verifier (chosen at random there)
 VECTOR_COSINE_MIN = 0.99  # stored (int8/f16/f32) vs freshly embedded
 
 
@@ -142,27 +141,64 @@ def _stamp(manifest: Manifest, src: Path, spec: IndexJobSpec, started: str) -> N
 
 
 def _stored(index, keys: np.ndarray) -> np.ndarray:
+    """Stored vectors by key, normalised; a missing key or non-finite value raises."""
     got = index.get(keys.astype(np.uint64), dtype=np.float32)
+    if any(v is None for v in got):
+        raise InputError("the index lacks some of the keys 0..n-1")
     vectors = np.asarray(np.stack(got), np.float32).reshape(len(keys), -1)
+    if not np.isfinite(vectors).all():
+        raise InputError("the index stores non-finite vectors")
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _items_match(spec: IndexJobSpec, items, delta: bool) -> str:
-    catalog = read_catalog(Path(spec.catalog), allow_delete=delta)
-    if not delta:
-        if items.ids != catalog.ids or items.texts != catalog.texts:
-            return "its items are not the catalog's products (ids or texts differ)"
-        return ""
-    text_of = dict(zip(items.ids, items.texts, strict=True))
-    wrong = [i for i, t in zip(catalog.ids, catalog.texts, strict=True) if text_of.get(i) != t]
-    missing = sorted(set(catalog.deletes) - set(items.deletes))
-    if wrong or missing:
-        return f"the delta misses changes: upserts {wrong[:3]}, deletes {missing[:3]}"
+def _same_items(got, want) -> str:
+    """Exact equality of ids, texts, field columns (types and values) and deletes."""
+    fields = {n: (c.type, c.values) for n, c in got.fields.items()}
+    expected = {n: (c.type, c.values) for n, c in want.fields.items()}
+    for what, a, b in (
+        ("ids", got.ids, want.ids),
+        ("texts", got.texts, want.texts),
+        ("fields", fields, expected),
+        ("deletes", sorted(got.deletes), sorted(want.deletes)),
+    ):
+        if a != b:
+            return f"its items are not what the job's catalog makes ({what} differ)"
     return ""
 
 
+def _expected_items(spec: IndexJobSpec, base: VerifiedBundle | None):
+    from builder.index import expected_delta_items
+
+    if base is None:
+        return read_catalog(Path(spec.catalog))
+    return expected_delta_items(base, _opt(spec.previous_dir), Path(spec.catalog))
+
+
+def _shape_problems(m: Manifest, bundle: VerifiedBundle, base, model_dim: int, n: int) -> list[str]:
+    """The manifest's claims a verifier can check without running anything."""
+    assert m.index is not None
+    delta = base is not None
+    problems = []
+    data_file = DELTA_FILE if delta else INDEX_FILE
+    files = {f.path for f in m.files}
+    if files != {data_file, ITEMS_FILE, PROVENANCE_FILE}:
+        problems.append(f"it ships {sorted(files)}, not {data_file}, {ITEMS_FILE} and provenance")
+    if delta:
+        if (m.index.base_digest, m.index.base_version) != (
+            base.digest,
+            base.manifest.model.version,
+        ):
+            problems.append("it names another base index")
+    elif m.index.base_version or m.index.base_digest:
+        problems.append("a full index job shipped a delta")
+    if m.index.items != n or m.index.dim != model_dim:
+        problems.append(f"its manifest claims {m.index.items} items of {m.index.dim} dimensions")
+    return problems
+
+
 def verify_index_job(spec: IndexJobSpec) -> Verdict:
-    """Re-check an index bundle another worker built (already checked against its signature)."""
+    """Re-check an index bundle another worker built (already checked against its signature):
+    every product is re-embedded and compared with its stored vector."""
     from usearch.index import Index
 
     assert spec.bundle_dir is not None
@@ -172,45 +208,44 @@ def verify_index_job(spec: IndexJobSpec) -> Verdict:
     thresholds = {"recall_at_10": threshold, "vector_cosine_min": VECTOR_COSINE_MIN}
     if m.model.task != "index" or m.index is None:
         return Verdict(False, {}, thresholds, "not a catalog index bundle")
+    base = _opt(spec.base_dir)
+    delta = base is not None
     problems = []
     if m.index.model != check_model_bundle(model):
         problems.append(f"it claims to be embedded with {m.index.model}, the job names another")
     if m.index.catalog_digest != sha256_file(Path(spec.catalog)):
         problems.append("its catalog digest is not the job's catalog")
-    base = _opt(spec.base_dir)
-    delta = base is not None
-    if base is not None and (m.index.base_digest, m.index.base_version) != (
-        base.digest,
-        base.manifest.model.version,
-    ):
-        problems.append("it names another base index")
     items = decode_items(bundle.file(ITEMS_FILE).read_bytes())
-    index: Any = Index.restore(str(bundle.file(DELTA_FILE if delta else INDEX_FILE)))
     n = len(items)
-    if index is None:
-        return Verdict(False, {}, thresholds, "its index file is not a usearch index")
-    if len(index) != n:
-        problems.append(f"its index holds {len(index)} vectors for {n} items")
-    elif why := _items_match(spec, items, delta):
+    problems += _shape_problems(m, bundle, base, model.manifest.io.dim, n)
+    if not problems and (why := _same_items(items, _expected_items(spec, base))):
         problems.append(why)
+    index: Any = (
+        None if problems else Index.restore(str(bundle.file(DELTA_FILE if delta else INDEX_FILE)))
+    )
+    if not problems and (index is None or len(index) != n or index.ndim != m.index.dim):
+        problems.append("its index file does not hold one vector per item")
     metrics: dict[str, float] = {}
     if not problems and n:
-        rng = np.random.default_rng(secrets.randbits(64))
-        rows = np.sort(rng.choice(n, size=min(n, SAMPLE), replace=False))
-        fresh = embed_texts(model, [items.texts[r] for r in rows], threads=spec.threads)
-        cos = np.sum(fresh * _stored(index, rows), axis=1)
-        metrics["vector_cosine_min"] = round(float(cos.min()), 6)
-        metrics["vectors_checked"] = float(len(rows))
-        if cos.min() < VECTOR_COSINE_MIN:
-            bad = items.ids[int(rows[int(cos.argmin())])]
+        try:
+            stored = _stored(index, np.arange(n))
+        except InputError as exc:
+            return Verdict(False, metrics, thresholds, str(exc))
+        fresh = embed_texts(model, items.texts, threads=spec.threads)
+        cos = np.sum(fresh * stored, axis=1)
+        metrics["vector_cosine_min"] = round(float(np.nan_to_num(cos, nan=-1.0).min()), 6)
+        metrics["vectors_checked"] = float(n)
+        if not np.all(cos >= VECTOR_COSINE_MIN):  # NaN fails too
+            worst = int(np.argmin(np.nan_to_num(cos, nan=-1.0)))
             problems.append(
-                f"stored vector of {bad!r} is not its embedding (cosine {cos.min():.4f})"
+                f"stored vector of {items.ids[worst]!r} is not its embedding "
+                f"(cosine {cos[worst]:.4f})"
             )
-        if not delta:  # a delta is searched exactly at the edge
+        if not delta and not problems:  # a delta is searched exactly at the edge
             queries = embed_texts(
                 model, _queries(spec) or default_queries(200), threads=spec.threads
             )
-            truth = exact_top(_stored(index, np.arange(n)), queries, 10)
+            truth = exact_top(fresh, queries, 10)  # the verifier's own vectors
             index.expansion_search = m.index.expansion_search
             recall = recall_at(index, truth, queries)
             metrics["recall_at_10"] = round(recall, 4)

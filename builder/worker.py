@@ -184,6 +184,7 @@ def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
 
 def _index_in_child(spec: dict, reporter: _FileReporter, *, verify: bool) -> dict:
     from builder.index_job import IndexJobSpec, build_index_job, verify_index_job
+    from builder.verify import Verdict
 
     js = msgspec.convert(spec, IndexJobSpec)
     if not verify:
@@ -191,8 +192,12 @@ def _index_in_child(spec: dict, reporter: _FileReporter, *, verify: bool) -> dic
         result = build_index_job(js)
         reporter.step("index", f"{'built' if result['passed'] else 'FAILED'} {result['reason']}")
         return result
-    reporter.step("verify", "items, version lock, sampled vectors, recall@10 against exact search")
-    verdict = verify_index_job(js)
+    reporter.step("verify", "items, version lock, every vector, recall@10 against exact search")
+    try:
+        verdict = verify_index_job(js)
+    except Exception as exc:  # a bundle that breaks the checker fails them: no retry, no reroll
+        reporter.step("verify", "crashed:\n" + traceback.format_exc())
+        verdict = Verdict(False, {}, {}, f"verification error: {type(exc).__name__}: {exc}")
     reporter.step("verify", f"{'passed' if verdict.passed else 'FAILED'} {verdict.reason}")
     return {
         "passed": verdict.passed,

@@ -52,17 +52,27 @@ def unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(problem)
 
 
+def too_deep(_request: Request, _exc: RecursionError) -> Response:
+    """A body nested past the decoder's recursion limit is the client's error, not ours."""
+    return problem_response(
+        Problem(title="BadRequest", status=400, detail="the JSON body is nested too deeply")
+    )
+
+
 def status_of(exc: Exception) -> int | None:
     """The HTTP status an exception will be answered with (None: unexpected → 500)."""
     if isinstance(exc, ShipyardError):
         return exc.status
     if isinstance(exc, HTTPException):
         return exc.status_code
+    if isinstance(exc, RecursionError):
+        return 400
     return None
 
 
 HANDLERS: dict[Any, Any] = {
     ShipyardError: shipyard_error,
     HTTPException: http_error,
+    RecursionError: too_deep,
     Exception: unexpected,
 }

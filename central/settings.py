@@ -15,7 +15,7 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     database_url: str | None = None  # default: sqlite+aiosqlite:///{home}/central.db
     max_blob_bytes: int = 4 << 30  # one bundle file
     max_json_bytes: int = 1 << 20  # any JSON request body
-    max_catalog_bytes: int = 256 << 20  # a catalog an index build may name (parsed at submit)
+    max_catalog_bytes: int = 128 << 20  # a catalog an index build may name (parsed at submit)
     local_workers: int = (
         2  # in-process CPU build workers (0: none; 2: one builds, the other verifies)
     )

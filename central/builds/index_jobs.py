@@ -10,6 +10,7 @@ handed to the worker exactly as they were signed, so it verifies them before use
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,9 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.catalog import CatalogError, read_catalog
+from artifacts.catalog import CatalogError, parse_lines, read_catalog
 from artifacts.digests import is_digest, sha256_bytes
-from artifacts.errors import ConflictError, NotFoundError, Unprocessable
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ShipyardError,
+    Unprocessable,
+)
 from artifacts.manifest import Manifest, decode
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
@@ -80,9 +87,12 @@ def check_index_shape(req: BuildRequest) -> IndexJob:
     return spec
 
 
-async def check_index_request(s: AsyncSession, req: BuildRequest, blobs: BlobService) -> None:
+async def check_index_request(
+    s: AsyncSession, req: BuildRequest, blobs: BlobService, principal: Principal, keys: Trusted
+) -> None:
     """An index build names a registered embedding bundle, and a delta a full index of the
-    same name embedded with it (and optionally that base's newest delta)."""
+    same name embedded with it (and optionally that base's newest delta), each promoted once
+    or the caller's own; every input bundle can be handed to a worker with its signer's key."""
     spec = check_index_shape(req)
     if spec.queries_blob is not None:
         if not is_digest(spec.queries_blob):
@@ -102,6 +112,28 @@ async def check_index_request(s: AsyncSession, req: BuildRequest, blobs: BlobSer
         raise Unprocessable(f"{spec.model} is a {model.model.task} model, not an embedding model")
     if spec.base_version:
         _check_lineage(req, spec, base, prev if spec.previous_version else None)
+        for number in filter(None, (spec.base_version, spec.previous_version)):
+            await _check_own_or_promoted(s, req.model, number, principal)
+    try:
+        await input_bundles(s, req, keys)
+    except ShipyardError as exc:
+        raise Unprocessable(f"an input bundle cannot be handed to a worker: {exc}") from exc
+
+
+def _usable(v: Version, principal: Principal) -> bool:
+    """A version a change may build on: promoted once (sealed), or the caller's own."""
+    return v.sealed or v.created_by == principal.name or "admin" in principal.scopes
+
+
+async def _check_own_or_promoted(
+    s: AsyncSession, name: str, number: int, principal: Principal
+) -> None:
+    v = await find_version(s, await find_model(s, name), number)
+    if not _usable(v, principal):
+        raise ForbiddenError(
+            f"{name} v{number} was never promoted and is {v.created_by!r}'s: a change builds on "
+            "a promoted index version or your own"
+        )
 
 
 def _check_lineage(
@@ -148,12 +180,28 @@ async def check_kind(s: AsyncSession, req: BuildRequest) -> None:
         raise ConflictError(f"{req.model!r} holds {kind}; choose another name")
 
 
-async def check_catalog(path: Path, *, delta: bool) -> None:
-    """Parse the catalog now, so a malformed line is a 422 naming it, not a failed job."""
-    try:
-        await anyio.to_thread.run_sync(lambda: read_catalog(path, allow_delete=delta))
-    except CatalogError as exc:
-        raise Unprocessable(f"catalog refused: {exc}") from exc
+class CatalogCheck:
+    """Parse a catalog at submit, so a malformed line is a 422 naming it, not a failed job:
+    one parse at a time per replica (a catalog is held in memory while parsed), and a catalog
+    that parsed once is not parsed again."""
+
+    def __init__(self, remember: int = 256) -> None:
+        self._gate = anyio.Semaphore(1)
+        self._passed: OrderedDict[tuple[str, bool], None] = OrderedDict()
+        self._remember = remember
+
+    async def __call__(self, digest: str, path: Path, *, delta: bool) -> None:
+        key = (digest, delta)
+        if key in self._passed:
+            return
+        async with self._gate:
+            try:
+                await anyio.to_thread.run_sync(lambda: read_catalog(path, allow_delete=delta))
+            except CatalogError as exc:
+                raise Unprocessable(f"catalog refused: {exc}") from exc
+        self._passed[key] = None
+        while len(self._passed) > self._remember:
+            self._passed.popitem(last=False)
 
 
 def _pem(key) -> str:
@@ -167,7 +215,16 @@ async def _signed(s: AsyncSession, row: Bundle, keys: Trusted) -> BundleToVerify
     registered key, or the trusted publisher key of a pushed bundle."""
     if row.built_by:
         w = (await s.execute(select(Worker).where(Worker.name == row.built_by))).scalar_one()
-        signer, pem = w.name, w.public_key or ""
+        if w.disabled_at is not None:
+            raise ForbiddenError(
+                f"it was built by {w.name}, which is disabled: {w.disabled_reason}"
+            )
+        if not w.public_key or w.key_id != row.key_id:
+            raise ConflictError(
+                f"it was signed by {w.name}'s key {row.key_id}, which that worker no longer has "
+                "(its key was reset): rebuild it"
+            )
+        signer, pem = w.name, w.public_key
     else:
         signer, pem = "publisher", _pem((await keys()).key(row.key_id))
     return BundleToVerify(
@@ -211,22 +268,24 @@ async def _version_of(s: AsyncSession, model: str, version: int | None, channel:
     return row.version
 
 
-async def _newest_index(s: AsyncSession, name: str) -> int:
+async def _newest_index(s: AsyncSession, name: str, principal: Principal) -> int:
     try:
         m = await find_model(s, name)
     except NotFoundError:
         raise NotFoundError(f"index {name!r} not found: POST /v1/indexes first") from None
-    newest = (
+    versions = (
         await s.execute(
-            select(Version.number)
+            select(Version)
             .join(Bundle, Bundle.version_id == Version.id)
             .where(Version.model_id == m.id, Bundle.target == INDEX_TARGET)
             .order_by(Version.number.desc())
-            .limit(1)
         )
-    ).scalar_one_or_none()
+    ).scalars()
+    newest = next((v.number for v in versions if _usable(v, principal)), None)
     if newest is None:
-        raise NotFoundError(f"{name} holds no index yet: POST /v1/indexes first")
+        raise NotFoundError(
+            f"{name} holds no index yet that was promoted or is yours: POST /v1/indexes first"
+        )
     return newest
 
 
@@ -267,6 +326,8 @@ class IndexService:
         records = [{"id": i, "delete": True} for i in change.ids] if delete else change.items
         if (delete and change.items) or (not delete and change.ids):
             raise Unprocessable("PUT takes items, DELETE takes ids")
+        if not delete and any("delete" in r for r in change.items):
+            raise Unprocessable("PUT items are products; remove products with DELETE and ids")
         if not records:
             raise Unprocessable("no items" if not delete else "no ids")
         if len(records) > MAX_ITEMS_PER_CHANGE:
@@ -277,7 +338,7 @@ class IndexService:
                 number = (
                     await _version_of(s, name, change.version, change.channel)
                     if change.version is not None or change.channel is not None
-                    else await _newest_index(s, name)
+                    else await _newest_index(s, name, principal)
                 )
                 chosen = _index_of(
                     await _bundle(s, name, number, INDEX_TARGET), f"{name} v{number}"
@@ -288,6 +349,10 @@ class IndexService:
         assert spec is not None
         base, previous = (spec.base_version, number) if spec.base_version else (number, 0)
         body = b"".join(msgspec.json.encode(r) + b"\n" for r in records)
+        try:  # refused here, before anything is stored
+            parse_lines(body.splitlines(), "items", allow_delete=delete)
+        except CatalogError as exc:
+            raise Unprocessable(f"change refused: {exc}") from exc
         digest = sha256_bytes(body)
         await self.blobs.put(digest, _once(body), principal.name)
         build = BuildRequest(

@@ -163,11 +163,35 @@ class LeaseService:
             job = (await s.execute(q)).scalar_one_or_none()
             if job is None:
                 return None, finalize
-            return await self._grant(s, job, w), finalize
+            build = await s.get(Build, job.build_id)
+            assert build is not None and build.version is not None
+            request = msgspec.json.decode(build.request, type=BuildRequest)
+            try:
+                inputs = await input_bundles(s, request, self.registry.trusted)
+            except ShipyardError as exc:  # e.g. its model's signer was untrusted since submit
+                why = f"an input bundle cannot be handed to a worker: {exc}"
+                job.state, job.reason, job.lease_token = JobState.FAILED, why[:4000], None
+                job.note(why)
+                s.add(JobLog(job_id=job.id, line=f"[central] {why}"))
+                return None, finalize | {job.build_id}
+            builder = await self._builder_of(s, job)
+            return self._grant(s, job, w, build, request, inputs, builder), finalize
 
-    async def _grant(self, s: AsyncSession, job: Job, w: Worker) -> Lease:
-        build = await s.get(Build, job.build_id)
-        assert build is not None and build.version is not None
+    async def _builder_of(self, s: AsyncSession, job: Job) -> Worker | None:
+        return (
+            await self.workers.find(s, job.builder or "") if job.state == JobState.BUILT else None
+        )
+
+    def _grant(  # noqa: PLR0913 - one lease's parts, gathered by the caller
+        self,
+        s: AsyncSession,
+        job: Job,
+        w: Worker,
+        build: Build,
+        request: BuildRequest,
+        inputs: dict[str, BundleToVerify],
+        builder: Worker | None,
+    ) -> Lease:
         verify = job.state == JobState.BUILT
         job.worker, job.lease_token, job.lease_expires = w.name, uuid.uuid4().hex, self._expiry()
         to_verify = None
@@ -175,7 +199,7 @@ class LeaseService:
             job.state = JobState.VERIFYING
             job.verify_attempts += 1
             what = f"verification {job.verify_attempts}: leased by {w.name}"
-            builder = await self.workers.find(s, job.builder or "")
+            assert builder is not None
             to_verify = BundleToVerify(
                 manifest=base64.b64encode(job.result_manifest or b"").decode(),
                 signature=job.result_signature or "",
@@ -188,9 +212,8 @@ class LeaseService:
             what = f"attempt {job.attempts}: leased by {w.name}"
         job.note(what)
         s.add(JobLog(job_id=job.id, line=f"[central] {what}"))
-        request = msgspec.json.decode(build.request, type=BuildRequest)
         return Lease(
-            inputs=await input_bundles(s, request, self.registry.trusted),
+            inputs=inputs,
             job_id=job.id,
             build_id=job.build_id,
             lease_token=job.lease_token,
@@ -199,7 +222,7 @@ class LeaseService:
             request=request,
             attempt=job.verify_attempts if verify else job.attempts,
             phase="verify" if verify else "build",
-            version=build.version,
+            version=build.version or 0,
             verify=to_verify,
         )
 

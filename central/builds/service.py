@@ -31,7 +31,7 @@ from central.builds.cache import cache_key, cache_prefix
 from central.builds.capability import capability_gap, live_workers
 from central.builds.deadline import MAX_DEADLINE_S, deadline_of, expiry_note
 from central.builds.finalize import Finalizer
-from central.builds.index_jobs import check_catalog, check_index_request, check_kind
+from central.builds.index_jobs import CatalogCheck, check_index_request, check_kind
 from central.builds.models import Build, BuildCache, Job, JobLog
 from central.builds.signal import JobsChanged
 from central.db import Database, iso, utcnow
@@ -94,6 +94,19 @@ def build_info(b: Build, jobs: list[Job], workers: list[Worker], deadline_s: flo
 # ---- the service ---------------------------------------------------------------------------
 
 
+def _gate_inputs(req: BuildRequest) -> tuple:
+    """What decides a version's bundles besides the target: equal for every build into it."""
+    return (
+        req.task,
+        req.source_blob,
+        req.calibration_blob,
+        req.eval_blob,
+        sorted(req.thresholds.items()),
+        req.max_batch,
+        sorted(req.trt_compat),
+    )
+
+
 def check_targets(targets: list[str], *, index: bool) -> None:
     if not targets:
         raise Unprocessable("no targets requested")
@@ -141,6 +154,7 @@ class BuildService:
         self.lease_seconds = config.lease_seconds
         self.worker_deadline_s = config.worker_deadline_s
         self.max_catalog_bytes = config.max_catalog_bytes
+        self.check_catalog = CatalogCheck()
 
     def _validate(self, req: BuildRequest) -> None:
         check_name(req.model, "model name")
@@ -231,14 +245,18 @@ class BuildService:
                 )
             rows = (
                 await s.execute(
-                    select(Build.task, Job.target, Job.state)
+                    select(Build.request, Job.target, Job.state)
                     .join(Job, Job.build_id == Build.id)
                     .where(Build.model == req.model, Build.version == number)
                 )
             ).all()
-        tasks = {task for task, _, _ in rows}
-        if tasks and tasks != {req.task}:
-            raise Unprocessable(f"{req.model} v{number} was built for task {tasks.pop()!r}")
+        for raw, _, _ in rows:
+            earlier = msgspec.json.decode(raw, type=BuildRequest)
+            if _gate_inputs(earlier) != _gate_inputs(req):
+                raise Unprocessable(
+                    f"{req.model} v{number} was built with other task, data, thresholds or "
+                    "options: a target added later is held to the same gate"
+                )
         building = {t for _, t, st in rows if not JobState(st).terminal} & set(req.targets)
         if building:
             raise ConflictError(
@@ -260,14 +278,15 @@ class BuildService:
             await check_kind(s, req)
         if req.task == "index" or req.index is not None:
             async with self.db.session() as s:
-                await check_index_request(s, req, self.blobs)
+                await check_index_request(s, req, self.blobs, principal, self.registry.trusted)
             size = self.blobs.require(req.source_blob, "catalog").size
             if size > self.max_catalog_bytes:
                 raise Unprocessable(
                     f"the catalog is {size} bytes, over this service's {self.max_catalog_bytes}: "
                     "split it into an index and deltas, or raise max_catalog_bytes"
                 )
-            await check_catalog(path, delta=bool(req.index and req.index.base_version))
+            delta = bool(req.index and req.index.base_version)
+            await self.check_catalog(req.source_blob, path, delta=delta)
         else:
             try:
                 await anyio.to_thread.run_sync(sourcetar.validate, path)

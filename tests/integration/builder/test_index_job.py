@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -14,7 +15,14 @@ from artifacts.digests import sha256_file
 from artifacts.provenance import BuildParameters
 from artifacts.signing import TrustedKeys, load_signing_key
 from artifacts.wire import BuildRequest, IndexJob
-from builder.index import Embedded, check_model_bundle, default_queries, embed_texts, index_bundle
+from builder.index import (
+    Embedded,
+    IndexParams,
+    check_model_bundle,
+    default_queries,
+    embed_texts,
+    index_bundle,
+)
 from builder.index_job import IndexJobSpec, build_index_job, verify_index_job
 
 PRODUCTS = [
@@ -39,6 +47,10 @@ def models(tiny_builds, publisher_keys, tmp_path_factory):
     return root
 
 
+KEYS: list = []
+PARAMS: dict = {}
+
+
 def spec(models, catalog: str, tmp_path, publisher_keys, **kw) -> IndexJobSpec:
     req = BuildRequest(
         model="catalog",
@@ -48,6 +60,8 @@ def spec(models, catalog: str, tmp_path, publisher_keys, **kw) -> IndexJobSpec:
         index=IndexJob(model="tiny-embedding", version=1),
     )
     params = BuildParameters.for_job(req, "index-usearch", 4)
+    KEYS[:] = publisher_keys
+    PARAMS.update(params.as_dict())
     return IndexJobSpec(
         model_dir=str(models / "onnx-int8"),
         catalog=catalog,
@@ -82,7 +96,7 @@ def test_built_stamped_signed_and_verified(models, tmp_path, publisher_keys):
     assert verdict.metrics["recall_at_10"] >= 0.95
 
 
-def _forged(models, catalog: str, out, *, vectors_fn=None, catalog_for_items=None):
+def _forged(models, catalog: str, out, *, vectors_fn=None, catalog_for_items=None, dtype="i8"):
     """An index bundle built from doctored inputs, as a lying builder would ship it."""
     model = verify_bundle(models / "onnx-int8", None)
     shown = read_catalog(catalog_for_items or catalog)
@@ -91,7 +105,31 @@ def _forged(models, catalog: str, out, *, vectors_fn=None, catalog_for_items=Non
         vectors = vectors_fn(vectors)
     queries = embed_texts(model, default_queries(50))
     data = Embedded(shown, sha256_file(catalog), vectors, queries, check_model_bundle(model))
-    index_bundle(data, "catalog", out)
+    index_bundle(
+        data, "catalog", out.with_name(out.name + "-unsigned"), params=IndexParams(dtype=dtype)
+    )
+    return ship(out.with_name(out.name + "-unsigned"), out, catalog)
+
+
+def ship(unsigned, out, catalog: str) -> str:
+    """Stamp, add provenance and sign as a worker does, claiming the job's catalog digest."""
+    from artifacts.bundle import read_manifest
+    from builder.index_job import _stamp
+
+    m = read_manifest(unsigned)
+    m = msgspec.structs.replace(
+        m, index=msgspec.structs.replace(m.index, catalog_digest=sha256_file(catalog))
+    )
+    job = IndexJobSpec(
+        model_dir="",
+        catalog=catalog,
+        name="catalog",
+        version=4,
+        out_dir=str(out),
+        key_file=str(KEYS[0]),
+        provenance={"builder": "liar", "params": PARAMS},
+    )
+    _stamp(m, unsigned, job, "2026-11-30T00:00:00+00:00")
     return str(out)
 
 
@@ -120,7 +158,7 @@ def test_items_that_are_not_the_catalog_are_caught(models, tmp_path, publisher_k
         catalog_for_items=write(tmp_path / "edited.jsonl", edited),
     )
     verdict = verify_index_job(spec(models, catalog, tmp_path, publisher_keys, bundle_dir=forged))
-    assert not verdict.passed and "not the catalog's products" in verdict.reason
+    assert verdict.reason == "its items are not what the job's catalog makes (texts differ)"
 
 
 def test_another_model_bundle_is_caught(models, tmp_path, publisher_keys):
@@ -131,3 +169,75 @@ def test_another_model_bundle_is_caught(models, tmp_path, publisher_keys):
     job.model_dir = str(models / "onnx-fp32")
     verdict = verify_index_job(job)
     assert not verdict.passed and "claims to be embedded with" in verdict.reason
+
+
+def test_a_non_finite_vector_fails_instead_of_hiding_the_rest(models, tmp_path, publisher_keys):
+    """NaN compares false with everything: one NaN row must not switch the check off."""
+    catalog = write(tmp_path / "catalog.jsonl", PRODUCTS)
+
+    def poison(v: np.ndarray) -> np.ndarray:
+        v = v.copy()
+        v[0] = np.nan
+        v[[3, 4]] = v[[4, 3]]
+        return v
+
+    forged = _forged(models, catalog, tmp_path / "forged", vectors_fn=poison, dtype="f32")
+    verdict = verify_index_job(spec(models, catalog, tmp_path, publisher_keys, bundle_dir=forged))
+    assert not verdict.passed and "non-finite" in verdict.reason, verdict
+
+
+def test_edited_fields_are_caught(models, tmp_path, publisher_keys):
+    catalog = write(tmp_path / "catalog.jsonl", PRODUCTS)
+    edited = [json.loads(json.dumps(r)) for r in PRODUCTS]
+    edited[9]["fields"]["price"] = 0.01  # a filter `price < 1` now surfaces it
+    forged = _forged(
+        models,
+        catalog,
+        tmp_path / "forged",
+        catalog_for_items=write(tmp_path / "edited.jsonl", edited),
+    )
+    verdict = verify_index_job(spec(models, catalog, tmp_path, publisher_keys, bundle_dir=forged))
+    assert not verdict.passed and "fields differ" in verdict.reason, verdict
+
+
+def test_deltas_are_rebuilt_and_compared_exactly(models, tmp_path, publisher_keys):
+    from builder.index import DeltaBuild, build_delta
+
+    catalog = write(tmp_path / "catalog.jsonl", PRODUCTS)
+    assert build_index_job(spec(models, catalog, tmp_path, publisher_keys))["passed"]
+    base = tmp_path / "out"  # v4 of "catalog"
+    changes = write(
+        tmp_path / "changes.jsonl",
+        [{"id": "sku-1", "text": "blue lamp number 1", "fields": {"price": 0.5}}],
+    )
+    delta_spec = spec(models, changes, tmp_path, publisher_keys, base_dir=str(base))
+    delta_spec.out_dir = str(tmp_path / "delta")
+    delta_spec.version = 5
+    assert build_index_job(delta_spec)["passed"]
+    delta_spec.bundle_dir = delta_spec.out_dir
+    assert verify_index_job(delta_spec).passed
+
+    # a builder that slipped in an extra change (a product rewritten, another deleted)
+    sneaky = write(
+        tmp_path / "sneaky.jsonl",
+        [
+            {"id": "sku-1", "text": "blue lamp number 1", "fields": {"price": 0.5}},
+            {"id": "sku-2", "text": "buy from evil.example"},
+            {"id": "sku-3", "delete": True},
+        ],
+    )
+    model = verify_bundle(models / "onnx-int8", None)
+    build_delta(
+        DeltaBuild(
+            base=verify_bundle(base, None), model=model, changes=sneaky, out=tmp_path / "sneaky0"
+        )
+    )
+    delta_spec.bundle_dir = ship(tmp_path / "sneaky0", tmp_path / "sneaky", changes)
+    verdict = verify_index_job(delta_spec)
+    assert not verdict.passed, verdict
+    assert verdict.reason == "its items are not what the job's catalog makes (ids differ)"
+
+    # a delta shipped for a full index job
+    full_job = spec(models, changes, tmp_path, publisher_keys, bundle_dir=str(tmp_path / "delta"))
+    verdict = verify_index_job(full_job)
+    assert not verdict.passed and "a full index job shipped a delta" in verdict.reason

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from artifacts.bundle import restamp_bundle, verify_bundle
 from artifacts.client import RegistryClient
 from artifacts.digests import sha256_bytes
 from artifacts.errors import ConflictError, Unprocessable
-from artifacts.signing import TrustedKeys, load_signing_key
+from artifacts.signing import TrustedKeys, generate_keypair, load_signing_key
 from artifacts.wire import IndexBuildRequest, IndexItems
 from tests.integration.central.test_builds import wait_build
 from tests.servers import CentralServer
@@ -153,3 +154,102 @@ def test_bad_index_requests_are_refused_and_nothing_queued(
         with pytest.raises(Unprocessable, match="no items"):
             c.change_index_items("catalog", IndexItems())
         assert c.builds() == []
+
+
+def api(server, method: str, path: str, token: str | None = None, **kw) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token or server.admin_token}"}
+    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture
+def bare(tmp_path, database_url, publisher_keys):
+    """Central without workers: jobs stay queued unless a test leases them by hand."""
+    s = CentralServer(
+        tmp_path / "central", database_url, trusted=[publisher_keys[1]], local_workers=0
+    ).start()
+    yield s
+    s.stop()
+
+
+def test_a_model_whose_signer_was_untrusted_fails_the_job_not_the_workers(
+    bare, tiny_builds, tmp_path
+):
+    """Refused at submit once untrusted; a job queued before is failed with the reason when a
+    worker asks, instead of wedging every index-capable worker on the same lease error."""
+    priv, pub, kid = generate_keypair(tmp_path / "release")
+    r = api(bare, "POST", "/v1/keys/trusted", json={"public_key": pub.read_text(), "name": "rel"})
+    assert r.status_code == 201, r.text
+    with RegistryClient(bare.url, bare.admin_token) as c:
+        number = c.create_version("emb")
+        out, _ = tiny_builds["embedding"]
+        restamp_bundle(
+            out / "onnx-int8",
+            tmp_path / "m",
+            version=number,
+            model="emb",
+            key=load_signing_key(priv),
+        )
+        c.push_bundle(verify_bundle(tmp_path / "m", None))
+        req = IndexBuildRequest(
+            name="catalog", catalog_blob=upload(c, PRODUCTS), model="emb", version=number
+        )
+        queued = c.submit_index(req).build_id
+        assert api(bare, "DELETE", f"/v1/keys/trusted/{kid}").status_code == 200
+        with pytest.raises(Unprocessable, match="cannot be handed to a worker"):
+            c.submit_index(req)
+        worker, _ = bare.worker_client("ix-box", ["index-usearch"])
+        assert worker.lease("ix-box", 0.5) is None
+        info = wait_build(c, queued, timeout=30)
+        assert info.state == "failed" and "cannot be handed to a worker" in info.jobs[0].reason
+        worker.close()
+
+
+def test_changes_build_only_on_promoted_or_own_versions_and_bad_bodies(
+    bare, tiny_builds, publisher_keys, tmp_path
+):
+    """A build-token holder cannot make someone else's change land on their unpromoted index
+    version (the newest by default), nor send deletes as products, huge version numbers or
+    deep JSON."""
+    from builder.index import IndexBuild, build_index
+
+    with RegistryClient(bare.url, bare.admin_token) as c:
+        push_model(c, tiny_builds, publisher_keys, tmp_path)
+        catalog = tmp_path / "catalog.jsonl"
+        catalog.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in PRODUCTS))
+        model = verify_bundle(tmp_path / "emb", None)
+        build_index(IndexBuild(model=model, catalog=catalog, name="catalog", out=tmp_path / "ix"))
+        number = c.create_version("catalog")
+        restamp_bundle(
+            tmp_path / "ix",
+            tmp_path / "ix1",
+            version=number,
+            key=load_signing_key(publisher_keys[0]),
+        )
+        c.push_bundle(verify_bundle(tmp_path / "ix1", None))  # admin's, never promoted
+        stranger = bare.token("build", name="someone-else")
+        change = {"items": [{"id": "sku-1", "text": "blue lamp number 1"}]}
+        r = api(bare, "PUT", "/v1/indexes/catalog/items", stranger, json=change)
+        assert r.status_code == 422 and "promoted or is yours" in r.text, r.text
+        r = api(bare, "PUT", "/v1/indexes/catalog/items", stranger, json=change | {"version": 1})
+        assert r.status_code == 403 and "never promoted" in r.text, r.text
+        bad = {"items": [{"id": "sku-1", "delete": True}]}
+        r = api(bare, "PUT", "/v1/indexes/catalog/items", json=bad)
+        assert r.status_code == 422 and "remove products with DELETE" in r.text
+        r = api(bare, "PUT", "/v1/indexes/catalog/items", json=change | {"version": 2**40})
+        assert r.status_code == 400, r.text
+        deep = "[" * 5000 + "]" * 5000
+        r = httpx.put(
+            f"{bare.url}/v1/indexes/catalog/items",
+            content=f'{{"items": [{{"id": "x", "text": "t", "fields": {{"a": {deep}}}}}]}}',
+            headers={
+                "Authorization": f"Bearer {bare.admin_token}",
+                "Content-Type": "application/json",
+            },
+            timeout=30,
+        )
+        assert r.status_code in (400, 422), r.text
+        assert c.builds() == []
+        # the owner may: a delta over v1
+        r = api(bare, "PUT", "/v1/indexes/catalog/items", json=change)
+        assert r.status_code == 201, r.text
+        assert c.build(r.json()["build_id"]).jobs[0].state == "waiting-for-capable-worker"

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.install-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 INFINITY := bench/.work/infinity-venv
 
-.PHONY: install demo test test-slow test-all lint format bench mutation gpu-lock gpu-check clean
+.PHONY: install demo test test-slow test-all lint format bench mutation gpu-lock gpu-check clean promtool
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ demo: install
 
 # The fast suite (what a developer runs after each change); the real-MiniLM builds and the
 # tiny end-to-end demo are marked slow and run by `make test-slow` (CI runs both).
-test: install lint
+test: install lint promtool
 	$(PY) -m pytest -m "not slow"
 
 test-slow: install
@@ -33,6 +33,17 @@ test-slow: install
 
 test-all: install lint
 	$(PY) -m pytest
+
+# promtool checks and unit-tests deploy/monitoring's alert rules; taken from Debian's prometheus
+# package without installing it (best effort: without it the parser tests still run).
+PROMTOOL := $(VENV)/tools/promtool
+$(PROMTOOL):
+	@mkdir -p $(VENV)/tools/deb
+	@(cd $(VENV)/tools/deb && apt-get download -q prometheus >/dev/null 2>&1 \
+	  && dpkg -x prometheus_*.deb x && cp x/usr/bin/promtool ../promtool && cd .. && rm -rf deb) \
+	  || echo "promtool unavailable: the alert rules are checked by the parser tests only"
+
+promtool: $(PROMTOOL)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,8 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("shipyard.sdnotify")
 
@@ -73,3 +75,52 @@ class Notifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+async def announce_ready(
+    notifier: Notifier,
+    is_ready: Callable[[], bool],
+    describe: Callable[[], str],
+    address: tuple[str, int],
+    poll_s: float = 0.2,
+) -> None:
+    """``READY=1`` once ``is_ready()`` and ``address`` accepts connections (the lifespan runs
+    before the server listens); ``STATUS=`` whenever the description changes meanwhile."""
+    if not notifier.enabled:
+        return
+    host = "127.0.0.1" if address[0] in ("0.0.0.0", "", "::") else address[0]
+    last = ""
+    while True:
+        text = describe()
+        if is_ready() and await _accepts(host, address[1]):
+            notifier.ready(text)
+            return
+        if text != last:
+            notifier.status(text)
+            last = text
+        await asyncio.sleep(poll_s)
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def serve(app: Any, notifier: Notifier, **uvicorn_kw: Any) -> None:
+    """``uvicorn.run`` that says ``STOPPING=1`` the moment SIGTERM/SIGINT arrives (uvicorn then
+    stops accepting and drains in-flight requests for ``timeout_graceful_shutdown`` s)."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                notifier.stopping()
+            super().handle_exit(sig, frame)
+
+    _Server(uvicorn.Config(app, **uvicorn_kw)).run()

@@ -3,6 +3,7 @@ answers every error as problem+json (:mod:`central.problems`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from artifacts.sdnotify import Notifier, announce_ready
 from artifacts.wire import Problem
 from central.audit import routes as audit_routes
 from central.auth import routes as auth_routes
@@ -23,6 +25,7 @@ from central.channels import routes as channel_routes
 from central.db import Database
 from central.fleet import routes as fleet_routes
 from central.keys import routes as key_routes
+from central.metrics import CentralMetrics
 from central.problems import HANDLERS, problem_response, status_of
 from central.registry import routes as registry_routes
 from central.services import Services
@@ -56,6 +59,12 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@get("/metrics", media_type="text/plain; version=0.0.4")
+async def metrics(central_metrics: CentralMetrics) -> Response:
+    """Prometheus exposition (unauthenticated, like /readyz: counts and latencies only)."""
+    return Response(await central_metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 @get("/readyz")
 async def readyz(db: Database) -> Response:
     """Readiness: the database answers."""
@@ -72,16 +81,30 @@ def _provider(value: object) -> Provide:
     return Provide(provide)
 
 
-def create_app(config: CentralConfig, services: Services | None = None) -> Litestar:
-    """Build the app; the services start (migrations, reaper, workers) in the lifespan."""
+def create_app(
+    config: CentralConfig, services: Services | None = None, notifier: Notifier | None = None
+) -> Litestar:
+    """Build the app; the services start (migrations, reaper, workers) in the lifespan.
+    ``notifier``: systemd's notify socket (READY=1 once started and listening)."""
     svc = services or Services(config)
+    sd = notifier or Notifier({})
+    measured = CentralMetrics(svc.db, config.lease_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await svc.start()
+        sd.start_watchdog()
+        announce = asyncio.create_task(
+            announce_ready(
+                sd, lambda: True, lambda: f"serving on {config.url}", (config.host, config.port)
+            ),
+            name="sd-ready",
+        )
         try:
             yield
         finally:
+            announce.cancel()
+            await sd.stop_watchdog()
             await svc.stop()
 
     anonymous = AnonymousRefusals()
@@ -113,6 +136,7 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
         route_handlers=[
             healthz,
             readyz,
+            metrics,
             *registry_routes.handlers,
             *channel_routes.handlers,
             *blob_routes.handlers,
@@ -124,7 +148,11 @@ def create_app(config: CentralConfig, services: Services | None = None) -> Lites
             *key_routes.handlers,
             *audit_routes.handlers,
         ],
-        dependencies={name: _provider(value) for name, value in svc.providers().items()},
+        dependencies={
+            name: _provider(value)
+            for name, value in {**svc.providers(), "central_metrics": measured}.items()
+        },
+        middleware=[measured.middleware],
         lifespan=[lifespan],
         state=State({"tokens": svc.tokens}),
         after_exception=[audit_refusal],

@@ -55,11 +55,14 @@ def serve(
         help="A job no live worker can build or verify for this many seconds ends "
         "no-capable-worker (a build may ask for its own)",
     ),
+    drain_s: float = typer.Option(
+        10.0, "--drain-s", min=0, help="SIGTERM: in-flight requests get this long to finish"
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Run the registry/build/fleet service (migrates the database first)."""
-    import uvicorn
-
+    from artifacts.sdnotify import Notifier
+    from artifacts.sdnotify import serve as serve_notifying
     from central.app import create_app
 
     logging.basicConfig(
@@ -73,17 +76,19 @@ def serve(
         local_workers=local_workers,
         worker_deadline_s=worker_deadline,
     )
-    app_ = create_app(config)
+    notifier = Notifier()
+    app_ = create_app(config, notifier=notifier)
     console(stderr=True).print(
         f"central: serving on {config.url} (home {config.home_path}, db {config.db_url.split('://')[0]})"
     )
-    uvicorn.run(
+    serve_notifying(
         app_,
+        notifier,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=drain_s,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ class ChannelMetadata:
         self.dir = Path(cache_dir)
         (self.dir / "metadata").mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
+        self.refreshed_at: float | None = None  # wall clock of the last verified refresh
 
     def _updater(self, fetcher: _HttpxFetcher) -> Updater:
         trusted = self.dir / "metadata" / "root.json"
@@ -101,6 +103,7 @@ class ChannelMetadata:
         try:
             updater = self._updater(fetcher)
             updater.refresh()
+            self.refreshed_at = time.time()
             info = updater.get_targetinfo(path)
             if info is None:
                 raise MetadataRefused(

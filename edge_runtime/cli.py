@@ -28,8 +28,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Sync verified bundles, pick the best backend, serve the HTTP API."""
-    import uvicorn
-
+    from artifacts.sdnotify import serve as serve_notifying
     from edge_runtime.config import load_config
     from edge_runtime.http.app import create_app
     from edge_runtime.node import EdgeNode
@@ -44,15 +43,16 @@ def serve(
         f"edge-runtime: serving {', '.join(f'{m.name}:{m.channel}' for m in cfg.models)} on "
         f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
     )
-    uvicorn.run(
+    serve_notifying(
         create_app(node),
+        node.notifier,
         host=cfg.server.host,
         port=cfg.server.port,
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=cfg.server.max_connections,
-    )  # beyond this uvicorn answers 503
+        timeout_graceful_shutdown=cfg.server.drain_s,
+        limit_concurrency=cfg.server.max_connections,  # beyond this uvicorn answers 503
+    )
 
 
 @app.command()

@@ -75,6 +75,7 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 2048  # concurrent connections/tasks before uvicorn answers 503
     node_name: str = ""
     api_keys_file: str | None = None  # hashed API keys (see edge_runtime.http.api_keys); none: open
+    drain_s: float = 10.0  # SIGTERM: in-flight requests get this long to finish
 
 
 class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import math
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -28,6 +37,13 @@ TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU seconds, open fds
+        self.metadata_age = Gauge(
+            "shipyard_metadata_age_seconds",
+            "Seconds since the signed channel (TUF) metadata last refreshed; NaN without TUF",
+            registry=r,
+        )
+        self.metadata_age.set_function(lambda: math.nan)
         self.requests = Counter(
             "shipyard_requests_total",
             "Requests by outcome",

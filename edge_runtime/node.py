@@ -18,6 +18,7 @@ from artifacts.cli.procs import rss_mb
 from artifacts.client import RegistryClient
 from artifacts.errors import InputError
 from artifacts.probe import probe_node
+from artifacts.sdnotify import Notifier
 from artifacts.signing import TrustedKeys
 from artifacts.states import EventKind
 from artifacts.targets import SelectionPolicy
@@ -62,6 +63,11 @@ class EdgeNode:
             if config.registry.tuf_root
             else None
         )
+        if self.metadata is not None:
+            started, metadata = time.time(), self.metadata
+            self.metrics.metadata_age.set_function(
+                lambda: time.time() - (metadata.refreshed_at or started)
+            )
         syncer = Syncer(
             self.client,
             self.cache,
@@ -89,22 +95,42 @@ class EdgeNode:
         self.node = config.server.node_name or socket.gethostname()
         keys_file = config.server.api_keys_file
         self.api_keys = KeyRing(Path(keys_file).expanduser() if keys_file else None)
+        self.notifier = Notifier()  # systemd's notify socket, when run as a Type=notify unit
 
     async def start(self) -> None:
         log.info("edge %s: %s, %s", self.node, self.caps.cpu_model, ", ".join(self.caps.cpu_isa))
         stamina.instrumentation.set_on_retry_hooks(
             []
         )  # the sync loop reports its own failures, once each
-        if self.api_keys.enabled:
-            try:  # only the main thread may; a node run inside a test thread reloads by call
-                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.api_keys.reload)
-            except (RuntimeError, ValueError, NotImplementedError):
-                log.debug("SIGHUP reload of API keys not available in this thread")
+        try:  # only the main thread may; a node run inside a test thread reloads by call
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        except (RuntimeError, ValueError, NotImplementedError):
+            log.debug("SIGHUP reload not available in this thread")
         for svc in self.models.values():
             await svc.start()
         for ix in self.indexes.values():
             await ix.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="fleet-heartbeat")
+
+    def reload(self) -> None:
+        """SIGHUP (systemd's ExecReload): what is safe to change in a running node — the API
+        keys. Everything else in edge.toml takes a restart (a node never half-applies it)."""
+        if self.api_keys.enabled:
+            self.api_keys.reload()
+        log.info(
+            "SIGHUP: API keys %s; other settings apply on restart",
+            "reloaded" if self.api_keys.enabled else "not configured",
+        )
+
+    def describe(self) -> str:
+        """One line for systemd's STATUS=: what each model serves, or why not yet."""
+        parts = []
+        for s in self.models.values():
+            if s.serving is not None:
+                parts.append(f"{s.name} v{s.serving.version} {s.serving.target}")
+            else:
+                parts.append(f"{s.name}: {s.public_reason}")
+        return ("serving " if self.ready else "starting: ") + "; ".join(parts)
 
     async def stop(self) -> None:
         if getattr(self, "_heartbeat", None) is not None:

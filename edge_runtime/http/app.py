@@ -9,6 +9,7 @@ in :mod:`edge_runtime.inference`; errors leave as ``application/problem+json``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from artifacts.sdnotify import announce_ready
 from artifacts.wire import Problem
 from edge_runtime.http import kserve, openai, search
 from edge_runtime.http.api_keys import RequireApiKey
@@ -62,9 +64,19 @@ def create_litestar(node: EdgeNode) -> Litestar:
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await node.start()
+        node.notifier.start_watchdog()
+        server = node.config.server
+        announce = asyncio.create_task(
+            announce_ready(
+                node.notifier, lambda: node.ready, node.describe, (server.host, server.port)
+            ),
+            name="sd-ready",
+        )
         try:
             yield
         finally:
+            announce.cancel()
+            await node.notifier.stop_watchdog()
             await node.stop()
 
     inference = Inference(node.models, node.config, node.metrics)

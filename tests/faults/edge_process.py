@@ -43,24 +43,27 @@ def write_config(
 class EdgeProcess:
     """``edge-runtime serve`` in a child process; its output goes to ``log``."""
 
-    def __init__(self, config: Path, port: int, faults: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, port: int, faults: Path, log: Path, env: dict | None = None
+    ) -> None:
         self.config, self.port, self.faults, self.log = config, port, faults, log
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @classmethod
-    def configured(cls, tmp: Path, **config) -> EdgeProcess:
+    def configured(cls, tmp: Path, env: dict | None = None, **config) -> EdgeProcess:
         port = free_port()
         faults = tmp / "faults"
         faults.mkdir(parents=True, exist_ok=True)
         cfg = write_config(tmp / "edge.toml", port=port, **config)
-        return cls(cfg, port, faults, tmp / "edge.log")
+        return cls(cfg, port, faults, tmp / "edge.log", env)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> EdgeProcess:
-        env = dict(os.environ, **{FAULTS_ENV: str(self.faults)})
+        env = dict(os.environ, **{FAULTS_ENV: str(self.faults)}, **self.env)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.faulty_edge", "--config", str(self.config)],

@@ -16,6 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from artifacts.sdnotify import Notifier, announce_ready
+from artifacts.tracing import Traced, Tracing
 from artifacts.wire import Problem
 from central.audit import routes as audit_routes
 from central.auth import routes as auth_routes
@@ -82,12 +83,17 @@ def _provider(value: object) -> Provide:
 
 
 def create_app(
-    config: CentralConfig, services: Services | None = None, notifier: Notifier | None = None
+    config: CentralConfig,
+    services: Services | None = None,
+    notifier: Notifier | None = None,
+    tracing: Tracing | None = None,
 ) -> Litestar:
     """Build the app; the services start (migrations, reaper, workers) in the lifespan.
-    ``notifier``: systemd's notify socket (READY=1 once started and listening)."""
+    ``notifier``: systemd's notify socket (READY=1 once started and listening); ``tracing``:
+    OpenTelemetry (default: from ``config.otlp_endpoint``, off without one)."""
     svc = services or Services(config)
     sd = notifier or Notifier({})
+    traces = tracing or Tracing("shipyard-central", endpoint=config.otlp_endpoint)
     measured = CentralMetrics(svc.db, config.lease_seconds)
 
     @asynccontextmanager
@@ -106,6 +112,7 @@ def create_app(
             announce.cancel()
             await sd.stop_watchdog()
             await svc.stop()
+            traces.shutdown()
 
     anonymous = AnonymousRefusals()
 
@@ -152,7 +159,7 @@ def create_app(
             name: _provider(value)
             for name, value in {**svc.providers(), "central_metrics": measured}.items()
         },
-        middleware=[measured.middleware],
+        middleware=[lambda app: Traced(app, traces), measured.middleware],
         lifespan=[lifespan],
         state=State({"tokens": svc.tokens}),
         after_exception=[audit_refusal],

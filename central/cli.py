@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -59,15 +58,25 @@ def serve(
         10.0, "--drain-s", min=0, help="SIGTERM: in-flight requests get this long to finish"
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="text | json (one object per line, with the trace id)"
+    ),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        "--otlp-endpoint",
+        help="Send OpenTelemetry traces over OTLP/HTTP here (needs the otel extra)",
+    ),
 ) -> None:
     """Run the registry/build/fleet service (migrates the database first)."""
+    from artifacts.logs import configure_logging
     from artifacts.sdnotify import Notifier
     from artifacts.sdnotify import serve as serve_notifying
     from central.app import create_app
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     config = CentralConfig(
         home=home,
         host=host,
@@ -75,6 +84,7 @@ def serve(
         database_url=database_url,
         local_workers=local_workers,
         worker_deadline_s=worker_deadline,
+        otlp_endpoint=otlp_endpoint,
     )
     notifier = Notifier()
     app_ = create_app(config, notifier=notifier)

@@ -30,6 +30,7 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     )
     tuf_timestamp_expiry_s: float = 86400.0  # a node seeing no fresh timestamp this long: stale
     tuf_refresh_s: float | None = None  # re-sign the timestamp this often (None: expiry / 4)
+    otlp_endpoint: str | None = None  # OpenTelemetry traces over OTLP/HTTP (needs the otel extra)
 
     @property
     def home_path(self) -> Path:

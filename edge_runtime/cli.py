@@ -26,16 +26,21 @@ def serve(
         None, "--config", help="edge.toml (settings also from SHIPYARD_EDGE_*)"
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="text | json (one object per line, with the trace id)"
+    ),
 ) -> None:
     """Sync verified bundles, pick the best backend, serve the HTTP API."""
+    from artifacts.logs import configure_logging
     from artifacts.sdnotify import serve as serve_notifying
     from edge_runtime.config import load_config
     from edge_runtime.http.app import create_app
     from edge_runtime.node import EdgeNode
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     logging.getLogger("httpx").setLevel(logging.WARNING)
     cfg = load_config(config)
     node = EdgeNode(cfg)

@@ -103,6 +103,15 @@ class ResultCacheSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     ttl_s: float = 600.0
 
 
+class TracingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry traces over OTLP/HTTP (off unless ``otlp_endpoint`` is set; needs the
+    ``otel`` extra), e.g. ``http://otel-collector:4318/v1/traces``."""
+
+    otlp_endpoint: str | None = None
+    service_name: str = "shipyard-edge"
+    sample_ratio: float = 1.0
+
+
 class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     registry: RegistrySection = msgspec.field(default_factory=RegistrySection)
     models: list[ModelSection] = []
@@ -113,6 +122,7 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batching: BatchingSection = msgspec.field(default_factory=BatchingSection)
     result_cache: ResultCacheSection = msgspec.field(default_factory=ResultCacheSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    tracing: TracingSection = msgspec.field(default_factory=TracingSection)
 
     @property
     def cache_dir(self) -> Path:

@@ -22,6 +22,7 @@ from artifacts.sdnotify import Notifier
 from artifacts.signing import TrustedKeys
 from artifacts.states import EventKind
 from artifacts.targets import SelectionPolicy
+from artifacts.tracing import Tracing
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
 from edge_runtime.channel_metadata import ChannelMetadata
@@ -36,9 +37,13 @@ log = logging.getLogger("shipyard.edge")
 
 
 class EdgeNode:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, tracing: Tracing | None = None) -> None:
         memory.limit_arenas()
         self.config = config
+        t = config.tracing
+        self.tracing = tracing or Tracing(
+            t.service_name, endpoint=t.otlp_endpoint, sample_ratio=t.sample_ratio
+        )
         self.started_at = time.time()
         keys = [Path(k).expanduser() for k in config.registry.trusted_keys]
         if not keys:
@@ -140,6 +145,7 @@ class EdgeNode:
         for svc in self.models.values():
             await svc.stop()
         self.client.close()
+        self.tracing.shutdown()
 
     def report(self) -> NodeReport:
         models = []

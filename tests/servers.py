@@ -51,6 +51,7 @@ class CentralServer(ThreadedServer):
         database_url: str | None = None,
         trusted: list[Path] = (),
         port: int | None = None,
+        tracing=None,
         **config,
     ) -> None:
         from central.app import create_app
@@ -62,7 +63,7 @@ class CentralServer(ThreadedServer):
             (home / "trusted_keys" / Path(pub).name).write_bytes(Path(pub).read_bytes())
         port = port or free_port()
         self.cfg = CentralConfig(home=str(home), database_url=database_url, port=port, **config)
-        super().__init__(create_app(self.cfg), port=port)
+        super().__init__(create_app(self.cfg, tracing=tracing), port=port)
 
     @property
     def admin_token(self) -> str:
@@ -91,13 +92,13 @@ class CentralServer(ThreadedServer):
 
 
 class EdgeServer(ThreadedServer):
-    def __init__(self, config) -> None:
+    def __init__(self, config, tracing=None) -> None:
         from edge_runtime.http.app import create_app
         from edge_runtime.node import EdgeNode
 
         port = free_port()
         config.server.port = port
-        self.node = EdgeNode(config)
+        self.node = EdgeNode(config, tracing)
         super().__init__(create_app(self.node), port=port)
 
     def status(self) -> dict:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy.exc import IntegrityError
 
 from artifacts.errors import Unprocessable
+from artifacts.tracing import annotate
 from central.audit.service import AuditLog
 from central.blobs.models import Blob
 from central.blobs.store import BlobDigestMismatch, BlobInfo, LocalBlobStore
@@ -35,6 +36,13 @@ class BlobService:
                 await self.audit.refused(actor, "blob.push", digest[:19], str(exc), digest)
                 raise
         await self._record(digest, info.size, actor)
+        annotate(
+            **{
+                "shipyard.blob": digest,
+                "shipyard.blob.bytes": info.size,
+                "shipyard.blob.new": created,
+            }
+        )
         return info, created
 
     async def _record(self, digest: str, size: int, actor: str) -> None:

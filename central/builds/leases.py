@@ -40,6 +40,7 @@ from artifacts.provenance import (
 )
 from artifacts.signing import TrustedKeys
 from artifacts.states import JobState
+from artifacts.tracing import annotate
 from artifacts.wire import BuildRequest, BundleToVerify, HeartbeatReply, JobDone, Lease
 from central.auth.service import Principal
 from central.blobs.service import BlobService
@@ -120,6 +121,16 @@ class LeaseService:
             for build_id in finalize:
                 await self.finalizer.maybe_finalize(build_id)
             if lease is not None:
+                annotate(
+                    **{
+                        "shipyard.worker": worker,
+                        "shipyard.job.id": lease.job_id,
+                        "shipyard.build.id": lease.build_id,
+                        "shipyard.target": lease.target,
+                        "shipyard.phase": lease.phase,
+                        "shipyard.attempt": lease.attempt,
+                    }
+                )
                 return lease
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -301,6 +312,7 @@ class LeaseService:
         return manifest
 
     async def complete(self, job_id: int, done: JobDone, principal: Principal) -> None:
+        annotate(**{"shipyard.job.id": job_id, "shipyard.worker": principal.worker})
         async with self.db.transaction() as s:
             j = await self._held(s, job_id, done.lease_token, principal)  # 409/403 before 422
             if j.state == JobState.CANCELLED:

@@ -24,6 +24,7 @@ from artifacts.names import check_name
 from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
 from artifacts.targets import BUILDABLE_TARGETS, INDEX_TARGET, TARGETS, parse_trt_compat
+from artifacts.tracing import annotate
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
 from central.auth.service import Principal
 from central.blobs.service import BlobService
@@ -349,6 +350,15 @@ class BuildService:
                 build_id=build.id,
                 jobs=[JobInfo(id=j.id, target=j.target, state=state) for j in jobs],
             )
+        annotate(
+            **{
+                "shipyard.build.id": created.build_id,
+                "shipyard.model": req.model,
+                "shipyard.version": version,
+                "shipyard.targets": ",".join(req.targets),
+                "shipyard.build.cached": bool(cached),
+            }
+        )
         if cached:
             await self.finalizer.maybe_finalize(created.build_id)
         await self.jobs_changed.notify()

@@ -40,10 +40,25 @@ class Pending:
     model: object = None  # what the request was pinned to (handed back to run_batch)
     results: list = field(default_factory=list)
     remaining: int = 0
+    # tracing: the batches that ran this request's items (the caller makes spans of them)
+    timings: list[BatchTiming] | None = None
+    enqueued_ns: int = 0
 
     def __post_init__(self) -> None:
         self.results = [None] * self.size
         self.remaining = self.size
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One batch as a request's trace shows it (wall-clock ns)."""
+
+    started_ns: int  # taken off the queue
+    infer_start_ns: int  # the backend call, on the inference thread
+    infer_end_ns: int
+    ended_ns: int
+    size: int
+    padded_tokens: int
 
 
 @dataclass
@@ -91,9 +106,14 @@ class Batcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(
-        self, encoded: list[Encoded], deadline: float, model: object = None
+        self,
+        encoded: list[Encoded],
+        deadline: float,
+        model: object = None,
+        timings: list[BatchTiming] | None = None,
     ) -> list[np.ndarray]:
-        """Queue the items of one request (run on ``model``); resolve with their outputs."""
+        """Queue the items of one request (run on ``model``); resolve with their outputs.
+        ``timings``: filled with the batches that ran them (for the request's trace)."""
         tokens = sum(len(e) for e in encoded)
         retry = self.admission.try_admit(tokens)
         if retry is not None:
@@ -106,7 +126,13 @@ class Batcher:
         self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
         fut = asyncio.get_running_loop().create_future()
         pending = Pending(
-            size=len(encoded), deadline=deadline, future=fut, tokens=tokens, model=model
+            size=len(encoded),
+            deadline=deadline,
+            future=fut,
+            tokens=tokens,
+            model=model,
+            timings=timings,
+            enqueued_ns=time.time_ns() if timings is not None else 0,
         )
         now = time.monotonic()
         for i, e in enumerate(encoded):
@@ -201,21 +227,31 @@ class Batcher:
 
     async def _run(self, batch: list[Item]) -> None:
         """Run one batch (shortest first) on the inference thread; account for it; answer."""
-        started = time.monotonic()
+        started, started_ns = time.monotonic(), time.time_ns()
         ordered = sorted(batch, key=lambda it: len(it.enc))
         padded = len(ordered[-1].enc) * len(ordered)
         out: np.ndarray | None = None
         error: Exception | None = None
+        infer = [0, 0]
+
+        def timed(model: object, encs: list[Encoded]) -> np.ndarray:
+            infer[0] = time.time_ns()
+            try:
+                return self.run_batch(model, encs)
+            finally:
+                infer[1] = time.time_ns()
+
         try:
             out = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                self.run_batch,
-                ordered[0].pending.model,
-                [it.enc for it in ordered],
+                self._executor, timed, ordered[0].pending.model, [it.enc for it in ordered]
             )
         except Exception as exc:  # the service already tried to fail over
             error = exc
         ran = time.monotonic() - started
+        timing = BatchTiming(started_ns, infer[0], infer[1], time.time_ns(), len(ordered), padded)
+        for p in {id(it.pending): it.pending for it in ordered}.values():
+            if p.timings is not None:
+                p.timings.append(timing)
         self.batches += 1
         self.admission.observe(max(started - it.enqueued for it in ordered), padded, ran)
         if error is None:

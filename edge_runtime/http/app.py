@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from artifacts.sdnotify import announce_ready
+from artifacts.tracing import Traced
 from artifacts.wire import Problem
 from edge_runtime.http import kserve, openai, search
 from edge_runtime.http.api_keys import RequireApiKey
@@ -53,10 +54,11 @@ def metrics(request: Request) -> Response:
     return Response(request.app.state["metrics"].render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(node: EdgeNode) -> RequireApiKey:
+def create_app(node: EdgeNode) -> Traced:
     """The ASGI app: the API-key check, then overload shedding, then the litestar app."""
-    return RequireApiKey(
-        ShedWhenSaturated(create_litestar(node), node), node.api_keys, node.metrics
+    return Traced(
+        RequireApiKey(ShedWhenSaturated(create_litestar(node), node), node.api_keys, node.metrics),
+        node.tracing,
     )
 
 
@@ -79,7 +81,7 @@ def create_litestar(node: EdgeNode) -> Litestar:
             await node.notifier.stop_watchdog()
             await node.stop()
 
-    inference = Inference(node.models, node.config, node.metrics)
+    inference = Inference(node.models, node.config, node.metrics, node.tracing)
     searcher = Searcher(inference, node.indexes)
     return Litestar(
         route_handlers=[

@@ -13,6 +13,8 @@ import numpy as np
 
 from artifacts.errors import NotReady, Overloaded, PayloadTooLarge
 from artifacts.textproc import Item
+from artifacts.tracing import Tracing
+from edge_runtime.batching.queue import BatchTiming
 from edge_runtime.config import EdgeConfig
 from edge_runtime.errors import BadRequest, UnknownModel
 from edge_runtime.inference.result_cache import text_key
@@ -58,10 +60,15 @@ def check_texts(value: object, field: str) -> list[str]:
 
 class Inference:
     def __init__(
-        self, models: Mapping[str, ModelService], config: EdgeConfig, metrics: Metrics
+        self,
+        models: Mapping[str, ModelService],
+        config: EdgeConfig,
+        metrics: Metrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.models = models
         self.metrics = metrics
+        self.tracing = tracing or Tracing("shipyard-edge")
         self.max_inputs = config.batching.max_inputs_per_request
         self.default_timeout_ms = config.server.request_timeout_ms
         self.limits = config.limits
@@ -233,23 +240,35 @@ class Inference:
         outputs: list[np.ndarray | None] = [None] * len(items)
         keys = [(svc.name, version, task, text_key(it)) for it in items] if cache.enabled else []
         misses = []
-        for i, key in enumerate(keys):
-            hit = cache.get(key)
-            if hit is None:
-                misses.append(i)
-            else:
-                outputs[i] = hit[0]
-                usage.prompt_tokens += hit[1]
-                usage.truncated += hit[2]
-                usage.cached += 1
+        with self.tracing.span("cache", **{"shipyard.items": len(items)}) as span:
+            for i, key in enumerate(keys):
+                hit = cache.get(key)
+                if hit is None:
+                    misses.append(i)
+                else:
+                    outputs[i] = hit[0]
+                    usage.prompt_tokens += hit[1]
+                    usage.truncated += hit[2]
+                    usage.cached += 1
+            if span is not None:
+                span.set_attributes(
+                    {"shipyard.cache.enabled": cache.enabled, "shipyard.cache.hits": usage.cached}
+                )
         if cache.enabled:
             self.metrics.cache_hits.labels(svc.name).inc(usage.cached)
             self.metrics.cache_misses.labels(svc.name).inc(len(misses))
         else:
             misses = list(range(len(items)))
         if misses:
-            encoded = await self._tokenise(svc, model, [items[i] for i in misses], chars)
-            results = await svc.batcher.submit(encoded, deadline, model)
+            with self.tracing.span("tokenize", **{"shipyard.items": len(misses)}) as span:
+                encoded = await self._tokenise(svc, model, [items[i] for i in misses], chars)
+                if span is not None:
+                    span.set_attribute("shipyard.tokens", sum(len(e) for e in encoded))
+            timings: list[BatchTiming] | None = [] if self.tracing.enabled else None
+            enqueued = time.time_ns()
+            results = await svc.batcher.submit(encoded, deadline, model, timings)
+            if timings:
+                self._trace_batches(enqueued, timings, model)
             for i, enc, out in zip(misses, encoded, results, strict=True):
                 outputs[i] = out
                 usage.prompt_tokens += len(enc)
@@ -264,6 +283,26 @@ class Inference:
             version=version,
             target=model.target,
         )
+
+    def _trace_batches(self, enqueued_ns: int, timings: list[BatchTiming], model) -> None:
+        """The queue wait, then each batch that ran this request's items with its backend call
+        (measured on the batcher; recorded here, in the request's trace)."""
+        first = min(t.started_ns for t in timings)
+        self.tracing.record("queue", enqueued_ns, first)
+        for t in timings:
+            batch = self.tracing.record(
+                "batch",
+                t.started_ns,
+                t.ended_ns,
+                **{"shipyard.batch.size": t.size, "shipyard.batch.padded_tokens": t.padded_tokens},
+            )
+            self.tracing.record(
+                "inference",
+                t.infer_start_ns,
+                t.infer_end_ns,
+                parent=batch,
+                **{"shipyard.backend": model.target, "shipyard.model.version": model.version},
+            )
 
     async def _tokenise(
         self, svc: ModelService, model: LoadedModel, items: list[Item], chars: int

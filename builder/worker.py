@@ -50,6 +50,8 @@ from artifacts.targets import CPU_TARGETS, GPU_TARGETS, INDEX_TARGET
 from artifacts.wire import JobDone, Lease, WorkerHello
 
 log = logging.getLogger("shipyard.worker")
+CACHE_MAX_AGE_S = 7 * 86400.0
+PRUNE_EVERY_S = 3600.0
 
 
 class WorkerConfig(msgspec.Struct, kw_only=True):
@@ -271,8 +273,39 @@ class Worker:
                 t.join(timeout=0.5)
         self.client.close()
 
+    def prune(self, max_age_s: float = CACHE_MAX_AGE_S) -> int:
+        """Downloaded blobs, extracted sources and bundle downloads unused for ``max_age_s``
+        go (a worker's disk otherwise only grows); what a running job uses is fresh."""
+        cutoff = time.time() - max_age_s
+        removed = 0
+        with self._extract_lock:
+            for sub in ("blobs", "src", "downloads"):
+                folder = self.work / sub
+                if not folder.is_dir():
+                    continue
+                for entry in folder.iterdir():
+                    try:
+                        if entry.stat().st_mtime >= cutoff:
+                            continue
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry)
+                        else:
+                            entry.unlink()
+                        removed += 1
+                    except FileNotFoundError:
+                        continue
+        return removed
+
     def _loop(self) -> None:
+        last_prune = 0.0
         while not self.stop_event.is_set():
+            if time.monotonic() - last_prune > PRUNE_EVERY_S:
+                last_prune = time.monotonic()
+                try:
+                    if n := self.prune():
+                        log.info("pruned %d cached inputs unused for a week", n)
+                except OSError as exc:
+                    log.warning("pruning the work dir: %s", exc)
             try:
                 lease = self.client.lease(self.cfg.name, self.cfg.lease_wait)
             except NotFoundError:  # central forgot us (fresh database): register again
@@ -295,6 +328,8 @@ class Worker:
         path = self.work / "blobs" / hex_of(digest)
         if not path.exists():
             self.client.download_blob(digest, path)
+        else:
+            os.utime(path)  # in use: pruning keeps it
         return path
 
     def _source(self, digest: str) -> Path:
@@ -302,7 +337,9 @@ class Worker:
 
         dest = self.work / "src" / hex_of(digest)
         with self._extract_lock:
-            if not dest.exists():
+            if dest.exists():
+                os.utime(dest)  # in use: pruning keeps it
+            else:
                 tmp = dest.with_name(dest.name + f".{os.getpid()}.partial")
                 shutil.rmtree(tmp, ignore_errors=True)
                 sourcetar.extract(self._blob(digest), tmp)

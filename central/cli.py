@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import typer
@@ -119,6 +121,99 @@ def _offline(home: str, database_url: str | None, work) -> object:
             await svc.db.close()
 
     return asyncio.run(run())
+
+
+@app.command("gc")
+def gc(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would go and why; change nothing"
+    ),
+    keep: int = typer.Option(10, "--keep", min=1, help="Newest versions kept per model"),
+    history: int = typer.Option(
+        3, "--history", min=0, help="Each channel's latest distinct versions kept"
+    ),
+    edge_window_days: float = typer.Option(
+        7.0, "--edge-window-days", min=0, help="Versions an edge ran this recently stay"
+    ),
+    grace_hours: float = typer.Option(
+        24.0, "--grace-hours", min=0, help="Unreferenced blobs younger than this stay"
+    ),
+    log_days: float = typer.Option(
+        90.0, "--log-days", min=0, help="Build logs of builds finished longer ago go"
+    ),
+    audit_days: float | None = typer.Option(
+        None, "--audit-days", min=0, help="Audit rows older than this are exported, then deleted"
+    ),
+    audit_export: Path | None = typer.Option(
+        None, "--audit-export", help="Where the audit rows go first (JSONL)"
+    ),
+    home: str = HOME,
+    database_url: str | None = DB,
+    as_json: bool = JSON,
+) -> None:
+    """Retention and garbage collection: old versions nothing needs, unreferenced blobs, old
+    build logs and (exported first) audit rows. Safe beside a running service."""
+    from central.blobs.store import LocalBlobStore
+    from central.gc.policy import RetentionPolicy
+    from central.gc.service import Collector, Plan, Result
+
+    if audit_days is not None and audit_export is None and not dry_run:
+        raise typer.BadParameter(
+            "--audit-days needs --audit-export FILE: rows go only after export"
+        )
+    policy = RetentionPolicy(
+        keep=keep,
+        history=history,
+        edge_window_s=edge_window_days * 86400,
+        grace_s=grace_hours * 3600,
+        log_days=log_days,
+        audit_days=audit_days,
+    )
+
+    async def work(svc):
+        collector = Collector(svc.db, LocalBlobStore(svc.config.blobs_path), svc.audit, policy)
+        plan = await collector.plan()
+        return plan, (None if dry_run else await collector.apply(plan, audit_export=audit_export))
+
+    plan, result = cast("tuple[Plan, Result | None]", _offline(home, database_url, work))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "dry_run": dry_run,
+                    "versions": [
+                        {"model": d.model, "version": d.version, "keep": d.keep, "why": d.why}
+                        for d in plan.versions
+                    ],
+                    "blobs": [{"digest": d, "bytes": n} for d, n in plan.blobs],
+                    "orphan_files": len(plan.orphans),
+                    "log_lines": plan.logs,
+                    "audit_rows": plan.audit,
+                    "result": None if result is None else result.__dict__,
+                },
+                indent=2,
+            )
+        )
+        return
+    rows = [
+        [d.model, f"v{d.version}", "keep" if d.keep else "DELETE", d.why] for d in plan.versions
+    ]
+    console().print(simple_table("versions", ["model", "version", "", "why"], rows))
+    size = sum(n for _, n in plan.blobs)
+    console().print(
+        f"blobs: {len(plan.blobs)} unreferenced past the grace ({size / 1e6:.1f} MB), "
+        f"{len(plan.orphans)} files without a row; build log lines: {plan.logs}; "
+        f"audit rows past retention: {plan.audit}"
+    )
+    if result is None:
+        console().print("dry run: nothing changed")
+    else:
+        console().print(
+            f"deleted {len(result.versions)} versions, {result.blobs} blobs "
+            f"({result.bytes / 1e6:.1f} MB), {result.logs} log lines, {result.audit} audit rows"
+            + (f" (exported to {result.exported})" if result.exported else "")
+            + (f"; kept {', '.join(result.skipped)}: changed meanwhile" if result.skipped else "")
+        )
 
 
 @token_app.command("create")

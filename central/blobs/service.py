@@ -11,7 +11,7 @@ from artifacts.tracing import annotate
 from central.audit.service import AuditLog
 from central.blobs.models import Blob
 from central.blobs.store import BlobDigestMismatch, BlobInfo, LocalBlobStore
-from central.db import Database
+from central.db import Database, utcnow
 
 
 class BlobService:
@@ -46,14 +46,19 @@ class BlobService:
         return info, created
 
     async def _record(self, digest: str, size: int, actor: str) -> None:
-        """One row per blob; two uploads of the same bytes at once both succeed."""
+        """One row per blob; two uploads of the same bytes at once both succeed. Uploading a
+        blob that exists renews it (``created_at``: last uploaded or registered), so garbage
+        collection keeps what a push is about to register."""
         try:
             async with self.db.transaction() as s:
-                if await s.get(Blob, digest) is None:
+                row = await s.get(Blob, digest)
+                if row is None:
                     s.add(Blob(digest=digest, size=size))
                     self.audit.record(
                         s, actor, "blob.push", digest[:19], digest=digest, detail=f"{size} bytes"
                     )
+                else:
+                    row.created_at = utcnow()
         except IntegrityError:  # a concurrent upload of the same content recorded it first
             pass
 

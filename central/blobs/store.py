@@ -6,8 +6,10 @@ to its digest path: a crash or client disconnect mid-upload leaves no visible bl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from artifacts.digests import digest_of, hex_of
 from artifacts.errors import DigestMismatchError
 
 CHUNK = 1 << 20
+STALE_PARTIAL_S = 3600.0  # an upload's temp file untouched this long was abandoned
 
 
 class BlobDigestMismatch(DigestMismatchError):
@@ -52,8 +55,11 @@ class LocalBlobStore:
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp.iterdir():  # uploads interrupted by a crash
-            leftover.unlink(missing_ok=True)
+        stale = time.time() - STALE_PARTIAL_S
+        for leftover in self.tmp.iterdir():  # uploads interrupted by a crash (not in flight:
+            with contextlib.suppress(FileNotFoundError):  # a replica or gc may be running)
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink(missing_ok=True)
 
     def path(self, digest: str) -> Path:
         h = hex_of(digest)

@@ -1,0 +1,362 @@
+"""Mark and sweep over the registry: versions retention lets go, then blobs nothing references,
+then old build logs and (exported first) old audit rows.
+
+Safe beside a running service: a version is deleted inside a transaction that holds its row
+and re-checks that no channel points at it and no open build builds into it (promotion takes
+the same row lock). A blob is deleted only by a conditional ``DELETE … WHERE created_at <
+cutoff`` — every upload, and every registration that names a blob, sets ``created_at`` to now
+in its own transaction — and its file only after that delete committed, so a push racing the
+sweep either keeps its blobs or is told to upload them again; a registered bundle never names
+a missing blob. Unreferenced blobs younger than the grace period stay (uploads in flight).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import msgspec
+from sqlalchemy import CursorResult, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from artifacts.atomic import write_bytes
+from artifacts.manifest import decode
+from artifacts.states import TERMINAL_JOB_STATES, BuildState
+from artifacts.targets import INDEX_TARGET
+from artifacts.wire import BuildRequest, NodeReport
+from central.audit.models import AuditEvent
+from central.audit.service import AuditLog
+from central.blobs.models import Blob
+from central.blobs.store import LocalBlobStore
+from central.builds.models import Build, BuildCache, Job, JobLog
+from central.channels.models import Channel, ChannelEvent
+from central.db import Database, utcnow
+from central.fleet.models import Node
+from central.gc.policy import Decision, Facts, RetentionPolicy, decide, recent_history
+from central.registry.models import Bundle, Model, Version
+from central.settings import CentralConfig
+
+ACTOR = "gc"
+
+
+@dataclass
+class Plan:
+    versions: list[Decision] = field(default_factory=list)
+    blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, bytes) to delete
+    orphans: list[Path] = field(default_factory=list)  # blob files without a row
+    logs: int = 0  # build log lines of long-finished builds
+    audit: int = 0  # audit rows past retention
+    cutoff: dt.datetime = field(default_factory=utcnow)  # blobs touched before this may go
+
+    @property
+    def deleted_versions(self) -> list[Decision]:
+        return [d for d in self.versions if not d.keep]
+
+
+@dataclass
+class Result:
+    versions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # changed meanwhile: kept
+    blobs: int = 0
+    bytes: int = 0
+    logs: int = 0
+    audit: int = 0
+    exported: str | None = None
+
+
+def _blobs_of(req: BuildRequest) -> set[str]:
+    out = {req.source_blob, req.calibration_blob, req.eval_blob}
+    if req.index is not None:
+        out.add(req.index.queries_blob)
+    return {d for d in out if d}
+
+
+class Collector:
+    def __init__(
+        self, db: Database, store: LocalBlobStore, audit: AuditLog, policy: RetentionPolicy
+    ) -> None:
+        self.db, self.store, self.audit, self.policy = db, store, audit, policy
+
+    @classmethod
+    def for_config(cls, config: CentralConfig, policy: RetentionPolicy) -> Collector:
+        """Beside a running service: its database and blob store, its in-flight uploads
+        left alone."""
+        db = Database(config.db_url)
+        return cls(db, LocalBlobStore(config.blobs_path), AuditLog(db), policy)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # ---- mark ----------------------------------------------------------------------------
+
+    async def plan(self, now: dt.datetime | None = None) -> Plan:  # noqa: C901 - one read
+        now = now or utcnow()
+        p = self.policy
+        facts = Facts()
+        files: dict[tuple[str, int], set[str]] = {}
+        referenced: set[str] = set()
+        async with self.db.session() as s:
+            names = dict((await s.execute(select(Model.id, Model.name))).all())
+            by_id: dict[int, tuple[str, int]] = {}
+            for vid, mid, number, source in (
+                await s.execute(
+                    select(Version.id, Version.model_id, Version.number, Version.source_digest)
+                )
+            ).all():
+                ref = (names[mid], number)
+                by_id[vid] = ref
+                facts.versions.setdefault(ref[0], []).append(number)
+                files[ref] = {source} if source else set()
+            for vid, target, raw in (
+                await s.execute(select(Bundle.version_id, Bundle.target, Bundle.manifest))
+            ).all():
+                m = decode(raw)
+                ref = by_id[vid]
+                files[ref] |= {f.sha256 for f in m.files}
+                if target == INDEX_TARGET and m.index is not None:
+                    needs = [(m.index.model.name, m.index.model.version)]
+                    if m.index.base_version:
+                        needs.append((ref[0], m.index.base_version))
+                    facts.locks[ref] = needs
+            channels = {c.id: c for c in (await s.execute(select(Channel))).scalars()}
+            for c in channels.values():
+                if c.version is not None:
+                    facts.channels.setdefault((names[c.model_id], c.version), []).append(c.name)
+            events: dict[int, list[tuple[str, int]]] = {}
+            for cid, action, version in (
+                await s.execute(
+                    select(
+                        ChannelEvent.channel_id, ChannelEvent.action, ChannelEvent.version
+                    ).order_by(ChannelEvent.channel_id, ChannelEvent.seq)
+                )
+            ).all():
+                events.setdefault(cid, []).append((action, version))
+            for cid, evs in events.items():
+                c = channels[cid]
+                for v in recent_history(evs, p.history):
+                    facts.history.setdefault((names[c.model_id], v), []).append(c.name)
+            horizon = now - dt.timedelta(seconds=p.edge_window_s)
+            for node in (await s.execute(select(Node).where(Node.last_seen >= horizon))).scalars():
+                try:
+                    report = msgspec.json.decode(node.report, type=NodeReport)
+                except msgspec.DecodeError:
+                    continue
+                for nm in report.models:
+                    if nm.version is not None:
+                        facts.edges.setdefault((nm.model, nm.version), []).append(node.name)
+            open_states = [st for st in BuildState if st.open]
+            for b in (await s.execute(select(Build).where(Build.state.in_(open_states)))).scalars():
+                if b.version is not None:
+                    facts.building.setdefault((b.model, b.version), []).append(b.id)
+                referenced |= _blobs_of(msgspec.json.decode(b.request, type=BuildRequest))
+            for result in (
+                await s.execute(
+                    select(Job.result_manifest).where(
+                        Job.state.not_in(TERMINAL_JOB_STATES), Job.result_manifest.is_not(None)
+                    )
+                )
+            ).scalars():
+                if result:
+                    referenced |= {f.sha256 for f in decode(result).files}
+            blobs = {
+                d: (size, at)
+                for d, size, at in (
+                    await s.execute(select(Blob.digest, Blob.size, Blob.created_at))
+                ).all()
+            }
+            logs, audit = await self._counts(s, now)
+        decisions = decide(facts, p)
+        for d in decisions:
+            if d.keep:
+                referenced |= files.get((d.model, d.version), set())
+        cutoff = now - dt.timedelta(seconds=p.grace_s)
+        doomed = [
+            (d, size)
+            for d, (size, at) in sorted(blobs.items())
+            if d not in referenced and at < cutoff
+        ]
+        return Plan(decisions, doomed, self._orphans(set(blobs), cutoff), logs, audit, cutoff)
+
+    async def _counts(self, s: AsyncSession, now: dt.datetime) -> tuple[int, int]:
+        """Build log lines and audit rows past retention."""
+        finished = now - dt.timedelta(days=self.policy.log_days)
+        logs = len(
+            (
+                await s.execute(
+                    select(JobLog.id)
+                    .join(Job, Job.id == JobLog.job_id)
+                    .join(Build, Build.id == Job.build_id)
+                    .where(Build.finished_at.is_not(None), Build.finished_at < finished)
+                )
+            ).all()
+        )
+        audit = 0
+        if self.policy.audit_days is not None:
+            old = now - dt.timedelta(days=self.policy.audit_days)
+            audit = len((await s.execute(select(AuditEvent.id).where(AuditEvent.at < old))).all())
+        return logs, audit
+
+    def _orphans(self, known: set[str], cutoff: dt.datetime) -> list[Path]:
+        """Blob files without a row (a crash between rename and record), past the grace."""
+        out = []
+        for file in sorted((self.store.root / "sha256").glob("*/*")):
+            if f"sha256:{file.name}" in known:
+                continue
+            if file.stat().st_mtime < cutoff.timestamp():
+                out.append(file)
+        return out
+
+    # ---- sweep ---------------------------------------------------------------------------
+
+    async def apply(self, plan: Plan, *, audit_export: Path | None = None) -> Result:
+        result = Result()
+        for d in plan.deleted_versions:
+            if await self._delete_version(d):
+                result.versions.append(f"{d.model} v{d.version}")
+            else:
+                result.skipped.append(f"{d.model} v{d.version}")
+        for digest, size in plan.blobs:
+            if await self._delete_blob(digest, plan.cutoff):
+                result.blobs += 1
+                result.bytes += size
+        for file in plan.orphans:  # a row appearing meanwhile: the registration re-checks
+            async with self.db.session() as s:
+                if await s.get(Blob, f"sha256:{file.name}") is not None or not file.exists():
+                    continue
+            if file.stat().st_mtime < plan.cutoff.timestamp():
+                file.unlink(missing_ok=True)
+                result.blobs += 1
+        result.logs = await self._delete_logs()
+        if self.policy.audit_days is not None:
+            if audit_export is None:
+                raise ValueError("audit rows are deleted only after export (--audit-export FILE)")
+            result.audit, result.exported = await self._export_audit(audit_export)
+        return result
+
+    async def _delete_version(self, d: Decision) -> bool:
+        """Re-checked under the version's row lock: a promotion or a build since the plan
+        keeps it."""
+        async with self.db.transaction() as s:
+            model = (await s.execute(select(Model).where(Model.name == d.model))).scalar_one()
+            q = select(Version).where(Version.model_id == model.id, Version.number == d.version)
+            if self.db.is_postgres:
+                q = q.with_for_update()
+            v = (await s.execute(q)).scalar_one_or_none()
+            if v is None:
+                return False
+            pointed = (
+                await s.execute(
+                    select(Channel.id).where(
+                        Channel.model_id == model.id, Channel.version == d.version
+                    )
+                )
+            ).first()
+            building = (
+                await s.execute(
+                    select(Build.id).where(
+                        Build.model == d.model,
+                        Build.version == d.version,
+                        Build.state.in_([st for st in BuildState if st.open]),
+                    )
+                )
+            ).first()
+            if pointed is not None or building is not None:
+                return False
+            await s.execute(delete(Bundle).where(Bundle.version_id == v.id))
+            await s.execute(
+                delete(BuildCache).where(
+                    BuildCache.model == d.model, BuildCache.version == d.version
+                )
+            )
+            await s.delete(v)
+            self.audit.record(s, ACTOR, "version.delete", f"{d.model} v{d.version}", detail=d.why)
+        return True
+
+    async def _delete_blob(self, digest: str, cutoff: dt.datetime) -> bool:
+        """The row goes (only if nothing touched it since the cutoff) and the file is moved
+        aside *inside* that transaction: a registration naming the blob either touched the row
+        first (then this deletes nothing) or finds it gone and is refused. The moved file is
+        unlinked after the commit, or put back if the commit fails."""
+        trash: Path | None = None
+        try:
+            async with self.db.transaction() as s:
+                gone = cast(
+                    CursorResult,
+                    await s.execute(
+                        delete(Blob).where(Blob.digest == digest, Blob.created_at < cutoff)
+                    ),
+                )
+                if gone.rowcount != 1:  # uploaded or registered again since the plan: stays
+                    return False
+                self.audit.record(s, ACTOR, "blob.delete", digest[:19], digest=digest)
+                trash = self._move_aside(digest)
+        except BaseException:
+            if trash is not None:
+                os.replace(trash, self.store.path(digest))
+            raise
+        if trash is not None:
+            trash.unlink(missing_ok=True)
+        return True
+
+    def _move_aside(self, digest: str) -> Path | None:
+        src = self.store.path(digest)
+        dst = self.store.tmp / f"gc-{src.name}"
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            return None
+        return dst
+
+    async def _delete_logs(self) -> int:
+        finished = utcnow() - dt.timedelta(days=self.policy.log_days)
+        async with self.db.transaction() as s:
+            ids = (
+                select(Job.id)
+                .join(Build, Build.id == Job.build_id)
+                .where(Build.finished_at.is_not(None), Build.finished_at < finished)
+            )
+            gone = cast(CursorResult, await s.execute(delete(JobLog).where(JobLog.job_id.in_(ids))))
+            return gone.rowcount or 0
+
+    async def _export_audit(self, path: Path) -> tuple[int, str]:
+        """Rows past retention to JSONL (written atomically and fsynced), then deleted —
+        exactly the rows exported."""
+        assert self.policy.audit_days is not None
+        old = utcnow() - dt.timedelta(days=self.policy.audit_days)
+        async with self.db.transaction() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(AuditEvent).where(AuditEvent.at < old).order_by(AuditEvent.id)
+                    )
+                ).scalars()
+            )
+            lines = [
+                json.dumps(
+                    {
+                        "id": r.id,
+                        "at": r.at.isoformat(),
+                        "actor": r.actor,
+                        "action": r.action,
+                        "subject": r.subject,
+                        "digest": r.digest,
+                        "outcome": r.outcome,
+                        "detail": r.detail,
+                    },
+                    ensure_ascii=False,
+                )
+                for r in rows
+            ]
+            if not rows:
+                return 0, ""
+            write_bytes(Path(path), ("\n".join(lines) + "\n").encode(), mode=0o600)
+            ids = [r.id for r in rows]
+            await s.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids)))
+            self.audit.record(
+                s, ACTOR, "audit.export", os.fspath(path), detail=f"{len(rows)} rows exported"
+            )
+        return len(rows), os.fspath(path)

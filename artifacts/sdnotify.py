@@ -123,4 +123,5 @@ def serve(app: Any, notifier: Notifier, **uvicorn_kw: Any) -> None:
                 notifier.stopping()
             super().handle_exit(sig, frame)
 
-    _Server(uvicorn.Config(app, **uvicorn_kw)).run()
+    # log_config=None: uvicorn's loggers go through the process's handlers (--log-format)
+    _Server(uvicorn.Config(app, log_config=None, **uvicorn_kw)).run()

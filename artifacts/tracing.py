@@ -9,6 +9,7 @@ Install the ``otel`` extra (``opentelemetry-sdk`` + the OTLP/HTTP exporter) to t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,9 @@ log = logging.getLogger("shipyard.tracing")
 INSTALL_HINT = "tracing needs the otel extra: pip install 'shipyard[otel]'"
 
 
+@functools.cache
 def _otel_trace() -> Any | None:
+    """``opentelemetry.trace``, or None when not installed (looked up once)."""
     try:
         from opentelemetry import trace
     except ImportError:
@@ -49,7 +52,12 @@ class Tracing:
             raise RuntimeError(INSTALL_HINT) from exc
         provider = TracerProvider(
             resource=Resource.create({"service.name": service}),
-            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+            # a caller's "sampled" flag is a hint, not an order: unauthenticated clients must
+            # not raise the sampling rate (or its export cost)
+            sampler=ParentBased(
+                TraceIdRatioBased(sample_ratio),
+                remote_parent_sampled=TraceIdRatioBased(sample_ratio),
+            ),
         )
         if exporter is not None:  # tests: the SDK's in-memory exporter, synchronously
             provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -146,8 +154,8 @@ class Traced:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         with self.tracing.server_span(
-            f"{method} {scope['path']}", headers, **{"http.request.method": method}
-        ) as span:
+            f"{method} (unmatched)", headers, **{"http.request.method": method}
+        ) as span:  # renamed to the route template once routing ran (never the raw path)
             ids = current_ids()
 
             async def sending(message: Any) -> None:

@@ -208,6 +208,13 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     into_version: MaybeVersion | None = None
     index: IndexJob | None = None  # task "index": what embeds the catalog
 
+    def blobs(self) -> set[str]:
+        """The blobs this build reads (source or catalog, data, queries)."""
+        out = {self.source_blob, self.calibration_blob, self.eval_blob}
+        if self.index is not None:
+            out.add(self.index.queries_blob)
+        return {d for d in out if d}
+
 
 class IndexBuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/indexes``: embed a catalog (uploaded as a blob) with one registered model

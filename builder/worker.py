@@ -223,7 +223,7 @@ class Worker:
         self.caps = probe_node()
         self.targets = cfg.targets or worker_targets()
         self.toolchain = toolchain(self.caps)
-        self._extract_lock = threading.Lock()
+        self._extract_lock = threading.RLock()  # _source holds it around _blob
         self.key = own_key(self.work / "keys")
 
     def register_key(self) -> None:
@@ -326,10 +326,11 @@ class Worker:
 
     def _blob(self, digest: str) -> Path:
         path = self.work / "blobs" / hex_of(digest)
-        if not path.exists():
-            self.client.download_blob(digest, path)
-        else:
-            os.utime(path)  # in use: pruning keeps it
+        with self._extract_lock:  # the pruner holds it too
+            if path.exists():
+                os.utime(path)  # in use: pruning keeps it
+                return path
+        self.client.download_blob(digest, path)
         return path
 
     def _source(self, digest: str) -> Path:

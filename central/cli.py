@@ -136,7 +136,7 @@ def gc(
         7.0, "--edge-window-days", min=0, help="Versions an edge ran this recently stay"
     ),
     grace_hours: float = typer.Option(
-        24.0, "--grace-hours", min=0, help="Unreferenced blobs younger than this stay"
+        24.0, "--grace-hours", min=0.25, help="Unreferenced blobs younger than this stay"
     ),
     log_days: float = typer.Option(
         90.0, "--log-days", min=0, help="Build logs of builds finished longer ago go"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import cast
 
+from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from artifacts.errors import Unprocessable
 from artifacts.tracing import annotate
@@ -57,10 +60,34 @@ class BlobService:
                     self.audit.record(
                         s, actor, "blob.push", digest[:19], digest=digest, detail=f"{size} bytes"
                     )
-                else:
-                    row.created_at = utcnow()
+                else:  # an UPDATE, not the ORM row: a concurrent delete is not an error
+                    await s.execute(
+                        update(Blob).where(Blob.digest == digest).values(created_at=utcnow())
+                    )
         except IntegrityError:  # a concurrent upload of the same content recorded it first
             pass
+
+    async def renew(self, s: AsyncSession, digests: Iterable[str], what: str) -> None:
+        """Inside the caller's transaction: every blob is renewed and must exist, row and
+        bytes. Garbage collection deletes only rows not renewed since its mark (moving the file
+        aside in that same transaction), so what this transaction commits never names missing
+        bytes; a blob collected meanwhile is refused with "upload it again"."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return
+        renewed = cast(
+            CursorResult,
+            await s.execute(
+                update(Blob).where(Blob.digest.in_(wanted)).values(created_at=utcnow())
+            ),
+        )
+        missing = [d for d in wanted if self.store.stat(d) is None]
+        if renewed.rowcount != len(wanted) or missing:
+            gone = missing[0] if missing else "one of its blobs"
+            raise Unprocessable(
+                f"{what}: {gone[:19]}… is no longer in the blob store (garbage-collected "
+                "meanwhile?): upload it again"
+            )
 
     def require(self, digest: str, what: str) -> BlobInfo:
         """The blob's info, or 422 naming what is missing."""

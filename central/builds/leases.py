@@ -326,6 +326,7 @@ class LeaseService:
                 assert build is not None
                 data = unb64(done.manifest, "manifest", Unprocessable)
                 manifest = self._check_built(data, done.signature, build, j, builder)
+                await self.blobs.renew(s, (f.sha256 for f in manifest.files), "result")
                 j.state, j.builder, j.lease_token, j.reason = JobState.BUILT, builder.name, None, ""
                 j.result_manifest, j.result_signature = data, done.signature
                 j.note(

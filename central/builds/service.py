@@ -311,6 +311,12 @@ class BuildService:
         )
         state = JobState.PASSED if cached else JobState.QUEUED
         async with self.db.transaction() as s:
+            await self.blobs.renew(s, req.blobs(), "build input")
+            if cached or req.into_version:  # an existing version: still there (gc), held
+                try:
+                    await find_version(s, await find_model(s, req.model), version, lock=True)
+                except NotFoundError as exc:
+                    raise ConflictError(f"{exc} (deleted meanwhile): submit again") from exc
             build = Build(
                 model=req.model,
                 task=req.task,

@@ -242,7 +242,7 @@ class ChannelService:
             if len(stack) < 2:
                 raise ConflictError(f"{model}:{channel} has no earlier version to roll back to")
             target = stack[-2]
-            held = await quarantined(s, (await find_version(s, m, target)).id)
+            held = await quarantined(s, (await find_version(s, m, target, lock=True)).id)
             if held:
                 raise ConflictError(
                     f"{model}:{channel} cannot roll back to v{target}, it is quarantined: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -49,18 +50,29 @@ class Decision:
     why: str
 
 
-def recent_history(events: Iterable[tuple[str, int]], depth: int) -> list[int]:
-    """A channel's latest ``depth`` distinct versions, newest first, from its events (each
-    (action, version), oldest first)."""
-    out: list[int] = []
+class Event(NamedTuple):
+    action: str  # ChannelAction
+    version: int
+
+
+def recent_history(events: Iterable[Event], depth: int) -> list[int]:
+    """A channel's recent past: the top ``depth`` of its rollback stack below the current
+    version (what ``rollback`` reaches: promotions push, rollbacks pop), and its latest
+    ``depth`` distinct versions (what it just served)."""
+    from central.channels.service import rollback_stack
+
+    events = list(events)
     if depth <= 0:
-        return out
-    for _, version in reversed(list(events)):
-        if version not in out:
-            out.append(version)
-        if len(out) >= depth:
+        return []
+    stack = rollback_stack(events)  # type: ignore[arg-type]
+    out = list(dict.fromkeys(reversed(stack[:-1])))[:depth]
+    recent: list[int] = []
+    for e in reversed(events):
+        if e.version not in recent:
+            recent.append(e.version)
+        if len(recent) >= depth:
             break
-    return out
+    return list(dict.fromkeys([*out, *recent]))
 
 
 def _reasons(ref: Ref, rank: int, facts: Facts, policy: RetentionPolicy) -> list[str]:

@@ -36,7 +36,14 @@ from central.builds.models import Build, BuildCache, Job, JobLog
 from central.channels.models import Channel, ChannelEvent
 from central.db import Database, utcnow
 from central.fleet.models import Node
-from central.gc.policy import Decision, Facts, RetentionPolicy, decide, recent_history
+from central.gc.policy import (
+    Decision,
+    Event,
+    Facts,
+    RetentionPolicy,
+    decide,
+    recent_history,
+)
 from central.registry.models import Bundle, Model, Version
 from central.settings import CentralConfig
 
@@ -68,13 +75,6 @@ class Result:
     exported: str | None = None
 
 
-def _blobs_of(req: BuildRequest) -> set[str]:
-    out = {req.source_blob, req.calibration_blob, req.eval_blob}
-    if req.index is not None:
-        out.add(req.index.queries_blob)
-    return {d for d in out if d}
-
-
 class Collector:
     def __init__(
         self, db: Database, store: LocalBlobStore, audit: AuditLog, policy: RetentionPolicy
@@ -93,75 +93,17 @@ class Collector:
 
     # ---- mark ----------------------------------------------------------------------------
 
-    async def plan(self, now: dt.datetime | None = None) -> Plan:  # noqa: C901 - one read
+    async def plan(self, now: dt.datetime | None = None) -> Plan:
+        """Read everything retention looks at, decide, and list the blobs nothing kept needs."""
         now = now or utcnow()
-        p = self.policy
         facts = Facts()
         files: dict[tuple[str, int], set[str]] = {}
-        referenced: set[str] = set()
         async with self.db.session() as s:
             names = dict((await s.execute(select(Model.id, Model.name))).all())
-            by_id: dict[int, tuple[str, int]] = {}
-            for vid, mid, number, source in (
-                await s.execute(
-                    select(Version.id, Version.model_id, Version.number, Version.source_digest)
-                )
-            ).all():
-                ref = (names[mid], number)
-                by_id[vid] = ref
-                facts.versions.setdefault(ref[0], []).append(number)
-                files[ref] = {source} if source else set()
-            for vid, target, raw in (
-                await s.execute(select(Bundle.version_id, Bundle.target, Bundle.manifest))
-            ).all():
-                m = decode(raw)
-                ref = by_id[vid]
-                files[ref] |= {f.sha256 for f in m.files}
-                if target == INDEX_TARGET and m.index is not None:
-                    needs = [(m.index.model.name, m.index.model.version)]
-                    if m.index.base_version:
-                        needs.append((ref[0], m.index.base_version))
-                    facts.locks[ref] = needs
-            channels = {c.id: c for c in (await s.execute(select(Channel))).scalars()}
-            for c in channels.values():
-                if c.version is not None:
-                    facts.channels.setdefault((names[c.model_id], c.version), []).append(c.name)
-            events: dict[int, list[tuple[str, int]]] = {}
-            for cid, action, version in (
-                await s.execute(
-                    select(
-                        ChannelEvent.channel_id, ChannelEvent.action, ChannelEvent.version
-                    ).order_by(ChannelEvent.channel_id, ChannelEvent.seq)
-                )
-            ).all():
-                events.setdefault(cid, []).append((action, version))
-            for cid, evs in events.items():
-                c = channels[cid]
-                for v in recent_history(evs, p.history):
-                    facts.history.setdefault((names[c.model_id], v), []).append(c.name)
-            horizon = now - dt.timedelta(seconds=p.edge_window_s)
-            for node in (await s.execute(select(Node).where(Node.last_seen >= horizon))).scalars():
-                try:
-                    report = msgspec.json.decode(node.report, type=NodeReport)
-                except msgspec.DecodeError:
-                    continue
-                for nm in report.models:
-                    if nm.version is not None:
-                        facts.edges.setdefault((nm.model, nm.version), []).append(node.name)
-            open_states = [st for st in BuildState if st.open]
-            for b in (await s.execute(select(Build).where(Build.state.in_(open_states)))).scalars():
-                if b.version is not None:
-                    facts.building.setdefault((b.model, b.version), []).append(b.id)
-                referenced |= _blobs_of(msgspec.json.decode(b.request, type=BuildRequest))
-            for result in (
-                await s.execute(
-                    select(Job.result_manifest).where(
-                        Job.state.not_in(TERMINAL_JOB_STATES), Job.result_manifest.is_not(None)
-                    )
-                )
-            ).scalars():
-                if result:
-                    referenced |= {f.sha256 for f in decode(result).files}
+            await self._read_versions(s, names, facts, files)
+            await self._read_channels(s, names, facts)
+            await self._read_edges(s, now, facts)
+            referenced = await self._read_work(s, facts)
             blobs = {
                 d: (size, at)
                 for d, size, at in (
@@ -169,17 +111,113 @@ class Collector:
                 ).all()
             }
             logs, audit = await self._counts(s, now)
-        decisions = decide(facts, p)
+        decisions = decide(facts, self.policy)
         for d in decisions:
             if d.keep:
                 referenced |= files.get((d.model, d.version), set())
-        cutoff = now - dt.timedelta(seconds=p.grace_s)
+        cutoff = now - dt.timedelta(seconds=self.policy.grace_s)
         doomed = [
             (d, size)
             for d, (size, at) in sorted(blobs.items())
             if d not in referenced and at < cutoff
         ]
         return Plan(decisions, doomed, self._orphans(set(blobs), cutoff), logs, audit, cutoff)
+
+    @staticmethod
+    async def _read_versions(
+        s: AsyncSession, names: dict[int, str], facts: Facts, files: dict[tuple[str, int], set[str]]
+    ) -> None:
+        """Every version, its files, and what each index version is locked to."""
+        by_id: dict[int, tuple[str, int]] = {}
+        for vid, mid, number, source in (
+            await s.execute(
+                select(Version.id, Version.model_id, Version.number, Version.source_digest)
+            )
+        ).all():
+            if mid not in names:  # created while this plan read: next time
+                continue
+            ref = (names[mid], number)
+            by_id[vid] = ref
+            facts.versions.setdefault(ref[0], []).append(number)
+            files[ref] = {source} if source else set()
+        for vid, target, raw in (
+            await s.execute(select(Bundle.version_id, Bundle.target, Bundle.manifest))
+        ).all():
+            if vid not in by_id:
+                continue
+            m = decode(raw)
+            ref = by_id[vid]
+            files[ref] |= {f.sha256 for f in m.files}
+            if target == INDEX_TARGET and m.index is not None:
+                needs = [(m.index.model.name, m.index.model.version)]
+                if m.index.base_version:
+                    needs.append((ref[0], m.index.base_version))
+                facts.locks[ref] = needs
+
+    async def _read_channels(self, s: AsyncSession, names: dict[int, str], facts: Facts) -> None:
+        """What each channel points at, and its recent past (rollback targets included)."""
+        channels = {c.id: c for c in (await s.execute(select(Channel))).scalars()}
+        for c in channels.values():
+            if c.version is not None and c.model_id in names:
+                facts.channels.setdefault((names[c.model_id], c.version), []).append(c.name)
+        events: dict[int, list[Event]] = {}
+        for cid, action, version in (
+            await s.execute(
+                select(ChannelEvent.channel_id, ChannelEvent.action, ChannelEvent.version).order_by(
+                    ChannelEvent.channel_id, ChannelEvent.seq
+                )
+            )
+        ).all():
+            events.setdefault(cid, []).append(Event(action, version))
+        for cid, evs in events.items():
+            ch = channels.get(cid)
+            if ch is None or ch.model_id not in names:
+                continue
+            for v in recent_history(evs, self.policy.history):
+                facts.history.setdefault((names[ch.model_id], v), []).append(ch.name)
+
+    async def _read_edges(self, s: AsyncSession, now: dt.datetime, facts: Facts) -> None:
+        """The versions edge nodes reported running within the window."""
+        horizon = now - dt.timedelta(seconds=self.policy.edge_window_s)
+        for node in (await s.execute(select(Node).where(Node.last_seen >= horizon))).scalars():
+            try:
+                report = msgspec.json.decode(node.report, type=NodeReport)
+            except msgspec.DecodeError:
+                continue
+            for nm in report.models:
+                if nm.version is not None:
+                    facts.edges.setdefault((nm.model, nm.version), []).append(node.name)
+
+    @staticmethod
+    async def _read_work(s: AsyncSession, facts: Facts) -> set[str]:
+        """Open builds (the versions they build into or read) and the blobs work in flight
+        uses: build inputs, results awaiting verification."""
+        referenced: set[str] = set()
+        open_states = [st for st in BuildState if st.open]
+        for b in (await s.execute(select(Build).where(Build.state.in_(open_states)))).scalars():
+            if b.version is not None:
+                facts.building.setdefault((b.model, b.version), []).append(b.id)
+            req = msgspec.json.decode(b.request, type=BuildRequest)
+            referenced |= req.blobs()
+            if req.index is not None:  # what an open index build embeds with, builds on
+                spec = req.index
+                for ref in (
+                    (spec.model, spec.version),
+                    (b.model, spec.base_version),
+                    (b.model, spec.previous_version),
+                ):
+                    if ref[1]:
+                        facts.building.setdefault(ref, []).append(b.id)
+        for result in (
+            await s.execute(
+                select(Job.result_manifest).where(
+                    Job.state.not_in(TERMINAL_JOB_STATES), Job.result_manifest.is_not(None)
+                )
+            )
+        ).scalars():
+            if result:
+                referenced |= {f.sha256 for f in decode(result).files}
+        return referenced
 
     async def _counts(self, s: AsyncSession, now: dt.datetime) -> tuple[int, int]:
         """Build log lines and audit rows past retention."""
@@ -206,8 +244,11 @@ class Collector:
         for file in sorted((self.store.root / "sha256").glob("*/*")):
             if f"sha256:{file.name}" in known:
                 continue
-            if file.stat().st_mtime < cutoff.timestamp():
-                out.append(file)
+            try:
+                if file.stat().st_mtime < cutoff.timestamp():
+                    out.append(file)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
         return out
 
     # ---- sweep ---------------------------------------------------------------------------
@@ -219,16 +260,16 @@ class Collector:
                 result.versions.append(f"{d.model} v{d.version}")
             else:
                 result.skipped.append(f"{d.model} v{d.version}")
-        for digest, size in plan.blobs:
+        doomed = plan.blobs
+        if result.skipped:  # a version kept after all keeps its blobs: mark again
+            again = {d for d, _ in (await self.plan()).blobs}
+            doomed = [(d, n) for d, n in plan.blobs if d in again]
+        for digest, size in doomed:
             if await self._delete_blob(digest, plan.cutoff):
                 result.blobs += 1
                 result.bytes += size
-        for file in plan.orphans:  # a row appearing meanwhile: the registration re-checks
-            async with self.db.session() as s:
-                if await s.get(Blob, f"sha256:{file.name}") is not None or not file.exists():
-                    continue
-            if file.stat().st_mtime < plan.cutoff.timestamp():
-                file.unlink(missing_ok=True)
+        for file in plan.orphans:
+            if await self._delete_orphan(file, plan.cutoff):
                 result.blobs += 1
         result.logs = await self._delete_logs()
         if self.policy.audit_days is not None:
@@ -307,9 +348,30 @@ class Collector:
         dst = self.store.tmp / f"gc-{src.name}"
         try:
             os.replace(src, dst)
+            os.utime(dst)  # fresh: a starting replica's stale-partial sweep leaves it alone
         except FileNotFoundError:
             return None
         return dst
+
+    async def _delete_orphan(self, file: Path, cutoff: dt.datetime) -> bool:
+        """A file without a row: moved aside first, then the row checked (an upload that
+        recorded it meanwhile gets it back), then unlinked."""
+        digest = f"sha256:{file.name}"
+        try:
+            if file.stat().st_mtime >= cutoff.timestamp():
+                return False
+            trash = self._move_aside(digest)
+        except FileNotFoundError:
+            return False
+        if trash is None:
+            return False
+        async with self.db.session() as s:
+            recorded = await s.get(Blob, digest) is not None
+        if recorded:
+            os.replace(trash, self.store.path(digest))
+            return False
+        trash.unlink(missing_ok=True)
+        return True
 
     async def _delete_logs(self) -> int:
         finished = utcnow() - dt.timedelta(days=self.policy.log_days)
@@ -353,9 +415,11 @@ class Collector:
             ]
             if not rows:
                 return 0, ""
+            if Path(path).exists():  # never overwrite an earlier export (its rows are gone)
+                raise FileExistsError(f"{path} exists: name a new file for this export")
             write_bytes(Path(path), ("\n".join(lines) + "\n").encode(), mode=0o600)
-            ids = [r.id for r in rows]
-            await s.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids)))
+            last = rows[-1].id  # exactly the exported rows: older than the cutoff, id <= last
+            await s.execute(delete(AuditEvent).where(AuditEvent.at < old, AuditEvent.id <= last))
             self.audit.record(
                 s, ACTOR, "audit.export", os.fspath(path), detail=f"{len(rows)} rows exported"
             )

@@ -10,9 +10,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,10 +31,9 @@ from artifacts.wire import (
     VersionInfo,
 )
 from central.audit.service import AuditLog
-from central.blobs.models import Blob
 from central.blobs.service import BlobService
 from central.channels.models import Channel
-from central.db import Database, iso, retry_integrity, utcnow
+from central.db import Database, iso, retry_integrity
 from central.registry.models import Bundle, Model, Version
 
 
@@ -318,7 +316,7 @@ class RegistryService:
                 )
             if precondition is not None:
                 await precondition(s)
-            await self._renew_blobs(s, manifest)
+            await self.blobs.renew(s, (f.sha256 for f in manifest.files), "bundle")
             row = Bundle(
                 version_id=v.id,
                 target=upload.target,
@@ -338,25 +336,6 @@ class RegistryService:
             subject = f"{upload.model} v{upload.version} {upload.target}"
             self.audit.record(s, actor, "bundle.push", subject, digest=digest)
             return bundle_info(row)
-
-    async def _renew_blobs(self, s: AsyncSession, manifest: Manifest) -> None:
-        """Every file's blob row is renewed in the registering transaction and must exist with
-        its bytes: garbage collection deletes only rows not renewed since its mark (and moves
-        the file aside in that same transaction), so a bundle never names missing bytes."""
-        digests = sorted({f.sha256 for f in manifest.files})
-        renewed = cast(
-            CursorResult,
-            await s.execute(
-                update(Blob).where(Blob.digest.in_(digests)).values(created_at=utcnow())
-            ),
-        )
-        missing = [d for d in digests if self.blobs.stat(d) is None]
-        if renewed.rowcount != len(digests) or missing:
-            gone = missing[0] if missing else "a blob"
-            raise Unprocessable(
-                f"{gone[:19]}… is no longer in the blob store (garbage-collected meanwhile?): "
-                "upload it again"
-            )
 
     async def bundle_document(self, model: str, number: int, target: str) -> tuple[bytes, str]:
         row = await self._existing(model, number, target)

@@ -197,3 +197,40 @@ def test_cli_dry_run_and_refusals(tmp_path, publisher_keys):
         assert r.returncode == 2
     finally:
         server.stop()
+
+
+def test_a_version_promoted_after_the_plan_keeps_itself_and_its_blobs(
+    central, tiny_builds, publisher_keys, tmp_path
+):
+    out, _ = tiny_builds["embedding"]
+    key = load_signing_key(publisher_keys[0])
+    policy = RetentionPolicy(keep=1, history=0, edge_window_s=0, grace_s=0.0)
+    with RegistryClient(central.url, central.admin_token) as c:
+        push_version(c, M, [out / "onnx-int8"], key)
+        push_version(c, M, [out / "onnx-fp32"], key)
+        int8_only = files_of(c, M, 1) - files_of(c, M, 2)
+
+        async def race():
+            collector = Collector.for_config(central.cfg, policy)
+            try:
+                plan = await collector.plan()
+                assert [d.version for d in plan.deleted_versions] == [1]
+                assert int8_only <= {d for d, _ in plan.blobs}
+                c.promote(M, "canary", 1)  # between the mark and the sweep
+                return await collector.apply(plan)
+            finally:
+                await collector.close()
+
+        result = asyncio.run(race())
+        assert result.versions == [] and result.skipped == [f"{M} v1"]
+        assert all(c.blob_exists(d) for d in files_of(c, M, 1))
+
+
+def test_an_audit_export_never_overwrites_an_earlier_one(central, tmp_path):
+    export = tmp_path / "audit.jsonl"
+    export.write_text("an earlier export\n")
+    with pytest.raises(FileExistsError, match="name a new file"):
+        collect(central, RetentionPolicy(audit_days=-1.0), audit_export=export)
+    assert export.read_text() == "an earlier export\n"
+    with RegistryClient(central.url, central.admin_token) as c:
+        assert c.audit()  # nothing was trimmed

@@ -2,7 +2,14 @@
 
 import pytest
 
-from central.gc.policy import Facts, RetentionPolicy, decide, recent_history, unreferenced
+from central.gc.policy import (
+    Event,
+    Facts,
+    RetentionPolicy,
+    decide,
+    recent_history,
+    unreferenced,
+)
 
 
 def kept(decisions) -> dict:
@@ -44,9 +51,15 @@ def test_a_kept_index_keeps_its_model_version_and_base():
     assert ("emb", 2) not in out
 
 
-def test_recent_history_is_distinct_newest_first():
-    events = [("promote", 1), ("promote", 2), ("promote", 3), ("rollback", 2), ("promote", 4)]
-    assert recent_history(events, 3) == [4, 2, 3]
+def test_recent_history_is_what_rollback_can_reach():
+    def ev(*pairs):
+        return [Event(a, v) for a, v in pairs]
+
+    # promote 1..5, roll back twice: stable is v3, and rollback's next targets are v2, v1
+    events = ev(*[("promote", v) for v in range(1, 6)], ("rollback", 4), ("rollback", 3))
+    assert recent_history(events, 3) == [2, 1, 3, 4, 5]  # rollback targets, then recent
+    events = ev(("promote", 1), ("promote", 2), ("promote", 3), ("rollback", 2), ("promote", 4))
+    assert recent_history(events, 2) == [2, 1, 4]
     assert recent_history(events, 0) == []
 
 

@@ -106,12 +106,36 @@ class Attempt(Base, kw_only=True):
     config: str
     passed: bool
     metrics: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
     reason: str = ""
     latency_ms: float | None = None
     throughput: float | None = None
 
 
+class EvalSplit(Base, kw_only=True):
+    """One eval split the gate ran: what it held and how the shipped config scored on it.
+
+    ``role`` "deciding" splits must each pass; "advisory" ones (the generated splits when the
+    user brought their own eval set) are reported only. ``slices`` maps a slice of the split
+    (e.g. ``query:short``, ``product:long-description``) to its point metrics."""
+
+    name: str
+    role: Literal["deciding", "advisory"] = "deciding"
+    source: str = ""
+    digest: str = ""
+    items: int = 0
+    composition: dict[str, int] = {}
+    metrics: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
+    slices: dict[str, dict[str, float]] = {}
+    passed: bool = False
+
+
 class Quality(Base, kw_only=True):
+    """The gate's verdict. ``metrics``: per metric the worst point estimate over the deciding
+    splits; ``intervals``: its bootstrap interval ([low, high] at ``confidence``) with the
+    worst pessimistic bound, which is what had to clear the threshold."""
+
     reference: str = "torch-fp32"
     metrics: dict[str, float] = {}
     thresholds: dict[str, float] = {}
@@ -120,6 +144,9 @@ class Quality(Base, kw_only=True):
     eval_items: int = 0
     config: str = ""  # the configuration finally shipped
     attempts: list[Attempt] = []
+    intervals: dict[str, list[float]] = {}
+    confidence: float = 0.0  # 0: no intervals (bundles built before they were recorded)
+    splits: list[EvalSplit] = []
 
 
 class HostInfo(Base, kw_only=True):

@@ -106,15 +106,10 @@ def _texts(n_latency: int, n_batches: int) -> tuple[list[str], list[str]]:
 
 def _bundle_runner(bundles: Path, target: str):
     from artifacts.bundle import read_manifest
-    from builder.runners import OpenVinoRunner, OrtRunner
+    from builder.runners import bundle_runner
 
     m = read_manifest(bundles / target)
-    if m.target.backend == "onnxruntime":
-        return m, OrtRunner(bundles / target / "model.onnx", m.io.output, threads=THREADS)
-    precision = m.target.runtime.get("inference_precision", "f32")
-    return m, OpenVinoRunner(
-        bundles / target / "model.xml", m.io.output, threads=THREADS, precision=precision
-    )
+    return m, bundle_runner(bundles / target, m, THREADS)
 
 
 def _timed(fn_single, fn_batch, singles, batches, n_items) -> dict[str, float]:

@@ -37,19 +37,17 @@ class OrtRunner:
 
 
 class OpenVinoRunner:
-    """Compiled for CPU with an explicit inference precision (OpenVINO defaults to BF16 on CPUs
-    that have it, which would make the gate measure something other than what ships)."""
+    """Compiled for CPU with the settings the bundle records (``runtime``): an explicit inference
+    precision (OpenVINO defaults to BF16 on CPUs that have it, which would make the gate measure
+    something other than what ships) and, where set, the dynamic-quantization group size."""
 
-    def __init__(self, model, output: str, *, threads: int, precision: str = "f32") -> None:
+    def __init__(self, model, output: str, *, threads: int, runtime: dict[str, str]) -> None:
         import openvino as ov
 
+        from artifacts.openvino_config import compile_config
+
         core = ov.Core()
-        config = {
-            "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-        }
+        config = compile_config(runtime, threads=threads)
         source = str(model) if isinstance(model, Path) else model
         self._compiled = core.compile_model(source, "CPU", config)
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
@@ -59,3 +57,15 @@ class OpenVinoRunner:
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         result = self._request.infer({k: feeds[k] for k in self.input_names}, share_inputs=True)
         return np.array(result[self._output], copy=True)
+
+
+def bundle_runner(bundle_dir: Path, manifest, threads: int) -> Runner:
+    """A bundle's model as the build host runs it for the gate (same runtime settings)."""
+    path = bundle_dir / manifest.model_file()
+    if manifest.target.backend == "onnxruntime":
+        return OrtRunner(path, manifest.io.output, threads=threads)
+    if manifest.target.backend == "openvino":
+        return OpenVinoRunner(
+            path, manifest.io.output, threads=threads, runtime=manifest.target.runtime
+        )
+    raise NotImplementedError(f"running {manifest.target.backend} bundles needs that runtime here")

@@ -17,10 +17,11 @@ from artifacts.bundle import VerifiedBundle
 from artifacts.golden import smoke_check
 from artifacts.quality import thresholds_for
 from artifacts.textproc import TextEncoder, run_items
-from builder.data.datasets import eval_set
+from builder.data.datasets import eval_splits
 from builder.gate import Evaluator
 from builder.reference import TorchReference
-from builder.runners import OpenVinoRunner, OrtRunner, Runner
+from builder.runners import Runner
+from builder.runners import bundle_runner as runner_for
 from builder.source import inspect_model_dir
 
 REFERENCE_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -47,15 +48,8 @@ class Verdict:
 
 
 def bundle_runner(bundle: VerifiedBundle, threads: int) -> Runner:
-    """The bundle's model as the build host runs it for the gate (same precision settings)."""
-    m = bundle.manifest
-    path = bundle.file(m.model_file())
-    if m.target.backend == "onnxruntime":
-        return OrtRunner(path, m.io.output, threads=threads)
-    if m.target.backend == "openvino":
-        precision = m.target.runtime.get("inference_precision", "f32")
-        return OpenVinoRunner(path, m.io.output, threads=threads, precision=precision)
-    raise NotImplementedError(f"verifying {m.target.backend} bundles needs that runtime here")
+    """The verified bundle's model, run as the build host ran it for the gate."""
+    return runner_for(bundle.path, bundle.manifest, threads)
 
 
 def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
@@ -68,15 +62,18 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     encoder = TextEncoder.for_bundle(bundle.path, m)
     runner = bundle_runner(bundle, spec.threads)
     smoke = smoke_check(bundle.path, m, runner, runner.input_names)
-    evalset = eval_set(
+    splits = eval_splits(
         spec.task, Path(spec.eval_file) if spec.eval_file else None, limit=spec.eval_limit
     )
     source = inspect_model_dir(Path(spec.model_dir))
     reference = TorchReference(source, spec.task, threads=spec.threads or 1)
     pad = m.tokenizer.pad_token_id
-    ref_out = run_items(encoder, evalset.items(spec.task), reference, REFERENCE_INPUTS, pad_id=pad)
+    ref_outs = [
+        run_items(encoder, s.items(spec.task), reference, REFERENCE_INPUTS, pad_id=pad)
+        for s in splits
+    ]
     del reference
-    gate = Evaluator(spec.task, encoder, evalset, ref_out, thresholds, pad_id=pad).evaluate(runner)
+    gate = Evaluator(spec.task, encoder, splits, ref_outs, thresholds).evaluate(runner)
     problems = [*gate.failures]
     if not smoke.passed:
         problems.append(f"golden smoke check: {smoke.describe()}")

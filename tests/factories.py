@@ -20,7 +20,9 @@ __all__ = [
 # the service hold them to this lower bar; the real MiniLM's gate keeps the defaults (slow tests).
 TINY_THRESHOLDS: dict[str, dict[str, float]] = {
     "embedding": {"recall10_overlap": 0.9},
-    "rerank": {"top1_agreement": 0.9},
+    # a random cross-encoder scores candidates nearly alike; the gate holds the lower bound of
+    # a 95% interval over ~30 query groups per split
+    "rerank": {"top1_agreement": 0.75, "spearman": 0.95},
     "classify": {"label_agreement": 0.95},
 }
 

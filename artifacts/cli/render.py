@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from artifacts.manifest import Manifest, Requires
+from artifacts.manifest import EvalSplit, Manifest, Requires
+from artifacts.quality import LOWER_IS_BETTER
 from artifacts.targets import Ranking
 
 
@@ -71,12 +72,18 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
     q = m.quality
     verdict = "[green]passed[/green]" if q.passed else "[red]FAILED[/red]"
     metrics = ", ".join(
-        f"{k} {fmt_num(v)} (≥{fmt_num(q.thresholds[k])})"
-        if k in q.thresholds
-        else f"{k} {fmt_num(v)}"
+        metric_text(k, v, q.intervals.get(k), q.thresholds.get(k))
         for k, v in sorted(q.metrics.items())
     )
     t.add_row("quality", f"{verdict} · config {q.config or '-'} · {metrics or 'no metrics'}")
+    if q.confidence:
+        t.add_row(
+            "",
+            f"[dim]intervals: bootstrap {q.confidence:.0%}; the pessimistic bound had to clear "
+            "each threshold, in every deciding split[/dim]",
+        )
+    for split in q.splits:
+        t.add_row(f"eval: {split.name}", split_text(split))
     if q.attempts:
         t.add_row(
             "tried", "; ".join(f"{a.config}: {'pass' if a.passed else 'fail'}" for a in q.attempts)
@@ -94,6 +101,37 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
         t.add_row("", f"{f.path}  {fmt_bytes(f.size)}  {f.sha256[:23]}…")
     t.add_row("signed by", m.signing_key_id or "[yellow]unsigned[/yellow]")
     return t
+
+
+def metric_text(
+    name: str, value: float, interval: list[float] | None, threshold: float | None
+) -> str:
+    """``recall10_overlap 0.967 [0.962–0.972] (≥0.95)``; ≤ for deviations."""
+    text = f"{name} {fmt_num(value)}"
+    if interval:
+        text += f" [{fmt_num(interval[0])}–{fmt_num(interval[1])}]"
+    if threshold is not None:
+        text += f" ({'≤' if name in LOWER_IS_BETTER else '≥'}{fmt_num(threshold)})"
+    return text
+
+
+def split_text(split: EvalSplit) -> str:
+    """One eval split: role, size, verdict, its gated metrics and its worst slices."""
+    verdict = "[green]passed[/green]" if split.passed else "[red]failed[/red]"
+    head = f"{split.role} · {split.items} items in {len(split.composition)} slices · {verdict}"
+    gated = ", ".join(
+        metric_text(k, v, split.intervals.get(k), None)
+        for k, v in sorted(split.metrics.items())
+        if k in split.intervals
+    )
+    worst = []
+    for metric in ("recall10_overlap", "cosine_min", "spearman", "label_agreement"):
+        scored = [(m[metric], name) for name, m in split.slices.items() if metric in m]
+        if scored:
+            value, name = min(scored)
+            worst.append(f"{metric} {fmt_num(value)} ({name})")
+    tail = f"\n[dim]worst slice: {'; '.join(worst)}[/dim]" if worst else ""
+    return f"{head} · {gated}{tail}"
 
 
 def ranking_table(ranking: Ranking, *, title: str = "selection") -> Table:

@@ -1,7 +1,12 @@
-"""Calibration and evaluation sets: from the shipped corpus or a user's JSONL files.
+"""Calibration and evaluation sets: generated, or from a user's JSONL files.
 
-JSONL lines are ``{"text": ...}`` or ``{"query": ..., "product": ...}`` (optionally
-``"label"``: relevance grade for rerank). A malformed file fails with its line number.
+Calibration comes from :mod:`builder.data.corpus`; evaluation from :mod:`builder.data.heldout`
+(other seeds, templates and vocabulary), as two structurally different splits that a
+configuration must both pass. A user's ``--eval`` file is the deciding split when given.
+
+JSONL lines are ``{"text": ...}`` or ``{"query": ..., "product": ...}`` (a query and a product
+relevant to it); an optional ``"slice"`` names the line's slice for per-slice metrics. A
+malformed file fails with its line number.
 """
 
 from __future__ import annotations
@@ -15,19 +20,31 @@ import msgspec
 
 from artifacts.textproc import Item
 from builder.data import corpus as shipped
+from builder.data import heldout
 from builder.errors import DatasetError
+
+DECIDING, ADVISORY = "deciding", "advisory"
+MAX_SLICES, MAX_SLICE_NAME = 32, 64  # a user's slices end up in the manifest
 
 
 @dataclass
 class EvalSet:
-    """What the gate runs. Embedding: ``queries`` vs ``products``; rerank: ``groups``;
-    classify: ``texts``."""
+    """One eval split the gate runs. Embedding: ``queries`` vs ``products`` (``relevant[i]``:
+    product indices written for query i, possibly empty); rerank: ``groups``; classify:
+    ``texts``. Each unit carries a slice name (same order)."""
 
     queries: list[str] = field(default_factory=list)
     products: list[str] = field(default_factory=list)
     groups: list[tuple[str, list[str]]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    source: str = "shipped corpus"
+    source: str = "generated held-out set"
+    name: str = "eval"
+    role: str = DECIDING
+    relevant: list[list[int]] = field(default_factory=list)
+    query_slices: list[str] = field(default_factory=list)
+    product_slices: list[str] = field(default_factory=list)
+    group_slices: list[str] = field(default_factory=list)
+    text_slices: list[str] = field(default_factory=list)
 
     def items(self, task: str) -> list[Item]:
         if task == "embedding":
@@ -36,8 +53,40 @@ class EvalSet:
             return [(q, d) for q, docs in self.groups for d in docs]
         return list(self.texts)
 
+    def item_slices(self, task: str) -> list[str]:
+        """The slice of every item, in ``items`` order (queries' slices prefixed ``query:``)."""
+        if task == "embedding":
+            return [
+                *(f"query:{s}" for s in _pad(self.query_slices, len(self.queries))),
+                *(f"product:{s}" for s in _pad(self.product_slices, len(self.products))),
+            ]
+        if task == "rerank":
+            slices = _pad(self.group_slices, len(self.groups))
+            return [s for s, (_, docs) in zip(slices, self.groups, strict=True) for _ in docs]
+        return _pad(self.text_slices, len(self.texts))
+
+    def composition(self, task: str) -> dict[str, int]:
+        units = self.item_slices(task)
+        if task == "rerank":
+            units = _pad(self.group_slices, len(self.groups))
+        out: dict[str, int] = {}
+        for s in units:
+            out[s] = out.get(s, 0) + 1
+        return dict(sorted(out.items()))
+
     def digest_payload(self, task: str) -> bytes:
         return json.dumps(self.items(task), ensure_ascii=False).encode()
+
+
+def _pad(slices: list[str], n: int) -> list[str]:
+    return slices if len(slices) == n else ["all"] * n
+
+
+def digest_payload(splits: list[EvalSet], task: str) -> bytes:
+    """What the manifest's eval-set digest covers: every split, named, in order."""
+    return json.dumps(
+        [[s.name, s.role, s.items(task)] for s in splits], ensure_ascii=False
+    ).encode()
 
 
 @dataclass
@@ -45,6 +94,7 @@ class Record:
     text: str | None = None
     query: str | None = None
     product: str | None = None
+    slice: str | None = None
 
 
 def read_jsonl(path: Path) -> list[Record]:
@@ -54,6 +104,7 @@ def read_jsonl(path: Path) -> list[Record]:
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
     records: list[Record] = []
+    slices: set[str] = set()
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
@@ -61,19 +112,42 @@ def read_jsonl(path: Path) -> list[Record]:
             obj = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:
             raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        rec = Record(text=obj.get("text"), query=obj.get("query"), product=obj.get("product"))
-        for key in ("text", "query", "product"):
-            value = getattr(rec, key)
-            if value is not None and not isinstance(value, str):
-                raise DatasetError(f"{path}:{lineno}: {key!r} must be a string")
-        if rec.text is None and (rec.query is None or rec.product is None):
-            raise DatasetError(f'{path}:{lineno}: needs "text", or both "query" and "product"')
+        rec = _record(obj, f"{path}:{lineno}")
+        if rec.slice is not None:
+            _check_slice(rec.slice, slices, f"{path}:{lineno}")
         records.append(rec)
     if not records:
         raise DatasetError(f"{path} holds no records (empty calibration/eval set)")
     return records
+
+
+def _record(obj: object, where: str) -> Record:
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    rec = Record(
+        text=obj.get("text"),
+        query=obj.get("query"),
+        product=obj.get("product"),
+        slice=obj.get("slice"),
+    )
+    for key in ("text", "query", "product", "slice"):
+        value = getattr(rec, key)
+        if value is not None and not isinstance(value, str):
+            raise DatasetError(f"{where}: {key!r} must be a string")
+    if rec.text is None and (rec.query is None or rec.product is None):
+        raise DatasetError(f'{where}: needs "text", or both "query" and "product"')
+    return rec
+
+
+def _check_slice(name: str, seen: set[str], where: str) -> None:
+    if not 0 < len(name) <= MAX_SLICE_NAME:
+        raise DatasetError(f"{where}: 'slice' must be 1-{MAX_SLICE_NAME} characters")
+    seen.add(name)
+    if len(seen) > MAX_SLICES:
+        raise DatasetError(
+            f"{where}: more than {MAX_SLICES} distinct slices (the manifest records every "
+            "slice's metrics)"
+        )
 
 
 def calibration_items(task: str, path: Path | None, *, limit: int = 300) -> list[Item]:
@@ -115,40 +189,115 @@ def _spread(items: list, limit: int) -> list:
 
 
 def eval_set(task: str, path: Path | None, *, limit: int = 1200) -> EvalSet:
-    if path is not None:
-        return _eval_from_jsonl(task, read_jsonl(path), limit, str(path))
-    _, ev = shipped.split(shipped.generate())
+    """The deciding split: the user's file, or the generated ``search`` split."""
+    return eval_splits(task, path, limit=limit)[0]
+
+
+def eval_splits(task: str, path: Path | None, *, limit: int = 1200) -> list[EvalSet]:
+    """Every split the gate runs, deciding first. Generated: ``search`` and
+    ``near-duplicates`` (both deciding); with a user's file, that file decides and the
+    generated splits are reported as advisory."""
+    # A catalog larger than the query set: retrieval order among many similar titles is what
+    # INT8 noise disturbs first (an 840-title catalog hid a 0.01 overlap loss).
+    search = heldout.search_split(
+        n_queries=max(4, limit * 3 // 10), n_corpus=max(8, limit * 3 // 2)
+    )
+    near = heldout.near_duplicate_split(n_queries=max(4, limit // 5), n_corpus=max(8, limit // 2))
+    generated = [_from_retrieval(task, search, limit), _from_retrieval(task, near, limit)]
+    if path is None:
+        return generated
+    for split in generated:
+        split.role = ADVISORY
+    return [_eval_from_jsonl(task, read_jsonl(path), limit, str(path)), *generated]
+
+
+def _from_retrieval(task: str, split: heldout.Retrieval, limit: int) -> EvalSet:
+    source = f"generated held-out set (seed {heldout.SEED}, templates not used for calibration)"
+    q_text = [t.text for t in split.queries]
+    c_text = [t.text for t in split.corpus]
     if task == "embedding":
-        queries = _spread(ev.queries, limit // 4)
-        products = _spread(ev.titles, limit // 2) + _spread(ev.descriptions, limit // 4)
-        return EvalSet(queries=queries, products=products)
-    if task == "rerank":
-        groups = []
-        for g in _spread(ev.groups, limit // 10):
-            docs = []
-            for i, pid in enumerate(g.product_ids):
-                p = shipped.generate().product(pid)
-                docs.append(p.description if (p.description and i % 3 == 0) else p.title)
-            groups.append((g.query, docs))
-        return EvalSet(groups=groups)
-    return EvalSet(texts=_spread(ev.queries, limit // 2) + _spread(ev.titles, limit // 2))
+        return EvalSet(
+            queries=q_text,
+            products=c_text,
+            relevant=[list(r) for r in split.relevant],
+            query_slices=[t.slice for t in split.queries],
+            product_slices=[t.slice for t in split.corpus],
+            source=source,
+            name=split.name,
+        )
+    if task == "rerank":  # each query over its relevant products and others: ~10 documents
+        groups, slices = [], []
+        n_groups = max(2, min(len(q_text), limit // 10))
+        for i in range(n_groups):
+            rel = split.relevant[i][:4]
+            others = [(i * 7 + j * 13) % len(c_text) for j in range(1, 12)]
+            docs = list(dict.fromkeys([*rel, *others]))[:10]
+            groups.append((q_text[i], [c_text[d] for d in docs]))
+            slices.append(split.queries[i].slice)
+        return EvalSet(groups=groups, group_slices=slices, source=source, name=split.name)
+    texts = [*split.queries, *split.corpus][: max(8, limit // 2)]
+    return EvalSet(
+        texts=[t.text for t in texts],
+        text_slices=[t.slice for t in texts],
+        source=source,
+        name=split.name,
+    )
 
 
 def _eval_from_jsonl(task: str, records: list[Record], limit: int, source: str) -> EvalSet:
+    name = "user"
     if task == "embedding":
-        queries = [r.query for r in records if r.query]
-        products = [t for r in records for t in (r.product, r.text) if t]
+        products: list[str] = []
+        product_slices: list[str] = []
+        index: dict[str, int] = {}
+        queries: OrderedDict[str, list[int]] = OrderedDict()
+        query_slice: dict[str, str] = {}
+        for r in records:
+            for t in (r.product, r.text):
+                if t and t not in index and len(products) < limit:
+                    index[t] = len(products)
+                    products.append(t)
+                    product_slices.append(r.slice or "product")
+            if r.query:
+                rel = queries.setdefault(r.query, [])
+                query_slice.setdefault(r.query, r.slice or "query")
+                if r.product and r.product in index:
+                    rel.append(index[r.product])
         if not queries:  # texts only: each text queries the others
-            queries = products[: max(1, len(products) // 4)]
-        return EvalSet(queries=queries[: limit // 4], products=products[:limit], source=source)
+            picked = products[: max(1, len(products) // 4)]
+            return EvalSet(
+                queries=picked,
+                products=products,
+                relevant=[[] for _ in picked],
+                query_slices=["text-as-query"] * len(picked),
+                product_slices=product_slices,
+                source=source,
+                name=name,
+            )
+        kept = list(queries.items())[: max(1, limit // 4)]
+        return EvalSet(
+            queries=[q for q, _ in kept],
+            products=products,
+            relevant=[rel for _, rel in kept],
+            query_slices=[query_slice[q] for q, _ in kept],
+            product_slices=product_slices,
+            source=source,
+            name=name,
+        )
     if task == "rerank":
         grouped: OrderedDict[str, list[str]] = OrderedDict()
+        slices: dict[str, str] = {}
         for r in records:
             if r.query and r.product:
                 grouped.setdefault(r.query, []).append(r.product)
+                slices.setdefault(r.query, r.slice or "all")
         groups = [(q, d) for q, d in grouped.items() if len(d) >= 2][: max(1, limit // 10)]
         if not groups:
             raise DatasetError(f"{source}: rerank eval needs queries with >= 2 products each")
-        return EvalSet(groups=groups, source=source)
-    texts = [t for r in records for t in (r.text, r.query) if t][:limit]
-    return EvalSet(texts=texts, source=source)
+        return EvalSet(
+            groups=groups, group_slices=[slices[q] for q, _ in groups], source=source, name=name
+        )
+    texts = [(t, r.slice or "all") for r in records for t in (r.text, r.query) if t][:limit]
+    return EvalSet(
+        texts=[t for t, _ in texts], text_slices=[s for _, s in texts], source=source, name=name
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from artifacts.openvino_config import compile_config
 from edge_runtime.backends.base import BackendSettings
 from edge_runtime.errors import BackendUnavailable
 
@@ -36,14 +37,9 @@ class OpenVinoBackend:
         self.seq_multiple = SEQ_MULTIPLE
         core = ov.Core()
         device = "CPU"
-        precision = manifest.target.runtime.get("inference_precision", "f32")
         threads = settings.threads or (os.cpu_count() or 1)
-        config = {
-            "INFERENCE_PRECISION_HINT": precision,
-            "PERFORMANCE_HINT": "LATENCY" if settings.streams <= 1 else "THROUGHPUT",
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": max(1, settings.streams),
-        }
+        config = compile_config(manifest.target.runtime, threads=threads, streams=settings.streams)
+        precision = str(config["INFERENCE_PRECISION_HINT"])
         self._compiled = core.compile_model(str(bundle_dir / manifest.model_file()), device, config)
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]
         self._output = self._compiled.output(manifest.io.output)

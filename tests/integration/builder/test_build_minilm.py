@@ -27,6 +27,18 @@ def test_minilm_every_cpu_target_passes_the_embedding_gate(minilm_build, publish
             "recall10_overlap": 0.95,
             "batch_invariance_min_cosine": 0.99,
         }
+        # shipped on the pessimistic bound of a 95% bootstrap interval, in both deciding splits
+        assert q.confidence == 0.95
+        assert [(s.name, s.role, s.passed) for s in q.splits] == [
+            ("search", "deciding", True),
+            ("near-duplicates", "deciding", True),
+        ]
+        for split in q.splits:
+            assert split.intervals["cosine_mean"][0] >= 0.995, (target, split.name)
+            assert split.intervals["recall10_overlap"][0] >= 0.95, (target, split.name)
+            assert split.metrics["cosine_min"] >= 0.98, (target, split.name)
+            assert len(split.slices) == len(split.composition) >= 3
+        assert q.intervals["recall10_overlap"][0] >= 0.95
         assert m.io.dim == 384 and m.io.max_seq_len == 256 and m.tokenizer.max_length == 256
         sizes[target] = sum(f.size for f in m.files)
         precisions[target] = m.target.precision
@@ -48,4 +60,4 @@ def test_minilm_int8_ladder_recorded_what_it_tried(minilm_build):
         "" if host_has_int8_dot_product() else "-w7"
     )
     assert attempts[-1].passed and int8.outcome.config == attempts[-1].config
-    assert all(a.metrics for a in attempts)
+    assert all(a.metrics and a.intervals for a in attempts)

@@ -11,7 +11,8 @@ from artifacts.bundle import read_manifest, verify_bundle
 from artifacts.golden import read_golden
 from artifacts.signing import TrustedKeys
 from artifacts.textproc import TextEncoder, compare, run_items
-from builder.runners import OpenVinoRunner, OrtRunner
+from builder.runners import bundle_runner
+from tests.factories import TINY_THRESHOLDS
 
 TASKS = ("embedding", "rerank", "classify")
 TARGETS = ("onnx-fp32", "onnx-int8", "openvino-int8")
@@ -31,14 +32,7 @@ def artifact_cli(*args):
 
 
 def runner_for(bundle, manifest):
-    if manifest.target.backend == "onnxruntime":
-        return OrtRunner(bundle / "model.onnx", manifest.io.output, threads=1)
-    return OpenVinoRunner(
-        bundle / "model.xml",
-        manifest.io.output,
-        threads=1,
-        precision=manifest.target.runtime["inference_precision"],
-    )
+    return bundle_runner(bundle, manifest, threads=1)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -150,7 +144,8 @@ def test_impossible_threshold_fails_target_and_writes_nothing(tiny_models, tmp_p
         "label_agreement=1.5",
     )
     assert r.returncode == 1, r.stderr  # failed (2 is reserved for usage errors)
-    assert "label_agreement 1.0000 < 1.5" in r.stdout
+    flat = " ".join(line.strip("│ ") for line in r.stdout.splitlines())
+    assert "label_agreement 1.0000 (95% CI 1.0000–1.0000) < 1.5" in " ".join(flat.split()), flat
     assert "target(s) failed: onnx-fp32, onnx-int8" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == []
 
@@ -165,8 +160,14 @@ def test_user_jsonl_calibration_and_eval(tiny_models, tmp_path):
     ev = tmp_path / "eval.jsonl"
     ev.write_text(
         "\n".join(
-            json.dumps({"query": f"shoe {i % 5}", "product": f"Nike trail shoe model {i}"})
-            for i in range(40)
+            json.dumps(
+                {
+                    "query": f"trail shoe {i // 2}",
+                    "product": f"Nike trail shoe model {i}",
+                    "slice": "short" if i < 20 else "long",
+                }
+            )
+            for i in range(80)
         )
     )
     report = build(
@@ -178,9 +179,21 @@ def test_user_jsonl_calibration_and_eval(tiny_models, tmp_path):
             targets=["onnx-int8"],
             calibration_file=str(cal),
             eval_file=str(ev),
+            thresholds=TINY_THRESHOLDS["embedding"],
         )
     )
     assert report.ok, report.targets[0].reason
     m = read_manifest(tmp_path / "out" / "onnx-int8")
-    assert m.quality.eval_items == 80  # 40 queries + 40 products from the file
+    user, *generated = m.quality.splits
+    # the file decides: 40 queries (each with its 2 relevant products) + 80 products
+    assert (user.name, user.role, user.items) == ("user", "deciding", 120)
+    assert user.composition == {
+        "query:short": 10,
+        "query:long": 30,
+        "product:short": 20,
+        "product:long": 60,
+    }
+    assert "relevant_recall10" in user.metrics and "query:short" in user.slices
+    assert [s.role for s in generated] == ["advisory", "advisory"]
+    assert m.quality.intervals["recall10_overlap"] == user.intervals["recall10_overlap"]
     assert "cal.jsonl" not in m.quality.eval_set_digest  # a digest, not a path

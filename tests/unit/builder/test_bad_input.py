@@ -118,7 +118,7 @@ def test_shipped_sets_have_the_length_mix():
     lengths = sorted(len(t.split()) for t in cal)
     assert lengths[0] <= 4 and lengths[-1] >= 60  # queries and long descriptions
     ev = eval_set("embedding", None)
-    assert len(ev.queries) == 300 and len(ev.products) >= 800
+    assert len(ev.queries) == 360 and len(ev.products) >= 1500
     assert set(ev.queries).isdisjoint(set(calibration_items("embedding", None, limit=10_000)))
     pairs = calibration_items("rerank", None, limit=50)
     assert all(isinstance(p, tuple) for p in pairs)

@@ -7,10 +7,13 @@ from artifacts.errors import InputError
 from artifacts.quality import thresholds_for
 from artifacts.textproc import cosines
 from builder.gate import (
+    bootstrap_interval,
     label_agreement,
     recall_overlap,
+    relevant_recall,
     rerank_metrics,
     spearman,
+    split_metrics,
     verdict,
 )
 
@@ -74,3 +77,90 @@ def test_every_buildable_target_has_a_ladder():
     from builder.pipeline import LADDERS
 
     assert set(LADDERS) == set(BUILDABLE_TARGETS)
+
+
+def test_verdict_holds_the_pessimistic_bound():
+    t = {"recall10_overlap": 0.95, "batch_invariance_max_abs": 0.05}
+    fine = {"recall10_overlap": (0.955, 0.97), "batch_invariance_max_abs": (0.0, 0.04)}
+    assert verdict({"recall10_overlap": 0.96, "batch_invariance_max_abs": 0.01}, t, fine) == []
+    # the point estimate passes, the interval's lower bound does not
+    wide = {"recall10_overlap": (0.94, 0.97)}
+    fails = verdict({"recall10_overlap": 0.955, "batch_invariance_max_abs": 0.0}, t, wide)
+    assert fails == ["recall10_overlap 0.9550 (95% CI 0.9400–0.9700): lower bound < 0.95"]
+    # lower-is-better metrics are held by the upper bound
+    high = {"batch_invariance_max_abs": (0.01, 0.06)}
+    fails = verdict({"recall10_overlap": 1.0, "batch_invariance_max_abs": 0.02}, t, high)
+    assert fails == ["batch_invariance_max_abs 0.0200 (95% CI 0.0100–0.0600) > 0.05"]
+    assert verdict({}, {"cosine_min": 0.98}, scope="search") == ["search: cosine_min not measured"]
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_units():
+    rng = np.random.default_rng(1)
+    few = (rng.random(40) < 0.9).astype(float)
+    many = (rng.random(4000) < 0.9).astype(float)
+    lo, hi = bootstrap_interval(few)
+    assert lo < few.mean() < hi
+    lo2, hi2 = bootstrap_interval(many)
+    assert lo2 < many.mean() < hi2 and (hi2 - lo2) < (hi - lo) / 5
+    assert bootstrap_interval(few) == (lo, hi)  # seeded: the same data, the same interval
+    # the minimum's lower bound is the sample minimum: no resample goes below it
+    values = np.array([0.99, 0.995, 0.97, 0.999])
+    assert bootstrap_interval(values, "min")[0] == pytest.approx(0.97)
+    assert bootstrap_interval(np.array([])) == (1.0, 1.0)
+
+
+def _split(queries, products, relevant, q_slices, p_slices):
+    from builder.data.datasets import EvalSet
+
+    return EvalSet(
+        queries=queries,
+        products=products,
+        relevant=relevant,
+        query_slices=q_slices,
+        product_slices=p_slices,
+        name="s",
+    )
+
+
+def test_split_metrics_per_slice_and_relevance():
+    # 2 queries, 4 products in 2 dims; the candidate flips query 1's ranking
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    p = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    split = _split(["a", "b"], ["w", "x", "y", "z"], [[0], [3]], ["short", "long"], ["t"] * 4)
+    ref = np.vstack([q, p])
+    cand = ref.copy()
+    cand[1] = [0.7, 0.7]
+    metrics, intervals, slices = split_metrics("embedding", split, ref, cand)
+    assert metrics["cosine_min"] == pytest.approx(np.sqrt(0.5))
+    assert set(intervals) == {"cosine_mean", "cosine_min", "recall10_overlap"}
+    assert slices["query:short"]["recall10_overlap"] == 1.0
+    assert slices["query:long"]["cosine_min"] == pytest.approx(np.sqrt(0.5))
+    assert slices["product:t"]["cosine_mean"] == pytest.approx(1.0)
+    # relevance: query 0's product 0 is found by both; query 1's product 3 by both (k=4)
+    assert metrics["relevant_recall10"] == metrics["relevant_recall10_reference"] == 1.0
+
+
+def test_relevant_recall_counts_only_queries_with_known_products():
+    top = np.array([[0, 1], [2, 3], [1, 0]])
+    assert relevant_recall(top, [[1], [], [2, 0]]).tolist() == [1.0, 0.5]
+
+
+def test_worst_split_decides():
+    from builder.gate import SplitResult, _worst
+
+    def result(name, value, lo):
+        return SplitResult(
+            name,
+            "deciding",
+            "",
+            1,
+            "",
+            {},
+            {"recall10_overlap": value},
+            {"recall10_overlap": (lo, 1.0)},
+            {},
+        )
+
+    metrics, intervals = _worst([result("a", 0.97, 0.96), result("b", 0.975, 0.94)])
+    assert metrics["recall10_overlap"] == 0.97
+    assert intervals["recall10_overlap"] == (0.94, 1.0)

@@ -54,7 +54,7 @@ from builder.errors import BuildError
 from builder.export import export_master, validate_against_torch
 from builder.gate import Evaluator, rounded_intervals, split_records
 from builder.golden import golden_items, tolerance
-from builder.reference import TorchReference
+from builder.reference import ReferenceCache, TorchReference, reference_outputs
 from builder.source import ModelSource, inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
@@ -100,6 +100,7 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     eval_limit: int = 1200
     calibration_limit: int = 300
     trt_compat: list[str] = []  # TensorRT engines: version | hardware | same-cc
+    reference_cache_dir: str | None = None  # reuse FP32 reference outputs (build workers)
     # Build service: the enrolled worker's name and the job's parameters; each bundle then
     # carries provenance.json (SLSA v1, signed with ``key_file``) — see artifacts.provenance.
     provenance: ProvenanceSpec | None = None
@@ -256,9 +257,14 @@ def _prepare(
     reporter.step("prepare", "FP32 reference (torch)")
     reference = TorchReference(source, config.task, threads=threads)
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    ref_outs = [
-        run_items(encoder, s.items(config.task), reference, names, pad_id=pad_id) for s in splits
-    ]
+    ref_outs = reference_outputs(
+        ReferenceCache(Path(config.reference_cache_dir) if config.reference_cache_dir else None),
+        source,
+        encoder,
+        tok_path,
+        splits,
+        reference,
+    )
     items = evalset.items(config.task)
     gold_items = golden_items(config.task, [it for s in splits for it in s.items(config.task)])
     gold_ref = run_items(encoder, gold_items, reference, names, pad_id=pad_id)

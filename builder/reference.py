@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
+from artifacts.atomic import write_bytes
+from artifacts.digests import hex_of, sha256_json
 from builder.source import ModelSource
 
 
@@ -41,3 +49,86 @@ class TorchReference:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
             return pooled.numpy()
+
+
+class ReferenceCache:
+    """FP32 reference outputs on disk, keyed by everything they depend on (source weights,
+    task, eval data, tokenizer, library versions).
+
+    A build recomputes the reference for every target job and again to verify each one; on one
+    worker those are the same numbers. Entries are this worker's own computations (its own
+    directory), written atomically; an entry that does not load or does not match the eval
+    splits' sizes is recomputed. ``root=None`` disables caching.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def outputs(
+        self, key: dict[str, object], sizes: list[int], compute: Callable[[], list[np.ndarray]]
+    ) -> list[np.ndarray]:
+        path = self._path(key)
+        if path is not None and path.is_file():
+            try:
+                with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
+                    arrays = [data[f"arr_{i}"] for i in range(len(sizes))]
+                if [len(a) for a in arrays] == sizes and all(np.isfinite(a).all() for a in arrays):
+                    os.utime(path)  # recently used: kept by the worker's cache pruning
+                    return arrays
+            except (OSError, ValueError, KeyError):
+                pass
+        arrays = compute()
+        if path is not None:
+            buf = io.BytesIO()
+            np.savez(buf, *arrays)
+            write_bytes(path, buf.getvalue())
+        return arrays
+
+    def _path(self, key: dict[str, object]) -> Path | None:
+        if self.root is None:
+            return None
+        versions = {}
+        for lib in ("torch", "transformers", "numpy"):
+            try:
+                versions[lib] = importlib.metadata.version(lib)
+            except importlib.metadata.PackageNotFoundError:
+                versions[lib] = ""
+        return self.root / f"{hex_of(sha256_json({**key, **versions}))}.npz"
+
+
+REFERENCE_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def reference_outputs(
+    cache: ReferenceCache,
+    source: ModelSource,
+    encoder,
+    tokenizer_file: Path,
+    splits: list,
+    reference: TorchReference,
+) -> list[np.ndarray]:
+    """The FP32 outputs of every eval split (``builder.data.datasets.EvalSet``), from the
+    cache when this worker already computed them for the same inputs."""
+    from artifacts.digests import sha256_bytes, sha256_file
+    from artifacts.textproc import run_items
+    from builder.data.datasets import digest_payload
+
+    task = reference.task
+    key = {
+        "source": source.digest,
+        "task": task,
+        "pooling": source.pooling,
+        "eval": sha256_bytes(digest_payload(splits, task)),
+        "tokenizer": sha256_file(tokenizer_file),
+        "max_length": encoder.spec.max_length,
+        "pad": encoder.spec.pad_token_id,
+    }
+    pad = encoder.spec.pad_token_id
+    return cache.outputs(
+        key,
+        [len(s.items(task)) for s in splits],
+        lambda: [
+            run_items(encoder, s.items(task), reference, REFERENCE_INPUTS, pad_id=pad)
+            for s in splits
+        ],
+    )

@@ -16,10 +16,10 @@ import msgspec
 from artifacts.bundle import VerifiedBundle
 from artifacts.golden import smoke_check
 from artifacts.quality import thresholds_for
-from artifacts.textproc import TextEncoder, run_items
+from artifacts.textproc import TextEncoder
 from builder.data.datasets import eval_splits
 from builder.gate import Evaluator
-from builder.reference import TorchReference
+from builder.reference import ReferenceCache, TorchReference, reference_outputs
 from builder.runners import Runner
 from builder.runners import bundle_runner as runner_for
 from builder.source import inspect_model_dir
@@ -37,6 +37,7 @@ class VerifySpec(msgspec.Struct, kw_only=True):
     thresholds: dict[str, float] = {}
     eval_limit: int = 1200
     threads: int = 0
+    reference_cache_dir: str | None = None  # this worker's own earlier FP32 outputs
 
 
 @dataclass
@@ -67,11 +68,9 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     )
     source = inspect_model_dir(Path(spec.model_dir))
     reference = TorchReference(source, spec.task, threads=spec.threads or 1)
-    pad = m.tokenizer.pad_token_id
-    ref_outs = [
-        run_items(encoder, s.items(spec.task), reference, REFERENCE_INPUTS, pad_id=pad)
-        for s in splits
-    ]
+    cache = ReferenceCache(Path(spec.reference_cache_dir) if spec.reference_cache_dir else None)
+    tokenizer_file = bundle.file(m.tokenizer.file)
+    ref_outs = reference_outputs(cache, source, encoder, tokenizer_file, splits, reference)
     del reference
     gate = Evaluator(spec.task, encoder, splits, ref_outs, thresholds).evaluate(runner)
     problems = [*gate.failures]

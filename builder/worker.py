@@ -279,7 +279,7 @@ class Worker:
         cutoff = time.time() - max_age_s
         removed = 0
         with self._extract_lock:
-            for sub in ("blobs", "src", "downloads"):
+            for sub in ("blobs", "src", "downloads", "references"):
                 folder = self.work / sub
                 if not folder.is_dir():
                     continue
@@ -403,6 +403,7 @@ class Worker:
             "eval_file": str(self._blob(req.eval_blob)) if req.eval_blob else None,
             "thresholds": req.thresholds,
             "threads": self.cfg.threads,
+            "reference_cache_dir": str(self.work / "references"),
         }
         if lease.phase == "verify":
             assert lease.verify is not None

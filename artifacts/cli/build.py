@@ -78,6 +78,7 @@ def summary_table(report) -> Table:
                 config=o.config if o else "",
                 metrics=o.gate.metrics if o and o.gate else {},
                 thresholds=o.gate.thresholds if o and o.gate else {},
+                intervals={k: list(v) for k, v in o.gate.intervals.items()} if o and o.gate else {},
                 p50_ms=o.speed.p50_ms if o and o.speed else None,
                 p99_ms=o.speed.p99_ms if o and o.speed else None,
                 throughput=o.speed.throughput if o and o.speed else None,

@@ -157,6 +157,7 @@ class TargetSummary:
     config: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
     p50_ms: float | None = None
     p99_ms: float | None = None
     throughput: float | None = None
@@ -173,6 +174,7 @@ class TargetSummary:
             config=q.get("config", ""),
             metrics=q["metrics"],
             thresholds=q["thresholds"],
+            intervals=q.get("intervals", {}),
             p50_ms=p.get("latency_p50_ms"),
             p99_ms=p.get("latency_p99_ms"),
             throughput=p.get("throughput_items_s"),
@@ -188,7 +190,7 @@ def targets_table(title: str, rows: list[TargetSummary]) -> Table:
         "target",
         "result",
         "config",
-        "gate (value / threshold)",
+        "gate (value [95% CI] / threshold)",
         "p50 ms",
         "p99 ms",
         "items/s",
@@ -199,7 +201,9 @@ def targets_table(title: str, rows: list[TargetSummary]) -> Table:
     fp32 = next((r.size for r in rows if r.target == "onnx-fp32" and r.passed), 0)
     for r in rows:
         gate = "\n".join(
-            f"{k} {fmt_num(v)} / {fmt_num(r.thresholds.get(k))}" for k, v in r.metrics.items()
+            metric_text(k, v, r.intervals.get(k), r.thresholds.get(k))
+            for k, v in r.metrics.items()
+            if k in r.thresholds
         )
         size = fmt_bytes(r.size) if r.size else "-"
         if r.size and fp32 and r.target != "onnx-fp32":

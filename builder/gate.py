@@ -13,6 +13,7 @@ Every deciding eval split must pass on its own; per-slice metrics show the worst
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -86,8 +87,11 @@ def bootstrap_interval(
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman rank correlation (ties averaged); None when either side is constant."""
+    """Spearman rank correlation (ties averaged); None when either side is constant, -1 (the
+    worst) when either side is not finite."""
     a, b = np.asarray(a), np.asarray(b)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return -1.0
     if np.all(a == a.flat[0]) or np.all(b == b.flat[0]):
         return None
     return float(stats.spearmanr(a, b).statistic)
@@ -139,6 +143,9 @@ def verdict(
             failures.append(f"{prefix}{name} not measured")
             continue
         ci = (intervals or {}).get(name)
+        if not (math.isfinite(value) and all(math.isfinite(x) for x in ci or ())):
+            failures.append(f"{prefix}{name} is not a finite number")
+            continue
         shown = f"{value:.4f}" + (f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else "")
         if name in LOWER_IS_BETTER:
             bound = ci[1] if ci else value
@@ -319,6 +326,9 @@ class Evaluator:
                 resamples=self.bootstrap.resamples,
                 confidence=self.bootstrap.confidence,
             )
+            failures = verdict(metrics, self.thresholds, intervals, scope=split.name)
+            if not np.isfinite(cand).all():
+                failures.insert(0, f"{split.name}: the candidate gave non-finite outputs")
             results.append(
                 SplitResult(
                     name=split.name,
@@ -330,10 +340,12 @@ class Evaluator:
                     metrics=metrics,
                     intervals=intervals,
                     slices=slices,
-                    failures=verdict(metrics, self.thresholds, intervals, scope=split.name),
+                    failures=failures,
                 )
             )
         deciding = [r for r in results if r.role == DECIDING]
+        if not deciding:
+            raise ValueError("the gate needs at least one deciding eval split")
         metrics, intervals = _worst(deciding)
         invariance = self.batch_invariance(runner)
         metrics.update(invariance)
@@ -365,7 +377,9 @@ class Evaluator:
         for i in short:
             alone = runner(collate([encoded[i]], names, pad_id=self.pad_id))[0]
             mixed = runner(collate([encoded[i], *longest], names, pad_id=self.pad_id))[0]
-            if self.task == "embedding":
+            if not (np.isfinite(alone).all() and np.isfinite(mixed).all()):
+                worst_cos, worst_abs = -1.0, math.inf  # judged as the worst possible
+            elif self.task == "embedding":
                 worst_cos = min(worst_cos, float(cosines(alone[None], mixed[None])[0]))
             else:
                 worst_abs = max(worst_abs, float(np.abs(alone - mixed).max()))
@@ -376,7 +390,17 @@ class Evaluator:
 
 def rounded_intervals(intervals: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
     """Intervals as the manifest stores them."""
-    return {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in intervals.items()}
+    return {
+        k: [round(lo, 6), round(hi, 6)]
+        for k, (lo, hi) in intervals.items()
+        if math.isfinite(lo) and math.isfinite(hi)
+    }
+
+
+def rounded_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics as the manifest stores them (JSON has no NaN: a non-finite value is left out,
+    and the verdict already failed it)."""
+    return {k: round(v, 6) for k, v in metrics.items() if math.isfinite(v)}
 
 
 def split_records(gate: GateResult) -> list[EvalSplit]:
@@ -389,9 +413,9 @@ def split_records(gate: GateResult) -> list[EvalSplit]:
             digest=r.digest,
             items=r.items,
             composition=r.composition,
-            metrics={k: round(v, 6) for k, v in r.metrics.items()},
+            metrics=rounded_metrics(r.metrics),
             intervals=rounded_intervals(r.intervals),
-            slices={s: {k: round(v, 6) for k, v in m.items()} for s, m in r.slices.items()},
+            slices={s: rounded_metrics(m) for s, m in r.slices.items()},
             passed=r.passed,
         )
         for r in gate.splits

@@ -52,7 +52,7 @@ from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, digest_payload, eval_splits
 from builder.errors import BuildError
 from builder.export import export_master, validate_against_torch
-from builder.gate import Evaluator, rounded_intervals, split_records
+from builder.gate import Evaluator, rounded_intervals, rounded_metrics, split_records
 from builder.golden import golden_items, tolerance
 from builder.reference import ReferenceCache, TorchReference, reference_outputs
 from builder.source import ModelSource, inspect_model_dir
@@ -429,7 +429,7 @@ def _write_target(
         io=io,
         tokenizer=ctx.encoder.spec,
         quality=Quality(
-            metrics={k: round(v, 6) for k, v in outcome.gate.metrics.items()},
+            metrics=rounded_metrics(outcome.gate.metrics),
             thresholds=shared.thresholds,
             passed=True,
             eval_set_digest=sha256_bytes(shared.eval_payload),

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from artifacts.atomic import write_bytes
@@ -61,22 +62,23 @@ class ReferenceCache:
     splits' sizes is recomputed. ``root=None`` disables caching.
     """
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, *, read: bool = True) -> None:
         self.root = root
+        self.read = read  # False: compute fresh, still record (independent verification)
 
     def outputs(
         self, key: dict[str, object], sizes: list[int], compute: Callable[[], list[np.ndarray]]
     ) -> list[np.ndarray]:
         path = self._path(key)
-        if path is not None and path.is_file():
+        if path is not None and self.read and path.is_file():
             try:
                 with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
                     arrays = [data[f"arr_{i}"] for i in range(len(sizes))]
                 if [len(a) for a in arrays] == sizes and all(np.isfinite(a).all() for a in arrays):
                     os.utime(path)  # recently used: kept by the worker's cache pruning
                     return arrays
-            except (OSError, ValueError, KeyError):
-                pass
+            except Exception:  # a damaged entry (truncated zip, bad header): recompute it
+                path.unlink(missing_ok=True)
         arrays = compute()
         if path is not None:
             buf = io.BytesIO()
@@ -88,7 +90,7 @@ class ReferenceCache:
         if self.root is None:
             return None
         versions = {}
-        for lib in ("torch", "transformers", "numpy"):
+        for lib in ("torch", "transformers", "tokenizers", "numpy", "shipyard"):
             try:
                 versions[lib] = importlib.metadata.version(lib)
             except importlib.metadata.PackageNotFoundError:
@@ -97,6 +99,7 @@ class ReferenceCache:
 
 
 REFERENCE_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+REFERENCE_SCHEMA = 1  # bump when how reference outputs are computed changes
 
 
 def reference_outputs(
@@ -120,8 +123,8 @@ def reference_outputs(
         "pooling": source.pooling,
         "eval": sha256_bytes(digest_payload(splits, task)),
         "tokenizer": sha256_file(tokenizer_file),
-        "max_length": encoder.spec.max_length,
-        "pad": encoder.spec.pad_token_id,
+        "tokenizer_spec": msgspec.to_builtins(encoder.spec),
+        "schema": REFERENCE_SCHEMA,
     }
     pad = encoder.spec.pad_token_id
     return cache.outputs(

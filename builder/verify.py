@@ -18,7 +18,7 @@ from artifacts.golden import smoke_check
 from artifacts.quality import thresholds_for
 from artifacts.textproc import TextEncoder
 from builder.data.datasets import eval_splits
-from builder.gate import Evaluator
+from builder.gate import Evaluator, rounded_metrics
 from builder.reference import ReferenceCache, TorchReference, reference_outputs
 from builder.runners import Runner
 from builder.runners import bundle_runner as runner_for
@@ -37,7 +37,7 @@ class VerifySpec(msgspec.Struct, kw_only=True):
     thresholds: dict[str, float] = {}
     eval_limit: int = 1200
     threads: int = 0
-    reference_cache_dir: str | None = None  # this worker's own earlier FP32 outputs
+    reference_cache_dir: str | None = None  # written, never read: verification stays fresh
 
 
 @dataclass
@@ -68,7 +68,11 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     )
     source = inspect_model_dir(Path(spec.model_dir))
     reference = TorchReference(source, spec.task, threads=spec.threads or 1)
-    cache = ReferenceCache(Path(spec.reference_cache_dir) if spec.reference_cache_dir else None)
+    # a verification computes its own reference fresh (never read from a cache that a build
+    # job's child on this worker could have written), and records it for later builds
+    cache = ReferenceCache(
+        Path(spec.reference_cache_dir) if spec.reference_cache_dir else None, read=False
+    )
     tokenizer_file = bundle.file(m.tokenizer.file)
     ref_outs = reference_outputs(cache, source, encoder, tokenizer_file, splits, reference)
     del reference
@@ -76,6 +80,6 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     problems = [*gate.failures]
     if not smoke.passed:
         problems.append(f"golden smoke check: {smoke.describe()}")
-    metrics = {k: round(v, 6) for k, v in gate.metrics.items()}
+    metrics = rounded_metrics(gate.metrics)
     metrics["golden_worst"] = round(smoke.worst, 6)
     return Verdict(not problems, metrics, thresholds, "; ".join(problems))

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from artifacts.manifest import EvalSplit, Manifest, Requires
@@ -75,7 +76,9 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
         metric_text(k, v, q.intervals.get(k), q.thresholds.get(k))
         for k, v in sorted(q.metrics.items())
     )
-    t.add_row("quality", f"{verdict} · config {q.config or '-'} · {metrics or 'no metrics'}")
+    t.add_row(
+        "quality", f"{verdict} · config {escape(q.config or '-')} · {metrics or 'no metrics'}"
+    )
     if q.confidence:
         t.add_row(
             "",
@@ -83,7 +86,7 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
             "each threshold, in every deciding split[/dim]",
         )
     for split in q.splits:
-        t.add_row(f"eval: {split.name}", split_text(split))
+        t.add_row(f"eval: {escape(split.name)}", split_text(split))
     if q.attempts:
         t.add_row(
             "tried", "; ".join(f"{a.config}: {'pass' if a.passed else 'fail'}" for a in q.attempts)
@@ -107,8 +110,8 @@ def metric_text(
     name: str, value: float, interval: list[float] | None, threshold: float | None
 ) -> str:
     """``recall10_overlap 0.967 [0.962–0.972] (≥0.95)``; ≤ for deviations."""
-    text = f"{name} {fmt_num(value)}"
-    if interval:
+    text = f"{escape(name)} {fmt_num(value)}"
+    if interval and len(interval) == 2:
         text += f" [{fmt_num(interval[0])}–{fmt_num(interval[1])}]"
     if threshold is not None:
         text += f" ({'≤' if name in LOWER_IS_BETTER else '≥'}{fmt_num(threshold)})"
@@ -118,7 +121,9 @@ def metric_text(
 def split_text(split: EvalSplit) -> str:
     """One eval split: role, size, verdict, its gated metrics and its worst slices."""
     verdict = "[green]passed[/green]" if split.passed else "[red]failed[/red]"
-    head = f"{split.role} · {split.items} items in {len(split.composition)} slices · {verdict}"
+    head = (
+        f"{escape(split.role)} · {split.items} items in {len(split.composition)} slices · {verdict}"
+    )
     gated = ", ".join(
         metric_text(k, v, split.intervals.get(k), None)
         for k, v in sorted(split.metrics.items())
@@ -129,7 +134,7 @@ def split_text(split: EvalSplit) -> str:
         scored = [(m[metric], name) for name, m in split.slices.items() if metric in m]
         if scored:
             value, name = min(scored)
-            worst.append(f"{metric} {fmt_num(value)} ({name})")
+            worst.append(f"{metric} {fmt_num(value)} ({escape(name)})")
     tail = f"\n[dim]worst slice: {'; '.join(worst)}[/dim]" if worst else ""
     return f"{head} · {gated}{tail}"
 

@@ -12,6 +12,7 @@ malformed file fails with its line number.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,13 @@ from builder.errors import DatasetError
 
 DECIDING, ADVISORY = "deciding", "advisory"
 MAX_SLICES, MAX_SLICE_NAME = 32, 64  # a user's slices end up in the manifest
+SLICE_NAME = re.compile(r"[A-Za-z0-9 _.:/+-]{1,64}")  # no markup, no control characters
+MAX_FILE_BYTES = 64 << 20  # a calibration/eval JSONL file
+MAX_TEXT_CHARS = 16_384  # one text (models truncate at a few hundred tokens anyway)
+MAX_DOCS_PER_GROUP = 50  # rerank: documents per query
+# A user's eval file decides alone, so it must be big enough to decide anything: with fewer
+# units the bootstrap interval says little and a single lucky item passes.
+MIN_EVAL = {"queries": 20, "products": 20, "groups": 10, "texts": 20}
 
 
 @dataclass
@@ -100,6 +108,8 @@ class Record:
 def read_jsonl(path: Path) -> list[Record]:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DatasetError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB")
         raw = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
@@ -110,7 +120,7 @@ def read_jsonl(path: Path) -> list[Record]:
             continue
         try:
             obj = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
         rec = _record(obj, f"{path}:{lineno}")
         if rec.slice is not None:
@@ -132,16 +142,24 @@ def _record(obj: object, where: str) -> Record:
     )
     for key in ("text", "query", "product", "slice"):
         value = getattr(rec, key)
-        if value is not None and not isinstance(value, str):
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise DatasetError(f"{where}: {key!r} must be a string")
+        if not value.strip():
+            raise DatasetError(f"{where}: {key!r} is empty")
+        if len(value) > MAX_TEXT_CHARS:
+            raise DatasetError(f"{where}: {key!r} is longer than {MAX_TEXT_CHARS} characters")
     if rec.text is None and (rec.query is None or rec.product is None):
         raise DatasetError(f'{where}: needs "text", or both "query" and "product"')
     return rec
 
 
 def _check_slice(name: str, seen: set[str], where: str) -> None:
-    if not 0 < len(name) <= MAX_SLICE_NAME:
-        raise DatasetError(f"{where}: 'slice' must be 1-{MAX_SLICE_NAME} characters")
+    if not SLICE_NAME.fullmatch(name):
+        raise DatasetError(
+            f"{where}: 'slice' must be 1-{MAX_SLICE_NAME} letters, digits, spaces or _.:/+-"
+        )
     seen.add(name)
     if len(seen) > MAX_SLICES:
         raise DatasetError(
@@ -208,7 +226,22 @@ def eval_splits(task: str, path: Path | None, *, limit: int = 1200) -> list[Eval
         return generated
     for split in generated:
         split.role = ADVISORY
-    return [_eval_from_jsonl(task, read_jsonl(path), limit, str(path)), *generated]
+    user = _eval_from_jsonl(task, read_jsonl(path), limit, f"user eval file {Path(path).name}")
+    _check_big_enough(task, user, str(path))
+    return [user, *generated]
+
+
+def _check_big_enough(task: str, split: EvalSet, where: str) -> None:
+    have = {
+        "embedding": {"queries": len(split.queries), "products": len(split.products)},
+        "rerank": {"groups": len(split.groups)},
+        "classify": {"texts": len(split.texts)},
+    }[task]
+    short = [
+        f"{n} {unit} (at least {MIN_EVAL[unit]})" for unit, n in have.items() if n < MIN_EVAL[unit]
+    ]
+    if short:
+        raise DatasetError(f"{where}: too small to decide a gate: {', '.join(short)}")
 
 
 def _from_retrieval(task: str, split: heldout.Retrieval, limit: int) -> EvalSet:
@@ -261,7 +294,7 @@ def _eval_from_jsonl(task: str, records: list[Record], limit: int, source: str) 
             if r.query:
                 rel = queries.setdefault(r.query, [])
                 query_slice.setdefault(r.query, r.slice or "query")
-                if r.product and r.product in index:
+                if r.product and r.product in index and index[r.product] not in rel:
                     rel.append(index[r.product])
         if not queries:  # texts only: each text queries the others
             picked = products[: max(1, len(products) // 4)]
@@ -291,7 +324,11 @@ def _eval_from_jsonl(task: str, records: list[Record], limit: int, source: str) 
             if r.query and r.product:
                 grouped.setdefault(r.query, []).append(r.product)
                 slices.setdefault(r.query, r.slice or "all")
-        groups = [(q, d) for q, d in grouped.items() if len(d) >= 2][: max(1, limit // 10)]
+        groups = [
+            (q, list(dict.fromkeys(d))[:MAX_DOCS_PER_GROUP])
+            for q, d in grouped.items()
+            if len(set(d)) >= 2
+        ][: max(1, limit // 10)]
         if not groups:
             raise DatasetError(f"{source}: rerank eval needs queries with >= 2 products each")
         return EvalSet(

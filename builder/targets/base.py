@@ -13,7 +13,7 @@ from artifacts.manifest import Attempt, Requires
 from artifacts.textproc import Item, TextEncoder
 from builder.bench import SpeedResult, Workload
 from builder.export import ExportResult
-from builder.gate import Evaluator, GateResult, rounded_intervals
+from builder.gate import Evaluator, GateResult, rounded_intervals, rounded_metrics
 from builder.quantize.calibration import ActivationStats, collect_stats
 from builder.runners import Runner
 from builder.source import ModelSource
@@ -126,7 +126,7 @@ def run_ladder(ctx: BuildContext, target: str, candidates: list[Candidate]) -> T
             Attempt(
                 config=cand.config,
                 passed=gate.passed,
-                metrics={k: round(v, 6) for k, v in gate.metrics.items()},
+                metrics=rounded_metrics(gate.metrics),
                 intervals=rounded_intervals(gate.intervals),
                 reason=gate.summary(),
                 latency_ms=round(speed.p50_ms, 4),

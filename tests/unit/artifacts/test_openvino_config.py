@@ -27,3 +27,19 @@ def test_the_setting_is_a_real_openvino_property():
 
     core = ov.Core()
     assert "DYNAMIC_QUANTIZATION_GROUP_SIZE" in core.get_property("CPU", "SUPPORTED_PROPERTIES")
+
+
+def test_hostile_runtime_values_are_refused_with_the_key_named():
+    import pytest
+
+    from artifacts.errors import InputError
+
+    for runtime, key in (
+        ({"inference_precision": "u1"}, "inference_precision"),
+        ({"dynamic_quantization_group_size": "abc"}, "dynamic_quantization_group_size"),
+        ({"dynamic_quantization_group_size": "-1"}, "dynamic_quantization_group_size"),
+        ({"dynamic_quantization_group_size": "99999999999"}, "dynamic_quantization_group_size"),
+        ({"dynamic_quantization_group_size": "٣٢"}, "dynamic_quantization_group_size"),
+    ):
+        with pytest.raises(InputError, match=f"target.runtime.{key}="):
+            compile_config(runtime, threads=1)

@@ -49,3 +49,18 @@ def test_manifest_table_lists_every_split():
     console.print(manifest_table(m))
     out = console.export_text()
     assert "eval: search" in out and "bootstrap 95%" in out and "[0.9567–0.9681]" in out
+
+
+def test_signer_controlled_names_are_not_markup():
+    split = _split()
+    split.name = "[red]evil[/red]"
+    split.slices = {"[/dim] [green]x": {"recall10_overlap": 0.5}}
+    split.composition = {"[/dim] [green]x": 1}
+    m = make_manifest()
+    m.quality.splits = [split]
+    m.quality.config = "[link=https://evil]x[/link]"
+    console = Console(width=250, record=True)
+    console.print(manifest_table(m))  # a stray closing tag would raise MarkupError
+    out = console.export_text()
+    assert "[red]evil[/red]" in out and "[/dim] [green]x" in out
+    assert "[link=https://evil]x[/link]" in out

@@ -164,3 +164,52 @@ def test_worst_split_decides():
     metrics, intervals = _worst([result("a", 0.97, 0.96), result("b", 0.975, 0.94)])
     assert metrics["recall10_overlap"] == 0.97
     assert intervals["recall10_overlap"] == (0.94, 1.0)
+
+
+def test_non_finite_values_fail_never_pass():
+    t = {"cosine_mean": 0.995, "batch_invariance_max_abs": 0.05}
+    nan = float("nan")
+    assert verdict({"cosine_mean": nan, "batch_invariance_max_abs": 0.0}, t) == [
+        "cosine_mean is not a finite number"
+    ]
+    fails = verdict(
+        {"cosine_mean": 0.999, "batch_invariance_max_abs": 0.0}, t, {"cosine_mean": (nan, 1.0)}
+    )
+    assert fails == ["cosine_mean is not a finite number"]
+    assert spearman(np.array([1.0, 2.0, 3.0]), np.array([1.0, nan, 3.0])) == -1.0
+
+
+def test_a_candidate_with_nan_outputs_fails_its_split():
+    from builder.data.datasets import EvalSet
+    from builder.gate import Evaluator
+
+    class Encoder:
+        spec = type("Spec", (), {"pad_token_id": 0})()
+
+        def encode(self, items):
+            from artifacts.textproc import Encoded
+
+            def enc(n):
+                return Encoded(np.arange(1, n + 1), np.zeros(n, np.int64), False)
+
+            return [enc(1 + i % 3) for i, _ in enumerate(items)]
+
+    class Runner:
+        input_names = ("input_ids", "attention_mask")
+
+        def __call__(self, feeds):
+            out = np.ones((feeds["input_ids"].shape[0], 2), np.float32)
+            out[0, 0] = np.nan
+            return out
+
+    split = EvalSet(queries=["a", "b"], products=["c", "d", "e"], name="s")
+    ref = np.ones((5, 2), np.float32) / np.sqrt(2)
+    gate = Evaluator(
+        "embedding", Encoder(), [split], [ref], {"cosine_mean": 0.9, "cosine_min": 0.9}
+    ).evaluate(Runner())
+    assert not gate.passed
+    assert gate.failures[0] == "s: the candidate gave non-finite outputs"
+    assert any("batch_invariance_min_cosine" in k for k in gate.metrics)
+    from builder.gate import rounded_metrics
+
+    assert all(np.isfinite(v) for v in rounded_metrics(gate.metrics).values())

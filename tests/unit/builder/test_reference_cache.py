@@ -41,3 +41,19 @@ def test_disabled(tmp_path):
     ReferenceCache(None).outputs({"k": 1}, [3, 2], _compute(calls))
     ReferenceCache(None).outputs({"k": 1}, [3, 2], _compute(calls))
     assert len(calls) == 2
+
+
+def test_a_verifier_never_reads_the_cache_but_records(tmp_path):
+    calls = []
+    ReferenceCache(tmp_path).outputs({"k": 1}, [3, 2], _compute(calls))
+    ReferenceCache(tmp_path, read=False).outputs({"k": 1}, [3, 2], _compute(calls))
+    assert len(calls) == 2
+
+
+def test_a_truncated_zip_entry_is_dropped_and_recomputed(tmp_path):
+    cache, calls = ReferenceCache(tmp_path), []
+    cache.outputs({"k": 1}, [3, 2], _compute(calls))
+    (entry,) = tmp_path.glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:40])  # zip magic, then nothing
+    cache.outputs({"k": 1}, [3, 2], _compute(calls))
+    assert len(calls) == 2

@@ -81,19 +81,24 @@ def test_own_eval_set_decides_with_relevance_and_slices(tmp_path):
         '{"query": "red shoe", "product": "Crimson trainer"}\n'
         '{"query": "kettle 1.7l", "product": "Steel kettle 1.7 L"}\n'
         '{"text": "Blue wool scarf"}\n'
+        + "".join(
+            f'{{"query": "filler {i}", "product": "Filler product {i}"}}\n' for i in range(20)
+        )
     )
     user, *generated = eval_splits("embedding", f, limit=200)
-    assert user.role == DECIDING and user.source == str(f)
+    assert user.role == DECIDING
     assert all(s.role == ADVISORY for s in generated) and len(generated) == 2
-    assert user.queries == ["red shoe", "kettle 1.7l"]
-    assert user.products == [
+    assert user.queries[:3] == ["red shoe", "kettle 1.7l", "filler 0"]
+    assert user.products[:5] == [
         "Red running shoe",
         "Crimson trainer",
         "Steel kettle 1.7 L",
         "Blue wool scarf",
+        "Filler product 0",
     ]
-    assert user.relevant == [[0, 1], [2]]
-    assert user.query_slices == ["short", "query"]
+    assert user.relevant[:3] == [[0, 1], [2], [4]]
+    assert user.query_slices[:3] == ["short", "query", "query"]
+    assert user.source == "user eval file ev.jsonl"  # no worker path in the manifest
 
 
 def test_slice_names_are_bounded(tmp_path):
@@ -108,9 +113,38 @@ def test_slice_names_are_bounded(tmp_path):
         read_jsonl(many)
     long = tmp_path / "long.jsonl"
     long.write_text('{"text": "t", "slice": "' + "x" * 65 + '"}\n')
-    with pytest.raises(DatasetError, match=r":1: 'slice' must be 1-64 characters"):
+    with pytest.raises(DatasetError, match=r":1: 'slice' must be 1-64 letters"):
         read_jsonl(long)
     typed = tmp_path / "typed.jsonl"
     typed.write_text('{"text": "t", "slice": 3}\n')
     with pytest.raises(DatasetError, match="must be a string"):
         read_jsonl(typed)
+
+
+def test_a_user_eval_file_too_small_or_empty_is_refused(tmp_path):
+    import pytest
+
+    from builder.errors import DatasetError
+
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text('{"query": "q", "product": "p"}\n{"text": "a"}\n')
+    with pytest.raises(
+        DatasetError, match=r"too small to decide a gate: 1 queries \(at least 20\)"
+    ):
+        eval_splits("embedding", tiny)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"query": "q", "product": ""}\n')
+    with pytest.raises(DatasetError, match=":1: 'product' is empty"):
+        eval_splits("embedding", empty)
+    markup = tmp_path / "markup.jsonl"
+    markup.write_text('{"text": "t", "slice": "x[/dim] [green]passed"}\n')
+    with pytest.raises(DatasetError, match="letters, digits"):
+        eval_splits("embedding", markup)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DatasetError, match=":1: not valid JSON|expected a JSON object"):
+        eval_splits("embedding", deep)
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('{"text": "' + "x" * 20_000 + '"}\n')
+    with pytest.raises(DatasetError, match="longer than 16384"):
+        eval_splits("embedding", huge)

@@ -303,11 +303,6 @@ class Evaluator:
             if len(ref) != len(split.items(task)):
                 raise ValueError(f"reference outputs do not match eval split {split.name!r}")
 
-    @property
-    def evalset(self) -> EvalSet:
-        """The first deciding split (benchmark workloads are drawn from it)."""
-        return self.splits[0]
-
     def evaluate(self, runner: Runner) -> GateResult:
         """Every split in order; once a deciding split has failed, the remaining splits are
         skipped (the verdict cannot change, and a failing rung should cost little)."""

@@ -107,7 +107,7 @@ class BundleRef:
     target: str
 
     def check(self, manifest: Manifest) -> None:
-        named = (manifest.model.name, manifest.model.version, manifest.target.id)
+        named = (manifest.model.name, manifest.model.version, manifest.bundle_key())
         if named != (self.model, self.version, self.target):
             raise WrongBundleError(
                 f"manifest names {named[0]} v{named[1]} {named[2]}, but "
@@ -595,7 +595,7 @@ class RegistryClient:
         for entry in m.files:
             self.upload_blob(entry.sha256, bundle.file(entry.path), progress)
         return self.put_bundle(
-            m.model.name, m.model.version, m.target.id, bundle.manifest_bytes, bundle.signature
+            m.model.name, m.model.version, m.bundle_key(), bundle.manifest_bytes, bundle.signature
         )
 
     def pull_bundle(

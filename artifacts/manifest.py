@@ -63,6 +63,9 @@ class TargetInfo(Base, kw_only=True):
     requires: Requires = msgspec.field(default_factory=Requires)
     device: Literal["cpu", "gpu"] = "cpu"
     runtime: dict[str, str] = {}  # settings the backend must apply (e.g. inference_precision)
+    # "" = the full model; else a smaller model derived from it ("pruned-L4"), see
+    # artifacts.variants: a node takes a variant only when its policy names it
+    variant: str = ""
 
 
 class TensorSpec(Base, kw_only=True):
@@ -137,6 +140,9 @@ class Quality(Base, kw_only=True):
     worst pessimistic bound, which is what had to clear the threshold."""
 
     reference: str = "torch-fp32"
+    # "fidelity": held to the FP32 model's answers; "task": a variant (a different, smaller
+    # model) held to the task quality of its FP32 teacher (teacher-relative metrics)
+    basis: Literal["fidelity", "task"] = "fidelity"
     metrics: dict[str, float] = {}
     thresholds: dict[str, float] = {}
     passed: bool = False
@@ -174,6 +180,28 @@ class BuildInfo(Base, kw_only=True):
     started_at: str = ""
     finished_at: str = ""
     peak_rss_mb: float | None = None
+
+
+class Compression(Base, kw_only=True):
+    """How a variant's model was derived from the source model (``target.variant``).
+
+    ``layers_kept``: indices of the source's transformer layers the student kept, chosen by
+    dropping, one at a time, the layer whose removal changed the calibration outputs least
+    (``drop_costs``, in drop order). Distillation from the FP32 teacher on calibration texts:
+    ``steps`` in ``seconds``, held-back loss ``loss_start`` (plain layer dropping) →
+    ``loss_end``."""
+
+    method: str = "layer-drop+distill"
+    layers_total: int
+    layers_kept: list[int]
+    drop_order: list[int] = []
+    drop_costs: list[float] = []
+    steps: int = 0
+    seconds: float = 0.0
+    loss_start: float = 0.0
+    loss_end: float = 0.0
+    texts: int = 0  # calibration items distilled on
+    student_digest: str = ""  # sha256 over the student's model directory
 
 
 class GoldenSpec(Base, kw_only=True):
@@ -232,6 +260,16 @@ class Manifest(Base, kw_only=True):
     golden: GoldenSpec = msgspec.field(default_factory=GoldenSpec)
     signing_key_id: str | None = None
     index: IndexSpec | None = None  # catalog index bundles only
+    compression: Compression | None = None  # variants (target.variant) only
+
+    def bundle_key(self) -> str:
+        """The bundle's registry slot / cache name: ``onnx-int8`` or ``onnx-int8+pruned-L4``."""
+        from artifacts.variants import bundle_key
+
+        try:
+            return bundle_key(self.target.id, self.target.variant)
+        except ValueError as exc:
+            raise ManifestError(str(exc)) from exc
 
     def model_file(self) -> str:
         """The primary model file: ``model.onnx``, ``model.xml`` or ``model.plan``."""

@@ -48,6 +48,7 @@ class BuildParameters:
     max_batch: int
     trt_compat: Sequence[str] = ()
     index: Mapping[str, Any] | None = None  # an index build: the model bundle and delta base
+    prune: str | None = None  # a variant build: artifacts.variants.PruneSpec.as_text()
 
     @classmethod
     def for_job(cls, req: BuildRequest, target: str, version: int) -> BuildParameters:
@@ -64,6 +65,7 @@ class BuildParameters:
             max_batch=req.max_batch,
             trt_compat=list(req.trt_compat),
             index=msgspec.to_builtins(req.index) if req.index is not None else None,
+            prune=req.prune,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,6 +83,7 @@ class BuildParameters:
             }
             | ({"trt_compat": sorted(self.trt_compat)} if self.trt_compat else {})
             | ({"index": dict(sorted(self.index.items()))} if self.index is not None else {})
+            | ({"prune": self.prune} if self.prune else {})
         )
 
 

@@ -73,7 +73,7 @@ def publish_version(
     with tempfile.TemporaryDirectory(prefix="shipyard-push-") as tmp:
         results = []
         for b in bundles:
-            dest = Path(tmp) / b.manifest.target.id
+            dest = Path(tmp) / b.manifest.bundle_key()
             restamp_bundle(b.path, dest, version=number, key=key)
             results.append(client.push_bundle(verify_bundle(dest, None)))
     return Published(name, number, results)

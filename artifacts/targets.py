@@ -27,7 +27,7 @@ Portability"; Developer Guide, "Engine Compatibility"; ``nvinfer1::HardwareCompa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -35,6 +35,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from artifacts.manifest import Manifest, Requires
+from artifacts.variants import MAX_KEY, SEP, bundle_key, family, policy_names, split_key
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ INT8_DOT_PRODUCT_ISA = ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp"]
 
 
 def target_spec(target_id: str) -> TargetSpec:
+    """The spec of a target id or of a bundle key's target (``onnx-int8+pruned-L4``)."""
     try:
-        return TARGETS[target_id]
+        return TARGETS[target_id.partition("+")[0]]
     except KeyError:
         known = ", ".join(TARGETS)
         raise ValueError(f"unknown target {target_id!r}; known targets: {known}") from None
@@ -123,11 +125,12 @@ class SelectionPolicy(msgspec.Struct, kw_only=True):
 
 
 class Candidate(msgspec.Struct, kw_only=True):
-    target: str
+    target: str  # the bundle key: the target id, or target+variant
     backend: str
     precision: str
     device: str
     note: str = ""
+    variant: str = ""  # "" = the full model
 
 
 class Exclusion(msgspec.Struct, kw_only=True):
@@ -329,6 +332,17 @@ def _openvino_reasons(req: Requires, caps: NodeCapabilities) -> list[str]:
     return []
 
 
+def is_bundle_key(key: str) -> bool:
+    """A known target id, optionally with a well-formed variant (``onnx-int8+pruned-L4``)."""
+    if not isinstance(key, str) or len(key) > MAX_KEY:
+        return False
+    try:
+        target, _ = split_key(key)
+    except ValueError:
+        return False
+    return target in TARGETS
+
+
 def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) -> list[str]:
     """Every reason ``caps`` cannot run a bundle with these requirements (empty: it can)."""
     reasons = _host_reasons(req, caps) + _onnxruntime_reasons(req, caps)
@@ -341,65 +355,107 @@ def check_requirements(target_id: str, req: Requires, caps: NodeCapabilities) ->
     return reasons
 
 
+def _variant_opt_in(
+    variant: str, names: tuple[str, ...], policy: SelectionPolicy, only_variants: bool
+) -> str | None:
+    """Why a variant bundle is not eligible (None: it is). A variant answers differently from
+    the full model by design, so it is taken only when the policy names it (in ``prefer`` or
+    ``allow``: its key, the variant or its family) or when the version carries nothing else."""
+    if not variant or only_variants:
+        return None
+    if set(names) & (set(policy.prefer) | set(policy.allow)):
+        return None
+    kind = family(variant)
+    return (
+        f"a {variant} variant (a smaller model held to task quality, not to the full model's "
+        f'answers): taken only when the policy names it (backends.prefer = ["{kind}"]) or '
+        "the version carries only variants"
+    )
+
+
+def _refusal(manifest: Manifest, policy: SelectionPolicy, only_variants: bool) -> str | None:
+    """Why the bundle's kind, its policy or its build rules it out (None: it may run here)."""
+    target_id, variant = manifest.target.id, manifest.target.variant
+    spec = TARGETS.get(target_id)
+    if spec is None:
+        return "unknown target id"
+    if (spec.backend == "usearch") != (manifest.model.task == "index"):
+        return f"a {manifest.model.task} bundle cannot be a {target_id} target"
+    if bool(variant) != (manifest.quality.basis == "task"):
+        return (
+            "its gate basis does not match it (a variant is gated on task quality, the full "
+            "model on fidelity)"
+        )
+    names = {target_id, *policy_names(target_id, variant)}
+    if names & set(policy.deny):
+        return "denied by policy (backends.deny)"
+    if policy.allow and not names & set(policy.allow):
+        return "not in policy allow list (backends.allow)"
+    why_not = _variant_opt_in(variant, policy_names(target_id, variant), policy, only_variants)
+    if why_not:
+        return why_not
+    if policy.require_gpu and spec.device != "gpu":
+        return "CPU target refused: require_gpu = true"
+    if not manifest.quality.passed:
+        return "its quality gate did not pass at build time"
+    return None
+
+
 def rank_bundles(
     caps: NodeCapabilities,
     manifests: Sequence[Manifest],
     policy: SelectionPolicy | None = None,
+    *,
+    version_keys: Collection[str] | None = None,
 ) -> Ranking:
-    """Eligible bundles best-first, plus the reason every other bundle is excluded. Pure."""
+    """Eligible bundles best-first, plus the reason every other bundle is excluded. Pure.
+
+    Bundles are named by their bundle key (``onnx-int8``, ``onnx-int8+pruned-L4``); policy
+    lists match a target id (every variant of that target for ``deny``), a bundle key, a
+    variant or a variant family (see :mod:`artifacts.variants`). ``version_keys``: every
+    bundle key the version carries, when ``manifests`` are only some of them (a variant is
+    taken without the policy naming it only when the version carries nothing else; ``()``:
+    not known, so a variant is taken only when the policy names it)."""
     policy = policy or SelectionPolicy()
-    eligible: list[tuple[tuple[int, int], Candidate]] = []
+    eligible: list[tuple[tuple[int, int, str], Candidate]] = []
     excluded: list[Exclusion] = []
     prefer = {t: i for i, t in enumerate(policy.prefer)}
+    keys = (
+        list(version_keys)
+        if version_keys is not None
+        else [SEP if m.target.variant else m.target.id for m in manifests]
+    )
+    only_variants = bool(keys) and all(SEP in k for k in keys)
     for manifest in manifests:
-        target_id = manifest.target.id
-        spec = TARGETS.get(target_id)
-        if spec is None:
-            excluded.append(Exclusion(target=target_id, reason="unknown target id"))
+        target_id, variant = manifest.target.id, manifest.target.variant
+        try:
+            key = bundle_key(target_id, variant)
+        except ValueError as exc:
+            excluded.append(Exclusion(target=target_id, reason=str(exc)))
             continue
-        if (spec.backend == "usearch") != (manifest.model.task == "index"):
-            excluded.append(
-                Exclusion(
-                    target=target_id,
-                    reason=f"a {manifest.model.task} bundle cannot be a {target_id} target",
-                )
-            )
+        why_not = _refusal(manifest, policy, only_variants)
+        if why_not is None:
+            reasons = check_requirements(target_id, manifest.target.requires, caps)
+            why_not = f"{key}: " + "; ".join(reasons) if reasons else None
+        if why_not is not None:
+            excluded.append(Exclusion(target=key, reason=why_not))
             continue
-        if target_id in policy.deny:
-            excluded.append(Exclusion(target=target_id, reason="denied by policy (backends.deny)"))
-            continue
-        if policy.allow and target_id not in policy.allow:
-            excluded.append(
-                Exclusion(target=target_id, reason="not in policy allow list (backends.allow)")
-            )
-            continue
-        if policy.require_gpu and spec.device != "gpu":
-            excluded.append(
-                Exclusion(target=target_id, reason="CPU target refused: require_gpu = true")
-            )
-            continue
-        if not manifest.quality.passed:
-            excluded.append(
-                Exclusion(target=target_id, reason="its quality gate did not pass at build time")
-            )
-            continue
-        reasons = check_requirements(target_id, manifest.target.requires, caps)
-        if reasons:
-            excluded.append(
-                Exclusion(target=target_id, reason=f"{target_id}: " + "; ".join(reasons))
-            )
-            continue
-        key = (prefer.get(target_id, len(prefer)), spec.rank)
-        note = "preferred by policy" if target_id in prefer else spec.description
+        spec = TARGETS[target_id]
+        preferred = [prefer[n] for n in policy_names(target_id, variant) if n in prefer]
+        rank = (min(preferred) if preferred else len(prefer), spec.rank, variant)
+        note = "preferred by policy" if preferred else spec.description
+        if variant:
+            note = f"{note} ({variant} variant)"
         eligible.append(
             (
-                key,
+                rank,
                 Candidate(
-                    target=target_id,
+                    target=key,
                     backend=spec.backend,
                     precision=spec.precision,
                     device=spec.device,
                     note=note,
+                    variant=variant,
                 ),
             )
         )

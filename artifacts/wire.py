@@ -15,6 +15,7 @@ from artifacts.states import (
     ServeState,
 )
 from artifacts.targets import CPU_TARGETS, Candidate, Exclusion, NodeCapabilities, SelectionPolicy
+from artifacts.variants import bundle_key, parse_prune
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -207,6 +208,18 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # build into this existing, not yet promoted version (built from the same source)
     into_version: MaybeVersion | None = None
     index: IndexJob | None = None  # task "index": what embeds the catalog
+    # build a pruned, distilled variant instead of the full model: "layers=K[,steps=N,budget=S]"
+    # (canonical, as artifacts.variants.PruneSpec.as_text writes it); bundles TARGET+pruned-LK
+    prune: str | None = None
+
+    def variant(self) -> str:
+        """The variant this build makes ("" = the full model); ValueError when malformed."""
+        spec = parse_prune(self.prune)
+        return spec.variant if spec else ""
+
+    def bundle_key(self, target: str) -> str:
+        """The registry slot the job building ``target`` fills (``onnx-int8+pruned-L4``)."""
+        return bundle_key(target, self.variant())
 
     def blobs(self) -> set[str]:
         """The blobs this build reads (source or catalog, data, queries)."""

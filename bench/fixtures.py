@@ -31,6 +31,7 @@ def make_manifest(
     version: int = 1,
     requires: Requires | None = None,
     passed: bool = True,
+    variant: str = "",
 ) -> Manifest:
     spec = TARGETS[target]
     if requires is None:
@@ -43,6 +44,7 @@ def make_manifest(
             precision=spec.precision,  # type: ignore[arg-type]
             device=spec.device,  # type: ignore[arg-type]
             requires=requires,
+            variant=variant,
         ),
         io=IOSpec(
             inputs=[
@@ -59,6 +61,7 @@ def make_manifest(
             metrics={"cosine_mean": 0.999, "cosine_min": 0.99},
             thresholds={"cosine_mean": 0.995, "cosine_min": 0.98},
             passed=passed,
+            basis="task" if variant else "fidelity",
         ),
     )
 
@@ -138,8 +141,10 @@ def pg_database() -> Iterator[str]:
         drop_pg_database(name)
 
 
-def make_tiny_model(dest, task: str = "embedding", *, seed: int = 0, num_labels: int = 3):
-    """A randomly initialised 2-layer BERT saved as a Hugging Face directory, with the real
+def make_tiny_model(
+    dest, task: str = "embedding", *, seed: int = 0, num_labels: int = 3, layers: int = 2
+):
+    """A randomly initialised ``layers``-layer (default 2) BERT saved as a Hugging Face directory, with the real
     MiniLM tokenizer (so tokenisation is realistic). Fast enough for unit tests."""
     import shutil
     from pathlib import Path
@@ -154,7 +159,7 @@ def make_tiny_model(dest, task: str = "embedding", *, seed: int = 0, num_labels:
     config = BertConfig(
         vocab_size=30522,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,

@@ -21,6 +21,7 @@ PARTS = [
         "Serving: edge vs raw backend vs infinity-emb; cache; overload; memory",
     ),
     ("search", "bench.search", "Catalog search: the shipped index vs faiss and exact search"),
+    ("pareto", "bench.pareto", "Pruned variants: layers x precision, speed vs quality"),
     ("registry", "bench.registry", "Registry: blob streaming and resolve latency"),
 ]
 

@@ -86,6 +86,35 @@ def bootstrap_interval(
     return (float(lo), float(hi))
 
 
+def ratio_interval(
+    num: np.ndarray,
+    den: np.ndarray,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired percentile bootstrap of mean(num) / mean(den) over the same resampled units (a
+    candidate's recall as a share of the reference's on the same queries)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if num.size == 0 or not den.any():
+        return (math.nan, math.nan)  # nothing the reference found: not measurable
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num.size, size=(resamples, num.size))
+    top, bottom = num[idx].mean(axis=1), den[idx].mean(axis=1)
+    ratios = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), 0.0)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return (float(lo), float(hi))
+
+
+def share(num: np.ndarray, den: np.ndarray) -> float:
+    """mean(num) / mean(den); NaN (not measurable, and so a failed gate where it is gated)
+    when the reference found none of the relevant products."""
+    bottom = float(np.mean(den)) if np.size(den) else 0.0
+    return float(np.mean(num)) / bottom if bottom > 0 else math.nan
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman rank correlation (ties averaged); None when either side is constant, -1 (the
     worst) when either side is not finite."""
@@ -224,6 +253,8 @@ def split_metrics(
     def ci(values: np.ndarray, stat: str = "mean") -> tuple[float, float]:
         return bootstrap_interval(values, stat, resamples=resamples, confidence=confidence)
 
+    ci_args = {"resamples": resamples, "confidence": confidence}
+
     metrics: dict[str, float] = {}
     intervals: dict[str, tuple[float, float]] = {}
     slices: dict[str, dict[str, float]] = {}
@@ -236,18 +267,15 @@ def split_metrics(
         metrics["cosine_min"], intervals["cosine_min"] = float(cos.min()), ci(cos, "min")
         metrics["recall10_overlap"] = float(per_query.mean()) if nq else 1.0
         intervals["recall10_overlap"] = ci(per_query)
-        if any(split.relevant):  # task quality against known relevant products (reported)
-            metrics["relevant_recall10"] = float(
-                relevant_recall(top_k(cand[:nq], cand[nq:]), split.relevant).mean()
-            )
-            metrics["relevant_recall10_reference"] = float(
-                relevant_recall(top_k(ref[:nq], ref[nq:]), split.relevant).mean()
-            )
+        has_rel, rc, rr = _relevance(split, ref, cand, metrics, intervals, ci_args)
         for name in dict.fromkeys(item_slices):
             mask = np.array([s == name for s in item_slices])
             row = {"cosine_mean": float(cos[mask].mean()), "cosine_min": float(cos[mask].min())}
             if name.startswith("query:"):
                 row["recall10_overlap"] = float(per_query[mask[:nq]].mean())
+                sel = mask[:nq][has_rel]
+                if has_rel.any() and sel.any():
+                    row["relevant_recall10_ratio"] = share(rc[sel], rr[sel])
             slices[name] = row
     elif task == "rerank":
         sizes = [len(d) for _, d in split.groups]
@@ -274,6 +302,35 @@ def split_metrics(
             mask = np.array([s == name for s in item_slices])
             slices[name] = {"label_agreement": float(agree[mask].mean())}
     return metrics, intervals, slices
+
+
+def _relevance(
+    split: EvalSet,
+    ref: np.ndarray,
+    cand: np.ndarray,
+    metrics: dict[str, float],
+    intervals: dict[str, tuple[float, float]],
+    ci_args: dict,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Task quality against the known relevant products, in ``metrics``/``intervals``; returns
+    (which queries have relevant products, candidate and reference recall of those)."""
+    nq = len(split.queries)
+    has_rel = np.array([bool(r) for r in split.relevant] or [False] * nq, dtype=bool)
+    if not has_rel.any():
+        return has_rel, np.zeros(0), np.zeros(0)
+    rel = [r for r in split.relevant if r]
+    rc = relevant_recall(top_k(cand[:nq][has_rel], cand[nq:]), rel)
+    rr = relevant_recall(top_k(ref[:nq][has_rel], ref[nq:]), rel)
+    metrics["relevant_recall10"] = float(rc.mean())
+    metrics["relevant_recall10_reference"] = float(rr.mean())
+    # the share of the reference's recall the candidate keeps (the variants' gate) ...
+    metrics["relevant_recall10_ratio"] = share(rc, rr)
+    intervals["relevant_recall10_ratio"] = ratio_interval(rc, rr, **ci_args)
+    # ... also judged as a point estimate (no interval): a variant must keep this share of
+    # the teacher's recall as measured *and* clear a wider margin with 95% confidence (a few
+    # hundred queries cannot pin a ratio to ±1%)
+    metrics["relevant_recall10_ratio_point"] = metrics["relevant_recall10_ratio"]
+    return has_rel, rc, rr
 
 
 class Evaluator:

@@ -27,6 +27,7 @@ from artifacts.errors import BundleExistsError, InputError
 from artifacts.golden import golden_bytes
 from artifacts.manifest import (
     BuildInfo,
+    Compression,
     GoldenSpec,
     IOSpec,
     Manifest,
@@ -48,6 +49,7 @@ from artifacts.quality import TASKS, thresholds_for
 from artifacts.signing import SigningKey, load_signing_key
 from artifacts.targets import CPU_TARGETS, TARGETS, target_spec
 from artifacts.textproc import Item, TextEncoder, compare, run_items
+from artifacts.variants import PruneSpec, bundle_key, parse_prune
 from builder.bench import Workload, host_info
 from builder.data.datasets import calibration_items, digest_payload, eval_splits
 from builder.errors import BuildError
@@ -104,6 +106,9 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     # Build service: the enrolled worker's name and the job's parameters; each bundle then
     # carries provenance.json (SLSA v1, signed with ``key_file``) — see artifacts.provenance.
     provenance: ProvenanceSpec | None = None
+    # "layers=K[,steps=N][,budget=S]": build a K-layer student distilled from the model and
+    # ship its bundles as the pruned-LK variant, gated on task quality against the teacher
+    prune: str | None = None
 
 
 class ProvenanceSpec(msgspec.Struct, kw_only=True):
@@ -151,15 +156,24 @@ def _check_config(cfg: BuildConfig) -> tuple[list[str], SigningKey | None]:
             pass
     except OSError as exc:
         raise InputError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
+    prune = parse_prune(cfg.prune)  # a malformed --prune fails before any work
+    variant = prune.variant if prune else ""
     if not cfg.overwrite:
-        existing = [t for t in targets if (out / t).exists()]
+        existing = [
+            bundle_key(t, variant) for t in targets if (out / bundle_key(t, variant)).exists()
+        ]
         if existing:
             raise BundleExistsError(
                 f"{out} already holds bundles for {', '.join(existing)}; pass --overwrite to replace them"
             )
     key = load_signing_key(Path(cfg.key_file)) if cfg.key_file else None
-    thresholds_for(cfg.task, cfg.thresholds)  # unknown threshold names fail now
+    thresholds_for(cfg.task, cfg.thresholds, basis=_basis(cfg))  # unknown names fail now
     return targets, key
+
+
+def _basis(cfg: BuildConfig) -> str:
+    """Variants are held to the teacher's task quality; the full model to its answers."""
+    return "task" if cfg.prune else "fidelity"
 
 
 def _toolchain() -> dict[str, str]:
@@ -213,6 +227,9 @@ class Shared:
     started_at: str
     source_digest: str
     eval_payload: bytes
+    source_name: str = ""  # the teacher's, for a variant
+    variant: str = ""
+    compression: Compression | None = None
 
 
 def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
@@ -220,6 +237,12 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildReport:
     started = time.monotonic()
     targets, key = _check_config(config)
     source = inspect_model_dir(Path(config.model_dir))
+    prune = parse_prune(config.prune)
+    if prune is not None and source.num_layers and not 1 <= prune.layers < source.num_layers:
+        raise InputError(
+            f"--prune layers={prune.layers}: {source.name} has {source.num_layers} layers; "
+            f"keep 1..{source.num_layers - 1}"
+        )
     report = BuildReport(source_digest=source.digest)
     with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
         ctx, shared = _prepare(config, source, key, Path(tmp), reporter)
@@ -240,7 +263,7 @@ def _prepare(
     """FP32 reference, ONNX master, evaluator and benchmark workload: shared by every target."""
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     threads = config.threads or os.cpu_count() or 1
-    thresholds = thresholds_for(config.task, config.thresholds)
+    thresholds = thresholds_for(config.task, config.thresholds, basis=_basis(config))
     cal_path = Path(config.calibration_file) if config.calibration_file else None
     eval_path = Path(config.eval_file) if config.eval_file else None
     calibration = calibration_items(config.task, cal_path, limit=config.calibration_limit)
@@ -267,10 +290,20 @@ def _prepare(
     )
     items = evalset.items(config.task)
     gold_items = golden_items(config.task, [it for s in splits for it in s.items(config.task)])
+    model_source, compression = source, None
+    prune = parse_prune(config.prune)
+    if prune is not None:  # the student replaces the model from here on; the teacher stays truth
+        reporter.step(
+            "prepare", f"{prune.variant}: choose layers + distil (≤ {prune.budget_s:g} s)"
+        )
+        model_source, compression = _student(config, source, prune, (tok_path, tok_spec), work)
+        del reference
+        reference = TorchReference(model_source, config.task, threads=threads)
+    # golden: the shipped model's own FP32 answers (the student's, for a variant)
     gold_ref = run_items(encoder, gold_items, reference, names, pad_id=pad_id)
 
     reporter.step("prepare", "ONNX export (optimum) + validation")
-    master = export_master(source, config.task, work / "master")
+    master = export_master(model_source, config.task, work / "master")
     validate_against_torch(
         master.path,
         reference,
@@ -295,7 +328,7 @@ def _prepare(
         bench_short = [(q, d[0]) for q, d in evalset.groups]
         bench_batch = items
     ctx = BuildContext(
-        source=source,
+        source=model_source,
         task=config.task,
         master=master,
         encoder=encoder,
@@ -320,8 +353,47 @@ def _prepare(
         started_at=started_at,
         source_digest=source.digest,
         eval_payload=digest_payload(splits, config.task),
+        source_name=source.name,
+        variant=prune.variant if prune else "",
+        compression=compression,
     )
     return ctx, shared
+
+
+def _student(
+    config: BuildConfig,
+    teacher: ModelSource,
+    prune: PruneSpec,
+    tokenizer: tuple[Path, TokenizerSpec],
+    work: Path,
+) -> tuple[ModelSource, Compression]:
+    """The K-layer student, distilled from ``teacher`` on calibration texts only."""
+    from builder.prune import DISTIL_TEXTS, make_student
+
+    cal_path = Path(config.calibration_file) if config.calibration_file else None
+    texts = calibration_items(config.task, cal_path, limit=DISTIL_TEXTS)
+    student, rep = make_student(
+        teacher,
+        config.task,
+        prune,
+        tokenizer,
+        texts,
+        work / "student",
+        threads=config.threads or os.cpu_count() or 1,
+    )
+    compression = Compression(
+        layers_total=rep.layers_total,
+        layers_kept=rep.kept,
+        drop_order=rep.drop_order,
+        drop_costs=rep.drop_costs,
+        steps=rep.steps,
+        seconds=rep.seconds,
+        loss_start=rep.loss_start,
+        loss_end=rep.loss_end,
+        texts=rep.texts,
+        student_digest=student.digest,
+    )
+    return student, compression
 
 
 def _build_target(
@@ -336,7 +408,12 @@ def _build_target(
         ladder = LADDERS[target](ctx)
         reporter.begin(target, 3 * len(ladder) + 1)
         outcome = run_ladder(ctx, target, ladder)
-    tr = TargetReport(target=target, passed=outcome.passed, reason=outcome.reason, outcome=outcome)
+    tr = TargetReport(
+        target=bundle_key(target, shared.variant),
+        passed=outcome.passed,
+        reason=outcome.reason,
+        outcome=outcome,
+    )
     if outcome.passed:
         try:
             tr.manifest, tr.path, tr.size_bytes = _write_target(config, ctx, outcome, shared)
@@ -416,7 +493,7 @@ def _write_target(
             task=config.task,  # type: ignore[arg-type]
             labels=shared.labels,
             source_digest=shared.source_digest,
-            source_name=ctx.source.name,
+            source_name=shared.source_name,
         ),
         target=TargetInfo(
             id=outcome.target,
@@ -425,10 +502,13 @@ def _write_target(
             requires=art.requires,
             device=spec.device,  # type: ignore[arg-type]
             runtime=art.runtime,  # type: ignore[arg-type]
+            variant=shared.variant,
         ),
         io=io,
         tokenizer=ctx.encoder.spec,
         quality=Quality(
+            reference="torch-fp32 teacher" if shared.variant else "torch-fp32",
+            basis="task" if shared.variant else "fidelity",
             metrics=rounded_metrics(outcome.gate.metrics),
             thresholds=shared.thresholds,
             passed=True,
@@ -459,12 +539,13 @@ def _write_target(
             peak_rss_mb=round(_peak_rss_mb(), 1),
         ),
         golden=GoldenSpec(tolerance=round(tol, 6), metric=metric, items=len(shared.gold_items)),  # type: ignore[arg-type]
+        compression=shared.compression,
     )
     files: dict[str, Path | bytes] = dict(art.files)
     files["tokenizer.json"] = shared.tok_path
     files["golden.npz"] = golden_bytes(shared.gold_items, shared.gold_ref)
     if config.provenance is not None:
         files[PROVENANCE_FILE] = _provenance(config, outcome, files, shared)
-    dest = Path(config.out_dir) / outcome.target
+    dest = Path(config.out_dir) / bundle_key(outcome.target, shared.variant)
     written = write_bundle(dest, manifest, files, key=shared.key, overwrite=config.overwrite)
     return written, str(dest), sum(f.size for f in written.files)

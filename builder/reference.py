@@ -16,6 +16,21 @@ from artifacts.digests import hex_of, sha256_json
 from builder.source import ModelSource
 
 
+def pool(hidden, attention_mask, pooling: str):
+    """The sentence embedding the ONNX graph bakes in: mean / cls / max pooling over the real
+    tokens, L2-normalised (torch tensors in and out)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    elif pooling == "max":
+        pooled = (hidden + (1 - mask) * -1e9).max(dim=1).values
+    else:
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
 class TorchReference:
     """Loads the model with transformers; ``__call__`` maps ONNX-style feeds to the FP32 output."""
 
@@ -40,16 +55,7 @@ class TorchReference:
             out = self.model(**tensors)
             if self.task != "embedding":
                 return out.logits.float().numpy()
-            hidden = out.last_hidden_state
-            mask = tensors["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            if self.pooling == "cls":
-                pooled = hidden[:, 0]
-            elif self.pooling == "max":
-                pooled = (hidden + (1 - mask) * -1e9).max(dim=1).values
-            else:
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
-            return pooled.numpy()
+            return pool(out.last_hidden_state, tensors["attention_mask"], self.pooling).numpy()
 
 
 class ReferenceCache:

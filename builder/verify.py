@@ -38,6 +38,7 @@ class VerifySpec(msgspec.Struct, kw_only=True):
     eval_limit: int = 1200
     threads: int = 0
     reference_cache_dir: str | None = None  # written, never read: verification stays fresh
+    basis: str = "fidelity"  # "task": a variant, held to the teacher's task quality
 
 
 @dataclass
@@ -55,11 +56,14 @@ def bundle_runner(bundle: VerifiedBundle, threads: int) -> Runner:
 
 def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     m = bundle.manifest
-    thresholds = thresholds_for(spec.task, spec.thresholds)
+    thresholds = thresholds_for(spec.task, spec.thresholds, basis=spec.basis)
     if m.model.task != spec.task:
         return Verdict(
             False, {}, thresholds, f"bundle is a {m.model.task} model, job is {spec.task}"
         )
+    if bool(m.target.variant) != (spec.basis == "task"):
+        what = f"the {m.target.variant} variant" if m.target.variant else "the full model"
+        return Verdict(False, {}, thresholds, f"bundle is {what}, the job builds the other")
     encoder = TextEncoder.for_bundle(bundle.path, m)
     runner = bundle_runner(bundle, spec.threads)
     smoke = smoke_check(bundle.path, m, runner, runner.input_names)

@@ -408,7 +408,8 @@ class Worker:
         if lease.phase == "verify":
             assert lease.verify is not None
             bundle = self._fetch_bundle(lease, jobdir / "bundle")
-            return {"verify": {**common, "bundle_dir": str(bundle)}}
+            basis = "task" if req.prune else "fidelity"
+            return {"verify": {**common, "bundle_dir": str(bundle), "basis": basis}}
         params = BuildParameters.for_job(req, lease.target, lease.version)
         config = {
             **common,
@@ -420,6 +421,7 @@ class Worker:
             else None,
             "max_batch": req.max_batch,
             "trt_compat": req.trt_compat,
+            "prune": req.prune,
             "version": lease.version,
             "key_file": str(self.key.path),
             "provenance": {"builder": self.cfg.name, "params": params.as_dict()},
@@ -435,7 +437,9 @@ class Worker:
             SignedManifest(decode_b64(v.manifest, "manifest"), v.signature),
             PullTarget(dest, self.work / "downloads"),
             trusted,
-            expect=BundleRef(lease.request.model, lease.version, lease.target),
+            expect=BundleRef(
+                lease.request.model, lease.version, lease.request.bundle_key(lease.target)
+            ),
         )
         return dest
 
@@ -518,7 +522,8 @@ class Worker:
         assert v is not None
         manifest = decode_b64(v.manifest, "manifest")
         statement = verification_statement(
-            subject=f"{lease.request.model}/v{lease.version}/{lease.target}/{MANIFEST_FILE}",
+            subject=f"{lease.request.model}/v{lease.version}/"
+            f"{lease.request.bundle_key(lease.target)}/{MANIFEST_FILE}",
             manifest_digest=sha256_bytes(manifest),
             verifier=self.cfg.name,
             builder=v.builder,

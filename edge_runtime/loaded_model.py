@@ -33,7 +33,7 @@ class LoadedModel:
 
     @property
     def target(self) -> str:
-        return self.manifest.target.id
+        return self.manifest.bundle_key()
 
     @property
     def version(self) -> int:

@@ -450,7 +450,11 @@ class ModelService:
         reason = f"{type(exc).__name__}: {exc}"[:300]
         if resolved is None:
             raise BackendFailure(reason) from exc
-        selection = self._select(resolved, set(self._failed))
+        # only the same model: another variant's vectors live in another space (an index built
+        # with one would answer garbage for the other), and its quality is another model's
+        variant = failed.manifest.target.variant
+        other_models = {c.target for c in resolved.ranking.eligible if c.variant != variant}
+        selection = self._select(resolved, set(self._failed) | other_models)
         if selection.chosen is None:
             self._not_ready(f"{failed.target} failed at run time ({reason}) and no fallback passed")
             raise BackendFailure(reason) from exc

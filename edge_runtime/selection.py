@@ -10,6 +10,7 @@ its reason end up in /v1/status, the logs and the metrics.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -162,6 +163,9 @@ def _verdicts(passed: list[LoadedModel], timings: dict[str, float]) -> list[Outc
         elif m.target in timings:
             status = CandidateStatus.SLOWER
             detail = f"slower: {timings[m.target]:.2f} ms vs {timings[chosen.target]:.2f} ms"
+        elif m.manifest.target.variant != chosen.manifest.target.variant:
+            status = CandidateStatus.STANDBY
+            detail = "passed; another model variant, so not a run-time fallback"
         else:
             status, detail = CandidateStatus.STANDBY, "passed; kept as the next fallback"
         out.append(
@@ -204,8 +208,12 @@ def select(
         return Selection(version=version, chosen=None, outcomes=outcomes)
     timings: dict[str, float] = {}
     if opts.mode == "measure" and len(passed) > 1 and passed[0].manifest.target.device == "cpu":
-        timings = {m.target: measure(m, opts.measure_s) for m in passed}
-        passed.sort(key=lambda m: timings[m.target])
+        # timed only against bundles of the same model: a faster variant (or the full model)
+        # never replaces the policy's choice of model by speed alone
+        top = passed[0].manifest.target.variant
+        same = [m for m in passed if m.manifest.target.variant == top]
+        timings = {m.target: measure(m, opts.measure_s) for m in same}
+        passed.sort(key=lambda m: timings.get(m.target, math.inf))
     outcomes += _verdicts(passed, timings)
     for m in passed[1:]:
         m.close()  # fallbacks are reopened on demand; do not hold their memory
@@ -215,5 +223,11 @@ def select(
         version=version,
         chosen=passed[0],
         outcomes=outcomes,
-        fallbacks=[m.target for m in passed[1:]],
+        # run-time failover stays within the chosen model: another variant's vectors live in
+        # another space (an index built with one would answer garbage for the other)
+        fallbacks=[
+            m.target
+            for m in passed[1:]
+            if m.manifest.target.variant == passed[0].manifest.target.variant
+        ],
     )

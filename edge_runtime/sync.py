@@ -34,12 +34,22 @@ from artifacts.client import (
 )
 from artifacts.digests import sha256_bytes
 from artifacts.errors import DiskFullError, RegistryError, ShipyardError, UnsafePathError
+from artifacts.manifest import decode
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
-from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy, rank_bundles
-from edge_runtime.channel_metadata import ChannelMetadata
+from artifacts.targets import (
+    Exclusion,
+    NodeCapabilities,
+    Ranking,
+    SelectionPolicy,
+    is_bundle_key,
+    rank_bundles,
+)
+from artifacts.wire import ResolveResponse
+from edge_runtime.channel_metadata import ChannelMetadata, Pointer
 
 log = logging.getLogger("shipyard.edge.sync")
+CARRIED_FILE = "carried.json"  # the version's bundle keys, as its signed channel metadata lists
 VERSION_DIR = re.compile(r"v[1-9][0-9]{0,8}")
 
 
@@ -104,9 +114,9 @@ class BundleCache:
         return self.contained(self.model_dir(name) / f"v{version}")
 
     def bundle_dir(self, name: str, version: int, target: str) -> Path:
-        if target not in TARGETS:
+        if not is_bundle_key(target):  # a known target id [+ a well-formed variant]: no path tricks
             raise UnsafePathError(f"target {target!r} is not a known target")
-        return self.contained(self.version_dir(name, version) / check_name(target, "target"))
+        return self.contained(self.version_dir(name, version) / target)
 
     def versions(self, name: str) -> list[int]:
         d = self.model_dir(name)
@@ -126,7 +136,7 @@ class BundleCache:
         return {
             p.name: p
             for p in sorted(d.iterdir())
-            if p.is_dir() and not p.is_symlink() and p.name in TARGETS
+            if p.is_dir() and not p.is_symlink() and is_bundle_key(p.name)
         }
 
     def clear_downloads(self, name: str) -> int:
@@ -207,11 +217,15 @@ class Syncer:
         ``version``: that version rather than the channel's (the base of a catalog index
         delta); its bundles are verified against the trusted keys like any other."""
         res, pinned = self._resolve(name, channel, version)
-        self.cache.version_dir(name, res.version)  # a hostile version never names a path
-        ranking = Ranking(eligible=[e.candidate for e in res.eligible], excluded=list(res.excluded))
+        vdir = self.cache.version_dir(name, res.version)  # a hostile version never names a path
+        carried = self._carried(vdir, pinned)
+        ranking = self._rank_offered(res, carried)
+        wanted = {c.target for c in ranking.eligible}
         resolved = Resolved(version=res.version, ranking=ranking)
         for e in res.eligible:
             target = e.candidate.target
+            if target not in wanted:
+                continue  # refused by this node's own ranking: never downloaded
             dest = self.cache.bundle_dir(name, res.version, target)
             manifest = decode_b64(e.manifest, "manifest")
             if pinned is not None and sha256_bytes(manifest) != pinned.bundles.get(target):
@@ -262,6 +276,46 @@ class Syncer:
             self.cache.clear_downloads(name)
         return resolved
 
+    def _carried(self, vdir: Path, pinned: Pointer | None) -> tuple[str, ...]:
+        """Every bundle key the version carries, as far as this node can prove it: the signed
+        channel metadata's list (recorded beside the version, for serving from the cache), or
+        nothing known — then a variant is served only when the policy names it (a registry
+        answer could leave the full model's bundles out)."""
+        if pinned is None:
+            return ()
+        keys = tuple(sorted(pinned.bundles))
+        try:
+            vdir.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(vdir / CARRIED_FILE, msgspec.json.encode(list(keys)))
+        except OSError as exc:
+            log.warning("cannot record the bundles of %s: %s", vdir, exc)
+        return keys
+
+    def _rank_offered(self, res: ResolveResponse, carried: tuple[str, ...]) -> Ranking:
+        """The registry's ranking is a hint: what it offers is ranked again here by the node's
+        own capabilities and policy *before* anything is downloaded, so a hostile answer cannot
+        make the node fetch or serve a variant or a target its policy refuses. (The manifests
+        ranked here are the ones each download is then verified against, signature included.)"""
+        manifests, excluded = [], list(res.excluded)
+        for e in res.eligible:
+            if not is_bundle_key(e.candidate.target):  # before it could name a path
+                reason = f"target {e.candidate.target!r} is not a known target"
+                excluded.append(Exclusion(target=e.candidate.target, reason=reason))
+                continue
+            try:
+                m = decode(decode_b64(e.manifest, "manifest"))
+                key = m.bundle_key()
+            except ShipyardError as exc:
+                excluded.append(Exclusion(target=e.candidate.target, reason=str(exc)))
+                continue
+            if key != e.candidate.target:
+                reason = f"the registry offered a {key} manifest as {e.candidate.target!r}"
+                excluded.append(Exclusion(target=e.candidate.target, reason=reason))
+                continue
+            manifests.append(m)
+        local = rank_bundles(self.caps, manifests, self.policy, version_keys=carried)
+        return Ranking(eligible=local.eligible, excluded=[*excluded, *local.excluded])
+
     def cached_versions(self, name: str, exclude: frozenset[int] = frozenset()) -> list[int]:
         """Cached versions in the order to fall back on: the last known good first, then the
         newest down."""
@@ -288,5 +342,15 @@ class Syncer:
                 readable[target] = path
             except ShipyardError as exc:
                 log.warning("cached %s v%s %s unreadable: %s", name, version, target, exc)
-        ranking = rank_bundles(self.caps, manifests, self.policy)
+        carried = self._carried_cached(self.cache.version_dir(name, version))
+        ranking = rank_bundles(self.caps, manifests, self.policy, version_keys=carried)
         return Resolved(version=version, ranking=ranking, bundles=readable, source="cache")
+
+    @staticmethod
+    def _carried_cached(vdir: Path) -> tuple[str, ...]:
+        """The bundle keys the signed metadata listed for a cached version (() if none)."""
+        try:
+            keys = msgspec.json.decode((vdir / CARRIED_FILE).read_bytes(), type=list[str])
+        except (OSError, msgspec.DecodeError):
+            return ()
+        return tuple(keys)

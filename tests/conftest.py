@@ -86,6 +86,32 @@ def tiny_builds(tmp_path_factory, tiny_models, publisher_keys):
 
 
 @pytest.fixture(scope="session")
+def tiny_pruned_build(tmp_path_factory, tiny_models, publisher_keys):
+    """tiny-embedding's 1-layer variant (pruned-L1: one of its 2 layers kept, distilled
+    briefly) for onnx-fp32 and onnx-int8. A random model's retrieval recall is noise, so the
+    teacher-relative recall bar is off here; MiniLM's slow test keeps the defaults."""
+    from builder.pipeline import BuildConfig, build
+    from tests.factories import TINY_PRUNED_THRESHOLDS
+
+    dest = tmp_path_factory.mktemp("bundles-pruned")
+    report = build(
+        BuildConfig(
+            model_dir=str(tiny_models["embedding"]),
+            task="embedding",
+            model_name="tiny-embedding",
+            out_dir=str(dest),
+            key_file=str(publisher_keys[0]),
+            targets=["onnx-fp32", "onnx-int8"],
+            eval_limit=120,
+            calibration_limit=40,
+            prune="layers=1,steps=40,budget=60",
+            thresholds=TINY_PRUNED_THRESHOLDS,
+        )
+    )
+    return dest, report
+
+
+@pytest.fixture(scope="session")
 def minilm_build(tmp_path_factory, publisher_keys):
     """The real all-MiniLM-L6-v2 built for the three CPU targets (once per session, ~2 min)."""
     from builder.pipeline import BuildConfig, build

@@ -19,6 +19,7 @@ from artifacts.cli.render import TargetSummary, console, targets_table
 from artifacts.cli.runner import ExitCode
 from artifacts.errors import InputError
 from artifacts.targets import parse_trt_compat
+from artifacts.variants import parse_prune
 
 
 class RichReporter:
@@ -56,6 +57,12 @@ def parse_thresholds(values: list[str]) -> dict[str, float]:
         except ValueError:
             raise InputError(f"--threshold expects NAME=VALUE, got {value!r}") from None
     return out
+
+
+def prune_option(value: str | None) -> str | None:
+    """``--prune`` checked and canonical (``layers=4,steps=600,budget=120``), or None."""
+    spec = parse_prune(value)
+    return spec.as_text() if spec else None
 
 
 def trt_compat_option(value: str) -> list[str]:
@@ -142,6 +149,12 @@ def build_cmd(
         "--trt-compat",
         help="TensorRT engines: none | version | hardware | same-cc (comma-separated)",
     ),
+    prune: str | None = typer.Option(
+        None,
+        "--prune",
+        help="Ship a smaller variant: layers=K[,steps=N][,budget=SECONDS] keeps K layers, "
+        "distils them from the model and gates them on task quality (bundles TARGET+pruned-LK)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
     """Build, gate, benchmark and sign one bundle per target."""
@@ -161,6 +174,7 @@ def build_cmd(
         threads=threads,
         thresholds=parse_thresholds(threshold),
         trt_compat=trt_compat_option(trt_compat),
+        prune=prune_option(prune),
     )
     err = console(stderr=True)
     with Progress(

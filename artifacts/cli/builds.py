@@ -14,7 +14,7 @@ from rich.table import Table
 
 from artifacts import sourcetar
 from artifacts.cli import app
-from artifacts.cli.build import parse_thresholds, trt_compat_option
+from artifacts.cli.build import parse_thresholds, prune_option, trt_compat_option
 from artifacts.cli.registry import byte_progress, client, emit_json
 from artifacts.cli.render import TargetSummary, console, simple_table, targets_table
 from artifacts.cli.runner import ExitCode
@@ -217,6 +217,12 @@ def submit(
         min=1,
         help="Build the targets into this existing, not yet promoted version (same model dir)",
     ),
+    prune: str | None = typer.Option(
+        None,
+        "--prune",
+        help="Build a pruned, distilled variant: layers=K[,steps=N][,budget=SECONDS] "
+        "(bundles TARGET+pruned-LK, gated on task quality)",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Upload a model to the build service and build every target on capable workers."""
@@ -239,6 +245,7 @@ def submit(
             allow_partial=allow_partial,
             worker_deadline_s=worker_deadline,
             into_version=into_version,
+            prune=prune_option(prune),
         )
         created = c.submit_build(req)
         if not wait:

@@ -75,7 +75,7 @@ def verify_cmd(
                     "signed_by": verified.key_id,
                     "model": m.model.name,
                     "version": m.model.version,
-                    "target": m.target.id,
+                    "target": m.bundle_key(),
                     "files": len(m.files),
                 }
             ).decode()
@@ -85,7 +85,7 @@ def verify_cmd(
         f"signed by trusted key {verified.key_id}" if verified.key_id else "signature NOT checked"
     )
     console().print(
-        f"[green]valid[/green] {m.model.name} v{m.model.version} {m.target.id}: "
+        f"[green]valid[/green] {m.model.name} v{m.model.version} {m.bundle_key()}: "
         f"{len(m.files)} files match their digests; {signer}; bundle {verified.digest[:23]}…",
         highlight=False,
     )

@@ -21,7 +21,7 @@ from artifacts.errors import InputError, RegistryError
 from artifacts.manifest import MANIFEST_FILE
 from artifacts.publish import publish_version
 from artifacts.signing import TrustedKeys, default_key_path, load_signing_key
-from artifacts.targets import TARGETS, NodeCapabilities, Ranking, SelectionPolicy
+from artifacts.targets import NodeCapabilities, Ranking, SelectionPolicy, is_bundle_key
 
 JSON = typer.Option(False, "--json", help="Machine-readable output")
 
@@ -192,7 +192,7 @@ def pull(
         with byte_progress(total, f"pull {name} v{number}", not as_json) as progress:
             task = progress.task_ids[0]
             for b in chosen:
-                if b.target not in TARGETS:  # a registry answer, before it names a path
+                if not is_bundle_key(b.target):  # a registry answer, before it names a path
                     raise RegistryError(f"the registry names an unknown target {b.target!r}")
                 v = c.pull_bundle(
                     c.bundle_document(name, number, b.target),

@@ -52,7 +52,7 @@ def requires_text(req: Requires) -> str:
 
 def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
     t = Table(
-        title=title or f"{m.model.name} v{m.model.version} · {m.target.id}", show_header=False
+        title=title or f"{m.model.name} v{m.model.version} · {m.bundle_key()}", show_header=False
     )
     t.add_column("field", style="bold")
     t.add_column("value")
@@ -64,6 +64,8 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
     t.add_row(
         "target", f"{m.target.id} · {m.target.backend} · {m.target.precision} · {m.target.device}"
     )
+    if m.target.variant:
+        t.add_row("variant", variant_text(m))
     t.add_row("requires", requires_text(m.target.requires))
     t.add_row(
         "io",
@@ -79,6 +81,13 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
     t.add_row(
         "quality", f"{verdict} · config {escape(q.config or '-')} · {metrics or 'no metrics'}"
     )
+    if q.basis == "task":
+        t.add_row(
+            "",
+            f"[dim]gated on task quality relative to the {escape(q.reference)} (a variant "
+            "cannot match the full model's vectors); *_ratio and *_reference metrics compare "
+            "with it on the same data[/dim]",
+        )
     if q.confidence:
         t.add_row(
             "",
@@ -106,6 +115,20 @@ def manifest_table(m: Manifest, *, title: str | None = None) -> Table:
     return t
 
 
+def variant_text(m: Manifest) -> str:
+    """``pruned-L4 · kept layers 0,3,4,5 of 6 · distilled 600 steps in 98 s (loss 0.59→0.11)``."""
+    text = escape(m.target.variant)
+    c = m.compression
+    if c is not None:
+        kept = ",".join(str(i) for i in c.layers_kept)
+        text += (
+            f" · {escape(c.method)} · kept layers {kept} of {c.layers_total} · distilled "
+            f"{c.steps} steps in {c.seconds:.0f} s on {c.texts} calibration items "
+            f"(held-back loss {fmt_num(c.loss_start)}→{fmt_num(c.loss_end)})"
+        )
+    return text
+
+
 def metric_text(
     name: str, value: float, interval: list[float] | None, threshold: float | None
 ) -> str:
@@ -130,7 +153,13 @@ def split_text(split: EvalSplit) -> str:
         if k in split.intervals
     )
     worst = []
-    for metric in ("recall10_overlap", "cosine_min", "spearman", "label_agreement"):
+    for metric in (
+        "recall10_overlap",
+        "relevant_recall10_ratio",
+        "cosine_min",
+        "spearman",
+        "label_agreement",
+    ):
         scored = [(m[metric], name) for name, m in split.slices.items() if metric in m]
         if scored:
             value, name = min(scored)

@@ -22,6 +22,7 @@ def cache_prefix(req: BuildRequest, target: str) -> str:
             "model": req.model,
         }
         | ({"trt_compat": sorted(req.trt_compat)} if req.trt_compat else {})
+        | ({"prune": req.prune} if req.prune else {})
         | ({"index": msgspec.to_builtins(req.index)} if req.index is not None else {})
     )
 

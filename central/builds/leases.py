@@ -282,10 +282,12 @@ class LeaseService:
         exactly its files, with every blob uploaded, and carry provenance for this job."""
         manifest = decode(data)
         check_paths(manifest)
-        named = (manifest.model.name, manifest.model.version, manifest.target.id)
-        if named != (build.model, build.version, job.target):
+        named = (manifest.model.name, manifest.model.version, manifest.bundle_key())
+        req = msgspec.json.decode(build.request, type=BuildRequest)
+        key = req.bundle_key(job.target)
+        if named != (build.model, build.version, key):
             raise Unprocessable(
-                f"result names {named}, the job is ({build.model!r}, {build.version}, {job.target!r})"
+                f"result names {named}, the job is ({build.model!r}, {build.version}, {key!r})"
             )
         trusted = TrustedKeys.of((builder.public_key or "").encode())
         authenticate(manifest, data, signature.encode(), trusted)
@@ -301,7 +303,6 @@ class LeaseService:
         size = next(f.size for f in manifest.files if f.path == PROVENANCE_FILE)
         if size > MAX_PROVENANCE_BYTES:
             raise Unprocessable(f"{PROVENANCE_FILE} of {size} bytes is over {MAX_PROVENANCE_BYTES}")
-        req = msgspec.json.decode(build.request, type=BuildRequest)
         check_provenance(
             self.blobs.store.path(files[PROVENANCE_FILE]).read_bytes(),
             trusted,
@@ -391,10 +392,11 @@ class LeaseService:
             if w.disabled_at is not None:
                 raise ForbiddenError(f"built by worker {w.name}, disabled since")
 
+        req = msgspec.json.decode(build.request, type=BuildRequest)
         upload = BundleUpload(
             model=build.model,
             version=build.version,
-            target=j.target,
+            target=req.bundle_key(j.target),
             manifest=j.result_manifest or b"",
             signature=j.result_signature or "",
         )

@@ -15,6 +15,7 @@ from artifacts.digests import is_digest
 from artifacts.errors import (
     ConflictError,
     ForbiddenError,
+    InputError,
     NotFoundError,
     ShipyardError,
     Unprocessable,
@@ -25,6 +26,7 @@ from artifacts.quality import TASKS, thresholds_for
 from artifacts.states import BuildState, JobState
 from artifacts.targets import BUILDABLE_TARGETS, INDEX_TARGET, TARGETS, parse_trt_compat
 from artifacts.tracing import annotate
+from artifacts.variants import parse_prune
 from artifacts.wire import BuildCreated, BuildInfo, BuildRequest, JobInfo, LogLine
 from central.auth.service import Principal
 from central.blobs.service import BlobService
@@ -105,6 +107,7 @@ def _gate_inputs(req: BuildRequest) -> tuple:
         sorted(req.thresholds.items()),
         req.max_batch,
         sorted(req.trt_compat),
+        req.prune,
     )
 
 
@@ -132,6 +135,16 @@ def check_options(req: BuildRequest) -> None:
         raise Unprocessable(
             f"worker_deadline_s must be above 0 and at most {MAX_DEADLINE_S:g} s (7 days)"
         )
+    if req.prune is not None and not req.prune.strip():
+        raise Unprocessable("prune must be omitted or layers=K[,steps=N][,budget=SECONDS]")
+    try:
+        spec = parse_prune(req.prune)
+    except InputError as exc:
+        raise Unprocessable(str(exc)) from exc
+    if spec is not None and spec.as_text() != req.prune:
+        raise Unprocessable(f"prune must be written as {spec.as_text()!r} (canonical)")
+    if spec is not None and req.task == "index":
+        raise Unprocessable("an index build cannot be pruned")
     if req.into_version is not None and req.into_version < 1:
         raise Unprocessable("into_version must be a version number (1 or more)")
 
@@ -171,7 +184,7 @@ class BuildService:
             raise Unprocessable("max_batch must be between 1 and 4096")
         check_options(req)
         if not index:
-            thresholds_for(req.task, req.thresholds)
+            thresholds_for(req.task, req.thresholds, basis="task" if req.prune else "fidelity")
         for what, digest in (
             ("source", req.source_blob),
             ("calibration", req.calibration_blob),
@@ -239,7 +252,8 @@ class BuildService:
                     f"{req.model} v{number} was built from {v.source_digest[:19]}…, not from "
                     f"{req.source_blob[:19]}…: a version holds one model's weights"
                 )
-            held = {b.target for b in await version_bundles(s, v)} & set(req.targets)
+            keys = {req.bundle_key(t) for t in req.targets}
+            held = {b.target for b in await version_bundles(s, v)} & keys
             if held:
                 raise ConflictError(
                     f"{req.model} v{number} already holds {', '.join(sorted(held))}"
@@ -251,14 +265,22 @@ class BuildService:
                     .where(Build.model == req.model, Build.version == number)
                 )
             ).all()
-        for raw, _, _ in rows:
+        building = set()
+        for raw, target, state in rows:
             earlier = msgspec.json.decode(raw, type=BuildRequest)
+            if earlier.task != req.task:
+                raise Unprocessable(
+                    f"{req.model} v{number} was built for task {earlier.task}, not {req.task}"
+                )
+            if earlier.variant() != req.variant():
+                continue  # another model variant of the same source: its own gate
             if _gate_inputs(earlier) != _gate_inputs(req):
                 raise Unprocessable(
                     f"{req.model} v{number} was built with other task, data, thresholds or "
                     "options: a target added later is held to the same gate"
                 )
-        building = {t for _, t, st in rows if not JobState(st).terminal} & set(req.targets)
+            if not JobState(state).terminal and target in req.targets:
+                building.add(req.bundle_key(target))
         if building:
             raise ConflictError(
                 f"an open build is already building {', '.join(sorted(building))} into "

@@ -21,7 +21,7 @@ from artifacts.errors import ConflictError, NotFoundError, Unprocessable
 from artifacts.manifest import Manifest, decode, to_builtins
 from artifacts.names import check_name
 from artifacts.signing import TrustedKeys
-from artifacts.targets import TARGETS, rank_bundles
+from artifacts.targets import TARGETS, is_bundle_key, rank_bundles
 from artifacts.wire import (
     BundleInfo,
     ModelInfo,
@@ -228,12 +228,20 @@ class RegistryService:
     # ---- bundles ---------------------------------------------------------------------------
 
     def _check_bundle(self, upload: BundleUpload, trusted: TrustedKeys) -> tuple[Manifest, str]:
-        if upload.target not in TARGETS:
-            raise Unprocessable(f"unknown target {upload.target!r}; known: {', '.join(TARGETS)}")
+        if not is_bundle_key(upload.target):
+            raise Unprocessable(
+                f"unknown target {upload.target!r}; known: {', '.join(TARGETS)} "
+                "(a variant: target+variant, e.g. onnx-int8+pruned-L4)"
+            )
         manifest = decode(upload.manifest)
         check_paths(manifest)
+        if bool(manifest.target.variant) != (manifest.quality.basis == "task"):
+            raise Unprocessable(
+                "a variant's quality is gated on task quality (basis task), the full model's on "
+                "fidelity: this manifest mixes them"
+            )
         key_id = authenticate(manifest, upload.manifest, upload.signature.encode(), trusted)
-        named = (manifest.model.name, manifest.model.version, manifest.target.id)
+        named = (manifest.model.name, manifest.model.version, manifest.bundle_key())
         if named != (upload.model, upload.version, upload.target):
             raise Unprocessable(
                 f"manifest names {named[0]} v{named[1]} {named[2]}, but it was pushed as "

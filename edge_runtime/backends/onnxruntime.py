@@ -34,7 +34,7 @@ class OrtBackend:
                 "onnxruntime is not installed (pip install 'shipyard[edge]')"
             ) from exc
         self._ort = ort
-        self.target = manifest.target.id
+        self.target = manifest.bundle_key()
         self.seq_multiple = 1
         self.device = manifest.target.device
         threads = settings.threads or (os.cpu_count() or 1)

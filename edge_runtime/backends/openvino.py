@@ -32,7 +32,7 @@ class OpenVinoBackend:
             import openvino as ov
         except ImportError as exc:
             raise BackendUnavailable("OpenVINO is not installed (pip install openvino)") from exc
-        self.target = manifest.target.id
+        self.target = manifest.bundle_key()
         self.device = "cpu"
         self.seq_multiple = SEQ_MULTIPLE
         core = ov.Core()

@@ -56,7 +56,7 @@ class TensorRTBackend:
                     "cuda-python is not installed (pip install 'shipyard[gpu-edge]')"
                 ) from exc
         self._trt, self._cudart = trt, cudart
-        self.target = manifest.target.id
+        self.target = manifest.bundle_key()
         self.seq_multiple = 1
         self.device = "gpu"
         err, count = cudart.cudaGetDeviceCount()

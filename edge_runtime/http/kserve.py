@@ -95,7 +95,7 @@ def _metadata(svc) -> dict:
         "platform": f"shipyard_{m.target.backend}",
         "inputs": [{"name": n, "datatype": "BYTES", "shape": s} for n, s in INPUTS[task]],
         "outputs": [{"name": OUTPUTS[task], "datatype": "FP32", "shape": out_shape}],
-        "parameters": {"task": task, "target": m.target.id, "labels": ",".join(m.model.labels)},
+        "parameters": {"task": task, "target": m.bundle_key(), "labels": ",".join(m.model.labels)},
     }
 
 

@@ -28,6 +28,7 @@ from artifacts.errors import BundleError, ConflictError, NotReady, ShipyardError
 from artifacts.manifest import IndexModel, Manifest
 from artifacts.signing import TrustedKeys
 from artifacts.targets import INDEX_TARGET
+from artifacts.variants import split_key
 from edge_runtime.config import EdgeConfig, IndexSection
 from edge_runtime.search.catalog_index import CatalogIndex, index_spec
 from edge_runtime.sync import BundleCache, ModelState, Syncer
@@ -48,6 +49,17 @@ def lock_mismatch(lock: IndexModel, model: Manifest, model_digest: str) -> str |
     the same version (None: it may). The version number alone cannot tell a rebuilt registry's
     "v3" from the v3 the catalog was embedded with; the source weights digest (the same for every
     target of a version) and, for the same target, the bundle's manifest digest can."""
+    try:
+        built_variant = split_key(lock.target)[1]
+    except ValueError:
+        return f"its model lock names a malformed bundle {lock.target!r}"
+    if built_variant != model.target.variant:
+        built = built_variant or "the full model"
+        served = model.target.variant or "the full model"
+        return (
+            f"it was embedded by {built} of {lock.name} v{lock.version}, the node serves "
+            f"{served}: a variant's vectors live in another space"
+        )
     if lock.source_digest and model.model.source_digest != lock.source_digest:
         return (
             f"it was embedded by a different build of {lock.name} v{lock.version} (source "
@@ -55,7 +67,7 @@ def lock_mismatch(lock: IndexModel, model: Manifest, model_digest: str) -> str |
         )
     if (
         lock.manifest_digest
-        and model.target.id == lock.target
+        and model.bundle_key() == lock.target
         and model_digest != lock.manifest_digest
     ):
         return (

@@ -21,7 +21,7 @@ from artifacts.digests import sha256_bytes, sha256_file
 from artifacts.errors import AuthError, ConflictError, ForbiddenError, Unprocessable
 from artifacts.signing import TrustedKeys
 from artifacts.wire import BuildRequest, JobDone
-from tests.factories import TINY_THRESHOLDS, gpu_node, small_datasets
+from tests.factories import TINY_PRUNED_THRESHOLDS, TINY_THRESHOLDS, gpu_node, small_datasets
 from tests.servers import CentralServer
 
 TERMINAL = ("passed", "partial", "failed", "cancelled")
@@ -151,6 +151,66 @@ def test_submit_build_registers_promotes_and_caches(central_with_worker, tiny_mo
         assert again.state == "passed" and again.version == 1, again
         assert all(j.cached and j.attempts == 0 for j in again.jobs)
         assert c.list_versions("tiny-cls")[-1].version == 1
+
+
+def test_a_pruned_variant_is_built_into_the_same_version(
+    central_with_worker, tiny_models, tmp_path
+):
+    """The full model, then its pruned-L1 variant into the same version: the variant's job is
+    built by one worker and re-verified by the other against the teacher on task quality, and
+    the version carries both (keys onnx-fp32 and onnx-fp32+pruned-L1)."""
+    server = central_with_worker
+    with RegistryClient(server.url, server.admin_token) as c:
+        source = upload_model(c, tiny_models["embedding"], tmp_path)
+        data = small_data(c, "embedding", tmp_path)
+        full = wait_build(
+            c,
+            c.submit_build(
+                BuildRequest(
+                    model="tiny-emb",
+                    task="embedding",
+                    source_blob=source,
+                    targets=["onnx-fp32"],
+                    **data,
+                )
+            ).build_id,
+        )
+        assert full.state == "passed", full
+        pruned_req = BuildRequest(
+            model="tiny-emb",
+            task="embedding",
+            source_blob=source,
+            targets=["onnx-fp32"],
+            eval_blob=data["eval_blob"],
+            thresholds=TINY_PRUNED_THRESHOLDS,
+            prune="layers=1,steps=20,budget=60",
+            into_version=full.version,
+        )
+        pruned = wait_build(c, c.submit_build(pruned_req).build_id, timeout=400)
+        assert pruned.state == "passed", pruned
+        assert pruned.version == full.version
+        (job,) = pruned.jobs
+        assert any(h.startswith("verified by") for h in job.history), job.history
+        version = c.get_version("tiny-emb", full.version)
+        keys = sorted(b.target for b in version.bundles)
+        assert keys == ["onnx-fp32", "onnx-fp32+pruned-L1"]
+        b = next(b for b in version.bundles if b.target == "onnx-fp32+pruned-L1")
+        assert b.manifest["target"]["variant"] == "pruned-L1"
+        assert b.manifest["quality"]["basis"] == "task"
+        trusted = TrustedKeys.from_paths(
+            sorted((server.cfg.home_path / "worker").glob("local-*/keys/publisher.pub"))
+        )
+        got = c.pull_bundle(
+            c.bundle_document("tiny-emb", full.version, b.target),
+            PullTarget(tmp_path / "pulled", tmp_path / "dl"),
+            trusted,
+            expect=BundleRef("tiny-emb", full.version, b.target),
+        )
+        params = read_provenance(got.path)["statement"]["predicate"]["buildDefinition"]
+        assert params["externalParameters"]["prune"] == "layers=1,steps=20,budget=60"
+        # the same variant again into that version: it already holds it
+        with pytest.raises(ConflictError, match="already holds onnx-fp32\\+pruned-L1"):
+            c.submit_build(pruned_req)
 
 
 @pytest.mark.postgres
@@ -416,6 +476,13 @@ def test_bad_build_input_is_refused_and_nothing_queued(central):
             ({"source_blob": "sha256:" + "9" * 64}, "has not been uploaded"),
             ({"thresholds": {"nonsense": 1.0}}, "unknown threshold"),
             ({"promote_to": "../x"}, "invalid channel"),
+            ({"prune": "layers=0"}, "between 1 and 48"),
+            ({"prune": "layers=4;x"}, "layers=K"),
+            ({"prune": "layers=4"}, "canonical"),
+            (
+                {"prune": "layers=4,steps=600,budget=120", "thresholds": {"cosine_min": 0.9}},
+                "unknown threshold",
+            ),
         ]:
             body = {"model": "m", "task": "embedding", "source_blob": good, **bad}
             r = httpx.post(f"{central.url}/v1/builds", json=body, headers=h)

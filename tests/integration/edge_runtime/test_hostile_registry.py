@@ -210,6 +210,27 @@ def test_answers_that_would_name_paths_outside_the_cache_are_refused(
         fake.stop()
 
 
+def test_a_variant_the_policy_did_not_ask_for_is_refused_whatever_the_registry_ranks(
+    tmp_path, key, publisher_keys
+):
+    """The registry offers a validly signed pruned variant as the only candidate of a version
+    that (by its own answer) also carries the full model: the node ranks the verified bundles
+    itself with its policy and does not serve a smaller model it was not told to take."""
+    synthetic_bundle(tmp_path / "v", key, model="tiny-embedding", version=1, variant="pruned-L1")
+    answer = _answer(tmp_path / "v", target="onnx-int8+pruned-L1")
+    answer["excluded"] = [{"target": "onnx-int8", "reason": "said to be unfit"}]
+    fake = _fake_registry(answer, {})
+    edge = _edge_at(fake.url, publisher_keys, tmp_path / "c")
+    try:
+        m = _model(edge.wait_settled())
+        assert m["state"] == "not-ready"
+        variant = next(c for c in m["candidates"] if c["target"] == "onnx-int8+pruned-L1")
+        assert variant["status"] == "excluded" and "backends.prefer" in variant["detail"]
+    finally:
+        edge.stop()
+        fake.stop()
+
+
 def test_a_foreign_manifest_and_an_oversize_blob_are_refused(tmp_path, key, publisher_keys):
     # another model's validly signed bundle, offered under this name
     synthetic_bundle(tmp_path / "other", key, model="query-classifier", version=1)

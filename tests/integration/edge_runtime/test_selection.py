@@ -7,8 +7,11 @@ import numpy as np
 
 from artifacts.bundle import read_manifest, write_bundle
 from artifacts.golden import golden_bytes, read_golden
+from artifacts.targets import CPU_TARGETS
 from tests.factories import synthetic_bundle
 from tests.integration.edge_runtime.conftest import push_version
+
+PRUNED = ("onnx-fp32+pruned-L1", "onnx-int8+pruned-L1")
 
 
 def outcomes(st: dict, model: str = "tiny-embedding") -> dict[str, tuple[str, str]]:
@@ -292,3 +295,81 @@ def test_a_version_that_fails_here_leaves_the_last_good_one_serving(
             break
         time.sleep(0.5)
     assert "degraded" in states
+
+
+def test_a_pruned_variant_is_served_only_when_the_policy_names_it(
+    admin_client, tiny_builds, tiny_pruned_build, key, make_edge
+):
+    """One version carries the full model's bundles and its pruned-L1 variant's. By default
+    the node serves the full model and says why the variant was not taken; with
+    ``prefer = ["pruned"]`` it serves the variant (its own answers), and measuring speed never
+    swaps one model for the other."""
+    import httpx
+
+    from artifacts.textproc import TextEncoder, run_items
+    from builder.runners import bundle_runner
+
+    full, _ = tiny_builds["embedding"]
+    pruned, report = tiny_pruned_build
+    assert report.ok
+    v = push_version(
+        admin_client,
+        "tiny-embedding",
+        [full / t for t in CPU_TARGETS] + [pruned / t for t in PRUNED],
+        key,
+    )
+    admin_client.promote("tiny-embedding", "stable", v)
+    plain = make_edge()
+    o = outcomes(plain.wait_ready())
+    assert o["onnx-int8"][0] == "chosen"
+    for t in PRUNED:
+        assert o[t][0] == "excluded" and 'backends.prefer = ["pruned"]' in o[t][1]
+
+    variant = make_edge(backends={"prefer": ["pruned"]})
+    st = variant.wait_ready()
+    assert outcomes(st)["onnx-int8+pruned-L1"][0] == "chosen"
+    m = model_status(st)
+    assert m["target"] == "onnx-int8+pruned-L1" and m["version"] == v
+
+    texts = ["red running shoes size 44", "usb-c charger 65w"]
+
+    def embed(edge, items=texts):
+        r = httpx.post(
+            f"{edge.url}/v1/embeddings", json={"model": "tiny-embedding", "input": items}
+        )
+        assert r.status_code == 200, r.text
+        return np.array([d["embedding"] for d in r.json()["data"]])
+
+    bundle = pruned / "onnx-int8+pruned-L1"
+    manifest = read_manifest(bundle)
+    runner = bundle_runner(bundle, manifest, threads=1)
+    direct = run_items(TextEncoder.for_bundle(bundle, manifest), texts, runner, runner.input_names)
+    served = embed(variant)
+    assert np.allclose(served, direct, atol=1e-4)  # the variant's own answers
+    assert not np.allclose(embed(plain), served, atol=1e-2)  # not the full model's
+
+    # run-time failover stays within the variant: its other bundle, never the full model
+    svc = variant.node.models["tiny-embedding"]
+
+    def broken(_feeds):
+        raise RuntimeError("simulated device fault")
+
+    svc.serving.backend.infer = broken
+    fresh = [f"{t} (not cached)" for t in texts]  # the result cache would answer repeats
+    again = run_items(TextEncoder.for_bundle(bundle, manifest), fresh, runner, runner.input_names)
+    assert np.allclose(embed(variant, fresh), again, atol=2e-2)  # the variant's FP32 bundle
+    m = model_status(variant.status())
+    assert m["target"] == "onnx-fp32+pruned-L1", m["target"]
+    svc.serving.backend.infer = broken  # and when the variant has nothing left: not-ready,
+    r = httpx.post(  # not the full model's answers
+        f"{variant.url}/v1/embeddings",
+        json={"model": "tiny-embedding", "input": ["another uncached text"]},
+    )
+    assert r.status_code >= 500
+    m = model_status(variant.status())
+    assert m["target"] != "onnx-int8" and m["state"] == "not-ready", m
+
+    measured = make_edge(backends={"allow": ["pruned"], "select": "measure", "measure_s": 0.2})
+    o = outcomes(measured.wait_ready())
+    assert {s for t, (s, _) in o.items() if "+" not in t} == {"excluded"}
+    assert sorted(s for t, (s, _) in o.items() if "+" in t) == ["chosen", "slower"]

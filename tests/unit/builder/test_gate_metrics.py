@@ -132,7 +132,12 @@ def test_split_metrics_per_slice_and_relevance():
     cand[1] = [0.7, 0.7]
     metrics, intervals, slices = split_metrics("embedding", split, ref, cand)
     assert metrics["cosine_min"] == pytest.approx(np.sqrt(0.5))
-    assert set(intervals) == {"cosine_mean", "cosine_min", "recall10_overlap"}
+    assert set(intervals) == {
+        "cosine_mean",
+        "cosine_min",
+        "recall10_overlap",
+        "relevant_recall10_ratio",
+    }
     assert slices["query:short"]["recall10_overlap"] == 1.0
     assert slices["query:long"]["cosine_min"] == pytest.approx(np.sqrt(0.5))
     assert slices["product:t"]["cosine_mean"] == pytest.approx(1.0)
@@ -213,3 +218,77 @@ def test_a_candidate_with_nan_outputs_fails_its_split():
     from builder.gate import rounded_metrics
 
     assert all(np.isfinite(v) for v in rounded_metrics(gate.metrics).values())
+
+
+# ---- teacher-relative task quality (the variants' gate) -----------------------------------
+
+
+def test_share_and_its_paired_interval():
+    from builder.gate import ratio_interval, share
+
+    ref = np.array([1.0, 1.0, 0.0, 1.0] * 50)
+    same = ref.copy()
+    assert share(same, ref) == 1.0
+    assert ratio_interval(same, ref) == (1.0, 1.0)  # paired: identical answers, no spread
+    worse = ref.copy()
+    worse[:20] = 0.0  # loses 15 of 150 hits
+    lo, hi = ratio_interval(worse, ref)
+    assert share(worse, ref) == pytest.approx(135 / 150)
+    assert lo < 135 / 150 < hi and hi <= 1.0
+    # the reference found nothing: not measurable (a gated ratio then fails), never "1.0"
+    assert np.isnan(share(np.zeros(3), np.zeros(3)))
+    assert all(np.isnan(ratio_interval(np.ones(3), np.zeros(3))))
+
+
+def test_split_metrics_report_the_share_of_the_references_recall():
+    from builder.data.datasets import EvalSet
+    from builder.gate import split_metrics
+
+    rng = np.random.default_rng(0)
+    products = rng.normal(size=(40, 8))
+    products /= np.linalg.norm(products, axis=1, keepdims=True)
+    queries = products[:20] + rng.normal(scale=0.01, size=(20, 8))
+    ref = np.vstack([queries, products])
+    split = EvalSet(
+        queries=[f"q{i}" for i in range(20)],
+        products=[f"p{i}" for i in range(40)],
+        relevant=[[i] for i in range(20)],
+        query_slices=["a"] * 20,
+        product_slices=["a"] * 40,
+    )
+    metrics, intervals, slices = split_metrics("embedding", split, ref, ref.copy())
+    assert metrics["relevant_recall10_ratio"] == 1.0
+    assert metrics["relevant_recall10_ratio_point"] == 1.0
+    assert intervals["relevant_recall10_ratio"] == (1.0, 1.0)
+    assert "relevant_recall10_ratio_point" not in intervals  # judged as measured
+    shuffled = ref.copy()
+    shuffled[:20] = rng.normal(size=(20, 8))  # the candidate's queries point nowhere
+    metrics, intervals, slices = split_metrics("embedding", split, ref, shuffled)
+    assert metrics["relevant_recall10_ratio"] < 0.6
+    assert slices["query:a"]["relevant_recall10_ratio"] == metrics["relevant_recall10_ratio"]
+
+
+def test_task_thresholds_judge_the_point_and_the_bound():
+    from artifacts.quality import thresholds_for
+    from builder.gate import verdict
+
+    th = thresholds_for("embedding", basis="task")
+    assert set(th) == {
+        "relevant_recall10_ratio_point",
+        "relevant_recall10_ratio",
+        "batch_invariance_min_cosine",
+    }
+    ok = {
+        "relevant_recall10_ratio": 0.975,
+        "relevant_recall10_ratio_point": 0.975,
+        "batch_invariance_min_cosine": 1.0,
+    }
+    assert verdict(ok, th, {"relevant_recall10_ratio": (0.91, 1.03)}) == []
+    low_bound = verdict(ok, th, {"relevant_recall10_ratio": (0.85, 1.03)})
+    assert len(low_bound) == 1 and "lower bound" in low_bound[0]
+    low_point = dict(ok, relevant_recall10_ratio_point=0.94)
+    assert verdict(low_point, th, {"relevant_recall10_ratio": (0.91, 1.03)}) == [
+        "relevant_recall10_ratio_point 0.9400 < 0.95"
+    ]
+    with pytest.raises(Exception, match="unknown threshold"):
+        thresholds_for("embedding", {"cosine_min": 0.9}, basis="task")

@@ -237,7 +237,11 @@ class Syncer:
                 continue
             if dest.exists():
                 try:
-                    verify_bundle(dest, self.trusted)
+                    cached = verify_bundle(dest, self.trusted)
+                    if cached.digest != sha256_bytes(manifest):  # validly signed, but not it
+                        raise RegistryError(
+                            f"the cached {target} bundle is not the one the registry names"
+                        )
                     resolved.bundles[target] = dest
                     continue
                 except ShipyardError as exc:

@@ -227,6 +227,7 @@ def submit(
 ) -> None:
     """Upload a model to the build service and build every target on capable workers."""
     show = not as_json
+    prune = prune_option(prune)  # a malformed --prune fails before anything is uploaded
     with client() as c, tempfile.TemporaryDirectory(prefix="shipyard-submit-") as tmp:
         tar = sourcetar.create(model_dir, Path(tmp) / "source.tar")
         sourcetar.validate(tar)
@@ -245,7 +246,7 @@ def submit(
             allow_partial=allow_partial,
             worker_deadline_s=worker_deadline,
             into_version=into_version,
-            prune=prune_option(prune),
+            prune=prune,
         )
         created = c.submit_build(req)
         if not wait:

@@ -202,6 +202,24 @@ def test_tampered_cache_is_redownloaded_or_rejected(tiny_published, make_edge, t
     assert o["onnx-fp32"][0] == "chosen"
 
 
+def test_a_validly_signed_stranger_in_the_cache_is_replaced(tiny_published, make_edge, tmp_path):
+    """Someone who can write the cache plants another validly signed bundle (here the same
+    version's onnx-fp32) where onnx-int8 belongs: its signature verifies, but it is not the
+    bundle the registry names, so it is downloaded again rather than served."""
+    import shutil
+
+    from artifacts.bundle import read_manifest as manifest_of
+
+    cache = tmp_path / "planted-cache"
+    make_edge(cache=cache, backends={"deny": ["openvino-int8"]}).wait_ready()
+    vdir = cache / "models" / "tiny-embedding" / f"v{tiny_published['embedding']}"
+    shutil.rmtree(vdir / "onnx-int8")
+    shutil.copytree(vdir / "onnx-fp32", vdir / "onnx-int8")
+    st = make_edge(cache=cache, backends={"deny": ["openvino-int8"]}).wait_ready()
+    assert model_status(st)["target"] == "onnx-int8"
+    assert manifest_of(vdir / "onnx-int8").target.id == "onnx-int8"
+
+
 def test_hot_swap_to_a_new_version_without_dropping_requests(
     tiny_published, admin_client, tiny_builds, key, tmp_path, make_edge
 ):

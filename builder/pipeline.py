@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import logging
 import os
 import resource
 import shutil
@@ -60,6 +61,8 @@ from builder.reference import ReferenceCache, TorchReference, reference_outputs
 from builder.source import ModelSource, inspect_model_dir
 from builder.targets import onnx_fp32, onnx_int8, openvino_int8, tensorrt
 from builder.targets.base import BuildContext, LogReporter, Reporter, TargetOutcome, run_ladder
+
+log = logging.getLogger("shipyard.builder")
 
 LADDERS = {
     "onnx-fp32": onnx_fp32.candidates,
@@ -380,6 +383,7 @@ def _student(
         texts,
         work / "student",
         threads=config.threads or os.cpu_count() or 1,
+        progress=lambda message: log.info("%s: %s", prune.variant, message),
     )
     compression = Compression(
         layers_total=rep.layers_total,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import onnx
 import pytest
@@ -15,6 +13,7 @@ from artifacts.golden import smoke_check
 from artifacts.signing import TrustedKeys
 from builder.pipeline import BuildConfig, build
 from builder.runners import bundle_runner
+from tests.unit.artifacts.test_cli_local import artifact
 
 KEYS = ("onnx-fp32+pruned-L1", "onnx-int8+pruned-L1")
 
@@ -104,20 +103,6 @@ def test_fidelity_thresholds_do_not_apply_to_a_variant(tiny_models, tmp_path):
                 thresholds={"cosine_min": 0.9},
             )
         )
-
-
-def artifact(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from artifacts.cli import main; sys.exit(main())",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
 
 
 def test_inspect_shows_the_variant_and_its_teacher_relative_gate(tiny_pruned_build):

@@ -11,7 +11,8 @@ from artifacts.signing import load_signing_key
 from tests.factories import make_manifest
 
 
-def artifact(*args: str) -> subprocess.CompletedProcess:
+def artifact(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The ``artifact`` CLI in a child process (``env``: its whole environment, if given)."""
     return subprocess.run(
         [
             sys.executable,
@@ -21,6 +22,7 @@ def artifact(*args: str) -> subprocess.CompletedProcess:
         ],
         capture_output=True,
         text=True,
+        env=env,
     )
 
 

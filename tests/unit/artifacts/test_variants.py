@@ -195,24 +195,13 @@ def test_a_manifest_whose_gate_basis_contradicts_its_variant_is_excluded():
 
 @pytest.mark.parametrize("command", ["build", "submit"])
 def test_the_cli_refuses_a_bad_prune_before_any_work(tmp_path, command):
-    import subprocess
-    import sys
+    from tests.unit.artifacts.test_cli_local import artifact
 
     args = ["--task", "embedding", "--model", "m", "--prune", "layers=2;x"]
     if command == "build":
         args += ["--out", str(tmp_path / "o")]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from artifacts.cli import main; sys.exit(main())",
-            command,
-            str(tmp_path),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    r = artifact(
+        command, str(tmp_path), *args, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     )
     assert r.returncode != 0
     assert "--prune takes layers=K" in r.stderr, r.stderr

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.install-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 INFINITY := bench/.work/infinity-venv
 
-.PHONY: install demo test test-slow test-all lint format bench mutation gpu-lock gpu-check clean promtool
+.PHONY: install demo test test-slow test-all lint format bench mutation gpu-lock gpu-check clean promtool oci-registry wrk
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,13 @@ demo: install
 
 # The fast suite (what a developer runs after each change); the real-MiniLM builds and the
 # tiny end-to-end demo are marked slow and run by `make test-slow` (CI runs both).
-test: install lint promtool
+test: install lint promtool oci-registry
 	$(PY) -m pytest -m "not slow"
 
-test-slow: install
+test-slow: install oci-registry
 	$(PY) -m pytest -m slow
 
-test-all: install lint
+test-all: install lint oci-registry
 	$(PY) -m pytest
 
 # promtool checks and unit-tests deploy/monitoring's alert rules; taken from Debian's prometheus
@@ -44,6 +44,14 @@ $(PROMTOOL):
 	  || echo "promtool unavailable: the alert rules are checked by the parser tests only"
 
 promtool: $(PROMTOOL)
+
+# Debian's docker-registry (Docker Distribution 2.8): the OCI blob store and mirror tests start
+# their own on loopback (they skip, saying why, where it cannot be installed).
+oci-registry:
+	@command -v docker-registry >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	  docker-registry >/dev/null 2>&1 || sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install \
+	  -y -q docker-registry >/dev/null 2>&1) \
+	  || echo "docker-registry unavailable: the OCI tests will skip"
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -63,7 +71,13 @@ $(BENCH_STAMP): $(STAMP)
 	$(INFINITY)/bin/python -m pip install -q torch==2.13.0 "infinity-emb[server,optimum]==0.0.78"
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+# wrk (Debian): a C load generator, so the client takes little CPU from the servers it measures
+wrk:
+	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk \
+	  >/dev/null 2>&1 || sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk \
+	  >/dev/null 2>&1) || echo "wrk unavailable: the scale-out benchmark will refuse"
+
+bench: $(BENCH_STAMP) oci-registry wrk
 	$(PY) -m bench.run_all
 
 # mutmut on the trust-critical contract against its unit tests; a score per module (not in make test)

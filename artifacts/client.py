@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,9 +29,11 @@ from artifacts.errors import (
     BY_STATUS,
     DigestMismatchError,
     DiskFullError,
+    InputError,
     NotFoundError,
     RegistryError,
     RegistryUnavailableError,
+    ShipyardError,
     SizeMismatchError,
     WrongBundleError,
 )
@@ -180,29 +182,98 @@ def _raise_for(response: httpx.Response) -> None:
     raise cls(f"{status} {detail} ({where})", status=status)
 
 
+def central_urls(url: str | Sequence[str]) -> list[str]:
+    """``"http://a:8700,http://b:8700"`` (or a list) as a list of base URLs, in order."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip().rstrip("/") for u in parts if u.strip()]
+    if not urls:
+        raise InputError("no central URL given")
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise InputError(f"central URL {u!r} is not http(s)://")
+    return urls
+
+
+# Answers that mean "this replica cannot serve now": an idempotent call goes to the next one.
+# A non-idempotent call only when it never reached a replica: a 502/503/504 may come after the
+# call was applied (a gateway timing out, a version created before a blob store failed).
+FAILOVER_STATUSES = (502, 503, 504)
+# A request that never reached a replica; anything else is retried only when idempotent.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE")
+
+
 class RegistryClient:
+    """Central's API. ``url`` may name several replicas (comma-separated or a list): a call
+    that cannot reach one, or that one answers 502/503/504, goes to the next (a non-idempotent
+    call only when it never reached the first). ``blob_mirror``: an OCI registry holding the
+    same blobs (``https://host[/v2 repository]``), tried first for blob bytes, which are
+    verified by digest as always; it never sees central's token."""
+
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str | None = None,
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        blob_mirror: str | None = None,
+        mirror_repository: str = "shipyard/blobs",
     ) -> None:
         headers = {"User-Agent": "shipyard-artifact/0.1", "Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.url = url.rstrip("/")
+        self.urls = central_urls(url)
+        self.url = self.urls[0]  # the replica answering now
         self.timeout = timeout  # also the whole-answer deadline: a slowloris answer is cut off
         self._http = httpx.Client(
-            base_url=self.url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=5.0),
             transport=transport,
         )
+        self.mirror = (
+            f"{central_urls(blob_mirror)[0]}/v2/{mirror_repository}/blobs/" if blob_mirror else None
+        )
+        self._mirror_http = (
+            httpx.Client(
+                headers={"User-Agent": headers["User-Agent"], "Accept-Encoding": "identity"},
+                timeout=httpx.Timeout(timeout, connect=3.0),
+                transport=transport,
+                follow_redirects=True,
+            )
+            if blob_mirror
+            else None
+        )
+        self.mirror_failures = 0  # blob reads the mirror could not serve (fell back to central)
 
     def close(self) -> None:
         self._http.close()
+        if self._mirror_http is not None:
+            self._mirror_http.close()
+
+    def _replicas(self) -> list[str]:
+        """The replica that answered last first, then the others in order."""
+        return [self.url, *(u for u in self.urls if u != self.url)]
+
+    def _failover(self, call: Callable[[str], T], *, idempotent: bool) -> T:
+        """``call(base_url)`` on each replica until one serves it: a call that never reached a
+        replica goes on; an idempotent one also after a transport error or a 502/503/504."""
+        last: Exception | None = None
+        for base in self._replicas():
+            try:
+                result = call(base)
+            except RegistryUnavailableError as exc:
+                last = exc
+                if getattr(exc, "answered", False):  # the replica said it cannot serve
+                    if exc.status not in FAILOVER_STATUSES or not idempotent:
+                        raise
+                elif not idempotent and not isinstance(exc.__cause__, NOT_SENT):
+                    raise  # it may have been applied: never repeat a non-idempotent call
+                continue
+            self.url = base
+            return result
+        assert last is not None
+        raise last
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -211,10 +282,23 @@ class RegistryClient:
         self.close()
 
     def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """One API call; the answer is read up to :data:`MAX_ANSWER_BYTES` (a registry that
-        streams more is refused, not buffered)."""
+        """One API call (on the first replica that can serve it); ``content`` may be a
+        callable giving a fresh body per attempt."""
+        body = kw.pop("content", None)
+        idempotent = kw.pop("idempotent", method in IDEMPOTENT)
+
+        def attempt(base: str) -> httpx.Response:
+            if body is not None:
+                kw["content"] = body() if callable(body) else body
+            return self._request_once(base, method, path, **kw)
+
+        return self._failover(attempt, idempotent=idempotent)
+
+    def _request_once(self, base: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The answer is read up to :data:`MAX_ANSWER_BYTES` (a registry that streams more is
+        refused, not buffered)."""
         try:
-            with self._http.stream(method, path, **kw) as streamed:
+            with self._http.stream(method, base + path, **kw) as streamed:
                 # the answer (not an upload before it) must arrive within the timeout
                 deadline = time.monotonic() + self.timeout
                 refuse_encoded(streamed)
@@ -233,7 +317,7 @@ class RegistryClient:
                         )
         except TRANSPORT_ERRORS as exc:
             raise RegistryUnavailableError(
-                f"registry {self.url} unreachable: {exc.__class__.__name__}: {exc}"
+                f"registry {base} unreachable: {exc.__class__.__name__}: {exc}"
             ) from exc
         except httpx.HTTPError as exc:
             raise RegistryError(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
@@ -243,7 +327,11 @@ class RegistryClient:
             content=bytes(body),
             request=streamed.request,
         )
-        _raise_for(response)
+        try:
+            _raise_for(response)
+        except RegistryUnavailableError as exc:
+            exc.answered = True  # type: ignore[attr-defined]
+            raise
         return response
 
     def _json(self, method: str, path: str, body: msgspec.Struct | None = None, **kw: Any) -> Any:
@@ -256,7 +344,7 @@ class RegistryClient:
 
     def health(self) -> bool:
         try:
-            return self._http.get("/readyz", timeout=5).status_code == 200
+            return self._http.get(self.url + "/readyz", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -355,7 +443,9 @@ class RegistryClient:
         """``PUT`` (``change.items``) or ``DELETE`` (``change.ids``) ``/v1/indexes/{name}/items``:
         a cumulative delta, built and verified by workers."""
         method = "DELETE" if change.ids else "PUT"
-        return _decoded(self._json(method, f"/v1/indexes/{name}/items", change), into=BuildCreated)
+        # each call starts a build (a new version): never repeated on another replica
+        raw = self._json(method, f"/v1/indexes/{name}/items", change, idempotent=False)
+        return _decoded(raw, into=BuildCreated)
 
     def build(self, build_id: int) -> BuildInfo:
         return _decoded(self._json("GET", f"/v1/builds/{build_id}"), into=BuildInfo)
@@ -490,7 +580,7 @@ class RegistryClient:
         self._request(
             "PUT",
             f"/v1/blobs/{digest}",
-            content=chunks(),
+            content=chunks,  # a fresh body if a replica fails mid-upload and the next one tries
             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             timeout=httpx.Timeout(600.0, connect=5.0),
         )
@@ -500,58 +590,115 @@ class RegistryClient:
         self, digest: str, dest: Path, *, size: int | None = None, progress: Progress | None = None
     ) -> Path:
         """Download to ``dest`` (resuming ``dest.part`` with a Range request), verifying the
-        digest; with ``size`` the download stops there (a registry cannot fill the disk)."""
+        digest; with ``size`` the download stops there (a registry cannot fill the disk). With
+        a blob mirror its bytes are tried first; whatever it fails at (down, slow, too long,
+        wrong bytes) is fetched from central instead."""
         hex_of(digest)  # a well-formed digest before it becomes part of a URL
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.mirror is not None and self._mirror_http is not None:
+            mirror = self._mirror_http
+            kept = part.stat().st_size if part.exists() else 0
+            try:
+                url = self.mirror + digest
+                return self._download_from(
+                    lambda h, have: self._fetch(mirror, url, part, (h, have), size, progress),
+                    digest,
+                    part,
+                    size,
+                    progress,
+                )
+            except DiskFullError:
+                raise
+            except ShipyardError:  # down, missing, slow, too long, wrong bytes: central serves it
+                self.mirror_failures += 1
+                if part.exists() and part.stat().st_size != kept:
+                    part.unlink()  # whatever the mirror wrote (it may have rewritten from 0)
+        path = f"/v1/blobs/{digest}"
+
+        def from_central(h: Any, have: int) -> Any:
+            return self._failover(
+                lambda base: self._guarded(
+                    digest,
+                    lambda: self._fetch(
+                        self._http, base + path, part, _resume(part, size, None), size, progress
+                    ),
+                ),
+                idempotent=True,
+            )
+
+        return self._download_from(from_central, digest, part, size, progress)
+
+    def _download_from(
+        self,
+        fetch: Callable[[Any, int], Any],
+        digest: str,
+        part: Path,
+        size: int | None,
+        progress: Progress | None,
+    ) -> Path:
         h, have = _resume(part, size, progress)
         if size is None or have < size:
-            try:
-                h = self._fetch(digest, part, h, have, size, progress)
-            except OSError as exc:
-                if exc.errno not in DISK_FULL:
-                    raise
-                part.unlink(missing_ok=True)  # give the space back; nothing half-written stays
-                raise DiskFullError(
-                    f"download of {digest[:19]}…: {os.strerror(exc.errno)} in {part.parent}; "
-                    "the partial download was removed"
-                ) from exc
-            except TRANSPORT_ERRORS as exc:
-                raise RegistryUnavailableError(
-                    f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise RegistryError(
-                    f"download of {digest[:19]}…: {exc.__class__.__name__}: {exc}"
-                ) from exc
+            h = self._guarded(digest, lambda: fetch(h, have), part=part)
         actual = digest_of(h)
         if actual != digest:
             part.unlink(missing_ok=True)
             raise DigestMismatchError(
                 f"downloaded blob hashes to {actual[:19]}…, expected {digest[:19]}…; discarded"
             )
+        dest = part.with_name(part.name.removesuffix(".part"))
         os.replace(part, dest)
         return dest
 
+    @staticmethod
+    def _guarded(digest: str, call: Callable[[], T], *, part: Path | None = None) -> T:
+        """Transport errors as the hierarchy's; a full disk gives its space back."""
+        try:
+            return call()
+        except OSError as exc:
+            if exc.errno not in DISK_FULL or part is None:
+                raise
+            part.unlink(missing_ok=True)  # give the space back; nothing half-written stays
+            raise DiskFullError(
+                f"download of {digest[:19]}…: {os.strerror(exc.errno)} in {part.parent}; "
+                "the partial download was removed"
+            ) from exc
+        except TRANSPORT_ERRORS as exc:
+            raise RegistryUnavailableError(
+                f"download of {digest[:19]}… interrupted ({exc.__class__.__name__}); it resumes next time"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"download of {digest[:19]}…: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
     def _fetch(
         self,
-        digest: str,
+        http: httpx.Client,
+        url: str,
         part: Path,
-        h: Any,
-        have: int,
+        resume: tuple[Any, int],
         size: int | None,
-        progress: Progress | None,
+        progress: Progress | None = None,
     ) -> Any:
-        """Append the rest of the blob to ``part`` (or rewrite it if the server ignores Range)."""
+        """Append the rest of the blob to ``part`` (or rewrite it if the server ignores Range).
+        Central may answer 307 to its OCI registry: followed (httpx drops the token when the
+        redirect leaves central's origin)."""
+        digest = url.rsplit("/", 1)[-1]
+        h, have = resume
         headers = {"Range": f"bytes={have}-"} if have else {}
-        with self._http.stream("GET", f"/v1/blobs/{digest}", headers=headers) as r:
+        with http.stream("GET", url, headers=headers, follow_redirects=True) as r:
             if r.status_code == 416 and have:
                 return h  # already complete
             refuse_encoded(r)
             if not r.is_success:
                 r.read()
-                _raise_for(r)
+                try:
+                    _raise_for(r)
+                except RegistryUnavailableError as exc:
+                    exc.answered = True  # type: ignore[attr-defined]
+                    raise
             if r.status_code != 206 and have:
                 h, have = hashlib.sha256(), 0
             started, got = time.monotonic(), 0

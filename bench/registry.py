@@ -29,7 +29,8 @@ from artifacts.targets import BUILDABLE_TARGETS
 from bench.common import REPORT_DIR, WORK_DIR, machine, md_table, percentile, stamp
 
 
-def start_central(home: Path, port: int, database_url: str | None = None) -> Child:
+def start_central(home: Path, port: int, database_url: str | None = None, *extra: str) -> Child:
+    """``central serve`` (no build workers) until it is ready; ``extra``: more flags."""
     argv = python_cli(
         "central.cli",
         "serve",
@@ -41,11 +42,12 @@ def start_central(home: Path, port: int, database_url: str | None = None) -> Chi
         "0",
         "--log-level",
         "warning",
+        *extra,
     )
     if database_url:
         argv += ["--database-url", database_url]
     home.mkdir(parents=True, exist_ok=True)
-    child = Child("central", argv, home.parent / f"{home.name}.log")
+    child = Child(home.name, argv, home.parent / f"{home.name}.log")
     child.wait_http(f"http://127.0.0.1:{port}/readyz", 60)
     return child
 

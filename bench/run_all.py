@@ -23,6 +23,11 @@ PARTS = [
     ("search", "bench.search", "Catalog search: the shipped index vs faiss and exact search"),
     ("pareto", "bench.pareto", "Pruned variants: layers x precision, speed vs quality"),
     ("registry", "bench.registry", "Registry: blob streaming and resolve latency"),
+    (
+        "scale_out",
+        "bench.scale_out",
+        "Scaling out: OCI blobs (redirect vs through central), two replicas, a simulated fleet",
+    ),
 ]
 
 

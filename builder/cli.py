@@ -25,7 +25,9 @@ def _root() -> None:
 @app.command()
 def worker(
     central: str = typer.Option(
-        ..., "--central", help="Central URL, e.g. https://central.example:8700"
+        ...,
+        "--central",
+        help="Central URL, e.g. https://central.example:8700; several replicas comma-separated",
     ),
     token: str | None = typer.Option(
         None, "--token", help="A `build` token (or $SHIPYARD_WORKER_TOKEN)"

@@ -21,6 +21,7 @@ from artifacts.wire import Problem
 from central.audit import routes as audit_routes
 from central.auth import routes as auth_routes
 from central.blobs import routes as blob_routes
+from central.blobs.service import BlobService
 from central.builds import routes as build_routes
 from central.channels import routes as channel_routes
 from central.db import Database
@@ -32,6 +33,7 @@ from central.registry import routes as registry_routes
 from central.services import Services
 from central.settings import CentralConfig
 from central.tuf import routes as tuf_routes
+from central.tuf.shared import SharedTuf
 from central.workers import routes as worker_routes
 
 log = logging.getLogger("shipyard.central")
@@ -66,13 +68,49 @@ async def metrics(central_metrics: CentralMetrics) -> Response:
     return Response(await central_metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+class Readiness:
+    """Whether this replica can serve: the database answers, the blob store answers, and it
+    can sign for the shared TUF root. Checked at most every ``ttl_s`` (a load balancer polls
+    often; each check reaches the database and the registry). The unauthenticated answer names
+    the part that is not ready; the details (URLs, errors, paths) go to the log."""
+
+    def __init__(self, db: Database, blobs: BlobService, tuf: SharedTuf, ttl_s: float = 2.0):
+        self.db, self.blobs, self.tuf, self.ttl_s = db, blobs, tuf, ttl_s
+        self._at, self._answer = -1e9, ("", "")
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> tuple[str, str]:
+        """("", "") when ready, else (the part, the details)."""
+        async with self._lock:
+            if time.monotonic() - self._at > self.ttl_s:
+                self._answer = await self._probe()
+                self._at = time.monotonic()
+                if self._answer[0]:
+                    log.warning("not ready: %s: %s", *self._answer)
+            return self._answer
+
+    async def _probe(self) -> tuple[str, str]:
+        for part, probe in (
+            ("database", self.db.ping),
+            ("blob store", self.blobs.store.ping),
+            ("TUF signing keys", self.tuf.key_problem),
+        ):
+            problem = await probe()
+            if problem is not None:
+                return part, problem
+        return "", ""
+
+
 @get("/readyz")
-async def readyz(db: Database) -> Response:
-    """Readiness: the database answers."""
-    problem = await db.ping()
-    if problem is not None:
-        return problem_response(Problem(title="NotReady", status=503, detail=problem))
-    return Response({"status": "ready", "database": db.engine.dialect.name})
+async def readyz(readiness: Readiness, db: Database, blobs: BlobService) -> Response:
+    """Readiness (a load balancer takes a replica out that cannot serve)."""
+    part, _details = await readiness.check()
+    if part:
+        detail = f"the {part} is not ready (the service's log says why)"
+        return problem_response(Problem(title="NotReady", status=503, detail=detail))
+    return Response(
+        {"status": "ready", "database": db.engine.dialect.name, "blobs": blobs.store.kind}
+    )
 
 
 def _provider(value: object) -> Provide:
@@ -157,7 +195,11 @@ def create_app(
         ],
         dependencies={
             name: _provider(value)
-            for name, value in {**svc.providers(), "central_metrics": measured}.items()
+            for name, value in {
+                **svc.providers(),
+                "central_metrics": measured,
+                "readiness": Readiness(svc.db, svc.blobs, svc.tuf),
+            }.items()
         },
         middleware=[lambda app: Traced(app, traces), measured.middleware],
         lifespan=[lifespan],

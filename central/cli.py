@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import typer
@@ -36,6 +37,29 @@ HOME = typer.Option("~/.shipyard/central", "--home", help="Service home: databas
 DB = typer.Option(
     None, "--database-url", help="postgresql+asyncpg://… (default: SQLite under --home)"
 )
+
+OCI_URL = typer.Option(
+    None,
+    "--oci-url",
+    envvar="SHIPYARD_OCI_URL",
+    help="Keep blobs in this OCI distribution registry (what several replicas share) instead "
+    "of HOME/blobs; credentials from SHIPYARD_OCI_USERNAME / SHIPYARD_OCI_PASSWORD",
+)
+OCI_REPOSITORY = typer.Option(
+    "shipyard/blobs", "--oci-repository", envvar="SHIPYARD_OCI_REPOSITORY"
+)
+
+
+def _oci(url: str | None, repository: str) -> dict[str, Any]:
+    """The OCI settings (credentials only from the environment, never a flag: ps shows flags)."""
+    if not url:
+        return {}
+    return {
+        "oci_url": url,
+        "oci_repository": repository,
+        "oci_username": os.environ.get("SHIPYARD_OCI_USERNAME"),
+        "oci_password": os.environ.get("SHIPYARD_OCI_PASSWORD"),
+    }
 
 
 @app.command()
@@ -68,8 +92,28 @@ def serve(
         "--otlp-endpoint",
         help="Send OpenTelemetry traces over OTLP/HTTP here (needs the otel extra)",
     ),
+    oci_url: str | None = OCI_URL,
+    oci_repository: str = OCI_REPOSITORY,
+    oci_public_url: str | None = typer.Option(
+        None,
+        "--oci-public-url",
+        envvar="SHIPYARD_OCI_PUBLIC_URL",
+        help="The OCI registry as clients reach it (for --blob-redirect; default --oci-url)",
+    ),
+    blob_redirect: bool = typer.Option(
+        False,
+        "--blob-redirect",
+        help="GET /v1/blobs answers 307 to the OCI registry instead of streaming through",
+    ),
+    tuf_online_keys: str | None = typer.Option(
+        None,
+        "--tuf-online-keys",
+        envvar="SHIPYARD_TUF_ONLINE_KEYS",
+        help="The TUF online keys every replica shares (default HOME/tuf/online)",
+    ),
 ) -> None:
-    """Run the registry/build/fleet service (migrates the database first)."""
+    """Run the registry/build/fleet service (migrates the database first). Several replicas
+    can serve one PostgreSQL database and one OCI registry (README: Scaling out)."""
     from artifacts.logs import configure_logging
     from artifacts.sdnotify import Notifier
     from artifacts.sdnotify import serve as serve_notifying
@@ -87,7 +131,13 @@ def serve(
         local_workers=local_workers,
         worker_deadline_s=worker_deadline,
         otlp_endpoint=otlp_endpoint,
+        oci_public_url=oci_public_url,
+        blob_redirect=blob_redirect,
+        tuf_online_keys=tuf_online_keys,
+        **_oci(oci_url, oci_repository),
     )
+    if blob_redirect and not oci_url:
+        raise typer.BadParameter("--blob-redirect needs --oci-url (local blobs have no URL)")
     notifier = Notifier()
     app_ = create_app(config, notifier=notifier)
     console(stderr=True).print(
@@ -104,11 +154,11 @@ def serve(
     )
 
 
-def _offline(home: str, database_url: str | None, work) -> object:
+def _offline(home: str, database_url: str | None, work, **settings: Any) -> object:
     """Run ``work(services)`` against the service's database without starting the service."""
     from central.services import Services
 
-    config = CentralConfig(home=home, database_url=database_url, local_workers=0)
+    config = CentralConfig(home=home, database_url=database_url, local_workers=0, **settings)
 
     async def run() -> object:
         from central.db import migrate
@@ -118,6 +168,7 @@ def _offline(home: str, database_url: str | None, work) -> object:
             await migrate(svc.db.engine)
             return await work(svc)
         finally:
+            await svc.blobs.store.close()
             await svc.db.close()
 
     return asyncio.run(run())
@@ -150,10 +201,11 @@ def gc(
     home: str = HOME,
     database_url: str | None = DB,
     as_json: bool = JSON,
+    oci_url: str | None = OCI_URL,
+    oci_repository: str = OCI_REPOSITORY,
 ) -> None:
     """Retention and garbage collection: old versions nothing needs, unreferenced blobs, old
     build logs and (exported first) audit rows. Safe beside a running service."""
-    from central.blobs.store import LocalBlobStore
     from central.gc.policy import RetentionPolicy
     from central.gc.service import Collector, Plan, Result
 
@@ -171,11 +223,14 @@ def gc(
     )
 
     async def work(svc):
-        collector = Collector(svc.db, LocalBlobStore(svc.config.blobs_path), svc.audit, policy)
+        collector = Collector(svc.db, svc.blobs.store, svc.audit, policy)
         plan = await collector.plan()
         return plan, (None if dry_run else await collector.apply(plan, audit_export=audit_export))
 
-    plan, result = cast("tuple[Plan, Result | None]", _offline(home, database_url, work))
+    plan, result = cast(
+        "tuple[Plan, Result | None]",
+        _offline(home, database_url, work, **_oci(oci_url, oci_repository)),
+    )
     if as_json:
         typer.echo(
             json.dumps(
@@ -394,24 +449,43 @@ def keys_list(home: str = HOME, database_url: str | None = DB, as_json: bool = J
     )
 
 
+ONLINE_KEYS = typer.Option(
+    None,
+    "--tuf-online-keys",
+    help="The TUF online keys (timestamp, snapshot, models) every replica shares "
+    "(default HOME/tuf/online)",
+)
+
+
 @tuf_app.command("init")
 def tuf_init(
     offline_keys: Path = typer.Option(
         ..., "--offline-keys", help="Where the root and targets keys go (keep it offline)"
     ),
     home: str = HOME,
+    database_url: str | None = DB,
+    online_keys: Path | None = ONLINE_KEYS,
 ) -> None:
-    """Create the TUF repository before the first start, with its root and targets keys kept
-    outside central's home (central serve creates them under HOME/tuf/offline otherwise)."""
-    from central.tuf.repository import TufRepository
+    """Create the TUF repository (in the database) before the first start, with its root and
+    targets keys kept outside central's home (central serve creates them under
+    HOME/tuf/offline otherwise)."""
 
-    repo = TufRepository(CentralConfig(home=home).tuf_path, offline_keys=offline_keys)
-    if repo.initialised:
-        raise InputError(f"{repo.metadata_dir} already holds a TUF repository")
-    repo.init()
+    async def work(svc):
+        if await svc.tuf.exists():
+            raise InputError("the database already holds a TUF repository")
+        await svc.tuf.start(new_root=True)
+        return svc.tuf.repo.metadata_dir / "1.root.json"
+
+    first = _offline(
+        home,
+        database_url,
+        work,
+        tuf_offline_keys=str(offline_keys),
+        tuf_online_keys=str(online_keys) if online_keys else None,
+    )
     console().print(
-        f"TUF repository in {repo.metadata_dir}; root and targets keys in {offline_keys} "
-        f"(keep them offline). Give edge nodes {repo.metadata_dir / '1.root.json'} as tuf_root."
+        f"TUF repository created; root and targets keys in {offline_keys} (keep them offline). "
+        f"Give edge nodes {first} as tuf_root."
     )
 
 
@@ -424,21 +498,34 @@ def tuf_rotate(
         help="Where the root and targets keys are (default HOME/tuf/offline)",
     ),
     home: str = HOME,
+    database_url: str | None = DB,
+    online_keys: Path | None = ONLINE_KEYS,
 ) -> None:
     """Replace a role's key through a new root version (edges follow it on their next update).
-    Run it where the offline keys are, then restart central if it held the old online key."""
-    from central.tuf.repository import TufRepository
+    Run it where the offline keys are; a new online key must then reach every replica's
+    tuf_online_keys (each restarts with it)."""
 
-    repo = TufRepository(CentralConfig(home=home).tuf_path, offline_keys=offline_keys)
-    console().print(f"{role}: new key {repo.rotate(role)}")
+    async def work(svc):
+        return await svc.tuf.rotate(role)
+
+    new = _offline(
+        home,
+        database_url,
+        work,
+        tuf_offline_keys=str(offline_keys) if offline_keys else None,
+        tuf_online_keys=str(online_keys) if online_keys else None,
+    )
+    console().print(f"{role}: new key {new}")
 
 
 @tuf_app.command("root")
-def tuf_root(home: str = HOME) -> None:
+def tuf_root(home: str = HOME, database_url: str | None = DB) -> None:
     """Print the current root.json (what an edge node's ``tuf_root`` starts from)."""
-    from central.tuf.repository import TufRepository
 
-    sys.stdout.write(TufRepository(CentralConfig(home=home).tuf_path).root_json().decode())
+    async def work(svc):
+        return await svc.tuf.root_json()
+
+    sys.stdout.write(cast(bytes, _offline(home, database_url, work)).decode())
 
 
 def main(argv: list[str] | None = None) -> int:

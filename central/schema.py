@@ -11,6 +11,7 @@ from central.db import Base
 from central.fleet.models import Node
 from central.keys.models import TrustedPublisherKey
 from central.registry.models import Bundle, Model, Version
+from central.tuf.models import TufFile
 from central.workers.models import Worker
 
 TABLES = (
@@ -29,5 +30,6 @@ TABLES = (
     Model,
     Version,
     TrustedPublisherKey,
+    TufFile,
 )
 metadata = Base.metadata

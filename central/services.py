@@ -15,7 +15,7 @@ from artifacts import atomic
 from central.audit.service import AuditLog
 from central.auth.service import TokenService
 from central.blobs.service import BlobService
-from central.blobs.store import LocalBlobStore
+from central.blobs.store import blob_store_for
 from central.builds.finalize import Finalizer
 from central.builds.index_jobs import IndexService
 from central.builds.leases import LeaseService
@@ -30,6 +30,7 @@ from central.keys.service import KeyTrust
 from central.registry.service import RegistryService
 from central.settings import CentralConfig
 from central.tuf.repository import TufRepository
+from central.tuf.shared import SharedTuf
 from central.workers.service import WorkerService
 
 log = logging.getLogger("shipyard.central")
@@ -48,14 +49,18 @@ class Services:
         # Central itself signs nothing: built bundles are signed by the enrolled workers' keys.
         self.key_trust = KeyTrust(self.db, self.audit, config.trusted_keys_path)
         self.tokens = TokenService(self.db, self.audit)
-        self.blobs = BlobService(self.db, LocalBlobStore(config.blobs_path), self.audit)
+        self.blobs = BlobService(self.db, blob_store_for(config), self.audit)
         self.registry = RegistryService(
             self.db, self.blobs, self.key_trust.current, self.audit, self.key_trust.still_trusted
         )
-        self.tuf = TufRepository(
-            config.tuf_path,
-            offline_keys=Path(config.tuf_offline_keys) if config.tuf_offline_keys else None,
-            timestamp_expiry_s=config.tuf_timestamp_expiry_s,
+        self.tuf = SharedTuf(
+            self.db,
+            TufRepository(
+                config.tuf_path,
+                offline_keys=Path(config.tuf_offline_keys) if config.tuf_offline_keys else None,
+                online_keys=Path(config.tuf_online_keys) if config.tuf_online_keys else None,
+                timestamp_expiry_s=config.tuf_timestamp_expiry_s,
+            ),
         )
         self.channels = ChannelService(self.db, self.audit, self.tuf)
         self.finalizer = Finalizer(self.db, self.channels, self.audit)
@@ -82,8 +87,7 @@ class Services:
     async def start(self) -> None:
         await migrate(self.db.engine)
         await self._ensure_admin_token()
-        if not self.tuf.initialised:
-            await asyncio.to_thread(self.tuf.init)
+        await self.tuf.start()
         await self.channels.publish_all()
         self.reaper.start()
         self._tuf_task = asyncio.create_task(self._keep_metadata_fresh(), name="tuf-timestamp")
@@ -104,6 +108,7 @@ class Services:
             self._tuf_task.cancel()
         await self.reaper.stop()
         await self.local_workers.stop()
+        await self.blobs.store.close()
         await self.db.close()
 
     async def _ensure_admin_token(self) -> None:

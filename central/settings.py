@@ -31,6 +31,15 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     tuf_timestamp_expiry_s: float = 86400.0  # a node seeing no fresh timestamp this long: stale
     tuf_refresh_s: float | None = None  # re-sign the timestamp this often (None: expiry / 4)
     otlp_endpoint: str | None = None  # OpenTelemetry traces over OTLP/HTTP (needs the otel extra)
+    # Blobs in an OCI distribution registry instead of HOME/blobs (what several replicas share)
+    oci_url: str | None = None
+    oci_repository: str = "shipyard/blobs"
+    oci_username: str | None = None
+    oci_password: str | None = None
+    oci_public_url: str | None = None  # the registry as edges reach it (default: oci_url)
+    blob_redirect: bool = False  # GET /v1/blobs answers 307 to the registry instead of streaming
+    # The TUF online keys (timestamp, snapshot, models): every replica must hold the same ones
+    tuf_online_keys: str | None = None  # default: HOME/tuf/online
 
     @property
     def home_path(self) -> Path:

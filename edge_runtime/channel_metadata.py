@@ -21,6 +21,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
+from artifacts.client import central_urls
 from artifacts.errors import RegistryError, RegistryUnavailableError
 from artifacts.names import check_name
 
@@ -76,7 +77,7 @@ class ChannelMetadata:
     def __init__(
         self, url: str, token: str | None, root_file: Path, cache_dir: Path, timeout_s: float = 30.0
     ) -> None:
-        self.base = url.rstrip("/") + "/v1/tuf/"
+        self.bases = [u + "/v1/tuf/" for u in central_urls(url)]  # replicas, tried in order
         self.token = token
         self.root_file = Path(root_file)
         self.dir = Path(cache_dir)
@@ -84,24 +85,34 @@ class ChannelMetadata:
         self.timeout_s = timeout_s
         self.refreshed_at: float | None = None  # wall clock of the last verified refresh
 
-    def _updater(self, fetcher: _HttpxFetcher) -> Updater:
+    def _updater(self, fetcher: _HttpxFetcher, base: str) -> Updater:
         trusted = self.dir / "metadata" / "root.json"
         bootstrap = None if trusted.exists() else self.root_file.read_bytes()
         return Updater(
             metadata_dir=str(self.dir / "metadata"),
-            metadata_base_url=self.base,
-            target_base_url=self.base + "targets/",
+            metadata_base_url=base,
+            target_base_url=base + "targets/",
             fetcher=fetcher,
             bootstrap=bootstrap,
         )
 
     def pointer(self, model: str, channel: str) -> Pointer:
+        """The channel's verified pointer from the first replica that answers (each one's
+        metadata is verified the same way: which replica answers changes nothing else)."""
+        for base in self.bases[:-1]:
+            try:
+                return self._pointer(base, model, channel)
+            except RegistryUnavailableError:
+                continue
+        return self._pointer(self.bases[-1], model, channel)
+
+    def _pointer(self, base: str, model: str, channel: str) -> Pointer:
         """Refresh the metadata (a new Updater each time: ngclient refreshes once per Updater)
         and return the channel's verified pointer."""
         path = f"{check_name(model, 'model name')}/{check_name(channel, 'channel name')}.json"
         fetcher = _HttpxFetcher(self.token, self.timeout_s)
         try:
-            updater = self._updater(fetcher)
+            updater = self._updater(fetcher, base)
             updater.refresh()
             self.refreshed_at = time.time()
             info = updater.get_targetinfo(path)

@@ -22,7 +22,11 @@ from artifacts.targets import SelectionPolicy
 
 
 class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: str = "http://127.0.0.1:8700"
+    url: str = "http://127.0.0.1:8700"  # several central replicas: "http://a:8700,http://b:8700"
+    # an OCI registry near this node holding central's blobs (bytes only; digests still checked
+    # against central's signed metadata); down or wrong: central serves them
+    blob_mirror: str | None = None
+    blob_mirror_repository: str = "shipyard/blobs"
     token_file: str | None = None
     token: str | None = None
     trusted_keys: list[str] = []

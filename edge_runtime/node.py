@@ -54,7 +54,11 @@ class EdgeNode:
         self.caps = probe_node(full=False)
         self.metrics = Metrics()
         self.client = RegistryClient(
-            config.registry.url, config.token(), timeout=config.registry.timeout_s
+            config.registry.url,
+            config.token(),
+            timeout=config.registry.timeout_s,
+            blob_mirror=config.registry.blob_mirror,
+            mirror_repository=config.registry.blob_mirror_repository,
         )
         self.cache = BundleCache(config.cache_dir)
         self.metadata = (

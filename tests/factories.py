@@ -25,7 +25,9 @@ TINY_THRESHOLDS: dict[str, dict[str, float]] = {
     # a random cross-encoder scores candidates nearly alike; the gate holds the lower bound of
     # a 95% interval over ~30 query groups per split
     "rerank": {"top1_agreement": 0.75, "spearman": 0.95},
-    "classify": {"label_agreement": 0.95},
+    # 60 near-tie items per split: one flipped label puts the interval's lower bound at 0.93
+    # (OpenVINO INT8 on an AVX2 host without VNNI flips one)
+    "classify": {"label_agreement": 0.9},
 }
 
 # Variants of a random model: its retrieval recall is noise, so the teacher-relative bar is off

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -120,3 +121,53 @@ class EdgeServer(ThreadedServer):
     def wait_settled(self, timeout: float = 60.0) -> dict:
         """Until every model left 'starting' (ready or not-ready)."""
         return self.wait(lambda st: all(m["state"] != "starting" for m in st["models"]), timeout)
+
+
+class CentralProcess:
+    """``central serve`` as its own process (a replica that can be SIGKILLed)."""
+
+    def __init__(self, home: Path, *args: str, env: dict | None = None) -> None:
+        import os
+
+        self.home = Path(home)
+        self.port = free_port()
+        self.args = ["--home", str(home), "--port", str(self.port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.log = self.home.with_suffix(".log")
+        self.child = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self):
+        return self.child.proc if self.child is not None else None
+
+    def start(self, timeout: float = 60.0, *, ready: bool = True) -> CentralProcess:
+        from artifacts.cli.procs import Child, python_cli
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.child = Child(
+            "central", python_cli("central.cli", "serve", *self.args), self.log, env=self.env
+        )
+        if ready:
+            self.child.wait_http(f"{self.url}/readyz", timeout)
+        return self
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no cleanup (a crashed replica)."""
+        if self.child is not None and self.child.alive():
+            self.child.signal(signal.SIGKILL)
+            self.child.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop(20)
+
+    @property
+    def admin_token(self) -> str:
+        return (self.home / "admin.token").read_text().strip()

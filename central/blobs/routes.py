@@ -81,7 +81,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | str | None:
 
 @head("/v1/blobs/{digest:str}", **pull())
 async def head_blob(blobs: BlobService, digest: str) -> Response[None]:
-    info = blobs.stat(_check(digest))
+    info = await blobs.stat(_check(digest))
     if info is None:
         raise NotFoundError(f"blob {digest} not found")
     return Response(
@@ -91,13 +91,24 @@ async def head_blob(blobs: BlobService, digest: str) -> Response[None]:
 
 
 @get("/v1/blobs/{digest:str}", **pull())
-async def get_blob(blobs: BlobService, request: Request, digest: str) -> Response:
-    """Stream a blob in constant memory; ``Range: bytes=a-b`` answers 206 (resumable)."""
+async def get_blob(
+    blobs: BlobService, config: CentralConfig, request: Request, digest: str
+) -> Response:
+    """Stream a blob in constant memory; ``Range: bytes=a-b`` answers 206 (resumable). With
+    an OCI store and ``blob_redirect``, answers 307 to the registry's own URL for the bytes
+    (the client verifies the digest either way)."""
     store = blobs.store
-    info = store.stat(_check(digest))
+    info = await store.stat(_check(digest))
     if info is None:
         raise NotFoundError(f"blob {digest} not found")
     etag = f'"{digest}"'
+    location = store.redirect_url(digest) if config.blob_redirect else None
+    if location is not None:
+        return Response(
+            b"",
+            status_code=307,
+            headers={"Location": location, "ETag": etag, "Cache-Control": "no-store"},
+        )
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers={"ETag": etag})
     rng = _range(request.headers.get("range"), info.size)

@@ -5,32 +5,43 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
+import anyio
 from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.errors import Unprocessable
+from artifacts.errors import RegistryUnavailableError, Unprocessable
+from artifacts.manifest import Manifest
 from artifacts.tracing import annotate
 from central.audit.service import AuditLog
+from central.blobs.bundle_artifact import (
+    ARTIFACT_TYPE,
+    CONFIG_MEDIA_TYPE,
+    bundle_annotations,
+    bundle_layers,
+    bundle_tag,
+)
 from central.blobs.models import Blob
-from central.blobs.store import BlobDigestMismatch, BlobInfo, LocalBlobStore
+from central.blobs.store import BlobDigestMismatch, BlobInfo, BlobStore
 from central.db import Database, utcnow
+
+PUBLISH_DEADLINE_S = 60.0  # an OCI registry answering slower than this is treated as down
 
 
 class BlobService:
-    def __init__(self, db: Database, store: LocalBlobStore, audit: AuditLog) -> None:
+    def __init__(self, db: Database, store: BlobStore, audit: AuditLog) -> None:
         self.db = db
         self.store = store
         self.audit = audit
 
-    def stat(self, digest: str) -> BlobInfo | None:
-        return self.store.stat(digest)
+    async def stat(self, digest: str) -> BlobInfo | None:
+        return await self.store.stat(digest)
 
     async def put(
         self, digest: str, chunks: AsyncIterator[bytes], actor: str
     ) -> tuple[BlobInfo, bool]:
         """Store a blob (no-op when present); returns (info, created)."""
-        info = self.store.stat(digest)
+        info = await self.store.stat(digest)
         created = info is None
         if info is None:
             try:
@@ -81,7 +92,7 @@ class BlobService:
                 update(Blob).where(Blob.digest.in_(wanted)).values(created_at=utcnow())
             ),
         )
-        missing = [d for d in wanted if self.store.stat(d) is None]
+        missing = [d for d in wanted if await self.store.stat(d) is None]
         if renewed.rowcount != len(wanted) or missing:
             gone = missing[0] if missing else "one of its blobs"
             raise Unprocessable(
@@ -89,9 +100,36 @@ class BlobService:
                 "meanwhile?): upload it again"
             )
 
-    def require(self, digest: str, what: str) -> BlobInfo:
+    async def publish_bundle(
+        self, manifest: Manifest, manifest_bytes: bytes, signature: str
+    ) -> None:
+        """With an OCI store: the bundle as an OCI artifact (before its row commits, so a
+        registry that is down refuses the registration instead of leaving it half-published)."""
+        push = getattr(self.store, "push_artifact", None)
+        if push is None:
+            return
+        try:
+            with anyio.fail_after(PUBLISH_DEADLINE_S):  # the version's row lock is held meanwhile
+                await self._push(push, manifest, manifest_bytes, signature)
+        except TimeoutError as exc:
+            raise RegistryUnavailableError(
+                f"the blob store did not take the bundle's OCI manifest within {PUBLISH_DEADLINE_S:g} s"
+            ) from exc
+
+    @staticmethod
+    async def _push(push, manifest: Manifest, manifest_bytes: bytes, signature: str) -> None:
+        await push(
+            bundle_tag(manifest.model.name, manifest.model.version, manifest.bundle_key()),
+            config=manifest_bytes,
+            config_media_type=CONFIG_MEDIA_TYPE,
+            layers=bundle_layers(manifest),
+            annotations=bundle_annotations(manifest, signature),
+            artifact_type=ARTIFACT_TYPE,
+        )
+
+    async def require(self, digest: str, what: str) -> BlobInfo:
         """The blob's info, or 422 naming what is missing."""
-        info = self.store.stat(digest)
+        info = await self.store.stat(digest)
         if info is None:
             raise Unprocessable(
                 f"{what} blob {digest} has not been uploaded (PUT /v1/blobs/{{digest}} first)"

@@ -97,7 +97,7 @@ async def check_index_request(
     if spec.queries_blob is not None:
         if not is_digest(spec.queries_blob):
             raise Unprocessable(f"queries_blob {spec.queries_blob!r} is not a sha256 digest")
-        blobs.require(spec.queries_blob, "queries")
+        await blobs.require(spec.queries_blob, "queries")
     try:
         model = decode((await _bundle(s, spec.model, spec.version, spec.target)).manifest)
         if spec.base_version:

@@ -28,6 +28,7 @@ from artifacts.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    RegistryUnavailableError,
     ShipyardError,
     Unprocessable,
 )
@@ -275,7 +276,7 @@ class LeaseService:
 
     # ---- results ---------------------------------------------------------------------------
 
-    def _check_built(
+    async def _check_built(
         self, data: bytes, signature: str, build: Build, job: Job, builder: Worker
     ) -> Manifest:
         """The result must name this job, be signed by its builder's registered key over
@@ -293,7 +294,7 @@ class LeaseService:
         authenticate(manifest, data, signature.encode(), trusted)
         files = {f.path: f.sha256 for f in manifest.files}
         for f in manifest.files:
-            info = self.blobs.stat(f.sha256)
+            info = await self.blobs.stat(f.sha256)
             if info is None or info.size != f.size:
                 raise Unprocessable(
                     f"result file {f.path!r}: blob {f.sha256[:19]}… missing or wrong size"
@@ -304,7 +305,7 @@ class LeaseService:
         if size > MAX_PROVENANCE_BYTES:
             raise Unprocessable(f"{PROVENANCE_FILE} of {size} bytes is over {MAX_PROVENANCE_BYTES}")
         check_provenance(
-            self.blobs.store.path(files[PROVENANCE_FILE]).read_bytes(),
+            await self.blobs.store.read_bytes(files[PROVENANCE_FILE], MAX_PROVENANCE_BYTES),
             trusted,
             params=BuildParameters.for_job(req, job.target, build.version or 0),
             builder=builder.name,
@@ -326,7 +327,7 @@ class LeaseService:
                 builder = await self._active(s, j.worker or "")
                 assert build is not None
                 data = unb64(done.manifest, "manifest", Unprocessable)
-                manifest = self._check_built(data, done.signature, build, j, builder)
+                manifest = await self._check_built(data, done.signature, build, j, builder)
                 await self.blobs.renew(s, (f.sha256 for f in manifest.files), "result")
                 j.state, j.builder, j.lease_token, j.reason = JobState.BUILT, builder.name, None, ""
                 j.result_manifest, j.result_signature = data, done.signature
@@ -409,6 +410,8 @@ class LeaseService:
                 provenance=Provenance(builder.name, j.worker or "", attestation),
                 precondition=still_verified,
             )
+        except RegistryUnavailableError:
+            raise  # the blob store is down for now: the verifier retries (or its lease expires)
         except ShipyardError as exc:  # e.g. the version was sealed meanwhile
             failure = f"verified, but could not be registered: {exc}"
         if failure:

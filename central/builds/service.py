@@ -170,7 +170,7 @@ class BuildService:
         self.max_catalog_bytes = config.max_catalog_bytes
         self.check_catalog = CatalogCheck()
 
-    def _validate(self, req: BuildRequest) -> None:
+    async def _validate(self, req: BuildRequest) -> None:
         check_name(req.model, "model name")
         index = req.task == "index"
         if req.task not in TASKS and not index:
@@ -194,7 +194,7 @@ class BuildService:
                 continue
             if not is_digest(digest):
                 raise Unprocessable(f"{what}_blob {digest!r} is not a sha256 digest")
-            self.blobs.require(digest, what)
+            await self.blobs.require(digest, what)
 
     async def _cached_version(self, req: BuildRequest) -> tuple[int, dict[str, bytes]] | None:
         """The version an identical, verified build already produced for every requested target
@@ -288,7 +288,7 @@ class BuildService:
             )
 
     async def submit(self, req: BuildRequest, principal: Principal) -> BuildCreated:
-        self._validate(req)
+        await self._validate(req)
         if principal.worker is not None:
             raise ForbiddenError(f"worker {principal.worker}'s credential cannot submit builds")
         if req.promote_to is not None and "promote" not in principal.scopes:
@@ -296,23 +296,24 @@ class BuildService:
                 f"token {principal.name!r} lacks the 'promote' scope that promote_to "
                 f"{req.promote_to!r} needs; submit without it and let a promoter promote"
             )
-        path = self.blobs.store.path(req.source_blob)
         async with self.db.session() as s:
             await check_kind(s, req)
         if req.task == "index" or req.index is not None:
             async with self.db.session() as s:
                 await check_index_request(s, req, self.blobs, principal, self.registry.trusted)
-            size = self.blobs.require(req.source_blob, "catalog").size
+            size = (await self.blobs.require(req.source_blob, "catalog")).size
             if size > self.max_catalog_bytes:
                 raise Unprocessable(
                     f"the catalog is {size} bytes, over this service's {self.max_catalog_bytes}: "
                     "split it into an index and deltas, or raise max_catalog_bytes"
                 )
             delta = bool(req.index and req.index.base_version)
-            await self.check_catalog(req.source_blob, path, delta=delta)
+            async with self.blobs.store.local_file(req.source_blob) as path:
+                await self.check_catalog(req.source_blob, path, delta=delta)
         else:
             try:
-                await anyio.to_thread.run_sync(sourcetar.validate, path)
+                async with self.blobs.store.local_file(req.source_blob) as path:
+                    await anyio.to_thread.run_sync(sourcetar.validate, path)
             except ShipyardError as exc:
                 raise Unprocessable(f"source archive refused: {exc}") from exc
         if req.into_version is not None:

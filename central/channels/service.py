@@ -28,7 +28,8 @@ from central.channels.models import Channel, ChannelEvent
 from central.db import Database, iso, retry_integrity
 from central.registry.models import Bundle, Model
 from central.registry.service import find_model, find_version, version_bundles
-from central.tuf.repository import ChannelPointer, TufRepository
+from central.tuf.repository import ChannelPointer
+from central.tuf.shared import SharedTuf
 from central.workers.models import Worker
 
 
@@ -75,7 +76,7 @@ def channel_info(m: Model, ch: Channel, events: list[ChannelEvent]) -> ChannelIn
 
 
 class ChannelService:
-    def __init__(self, db: Database, audit: AuditLog, tuf: TufRepository | None = None) -> None:
+    def __init__(self, db: Database, audit: AuditLog, tuf: SharedTuf | None = None) -> None:
         self.db = db
         self.audit = audit
         self.tuf = tuf
@@ -106,10 +107,12 @@ class ChannelService:
 
     async def publish_all(self) -> None:
         """Bring the TUF metadata in line with the database (after a crash between the two)."""
+        if self.tuf is None:
+            return
         async with self.db.session() as s:
             rows = (await s.execute(select(Model.name, Channel.name).join(Channel))).all()
-        for model, channel in rows:
-            await self.publish(model, channel)
+        pointers = [p for model, channel in rows if (p := await self.pointer(model, channel))]
+        await self.tuf.publish_many(pointers)
 
     async def _find(
         self, s: AsyncSession, m: Model, name: str, *, lock: bool = False

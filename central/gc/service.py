@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import anyio
 import msgspec
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,8 +32,9 @@ from artifacts.targets import INDEX_TARGET
 from artifacts.wire import BuildRequest, NodeReport
 from central.audit.models import AuditEvent
 from central.audit.service import AuditLog
+from central.blobs.bundle_artifact import bundle_tag
 from central.blobs.models import Blob
-from central.blobs.store import LocalBlobStore
+from central.blobs.store import BlobStore, LocalBlobStore, blob_store_for
 from central.builds.models import Build, BuildCache, Job, JobLog
 from central.channels.models import Channel, ChannelEvent
 from central.db import Database, utcnow
@@ -48,6 +51,8 @@ from central.registry.models import Bundle, Model, Version
 from central.settings import CentralConfig
 
 ACTOR = "gc"
+REGISTRY_DEADLINE_S = 30.0  # an OCI registry slower than this is treated as down
+log = logging.getLogger("shipyard.central.gc")
 
 
 @dataclass
@@ -77,7 +82,7 @@ class Result:
 
 class Collector:
     def __init__(
-        self, db: Database, store: LocalBlobStore, audit: AuditLog, policy: RetentionPolicy
+        self, db: Database, store: BlobStore, audit: AuditLog, policy: RetentionPolicy
     ) -> None:
         self.db, self.store, self.audit, self.policy = db, store, audit, policy
 
@@ -86,7 +91,7 @@ class Collector:
         """Beside a running service: its database and blob store, its in-flight uploads
         left alone."""
         db = Database(config.db_url)
-        return cls(db, LocalBlobStore(config.blobs_path), AuditLog(db), policy)
+        return cls(db, blob_store_for(config), AuditLog(db), policy)
 
     async def close(self) -> None:
         await self.db.close()
@@ -239,8 +244,12 @@ class Collector:
         return logs, audit
 
     def _orphans(self, known: set[str], cutoff: dt.datetime) -> list[Path]:
-        """Blob files without a row (a crash between rename and record), past the grace."""
-        out = []
+        """Blob files without a row (a crash between rename and record), past the grace. An
+        OCI registry cannot list its blobs: its own garbage collection removes what no
+        manifest references."""
+        out: list[Path] = []
+        if not isinstance(self.store, LocalBlobStore):
+            return out
         for file in sorted((self.store.root / "sha256").glob("*/*")):
             if f"sha256:{file.name}" in known:
                 continue
@@ -307,6 +316,9 @@ class Collector:
             ).first()
             if pointed is not None or building is not None:
                 return False
+            keys = list(
+                (await s.execute(select(Bundle.target).where(Bundle.version_id == v.id))).scalars()
+            )
             await s.execute(delete(Bundle).where(Bundle.version_id == v.id))
             await s.execute(
                 delete(BuildCache).where(
@@ -315,7 +327,23 @@ class Collector:
             )
             await s.delete(v)
             self.audit.record(s, ACTOR, "version.delete", f"{d.model} v{d.version}", detail=d.why)
+        await self._drop_artifacts(d, keys)
         return True
+
+    async def _drop_artifacts(self, d: Decision, keys: list[str]) -> None:
+        """The version's OCI manifests, once its rows are gone (a failed commit keeps both);
+        one left behind by a crash only keeps its blobs in the registry a while longer."""
+        drop = getattr(self.store, "delete_artifact", None)
+        if drop is None:
+            return
+        for key in keys:
+            try:
+                with anyio.fail_after(REGISTRY_DEADLINE_S):
+                    await drop(bundle_tag(d.model, d.version, key))
+            except Exception:
+                log.warning(
+                    "could not delete the OCI manifest of %s v%s %s", d.model, d.version, key
+                )
 
     async def _delete_blob(self, digest: str, cutoff: dt.datetime) -> bool:
         """The row goes (only if nothing touched it since the cutoff) and the file is moved
@@ -334,18 +362,28 @@ class Collector:
                 if gone.rowcount != 1:  # uploaded or registered again since the plan: stays
                     return False
                 self.audit.record(s, ACTOR, "blob.delete", digest[:19], digest=digest)
+                if not isinstance(self.store, LocalBlobStore):
+                    # before the commit: a row without bytes is refused ("upload it again"),
+                    # bytes without a row are only garbage
+                    with anyio.fail_after(REGISTRY_DEADLINE_S):  # the row lock is held
+                        await self.store.delete(digest)
+                    return True
                 trash = self._move_aside(digest)
         except BaseException:
             if trash is not None:
-                os.replace(trash, self.store.path(digest))
+                os.replace(trash, self._local().path(digest))
             raise
         if trash is not None:
             trash.unlink(missing_ok=True)
         return True
 
+    def _local(self) -> LocalBlobStore:
+        assert isinstance(self.store, LocalBlobStore)
+        return self.store
+
     def _move_aside(self, digest: str) -> Path | None:
-        src = self.store.path(digest)
-        dst = self.store.tmp / f"gc-{src.name}"
+        src = self._local().path(digest)
+        dst = self._local().tmp / f"gc-{src.name}"
         try:
             os.replace(src, dst)
             os.utime(dst)  # fresh: a starting replica's stale-partial sweep leaves it alone
@@ -368,7 +406,7 @@ class Collector:
         async with self.db.session() as s:
             recorded = await s.get(Blob, digest) is not None
         if recorded:
-            os.replace(trash, self.store.path(digest))
+            os.replace(trash, self._local().path(digest))
             return False
         trash.unlink(missing_ok=True)
         return True

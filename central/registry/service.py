@@ -227,7 +227,9 @@ class RegistryService:
 
     # ---- bundles ---------------------------------------------------------------------------
 
-    def _check_bundle(self, upload: BundleUpload, trusted: TrustedKeys) -> tuple[Manifest, str]:
+    async def _check_bundle(
+        self, upload: BundleUpload, trusted: TrustedKeys
+    ) -> tuple[Manifest, str]:
         if not is_bundle_key(upload.target):
             raise Unprocessable(
                 f"unknown target {upload.target!r}; known: {', '.join(TARGETS)} "
@@ -250,7 +252,7 @@ class RegistryService:
         for entry in manifest.files:
             if not is_digest(entry.sha256):
                 raise Unprocessable(f"file {entry.path!r} has a malformed digest")
-            info = self.blobs.stat(entry.sha256)
+            info = await self.blobs.stat(entry.sha256)
             if info is None:
                 raise Unprocessable(f"blob {entry.sha256} for {entry.path!r} has not been uploaded")
             if info.size != entry.size:
@@ -284,7 +286,7 @@ class RegistryService:
         new target. ``precondition`` runs inside the inserting transaction (and may refuse by
         raising), so what it checks cannot change between the check and the insert."""
         publisher = trusted is None
-        manifest, key_id = self._check_bundle(
+        manifest, key_id = await self._check_bundle(
             upload, trusted if trusted is not None else await self.trusted()
         )
         if publisher and self.recheck is not None:  # untrusted since the cached read: refused
@@ -340,7 +342,8 @@ class RegistryService:
                 attestation=provenance.attestation if provenance else None,
             )
             s.add(row)
-            await s.flush()
+            await s.flush()  # a concurrent push of the same target loses here, before the tag
+            await self.blobs.publish_bundle(manifest, upload.manifest, upload.signature)
             subject = f"{upload.model} v{upload.version} {upload.target}"
             self.audit.record(s, actor, "bundle.push", subject, digest=digest)
             return bundle_info(row)

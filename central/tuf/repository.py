@@ -104,12 +104,13 @@ class TufRepository:
         root: Path,
         *,
         offline_keys: Path | None = None,
+        online_keys: Path | None = None,
         timestamp_expiry_s: float = 86400.0,
     ) -> None:
         self.root = Path(root)
         self.metadata_dir = self.root / "metadata"
         self.targets_dir = self.root / "targets"
-        self.online_dir = self.root / "online"
+        self.online_dir = online_keys or self.root / "online"
         self.offline_dir = offline_keys or self.root / "offline"
         self.timestamp_expiry = dt.timedelta(seconds=timestamp_expiry_s)
         self._lock = asyncio.Lock()
@@ -117,7 +118,15 @@ class TufRepository:
     # ---- keys ----------------------------------------------------------------------------
 
     def _online(self, role: str) -> SigningKey:
-        return _key(self.online_dir, role)
+        """An online key as held: never made up here (a key root does not list would sign
+        metadata every edge refuses); only ``init`` and ``rotate`` create them."""
+        path = self.online_dir / role / PRIVATE_KEY_FILE
+        if not path.exists():
+            raise NotFoundError(
+                f"the online {role} key is not at {path}: every replica, and whoever runs "
+                "`central tuf rotate`, needs the same online keys (tuf_online_keys)"
+            )
+        return load_signing_key(path)
 
     def _offline(self, role: str) -> SigningKey:
         path = self.offline_dir / role / PRIVATE_KEY_FILE
@@ -127,6 +136,33 @@ class TufRepository:
                 "(`central tuf init --offline-keys DIR` created them)"
             )
         return load_signing_key(path)
+
+    def online_key_problem(
+        self,
+        root_md: Metadata | None = None,
+        targets_md: Metadata | None = None,
+        skip: tuple[str, ...] = (),
+    ) -> str | None:
+        """Why this process's online keys cannot sign for the repository's root (None: they
+        can). Every replica must hold the same online keys; one that made its own would sign
+        metadata every edge refuses."""
+        root = (root_md or self._read("root")).signed
+        models = (targets_md or self._read("targets")).signed.delegations
+        wanted = {r: set(root.roles[r].keyids) for r in ("snapshot", "timestamp")}
+        if models is not None and models.roles is not None and MODELS_ROLE in models.roles:
+            wanted[MODELS_ROLE] = set(models.roles[MODELS_ROLE].keyids)
+        for role, keyids in wanted.items():
+            if role in skip:
+                continue
+            path = self.online_dir / role / PRIVATE_KEY_FILE
+            if not path.exists():
+                return f"the online {role} key is not at {path} (every replica needs the same keys)"
+            if self._online(role).sslib_key().keyid not in keyids:
+                return (
+                    f"the online {role} key at {path} is not the one root lists: every replica "
+                    "must hold the same online keys (tuf_online_keys)"
+                )
+        return None
 
     @staticmethod
     def _signer(key: SigningKey) -> CryptoSigner:
@@ -145,6 +181,36 @@ class TufRepository:
         if role == "root":
             atomic.write_bytes(self._path(f"{md.signed.version}.root.json"), data)
         atomic.write_bytes(self._path(f"{quote(role, '')}.json"), data)
+
+    # ---- the working copy, as the database holds it (central.tuf.shared) -----------------
+
+    def files(self) -> dict[str, bytes]:
+        """Every metadata and target file, by its path under the repository."""
+        out: dict[str, bytes] = {}
+        for base in (self.metadata_dir, self.targets_dir):
+            if base.is_dir():
+                for f in sorted(base.rglob("*.json")):
+                    out[f.relative_to(self.root).as_posix()] = f.read_bytes()
+        return out
+
+    def materialise(self, files: Mapping[str, bytes]) -> None:
+        """Make the working copy exactly ``files`` (names checked: nothing lands outside)."""
+        for name, body in files.items():
+            path = self._file(name)
+            if not path.is_file() or path.read_bytes() != body:
+                atomic.write_bytes(path, body)
+        for name in set(self.files()) - set(files):
+            self._file(name).unlink(missing_ok=True)
+
+    def _file(self, name: str) -> Path:
+        parts = name.split("/")
+        if len(parts) == 2 and parts[0] == "metadata" and METADATA_FILE.fullmatch(parts[1]):
+            return self.metadata_dir / parts[1]
+        if len(parts) == 3 and parts[0] == "targets" and parts[2].endswith(".json"):
+            model = check_name(parts[1], "model name")
+            channel = check_name(parts[2].removesuffix(".json"), "channel name")
+            return self.targets_dir / model / f"{channel}.json"
+        raise NotFoundError(f"no TUF file named {name!r}")
 
     def metadata(self, name: str) -> bytes:
         """A metadata file by its TUF file name (refused unless it is one this repo writes)."""
@@ -175,7 +241,7 @@ class TufRepository:
         """Root, targets (offline keys), models, snapshot, timestamp (online keys), version 1."""
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         keys = {r: _key(self.offline_dir, r) for r in OFFLINE_ROLES}
-        keys |= {r: self._online(r) for r in ONLINE_ROLES}
+        keys |= {r: _key(self.online_dir, r) for r in ONLINE_ROLES}
         root = Root(expires=_now() + YEAR, consistent_snapshot=False)
         for role in ("root", "targets", "snapshot", "timestamp"):
             root.add_key(keys[role].sslib_key(), role)
@@ -219,6 +285,16 @@ class TufRepository:
             await asyncio.to_thread(self._publish, pointer)
 
     def _publish(self, pointer: ChannelPointer) -> None:
+        self._publish_many([pointer])
+
+    def _publish_many(self, pointers: list[ChannelPointer]) -> None:
+        """Each pointer into its model's role; one snapshot and timestamp for them all."""
+        changed = [p for p in pointers if self._sign_pointer(p)]
+        if changed or not self._consistent():
+            self._snapshot_and_timestamp()
+
+    def _sign_pointer(self, pointer: ChannelPointer) -> bool:
+        """Write the pointer and re-sign its model's role; False when already so."""
         data = pointer.to_bytes()
         path = f"{pointer.model}/{pointer.channel}.json"
         dest = self.targets_dir / pointer.model / f"{pointer.channel}.json"
@@ -233,9 +309,7 @@ class TufRepository:
             and dest.read_bytes() == data
             and self._read(role).signed.targets.get(path) == target
         ):
-            if not self._consistent():
-                self._snapshot_and_timestamp()
-            return
+            return False
         atomic.write_bytes(dest, data)
         models_key = self._online(MODELS_ROLE)
         self._ensure_model_role(role, pointer.model, models_key)
@@ -245,7 +319,7 @@ class TufRepository:
         md.signed.expires = _now() + ONLINE_EXPIRY
         md.sign(self._signer(models_key))
         self._write(md, role)
-        self._snapshot_and_timestamp()
+        return True
 
     def _ensure_model_role(self, role: str, model: str, key: SigningKey) -> None:
         """The model's role file first, then its delegation: a crash between the two leaves

@@ -5,23 +5,25 @@ from __future__ import annotations
 from litestar import Response, get
 
 from central.auth.guard import pull
-from central.tuf.repository import TufRepository
+from central.tuf.shared import SharedTuf
 
 JSON = "application/json"
 
 
 @get("/v1/tuf/{name:str}", **pull())
-async def metadata(tuf: TufRepository, name: str) -> Response[bytes]:
+async def metadata(tuf: SharedTuf, name: str) -> Response[bytes]:
     """``root.json``, ``N.root.json``, ``timestamp.json``, ``snapshot.json``, ``targets.json``,
     ``models.json``, ``model-<name>.json``: signed, served as written."""
-    return Response(tuf.metadata(name), media_type=JSON, headers={"Cache-Control": "no-store"})
+    return Response(
+        await tuf.metadata(name), media_type=JSON, headers={"Cache-Control": "no-store"}
+    )
 
 
 @get("/v1/tuf/targets/{model:str}/{channel:str}", **pull())
-async def channel_pointer(tuf: TufRepository, model: str, channel: str) -> Response[bytes]:
+async def channel_pointer(tuf: SharedTuf, model: str, channel: str) -> Response[bytes]:
     """A channel pointer (its length and hashes are in the ``model-<name>`` role)."""
     return Response(
-        tuf.target(model, channel.removesuffix(".json")),
+        await tuf.target(model, channel.removesuffix(".json")),
         media_type=JSON,
         headers={"Cache-Control": "no-store"},
     )

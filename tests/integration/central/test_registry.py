@@ -509,7 +509,7 @@ def test_pull_resumes_verifies_and_is_atomic(central, tmp_path, key, trusted):
 
         m = decode(doc.manifest)
         big = max(m.files, key=lambda f: f.size)
-        data = c._http.get(f"/v1/blobs/{big.sha256}").content
+        data = c._http.get(f"{c.url}/v1/blobs/{big.sha256}").content
         downloads.mkdir()
         (downloads / (big.sha256.split(":")[1] + ".part")).write_bytes(
             data[:1000]

@@ -142,7 +142,7 @@ def test_no_token_sends_no_authorization(server, root_file, tmp_path):
 
 def test_trailing_slash_in_the_url_is_harmless(server, root_file, tmp_path):
     md = ChannelMetadata(server.url + "/", None, root_file, tmp_path / "n")
-    assert md.base == server.url + "/v1/tuf/"
+    assert md.bases == [server.url + "/v1/tuf/"]
     assert md.pointer("m", "stable").version == 3
 
 
@@ -364,9 +364,19 @@ def test_empty_content_encoding_header_is_identity(repo, server, root_file, tmp_
 
 
 def test_base_url_keeps_its_path():
-    assert ChannelMetadata("http://h/reg/X", None, Path("r"), Path("/tmp")).base == (
+    assert ChannelMetadata("http://h/reg/X", None, Path("r"), Path("/tmp")).bases == [
         "http://h/reg/X/v1/tuf/"
-    )
+    ]
+
+
+def test_a_dead_replica_is_skipped_for_the_next(server, root_file, tmp_path):
+    """Several central URLs: the first refuses connections, the second serves verified
+    metadata (the same checks apply whichever replica answers)."""
+    from artifacts.cli.procs import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    md = ChannelMetadata(f"{dead},{server.url}", None, root_file, tmp_path / "n", timeout_s=5)
+    assert md.pointer("m", "stable").version == 3
 
 
 def test_a_restarted_node_reopens_its_cache_dir(server, root_file, tmp_path):

@@ -162,13 +162,21 @@ def _fake_registry(answer: dict | list[dict], blobs: dict[str, bytes]) -> Thread
     return ThreadedServer(Litestar([resolve, blob, heartbeat])).start()
 
 
+# onnx-fp32 runs on every x86/ARM host (an INT8 bundle may need VNNI this host lacks, and would
+# be excluded before anything is downloaded: not what the tests below are about)
+FP32 = "onnx-fp32"
+
+
 def _answer(
     bundle_dir, *, target: str | None = None, version: int = 1, model="tiny-embedding"
 ) -> dict:
     manifest = (bundle_dir / MANIFEST_FILE).read_bytes()
     rb = ResolvedBundle(
         candidate=Candidate(
-            target=target or "onnx-int8", backend="onnxruntime", precision="int8", device="cpu"
+            target=target or "onnx-int8",
+            backend="onnxruntime",
+            precision="fp32" if target == FP32 else "int8",
+            device="cpu",
         ),
         manifest_digest="sha256:" + "0" * 64,
         manifest=base64.b64encode(manifest).decode(),
@@ -238,15 +246,10 @@ def test_a_variant_the_policy_did_not_ask_for_is_refused_whatever_the_registry_r
         fake.stop()
 
 
-# onnx-fp32 runs on every x86/ARM host (an INT8 bundle may need VNNI this host lacks, and would
-# be excluded before anything is downloaded: not what these tests are about)
-FP32 = "onnx-fp32"
-
-
 def test_a_foreign_manifest_and_an_oversize_blob_are_refused(tmp_path, key, publisher_keys):
     # another model's validly signed bundle, offered under this name
     synthetic_bundle(tmp_path / "other", key, model="query-classifier", version=1, target=FP32)
-    fake = _fake_registry(_answer(tmp_path / "other"), {})
+    fake = _fake_registry(_answer(tmp_path / "other", target=FP32), {})
     edge = _edge_at(fake.url, publisher_keys, tmp_path / "c1")
     try:
         m = _model(edge.wait_settled())
@@ -259,7 +262,7 @@ def test_a_foreign_manifest_and_an_oversize_blob_are_refused(tmp_path, key, publ
     # the right bundle, but its blob is served far larger than the manifest declares
     b = synthetic_bundle(tmp_path / "mine", key, model="tiny-embedding", version=1, target=FP32)
     big = {f.sha256: (tmp_path / "mine" / f.path).read_bytes() + b"X" * (8 << 20) for f in b.files}
-    fake = _fake_registry(_answer(tmp_path / "mine"), big)
+    fake = _fake_registry(_answer(tmp_path / "mine", target=FP32), big)
     cache = tmp_path / "c2"
     edge = _edge_at(fake.url, publisher_keys, cache)
     try:
@@ -285,7 +288,7 @@ def test_an_answer_outside_the_api_is_refused_and_the_node_keeps_trying(
         assert m["state"] == "not-ready"
         # the sync loop survived: the next (different) answer is judged on its own
         synthetic_bundle(tmp_path / "other", key, model="query-classifier", version=1, target=FP32)
-        answers.append(_answer(tmp_path / "other"))
+        answers.append(_answer(tmp_path / "other", target=FP32))
         m = _model(edge.wait(lambda s: "outside its API" not in _model(s)["reason"], 60))
         offered = next(c for c in m["candidates"] if c["target"] == FP32)
         assert "names query-classifier" in offered["detail"]

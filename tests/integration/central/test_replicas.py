@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import oras.client
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -18,6 +19,7 @@ from artifacts.bundle import verify_bundle
 from artifacts.client import BundleRef, PullTarget, RegistryClient
 from artifacts.digests import sha256_bytes
 from artifacts.errors import RegistryUnavailableError
+from artifacts.manifest import MANIFEST_FILE, SIGNATURE_FILE
 from artifacts.signing import TrustedKeys, load_signing_key
 from bench.oci_registry import OciRegistry
 from edge_runtime.channel_metadata import ChannelMetadata
@@ -129,6 +131,19 @@ def test_push_through_one_replica_pull_and_verify_through_the_other(
         (x["annotations"]["org.opencontainers.image.title"], x["digest"]) for x in art["layers"]
     } == {(f.path, f.sha256) for f in bundle.manifest.files}
     assert art["annotations"]["dev.shipyard.bundle.signature"] == bundle.signature
+    # an ORAS client gets the files; with the config (manifest.json) and the signature
+    # annotation beside them, the directory verifies as the signed bundle it is
+    oras_dir = tmp_path / "oras"
+    host = oci.url.removeprefix("http://")
+    tag = f"shop-embedder.v{number}.onnx-int8"
+    oras.client.OrasClient(hostname=host, insecure=True).pull(
+        target=f"{host}/shipyard/blobs:{tag}", outdir=str(oras_dir)
+    )
+    config = httpx.get(f"{oci.url}/v2/shipyard/blobs/blobs/{art['config']['digest']}").content
+    (oras_dir / MANIFEST_FILE).write_bytes(config)
+    (oras_dir / SIGNATURE_FILE).write_text(art["annotations"]["dev.shipyard.bundle.signature"])
+    trusted_keys = TrustedKeys.from_paths([publisher_keys[1]])
+    assert verify_bundle(oras_dir, trusted_keys).manifest.model.version == number
     trusted = TrustedKeys.from_paths([publisher_keys[1]])
     with RegistryClient(b.url, token) as cb:  # the other replica resolves and serves the bytes
         assert cb.channel("shop-embedder", "stable").version == number

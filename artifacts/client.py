@@ -79,6 +79,7 @@ from artifacts.wire import (
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 32 << 20  # no API answer is near this; a bigger one is hostile
+MAX_ERROR_BYTES = 64 << 10  # an error page beside a blob download (mirror, registry redirect)
 MIN_BLOB_BYTES_PER_S = 32 << 10  # after the client's timeout, a blob slower than this is dropped
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
@@ -144,6 +145,21 @@ def _resume(part: Path, size: int | None, progress: Progress | None) -> tuple[An
         if progress:
             progress(have)
     return h, have
+
+
+def _error_answer(response: httpx.Response, cap: int) -> httpx.Response:
+    """A streamed error answer with at most ``cap`` bytes of its body (the rest is dropped)."""
+    body = bytearray()
+    for chunk in response.iter_raw():
+        body += chunk
+        if len(body) >= cap:
+            break
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=bytes(body[:cap]),
+        request=response.request,
+    )
 
 
 def refuse_encoded(response: httpx.Response) -> None:
@@ -693,9 +709,8 @@ class RegistryClient:
                 return h  # already complete
             refuse_encoded(r)
             if not r.is_success:
-                r.read()
-                try:
-                    _raise_for(r)
+                try:  # a mirror's or registry's error page: read a little of it, not all
+                    _raise_for(_error_answer(r, MAX_ERROR_BYTES))
                 except RegistryUnavailableError as exc:
                     exc.answered = True  # type: ignore[attr-defined]
                     raise

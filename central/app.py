@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -38,6 +39,7 @@ from central.workers import routes as worker_routes
 
 log = logging.getLogger("shipyard.central")
 WRITES = ("POST", "PUT", "DELETE")
+PROBE_DEADLINE_S = 5.0
 
 
 class AnonymousRefusals:
@@ -95,7 +97,11 @@ class Readiness:
             ("blob store", self.blobs.store.ping),
             ("TUF signing keys", self.tuf.key_problem),
         ):
-            problem = await probe()
+            try:
+                with anyio.fail_after(PROBE_DEADLINE_S):  # a trickling dependency is not ready
+                    problem = await probe()
+            except TimeoutError:
+                problem = f"no answer within {PROBE_DEADLINE_S:g} s"
             if problem is not None:
                 return part, problem
         return "", ""

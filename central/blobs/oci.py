@@ -117,6 +117,10 @@ async def _error_text(resp: httpx.Response) -> str:
         return body[:300].decode("utf-8", "replace").strip() or resp.reason_phrase
 
 
+def _unavailable(resp: httpx.Response) -> bool:
+    return resp.status_code >= 500 or resp.status_code in _UNAVAILABLE_STATUSES
+
+
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
     return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
@@ -210,7 +214,7 @@ class OciBlobStore:
                 resp = await self._client.send(
                     request, stream=True, follow_redirects=follow_redirects
                 )
-                if not stream:  # read here, bounded: manifests, tokens, errors are small
+                if not stream and not _unavailable(resp):  # bounded: manifests, tokens
                     body = await _capped(resp, MAX_ANSWER_BYTES)
                     resp = httpx.Response(
                         resp.status_code, headers=resp.headers, content=body, request=resp.request
@@ -219,6 +223,8 @@ class OciBlobStore:
                 raise BlobStoreUnavailable(
                     f"registry {self.url}: {type(exc).__name__} {exc}".rstrip()
                 ) from exc
+            except httpx.HTTPError as exc:  # too many redirects, undecodable, bad URL
+                raise BlobStoreError(f"registry {self.url}: {type(exc).__name__} {exc}") from exc
             # only the registry itself may ask for credentials (not a storage host it
             # redirected to, nor whoever answers on the way there)
             if (
@@ -234,7 +240,7 @@ class OciBlobStore:
                 if retry:
                     await resp.aclose()
                     continue
-            if resp.status_code >= 500 or resp.status_code in _UNAVAILABLE_STATUSES:
+            if _unavailable(resp):
                 text = await _error_text(resp)
                 raise BlobStoreUnavailable(
                     f"registry {self.url} answered {resp.status_code} to {method} "
@@ -264,7 +270,10 @@ class OciBlobStore:
         """A bearer token from the challenge's realm (docker token auth), with our credentials
         when we have some (anonymous otherwise, as for public pulls)."""
         query = {k: params[k] for k in ("service", "scope") if params.get(k)}
-        realm = httpx.URL(params["realm"])
+        try:
+            realm = httpx.URL(params["realm"])
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise BlobStoreError(f"registry {self.url} named an unusable token realm") from exc
         if realm.scheme != "https" and not _same_origin(realm, httpx.URL(self.url)):
             raise BlobStoreError(
                 f"registry {self.url} asks for a token at {realm} (plain http on another "
@@ -286,6 +295,8 @@ class OciBlobStore:
             raise BlobStoreUnavailable(
                 f"registry token service {params['realm']}: {type(exc).__name__} {exc}"
             ) from exc
+        except httpx.HTTPError as exc:
+            raise BlobStoreError(f"registry token service: {type(exc).__name__} {exc}") from exc
         if resp.status_code >= 500:
             raise BlobStoreUnavailable(f"registry token service answered {resp.status_code}")
         try:
@@ -524,8 +535,8 @@ class OciBlobStore:
         """None when the registry answers ``GET /v2/`` (after authenticating), else why not."""
         try:
             resp = await self._request("GET", f"{self.url}/v2/")
-        except (BlobStoreUnavailable, BlobStoreError) as exc:
-            return str(exc)
+        except Exception as exc:  # readiness never raises: it says why
+            return str(exc) or type(exc).__name__
         if resp.status_code == 200:
             return None
         return f"registry {self.url} answered {resp.status_code}"

@@ -25,7 +25,7 @@ from central.blobs.models import Blob
 from central.blobs.store import BlobDigestMismatch, BlobInfo, BlobStore
 from central.db import Database, utcnow
 
-PUBLISH_DEADLINE_S = 60.0  # an OCI registry answering slower than this is treated as down
+PUBLISH_DEADLINE_S = 20.0  # an OCI registry slower than this is down (SQLite's busy wait: 30 s)
 
 
 class BlobService:

@@ -28,7 +28,7 @@ from artifacts.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    RegistryUnavailableError,
+    RegistryError,
     ShipyardError,
     Unprocessable,
 )
@@ -410,8 +410,9 @@ class LeaseService:
                 provenance=Provenance(builder.name, j.worker or "", attestation),
                 precondition=still_verified,
             )
-        except RegistryUnavailableError:
-            raise  # the blob store is down for now: the verifier retries (or its lease expires)
+        except RegistryError as exc:  # the blob store failed, not the bundle: verify again
+            await self._defer_verified(j.id, f"verified, but the blob store failed: {exc}")
+            return
         except ShipyardError as exc:  # e.g. the version was sealed meanwhile
             failure = f"verified, but could not be registered: {exc}"
         if failure:
@@ -435,6 +436,17 @@ class LeaseService:
                         worker=builder.name,
                     )
                 )
+
+    async def _defer_verified(self, job_id: int, why: str) -> None:
+        """Back to waiting for verification, the attempt not counted: a registry outage is
+        not a verdict on the bundle (registering the same bytes later is a no-op)."""
+        async with self.db.transaction() as s:
+            row = await s.get(Job, job_id)
+            if row is not None and row.state == JobState.VERIFYING:
+                row.state, row.worker = JobState.BUILT, None
+                row.verify_attempts = max(0, row.verify_attempts - 1)
+                row.note(why[:1000])
+        await self.jobs_changed.notify()
 
     async def _end_verified(self, job_id: int, failure: str) -> None:
         """A verified result that cannot be registered fails (unless it ended meanwhile)."""

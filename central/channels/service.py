@@ -98,21 +98,28 @@ class ChannelService:
             )
 
     async def publish(self, model: str, channel: str) -> None:
-        """Sign the channel's new state into the TUF metadata edges follow."""
+        """Sign the channel's new state into the TUF metadata edges follow (read under the
+        signing lock: two promotions on two replicas never leave the older one signed)."""
         if self.tuf is None:
             return
-        pointer = await self.pointer(model, channel)
-        if pointer is not None:
-            await self.tuf.publish(pointer)
+
+        async def latest() -> list[ChannelPointer]:
+            pointer = await self.pointer(model, channel)
+            return [pointer] if pointer is not None else []
+
+        await self.tuf.publish_latest(latest)
 
     async def publish_all(self) -> None:
         """Bring the TUF metadata in line with the database (after a crash between the two)."""
         if self.tuf is None:
             return
-        async with self.db.session() as s:
-            rows = (await s.execute(select(Model.name, Channel.name).join(Channel))).all()
-        pointers = [p for model, channel in rows if (p := await self.pointer(model, channel))]
-        await self.tuf.publish_many(pointers)
+
+        async def every() -> list[ChannelPointer]:
+            async with self.db.session() as s:
+                rows = (await s.execute(select(Model.name, Channel.name).join(Channel))).all()
+            return [p for model, channel in rows if (p := await self.pointer(model, channel))]
+
+        await self.tuf.publish_latest(every)
 
     async def _find(
         self, s: AsyncSession, m: Model, name: str, *, lock: bool = False

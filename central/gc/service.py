@@ -26,6 +26,7 @@ from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from artifacts.atomic import write_bytes
+from artifacts.errors import ShipyardError
 from artifacts.manifest import decode
 from artifacts.states import TERMINAL_JOB_STATES, BuildState
 from artifacts.targets import INDEX_TARGET
@@ -274,7 +275,13 @@ class Collector:
             again = {d for d, _ in (await self.plan()).blobs}
             doomed = [(d, n) for d, n in plan.blobs if d in again]
         for digest, size in doomed:
-            if await self._delete_blob(digest, plan.cutoff):
+            try:
+                deleted = await self._delete_blob(digest, plan.cutoff)
+            except (ShipyardError, TimeoutError) as exc:  # one slow or refusing delete
+                log.warning("blob %s kept: %s", digest[:19], exc)  # is no reason to stop
+                result.skipped.append(f"blob {digest[:19]}… ({exc})")
+                continue
+            if deleted:
                 result.blobs += 1
                 result.bytes += size
         for file in plan.orphans:

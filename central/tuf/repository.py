@@ -44,7 +44,7 @@ from tuf.api.metadata import (
 )
 
 from artifacts import atomic
-from artifacts.errors import NotFoundError
+from artifacts.errors import NotFoundError, NotReady
 from artifacts.names import check_name
 from artifacts.signing import PRIVATE_KEY_FILE, SigningKey, generate_keypair, load_signing_key
 
@@ -58,6 +58,11 @@ METADATA_FILE = re.compile(
 )
 YEAR = dt.timedelta(days=365)
 ONLINE_EXPIRY = dt.timedelta(days=30)
+
+
+class TufKeysMismatch(NotReady):
+    """This process's online keys are missing or not the ones the root lists (503: it cannot
+    sign until it is given the deployment's keys)."""
 
 
 def role_of(model: str) -> str:
@@ -122,9 +127,9 @@ class TufRepository:
         metadata every edge refuses); only ``init`` and ``rotate`` create them."""
         path = self.online_dir / role / PRIVATE_KEY_FILE
         if not path.exists():
-            raise NotFoundError(
-                f"the online {role} key is not at {path}: every replica, and whoever runs "
-                "`central tuf rotate`, needs the same online keys (tuf_online_keys)"
+            raise TufKeysMismatch(
+                f"the online {role} key is not in tuf_online_keys: every replica, and whoever "
+                "runs `central tuf rotate`, needs the deployment's online keys"
             )
         return load_signing_key(path)
 
@@ -136,6 +141,10 @@ class TufRepository:
                 "(`central tuf init --offline-keys DIR` created them)"
             )
         return load_signing_key(path)
+
+    def key_dir(self, role: str) -> Path:
+        """Where ``role``'s key lives (offline roles: the offline directory)."""
+        return (self.offline_dir if role in OFFLINE_ROLES else self.online_dir) / role
 
     def online_key_problem(
         self,

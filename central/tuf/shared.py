@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy import select, text
@@ -25,15 +27,17 @@ from artifacts.names import check_name
 from central.channels.models import Channel
 from central.db import Database, utcnow
 from central.tuf.models import TufFile
-from central.tuf.repository import METADATA_FILE, ChannelPointer, TufRepository
+from central.tuf.repository import (
+    METADATA_FILE,
+    ChannelPointer,
+    TufKeysMismatch,
+    TufRepository,
+)
 
 T = TypeVar("T")
+A = TypeVar("A")
 log = logging.getLogger("shipyard.central.tuf")
 LOCK_KEY = 0x5475_6600  # "Tuf": the advisory lock every replica's signing takes
-
-
-class TufKeysMismatch(RuntimeError):
-    """This replica's online keys are not the ones the shared root lists."""
 
 
 class SharedTuf:
@@ -43,8 +47,20 @@ class SharedTuf:
         self._local = asyncio.Lock()
 
     async def _change(self, op: Callable[[], T], *, skip_keys: tuple[str, ...] = ()) -> T:
+        return await self._change_with(None, lambda _: op(), skip_keys=skip_keys)
+
+    async def _change_with(
+        self,
+        read: Callable[[], Awaitable[A]] | None,
+        op: Callable[[A | None], T],
+        *,
+        skip_keys: tuple[str, ...] = (),
+    ) -> T:
+        """``op(await read())`` under the lock: what ``read`` sees (the channel rows) is the
+        latest committed state, so whichever replica signs last signs the newest pointer."""
         async with self._local, self.db.transaction() as s:
             await self._lock(s)
+            value = await read() if read is not None else None
             rows = {n: bytes(b) for n, b in (await s.execute(select(TufFile.name, TufFile.body)))}
             if rows:
                 await asyncio.to_thread(self.repo.materialise, rows)
@@ -55,7 +71,7 @@ class SharedTuf:
                 )
                 if problem is not None:
                     raise TufKeysMismatch(problem)
-            result = await asyncio.to_thread(op)
+            result = await asyncio.to_thread(op, value)
             after = await asyncio.to_thread(self.repo.files)
             for name, body in after.items():
                 if before.get(name) != body:
@@ -102,8 +118,11 @@ class SharedTuf:
         local = self.repo.metadata_dir / "root.json"
         if row is None or not local.is_file() or local.read_bytes() == bytes(row.body):
             return
-        aside = self.repo.metadata_dir.with_name(f"metadata.replaced-{int(time.time())}")
-        self.repo.metadata_dir.rename(aside)
+        aside = self.repo.root / f"replaced-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+        aside.mkdir(parents=True)
+        for part in (self.repo.metadata_dir, self.repo.targets_dir):
+            if part.exists():
+                part.rename(aside / part.name)
         log.warning("TUF working copy of another root moved to %s; the database's is used", aside)
 
     async def key_problem(self) -> str | None:
@@ -127,9 +146,10 @@ class SharedTuf:
     async def publish(self, pointer: ChannelPointer) -> None:
         await self._change(lambda: self.repo._publish(pointer))
 
-    async def publish_many(self, pointers: list[ChannelPointer]) -> None:
-        """Many pointers in one change: one snapshot and timestamp (a start after a crash)."""
-        await self._change(lambda: self.repo._publish_many(pointers))
+    async def publish_latest(self, read: Callable[[], Awaitable[list[ChannelPointer]]]) -> None:
+        """The pointers ``read`` gives, read once the lock is held, in one change (one
+        snapshot and timestamp): a promotion, or every channel at start."""
+        await self._change_with(read, lambda pointers: self.repo._publish_many(pointers or []))
 
     async def refresh(self) -> None:
         await self._change(self.repo._refresh)
@@ -137,8 +157,21 @@ class SharedTuf:
     async def rotate(self, role: str) -> str:
         """Needs the offline keys and the online keys (the snapshot and timestamp are re-signed;
         the rotated role's own old key may be lost). An online role's new key must then reach
-        every replica."""
-        return await self._change(lambda: self.repo.rotate(role), skip_keys=(role,))
+        every replica. Should the change not commit, the role's old key is put back."""
+        keys = self.repo.key_dir(role)
+        backup = keys.with_name(f".{role}.before-rotation")
+        shutil.rmtree(backup, ignore_errors=True)
+        if keys.is_dir():
+            shutil.copytree(keys, backup)
+        try:
+            new = await self._change(lambda: self.repo.rotate(role), skip_keys=(role,))
+        except BaseException:
+            if backup.is_dir():
+                shutil.rmtree(keys, ignore_errors=True)
+                backup.rename(keys)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+        return new
 
     # ---- reads (what edges fetch) ----------------------------------------------------------
 

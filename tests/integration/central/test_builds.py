@@ -498,3 +498,42 @@ def test_bad_build_input_is_refused_and_nothing_queued(central):
         pull.close()
         assert c.builds() == []
     assert msgspec  # keep import used
+
+
+@pytest.mark.slow
+def test_a_blob_store_outage_at_registration_defers_the_verified_job(
+    central_with_worker, tiny_models, tmp_path, monkeypatch
+):
+    """The registry failing while a verified bundle is registered is not a verdict on the
+    bundle: the job goes back to verification (the attempt not counted) and passes later."""
+    from central.blobs.oci import BlobStoreUnavailable
+    from central.registry.service import RegistryService
+
+    real = RegistryService.put_bundle
+    outages = []
+
+    async def flaky(self, upload, *args, **kw):
+        if not outages:
+            outages.append(upload.target)
+            raise BlobStoreUnavailable("registry http://oci.test answered 503 to PUT manifest")
+        return await real(self, upload, *args, **kw)
+
+    monkeypatch.setattr(RegistryService, "put_bundle", flaky)
+    with RegistryClient(central_with_worker.url, central_with_worker.admin_token) as c:
+        source = upload_model(c, tiny_models["embedding"], tmp_path)
+        info = wait_build(
+            c,
+            c.submit_build(
+                BuildRequest(
+                    model="tiny-emb",
+                    task="embedding",
+                    source_blob=source,
+                    targets=["onnx-fp32"],
+                    **small_data(c, "embedding", tmp_path),
+                )
+            ).build_id,
+        )
+    job = info.jobs[0]
+    assert outages == ["onnx-fp32"] and info.state == "passed", info
+    assert any("the blob store failed" in h for h in job.history), job.history
+    assert sum(h.startswith("verified by") for h in job.history) == 2

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from artifacts.errors import NotFoundError
 from central.db import Database, migrate
 from central.tuf.repository import ChannelPointer, TufRepository
 from central.tuf.shared import SharedTuf, TufKeysMismatch
@@ -158,6 +159,15 @@ def test_rotating_where_the_online_keys_are_not_changes_nothing(tmp_path, db):
         for name, body in before.items():
             assert await a.metadata(name) == body
         assert not (tmp_path / "not-here").exists()
+        # a rotation that fails after making the new key (here: the targets key is not on
+        # this host) puts the old key back: the replicas' keys still sign
+        models_key = (tmp_path / "online" / "models" / "publisher.key").read_bytes()
+        (tmp_path / "offline" / "targets").rename(tmp_path / "targets-elsewhere")
+        with pytest.raises(NotFoundError, match="offline targets key"):
+            await a.rotate("models")
+        (tmp_path / "targets-elsewhere").rename(tmp_path / "offline" / "targets")
+        assert (tmp_path / "online" / "models" / "publisher.key").read_bytes() == models_key
+        assert await a.key_problem() is None
         new = await a.rotate("timestamp")  # with the online keys it works (and a new root)
         assert new and (await doc(a, "root.json"))["version"] == 2
         assert await consistent(a)
@@ -196,7 +206,8 @@ def test_a_registry_with_channels_gets_no_new_root_by_accident(tmp_path, db):
         )
         stray.init()  # another root entirely, in b's working copy
         await replica(tmp_path, database, "b").start()
-        assert list((tmp_path / "b" / "tuf").glob("metadata.replaced-*"))
+        aside = list((tmp_path / "b" / "tuf").glob("replaced-*"))
+        assert len(aside) == 1 and (aside[0] / "metadata" / "root.json").is_file()
         assert (tmp_path / "b" / "tuf" / "metadata" / "root.json").read_bytes() == (
             await replica(tmp_path, database, "b").metadata("root.json")
         )

@@ -112,10 +112,11 @@ class SharedTuf:
         await self._change(create)
 
     async def _set_aside_foreign_copy(self) -> None:
-        """A working copy of another repository (another root) is moved aside, not overwritten."""
+        """A working copy of another repository (another first root) is moved aside, not
+        overwritten (an older root of this repository is only a stale copy: refreshed)."""
         async with self.db.session() as s:
-            row = await s.get(TufFile, "metadata/root.json")
-        local = self.repo.metadata_dir / "root.json"
+            row = await s.get(TufFile, "metadata/1.root.json")
+        local = self.repo.metadata_dir / "1.root.json"
         if row is None or not local.is_file() or local.read_bytes() == bytes(row.body):
             return
         aside = self.repo.root / f"replaced-{int(time.time())}-{uuid.uuid4().hex[:8]}"

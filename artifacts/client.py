@@ -46,6 +46,9 @@ from artifacts.wire import (
     BuildInfo,
     BuildRequest,
     BundleInfo,
+    CatalogBinding,
+    CatalogInfo,
+    CatalogItemsRequest,
     ChannelInfo,
     CreateToken,
     CreateVersion,
@@ -64,11 +67,16 @@ from artifacts.wire import (
     NodeInfo,
     NodeReport,
     Promote,
+    Published,
     PutBundle,
     ResolveRequest,
     ResolveResponse,
+    RunInfo,
+    RunRequest,
     TokenCreated,
     TokenInfo,
+    VectorBatch,
+    VectorsStored,
     VersionInfo,
     VersionRef,
     WorkerEnrolled,
@@ -465,6 +473,35 @@ class RegistryClient:
 
     def build(self, build_id: int) -> BuildInfo:
         return _decoded(self._json("GET", f"/v1/builds/{build_id}"), into=BuildInfo)
+
+    # ---- the catalog queue ---------------------------------------------------------------
+
+    def bind_catalog(self, name: str, binding: CatalogBinding) -> CatalogInfo:
+        return _decoded(self._json("PUT", f"/v1/catalogs/{name}", binding), into=CatalogInfo)
+
+    def catalog(self, name: str) -> CatalogInfo:
+        return _decoded(self._json("GET", f"/v1/catalogs/{name}"), into=CatalogInfo)
+
+    def catalog_items(self, name: str, change: CatalogItemsRequest) -> Published:
+        # published with message ids: a repeat on another replica is dropped by the broker
+        return _decoded(
+            self._json("POST", f"/v1/catalogs/{name}/items", change, idempotent=True),
+            into=Published,
+        )
+
+    def start_run(self, name: str, req: RunRequest) -> RunInfo:
+        raw = self._json(
+            "POST", f"/v1/catalogs/{name}/runs", req, idempotent=True
+        )  # a repeat resumes: harmless
+        return _decoded(raw, into=RunInfo)
+
+    def catalog_run(self, name: str, run_id: int) -> RunInfo:
+        return _decoded(self._json("GET", f"/v1/catalogs/{name}/runs/{run_id}"), into=RunInfo)
+
+    def put_vectors(self, name: str, batch: VectorBatch) -> VectorsStored:
+        """An embed worker's results; stored once per product id + version + text digest."""
+        raw = self._json("PUT", f"/v1/catalogs/{name}/vectors", batch)
+        return _decoded(raw, into=VectorsStored)
 
     def builds(self, limit: int = 50) -> list[BuildInfo]:
         return _decoded(

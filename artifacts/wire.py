@@ -188,6 +188,9 @@ class IndexJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     queries_blob: str | None = None  # recall@10 is measured with these (one query per line)
     base_version: MaybeVersion = 0  # a delta: the full index version it applies to (0: full)
     previous_version: MaybeVersion = 0  # a delta: the newest delta it accumulates (0: none)
+    # a full index from vectors embedded elsewhere (the catalog queue): float32 .npy, one row per
+    # catalog line. The builder then skips embedding; the verifier still re-embeds every product.
+    vectors_blob: str | None = None
 
 
 class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -226,6 +229,7 @@ class BuildRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         out = {self.source_blob, self.calibration_blob, self.eval_blob}
         if self.index is not None:
             out.add(self.index.queries_blob)
+            out.add(self.index.vectors_blob)
         return {d for d in out if d}
 
 
@@ -426,3 +430,97 @@ class TrustedKeyInfo(msgspec.Struct, kw_only=True):
     added_by: str
     added_at: str
     removed_at: str | None = None
+
+
+# ---- the catalog queue (central/catalogs, artifacts.embed_queue) -----------------------------
+
+
+class CatalogBinding(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/catalogs/{name}``: which embedding model the catalog is embedded with, which
+    bundle embeds it, the channel edges serve, and the index it ships as. Promoting the model
+    to ``stage_channel`` re-embeds the catalog; when that completes, the index is built from
+    the vectors and the index and the model are promoted to ``channel`` together."""
+
+    model: str
+    index: str  # the index's registry name
+    target: str = "onnx-int8"
+    channel: str = "stable"
+    stage_channel: str = "candidate"
+    chunk: Annotated[int, msgspec.Meta(ge=1, le=256)] = 64  # products per embed job (at most)
+
+
+class CatalogItemsRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/catalogs/{name}/items``: product upserts ({id, text, fields?}) and deletes
+    (ids), published to ``catalog.updates.<name>``."""
+
+    items: list[dict[str, Any]] = []
+    deletes: list[str] = []
+    # the broker drops a repeat of the same change_id (a retried request) for 10 minutes;
+    # without one every request is published (applying it twice changes nothing)
+    change_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+
+class Published(msgspec.Struct, kw_only=True):
+    stored: int
+    duplicates: int
+
+
+class RunRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/catalogs/{name}/runs``: re-embed for a model version (default: the version
+    the serving channel points at); ``promote``: ship index + model when it completes."""
+
+    version: VersionNumber | None = None
+    promote: bool = True
+    # forget the run's stored vectors first (after a verifier refused one: a wrong vector is
+    # never overwritten otherwise, the first write of a key wins)
+    discard_vectors: bool = False
+
+
+class VectorItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, array_like=True):
+    id: str
+    digest: str  # sha256 of the text the vector embeds
+    vector: str  # base64 of little-endian float32
+
+
+class VectorBatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/catalogs/{name}/vectors``: an embed worker's results for one job."""
+
+    run: VersionNumber  # the run's id (same bounds)
+    model: str
+    version: VersionNumber
+    target: str
+    items: list[VectorItem]
+
+
+class VectorsStored(msgspec.Struct, kw_only=True):
+    stored: int  # new rows
+    counted: int  # of them, vectors of a product's current text (progress)
+    ignored: int  # already stored, or of a text the product no longer has
+
+
+class RunInfo(msgspec.Struct, kw_only=True):
+    id: int
+    catalog: str
+    model: str
+    version: int
+    target: str
+    state: str  # embedding | indexing | done | failed
+    done: int
+    total: int
+    promote: bool
+    started_at: str
+    finished_at: str = ""
+    rate_per_s: float = 0.0
+    eta_s: float | None = None
+    build_id: int | None = None
+    index_version: int | None = None
+    reason: str = ""
+
+
+class CatalogInfo(msgspec.Struct, kw_only=True):
+    name: str
+    items: int  # live products
+    binding: CatalogBinding | None = None
+    runs: list[RunInfo] = []
+    dead_letters: int | None = None  # None: the broker could not be asked
+    queue: str = ""  # the broker's state as central sees it

@@ -24,6 +24,11 @@ PARTS = [
     ("pareto", "bench.pareto", "Pruned variants: layers x precision, speed vs quality"),
     ("registry", "bench.registry", "Registry: blob streaming and resolve latency"),
     (
+        "embed_queue",
+        "bench.embed_queue",
+        "Catalog queue: NATS JetStream re-embedding vs the HTTP API; interactive p99 under bulk",
+    ),
+    (
         "scale_out",
         "bench.scale_out",
         "Scaling out: OCI blobs (redirect vs through central), two replicas, a simulated fleet",

@@ -161,6 +161,7 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> subprocess.Popen:
+    """``wrk`` against ``url`` (the full endpoint) with a Lua ``script``, p50/p99 recorded."""
     return subprocess.Popen(
         [
             "wrk",
@@ -172,7 +173,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> subprocess.Po
             "10s",
             "-s",
             str(script),
-            f"{url}/v1/resolve",
+            url,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -191,7 +192,7 @@ def resolve_bench(urls: list[str], token: str, seconds: int, rounds: int) -> dic
         for name in order:
             time.sleep(2)
             targets = urls[:1] if name == "one replica" else urls
-            procs = [wrk(u, script, 200 // len(targets), seconds) for u in targets]
+            procs = [wrk(f"{u}/v1/resolve", script, 200 // len(targets), seconds) for u in targets]
             results = [parse_wrk(p.communicate()[0]) for p in procs]
             runs[name].append(
                 {

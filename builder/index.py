@@ -81,6 +81,30 @@ class IndexBuild:
     queries: list[str] | None = None  # recall is measured with these (default: generated queries)
     overwrite: bool = False
     progress: Progress | None = None
+    vectors: Path | None = None  # embedded elsewhere (float32 .npy, one row per catalog line)
+
+
+def load_vectors(path: Path, n: int, dim: int) -> np.ndarray:
+    """Vectors embedded elsewhere (the catalog queue's workers), checked for shape and values
+    and normalised; whether they are the model's embeddings is the verifier's check."""
+    try:  # memory-mapped: the header is checked before any row is read
+        vectors = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the vectors file is not a float32 .npy array: {exc}") from exc
+    if not isinstance(vectors, np.ndarray):  # an .npz archive
+        raise InputError("the vectors file is not a float32 .npy array")
+    if vectors.dtype != np.float32 or vectors.shape != (n, dim):
+        raise InputError(
+            f"the vectors file holds {vectors.dtype} {vectors.shape}, the catalog needs "
+            f"float32 ({n}, {dim})"
+        )
+    if not np.isfinite(vectors).all():
+        raise InputError("the vectors file holds non-finite values")
+    vectors = np.array(vectors)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if n and float(norms.min()) < 1e-6:
+        raise InputError("the vectors file holds a zero vector")
+    return vectors / norms
 
 
 def check_model_bundle(model: VerifiedBundle) -> IndexModel:
@@ -293,7 +317,10 @@ def embed_catalog(job: IndexBuild) -> Embedded:
         raise InputError("a catalog holds products only; deletes belong in `artifact index update`")
     p = job.params
     t0 = time.perf_counter()
-    vectors = embed_texts(job.model, catalog.texts, threads=p.threads, progress=job.progress)
+    if job.vectors is not None:
+        vectors = load_vectors(job.vectors, len(catalog), job.model.manifest.io.dim)
+    else:
+        vectors = embed_texts(job.model, catalog.texts, threads=p.threads, progress=job.progress)
     embed_s = round(time.perf_counter() - t0, 2)
     queries = embed_texts(job.model, job.queries or default_queries(p.recall_queries))
     return Embedded(catalog, sha256_file(job.catalog), vectors, queries, lock, embed_s)

@@ -59,6 +59,7 @@ class IndexJobSpec(msgspec.Struct, kw_only=True):
     base_dir: str | None = None
     previous_dir: str | None = None
     queries: str | None = None
+    vectors: str | None = None  # a full index from vectors embedded elsewhere (.npy)
     recall_threshold: float | None = None
     threads: int = 0
     out_dir: str = ""
@@ -107,6 +108,7 @@ def build_index_job(spec: IndexJobSpec) -> dict:
                     out=unsigned,
                     params=IndexParams(threads=spec.threads, recall_threshold=threshold),
                     queries=_queries(spec),
+                    vectors=Path(spec.vectors) if spec.vectors else None,
                 )
             )
         if not manifest.quality.passed:

@@ -376,6 +376,7 @@ class Worker:
             "previous_dir": dirs["previous"],
             "catalog": str(self._blob(req.source_blob)),
             "queries": str(self._blob(spec.queries_blob)) if spec.queries_blob else None,
+            "vectors": str(self._blob(spec.vectors_blob)) if spec.vectors_blob else None,
             "name": req.model,
             "version": lease.version,
             "recall_threshold": req.thresholds.get("recall_at_10"),

@@ -24,6 +24,7 @@ from central.auth import routes as auth_routes
 from central.blobs import routes as blob_routes
 from central.blobs.service import BlobService
 from central.builds import routes as build_routes
+from central.catalogs import routes as catalog_routes
 from central.channels import routes as channel_routes
 from central.db import Database
 from central.fleet import routes as fleet_routes
@@ -195,6 +196,7 @@ def create_app(
             *worker_routes.handlers,
             *tuf_routes.handlers,
             *fleet_routes.handlers,
+            *catalog_routes.handlers,
             *auth_routes.handlers,
             *key_routes.handlers,
             *audit_routes.handlers,

@@ -100,6 +100,12 @@ def serve(
         envvar="SHIPYARD_OCI_PUBLIC_URL",
         help="The OCI registry as clients reach it (for --blob-redirect; default --oci-url)",
     ),
+    nats_url: str | None = typer.Option(
+        None,
+        "--nats-url",
+        envvar="SHIPYARD_NATS_URL",
+        help="NATS JetStream for the catalog queue (e.g. nats://127.0.0.1:4222; comma list for a cluster)",
+    ),
     blob_redirect: bool = typer.Option(
         False,
         "--blob-redirect",
@@ -133,6 +139,7 @@ def serve(
         otlp_endpoint=otlp_endpoint,
         oci_public_url=oci_public_url,
         blob_redirect=blob_redirect,
+        nats_url=nats_url,
         tuf_online_keys=tuf_online_keys,
         **_oci(oci_url, oci_repository),
     )

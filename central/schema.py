@@ -6,6 +6,7 @@ from central.audit.models import AuditEvent
 from central.auth.models import Token
 from central.blobs.models import Blob
 from central.builds.models import Build, BuildCache, Job, JobLog
+from central.catalogs.models import CatalogItem, CatalogRow, CatalogVector, EmbedRun
 from central.channels.models import Channel, ChannelEvent
 from central.db import Base
 from central.fleet.models import Node
@@ -15,6 +16,10 @@ from central.tuf.models import TufFile
 from central.workers.models import Worker
 
 TABLES = (
+    CatalogRow,
+    CatalogItem,
+    CatalogVector,
+    EmbedRun,
     AuditEvent,
     Token,
     Blob,

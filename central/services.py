@@ -23,6 +23,8 @@ from central.builds.local_workers import LocalWorkers
 from central.builds.reaper import Reaper
 from central.builds.service import BuildService
 from central.builds.signal import JobsChanged
+from central.catalogs.queue import CentralQueue
+from central.catalogs.service import CatalogService
 from central.channels.service import ChannelService
 from central.db import Database, migrate
 from central.fleet.service import FleetService
@@ -83,6 +85,15 @@ class Services:
         )
         self.reaper = Reaper(self.db, self.leases, self.finalizer, config.worker_deadline_s)
         self.local_workers = LocalWorkers(config, self.workers)
+        self.catalogs = CatalogService(
+            self.db,
+            self.blobs,
+            self.builds,
+            self.channels,
+            self.audit,
+            CentralQueue(config.nats_url) if config.nats_url else None,
+        )
+        self.channels.on_promote.append(self.catalogs.on_promote)
 
     async def start(self) -> None:
         await migrate(self.db.engine)
@@ -90,6 +101,7 @@ class Services:
         await self.tuf.start()
         await self.channels.publish_all()
         self.reaper.start()
+        self.catalogs.start()
         self._tuf_task = asyncio.create_task(self._keep_metadata_fresh(), name="tuf-timestamp")
         await self.local_workers.start()
 
@@ -107,6 +119,7 @@ class Services:
         if getattr(self, "_tuf_task", None) is not None:
             self._tuf_task.cancel()
         await self.reaper.stop()
+        await self.catalogs.stop()
         await self.local_workers.stop()
         await self.blobs.store.close()
         await self.db.close()
@@ -129,6 +142,7 @@ class Services:
             "channels": self.channels,
             "builds": self.builds,
             "indexes": self.indexes,
+            "catalogs": self.catalogs,
             "leases": self.leases,
             "fleet": self.fleet,
             "workers": self.workers,

@@ -33,6 +33,7 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     otlp_endpoint: str | None = None  # OpenTelemetry traces over OTLP/HTTP (needs the otel extra)
     # Blobs in an OCI distribution registry instead of HOME/blobs (what several replicas share)
     oci_url: str | None = None
+    nats_url: str | None = None  # the catalog queue (NATS JetStream); None: catalogs answer 503
     oci_repository: str = "shipyard/blobs"
     oci_username: str | None = None
     oci_password: str | None = None

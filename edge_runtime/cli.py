@@ -31,21 +31,62 @@ def serve(
     ),
 ) -> None:
     """Sync verified bundles, pick the best backend, serve the HTTP API."""
-    from artifacts.logs import configure_logging
-    from artifacts.sdnotify import serve as serve_notifying
     from edge_runtime.config import load_config
-    from edge_runtime.http.app import create_app
-    from edge_runtime.node import EdgeNode
+
+    _configure(log_level, log_format)
+    _serve(load_config(config))
+
+
+@app.command("embed-worker")
+def embed_worker(
+    config: Path | None = typer.Option(
+        None, "--config", help="edge.toml (settings also from SHIPYARD_EDGE_*)"
+    ),
+    catalog: list[str] = typer.Option(
+        [], "--catalog", help="a catalog to embed (repeatable; default [embed_worker] catalogs)"
+    ),
+    nats_url: str | None = typer.Option(None, "--nats-url", envvar="SHIPYARD_NATS_URL"),
+    log_level: str = typer.Option("info", "--log-level"),
+    log_format: str = typer.Option("text", "--log-format", help="text | json"),
+) -> None:
+    """Consume the catalog queue's embed jobs (a node that also serves, or a dedicated worker):
+    each job's texts go through the batcher's low-priority lane, vectors back to central."""
+    import msgspec.structs
+
+    from edge_runtime.config import load_config
+
+    _configure(log_level, log_format)
+    cfg = load_config(config)
+    ew = msgspec.structs.replace(
+        cfg.embed_worker,
+        enabled=True,
+        catalogs=catalog or cfg.embed_worker.catalogs,
+        nats_url=nats_url or cfg.embed_worker.nats_url,
+    )
+    _serve(msgspec.structs.replace(cfg, embed_worker=ew).validate())
+
+
+def _configure(log_level: str, log_format: str) -> None:
+    from artifacts.logs import configure_logging
 
     try:
         configure_logging(log_level, log_format)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    cfg = load_config(config)
+
+
+def _serve(cfg) -> None:
+    from artifacts.sdnotify import serve as serve_notifying
+    from edge_runtime.http.app import create_app
+    from edge_runtime.node import EdgeNode
+
     node = EdgeNode(cfg)
+    what = ", ".join(f"{m.name}:{m.channel}" for m in cfg.models) or "no models"
+    if cfg.embed_worker.enabled:
+        what += f"; embedding catalogs {', '.join(cfg.embed_worker.catalogs)} from {cfg.embed_worker.nats_url}"
     console(stderr=True).print(
-        f"edge-runtime: serving {', '.join(f'{m.name}:{m.channel}' for m in cfg.models)} on "
+        f"edge-runtime: serving {what} on "
         f"http://{cfg.server.host}:{cfg.server.port} (registry {cfg.registry.url}, cache {cfg.cache_dir})"
     )
     serve_notifying(

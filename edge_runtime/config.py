@@ -16,6 +16,7 @@ from typing import Literal
 
 import msgspec
 
+from artifacts.embed_queue import check_catalog_name
 from artifacts.errors import InputError
 from artifacts.names import check_name
 from artifacts.targets import SelectionPolicy
@@ -91,6 +92,13 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_inputs_per_request: int = 1024
     adaptive: bool = True
     release_after_idle_ms: float = 1000.0  # quiet this long after a burst: give memory back
+    # the bulk lane (embed worker): runs only when no interactive request waits; while
+    # interactive traffic is present its batches last about bulk_batch_ms and take at most
+    # bulk_share of the inference thread
+    bulk_max_batch_tokens: int = 4096
+    bulk_max_queued_tokens: int = 16384
+    bulk_batch_ms: float = 10.0
+    bulk_share: float = 0.25
 
 
 class LimitsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -116,6 +124,23 @@ class TracingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     sample_ratio: float = 1.0
 
 
+class EmbedWorkerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The catalog queue's embed worker (``edge-runtime embed-worker``, or ``enabled`` on a
+    serving node): pulls ``embed.jobs.<catalog>`` and embeds through the node's batcher at low
+    priority. The registry token needs the ``embed`` scope (vectors go back to central)."""
+
+    enabled: bool = False
+    nats_url: str = "nats://127.0.0.1:4222"  # comma list for a cluster
+    catalogs: list[str] = []
+    max_ack_pending: int = 16  # jobs in flight per catalog: the adaptive window's ceiling
+    ack_wait_s: float = 60.0  # a job not acked (nor kept alive) this long goes to another worker
+    max_attempts: int = 5  # deliveries of a failing job before it is dead-lettered
+    backoff_s: float = 2.0  # a failed job comes back after backoff_s * 2^(attempt-1) (max 60 s)
+    interactive_p99_ms: float = (
+        0.0  # the window halves past this queueing p99 (0: latency_target_ms)
+    )
+
+
 class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     registry: RegistrySection = msgspec.field(default_factory=RegistrySection)
     models: list[ModelSection] = []
@@ -127,6 +152,7 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     result_cache: ResultCacheSection = msgspec.field(default_factory=ResultCacheSection)
     limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
     tracing: TracingSection = msgspec.field(default_factory=TracingSection)
+    embed_worker: EmbedWorkerSection = msgspec.field(default_factory=EmbedWorkerSection)
 
     @property
     def cache_dir(self) -> Path:
@@ -144,8 +170,9 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return None
 
     def validate(self) -> EdgeConfig:
-        if not self.models:
+        if not self.models and not self.embed_worker.enabled:
             raise InputError("no [[models]] configured: add a name and channel to serve")
+        _check_embed_worker(self.embed_worker)
         seen = set()
         for m in self.models:
             check_name(m.name, "model name")
@@ -166,6 +193,10 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise InputError(f"index {ix.name!r}: hold_swap_s must be a finite number >= 0")
             seen.add(ix.name)
         b = self.batching
+        if not (0 < b.bulk_share <= 1) or not b.bulk_batch_ms > 0 or b.bulk_max_batch_tokens < 1:
+            raise InputError(
+                "batching: need 0 < bulk_share <= 1, bulk_batch_ms > 0, bulk_max_batch_tokens >= 1"
+            )
         if (
             b.max_batch_size < 1
             or b.max_batch_tokens < 1
@@ -187,6 +218,19 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.cache.keep_versions < 1:
             raise InputError("cache.keep_versions must be >= 1")
         return self
+
+
+def _check_embed_worker(ew: EmbedWorkerSection) -> None:
+    if not ew.enabled:
+        return
+    if not ew.catalogs:
+        raise InputError("[embed_worker] catalogs is empty: name the catalogs to embed")
+    for c in ew.catalogs:
+        check_catalog_name(c)
+    if ew.max_ack_pending < 1 or ew.max_attempts < 1 or not ew.ack_wait_s > 1:
+        raise InputError(
+            "[embed_worker]: need max_ack_pending >= 1, max_attempts >= 1, ack_wait_s > 1"
+        )
 
 
 def _section_types() -> dict[str, type]:

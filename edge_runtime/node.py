@@ -12,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import numpy as np
 import stamina
 
 from artifacts.cli.procs import rss_mb
@@ -25,8 +26,12 @@ from artifacts.targets import SelectionPolicy
 from artifacts.tracing import Tracing
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
+from edge_runtime.backends import BackendSettings
+from edge_runtime.batching.queue import Batcher
 from edge_runtime.channel_metadata import ChannelMetadata
 from edge_runtime.config import EdgeConfig
+from edge_runtime.embedq.bulk_models import BulkModels
+from edge_runtime.embedq.worker import EmbedWorker
 from edge_runtime.http.api_keys import KeyRing
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
@@ -34,6 +39,10 @@ from edge_runtime.search.service import IndexService
 from edge_runtime.sync import BundleCache, Syncer
 
 log = logging.getLogger("shipyard.edge")
+
+
+def _run_pinned(pinned: object, batch: list) -> np.ndarray:
+    return pinned.run(batch)  # type: ignore[attr-defined]
 
 
 class EdgeNode:
@@ -105,6 +114,46 @@ class EdgeNode:
         keys_file = config.server.api_keys_file
         self.api_keys = KeyRing(Path(keys_file).expanduser() if keys_file else None)
         self.notifier = Notifier()  # systemd's notify socket, when run as a Type=notify unit
+        self._bulk_batchers: dict[str, Batcher] = {}
+        self.embed_worker = (
+            EmbedWorker(
+                config.embed_worker,
+                self.client,
+                BulkModels(
+                    Syncer(
+                        self.client,
+                        self.cache,
+                        self.caps,
+                        config.backends.policy(),
+                        self.trusted,
+                        None,  # jobs name a version; its bundles are verified by signature
+                    ),
+                    self.trusted,
+                    BackendSettings(threads=config.backends.threads),
+                ),
+                self._batcher_for,
+                config.batching.latency_target_ms,
+                self.node,
+            )
+            if config.embed_worker.enabled
+            else None
+        )
+
+    def _batcher_for(self, model: str) -> Batcher:
+        """The serving model's batcher (bulk waits behind its traffic), else one of its own."""
+        if model in self.models:
+            return self.models[model].batcher
+        if model not in self._bulk_batchers:
+            b = Batcher(
+                f"bulk-{model}",
+                self.config.batching,
+                _run_pinned,
+                self.metrics,
+                on_idle=memory.trim,
+            )
+            b.start()
+            self._bulk_batchers[model] = b
+        return self._bulk_batchers[model]
 
     async def start(self) -> None:
         log.info("edge %s: %s, %s", self.node, self.caps.cpu_model, ", ".join(self.caps.cpu_isa))
@@ -120,6 +169,8 @@ class EdgeNode:
         for ix in self.indexes.values():
             await ix.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever(), name="fleet-heartbeat")
+        if self.embed_worker is not None:
+            await self.embed_worker.start()
 
     def reload(self) -> None:
         """SIGHUP (systemd's ExecReload): what is safe to change in a running node — the API
@@ -144,6 +195,10 @@ class EdgeNode:
     async def stop(self) -> None:
         if getattr(self, "_heartbeat", None) is not None:
             self._heartbeat.cancel()
+        if self.embed_worker is not None:
+            await self.embed_worker.stop()
+        for b in self._bulk_batchers.values():
+            await b.stop()
         for ix in self.indexes.values():
             await ix.stop()
         for svc in self.models.values():
@@ -210,4 +265,5 @@ class EdgeNode:
             "policy": msgspec.to_builtins(self.config.backends.policy()),
             "models": [s.status() for s in self.models.values()],
             "indexes": [ix.status() for ix in self.indexes.values()],
+            "embed_worker": self.embed_worker.status() if self.embed_worker else None,
         }

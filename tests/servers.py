@@ -12,6 +12,7 @@ import uvicorn
 
 from artifacts.cli.procs import free_port
 from artifacts.client import RegistryClient
+from bench.nats_server import NatsServer  # noqa: F401  (tests start their own broker)
 
 
 class ThreadedServer:

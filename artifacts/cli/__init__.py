@@ -29,6 +29,7 @@ def _register() -> None:
 
     with contextlib.suppress(ImportError):  # the builder verbs need no heavy import here
         from artifacts.cli import build, builds, index  # noqa: F401
+    from artifacts.cli import catalog  # noqa: F401  (light: nats-py)
 
 
 def main(argv: list[str] | None = None) -> int:

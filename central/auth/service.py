@@ -34,6 +34,7 @@ class Principal:
     name: str
     scopes: frozenset[str]
     worker: str | None = None
+    internal: bool = False  # central acting on its own (e.g. a catalog run), never a token
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:

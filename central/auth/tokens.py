@@ -7,13 +7,14 @@ import secrets
 from artifacts.digests import sha256_bytes
 from artifacts.errors import InputError
 
-SCOPES = ("pull", "push", "promote", "build", "admin")
+SCOPES = ("pull", "push", "promote", "build", "embed", "admin")
 # A scope grants itself plus these (admin grants everything).
 IMPLIES: dict[str, frozenset[str]] = {
     "pull": frozenset({"pull"}),
     "push": frozenset({"push", "pull"}),
     "promote": frozenset({"promote", "pull"}),
     "build": frozenset({"build", "push", "pull"}),
+    "embed": frozenset({"embed", "pull"}),  # an embed worker: catalog vectors back to central
     "admin": frozenset(SCOPES),
 }
 

@@ -87,6 +87,19 @@ def check_index_shape(req: BuildRequest) -> IndexJob:
     return spec
 
 
+async def _check_input_blobs(spec: IndexJob, blobs: BlobService, principal: Principal) -> None:
+    if spec.queries_blob is not None:
+        if not is_digest(spec.queries_blob):
+            raise Unprocessable(f"queries_blob {spec.queries_blob!r} is not a sha256 digest")
+        await blobs.require(spec.queries_blob, "queries")
+    if spec.vectors_blob is not None:
+        if not principal.internal:  # vectors embedded elsewhere come from the catalog queue only
+            raise ForbiddenError("vectors_blob is central's own (catalog runs), not an API input")
+        if spec.base_version or not is_digest(spec.vectors_blob):
+            raise Unprocessable("vectors_blob is a sha256 digest, for a full index only")
+        await blobs.require(spec.vectors_blob, "vectors")
+
+
 async def check_index_request(
     s: AsyncSession, req: BuildRequest, blobs: BlobService, principal: Principal, keys: Trusted
 ) -> None:
@@ -94,10 +107,7 @@ async def check_index_request(
     same name embedded with it (and optionally that base's newest delta), each promoted once
     or the caller's own; every input bundle can be handed to a worker with its signer's key."""
     spec = check_index_shape(req)
-    if spec.queries_blob is not None:
-        if not is_digest(spec.queries_blob):
-            raise Unprocessable(f"queries_blob {spec.queries_blob!r} is not a sha256 digest")
-        await blobs.require(spec.queries_blob, "queries")
+    await _check_input_blobs(spec, blobs, principal)
     try:
         model = decode((await _bundle(s, spec.model, spec.version, spec.target)).manifest)
         if spec.base_version:

@@ -7,6 +7,8 @@ A channel move is decided under a row lock (PostgreSQL) or the single-writer tra
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from sqlalchemy import select
@@ -31,6 +33,8 @@ from central.registry.service import find_model, find_version, version_bundles
 from central.tuf.repository import ChannelPointer
 from central.tuf.shared import SharedTuf
 from central.workers.models import Worker
+
+log = logging.getLogger("shipyard.central.channels")
 
 
 async def quarantined(s: AsyncSession, version_id: int) -> list[str]:
@@ -80,6 +84,8 @@ class ChannelService:
         self.db = db
         self.audit = audit
         self.tuf = tuf
+        # called after a promotion commits (model, channel, version); a failing one is logged
+        self.on_promote: list[Callable[[str, str, int, Principal], Awaitable[None]]] = []
 
     async def pointer(self, model: str, channel: str) -> ChannelPointer | None:
         """What the channel points at now (None: at nothing yet)."""
@@ -228,6 +234,11 @@ class ChannelService:
 
         info = await retry_integrity(attempt)  # a concurrent first promote created the channel
         await self.publish(model, channel)
+        for listener in self.on_promote:  # e.g. a catalog re-embedding for the new version
+            try:
+                await listener(model, channel, number, principal)
+            except Exception:
+                log.exception("after promoting %s:%s to v%s", model, channel, number)
         return info
 
     async def set_halted(

@@ -9,11 +9,18 @@ cancelled requests are skipped. A request carries the model it was pinned to on 
 a batch holds items of one model only, so a hot swap never splits a response across
 versions. Inference runs on one dedicated thread, so the event loop
 keeps tokenising and admitting the next requests while a batch runs.
+
+Bulk work (the catalog queue's embed jobs, :meth:`Batcher.submit_bulk`) waits in a second,
+low-priority lane: a bulk batch runs only when no interactive item is waiting, is not counted in
+interactive admission, and is refused while interactive admission is past half its limit, so the
+embed worker backs off. While interactive traffic is present, bulk batches are kept short and
+spaced (:class:`BulkPacer`): an interactive request waits behind at most one short bulk batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,9 +33,16 @@ from artifacts.errors import DeadlineExceeded, Overloaded
 from artifacts.textproc import Encoded
 from edge_runtime import memory
 from edge_runtime.batching.admission import Admission
+from edge_runtime.batching.bulk_pacer import BulkPacer
 from edge_runtime.batching.tuner import SizeTuner
 from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
+
+WAIT_WINDOW_S = 10.0
+
+
+class BulkLaneFull(Overloaded):
+    """The bulk lane holds its limit: the embed worker waits (not a sign of interactive load)."""
 
 
 @dataclass
@@ -43,6 +57,7 @@ class Pending:
     # tracing: the batches that ran this request's items (the caller makes spans of them)
     timings: list[BatchTiming] | None = None
     enqueued_ns: int = 0
+    bulk: bool = False  # the low-priority lane (tokens counted in Batcher.bulk_tokens)
 
     def __post_init__(self) -> None:
         self.results = [None] * self.size
@@ -88,6 +103,10 @@ class Batcher:
         self.metrics = metrics
         self.admission = Admission.from_config(cfg)
         self.queue: deque[Item] = deque()
+        self.bulk: deque[Item] = deque()  # low priority: runs only when ``queue`` is empty
+        self.bulk_tokens = 0
+        # interactive queueing delays: (when, seconds), the last WAIT_WINDOW_S only
+        self.waits: deque[tuple[float, float]] = deque(maxlen=1024)
         self.tokenising = 0  # admitted requests not yet enqueued
         self.tokenising_chars = 0  # their characters (bounded by limits.max_tokenising_chars)
         self._wake = asyncio.Event()
@@ -95,6 +114,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.tuner = SizeTuner(cfg.max_batch_size)
+        self.pacer = BulkPacer(cfg.bulk_max_batch_tokens, cfg.bulk_batch_ms, cfg.bulk_share)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.name}")
@@ -124,33 +144,79 @@ class Batcher:
                 retry,
             )
         self.metrics.queued_tokens.labels(self.name).set(self.admission.queued_tokens)
-        fut = asyncio.get_running_loop().create_future()
         pending = Pending(
             size=len(encoded),
             deadline=deadline,
-            future=fut,
+            future=asyncio.get_running_loop().create_future(),
             tokens=tokens,
             model=model,
             timings=timings,
             enqueued_ns=time.time_ns() if timings is not None else 0,
         )
+        return await self._wait(pending, encoded, self.queue)
+
+    async def _wait(self, pending: Pending, encoded: list[Encoded], lane: deque[Item]):
+        """Queue the request's items in ``lane``; its results (cancelled if the caller goes)."""
         now = time.monotonic()
         for i, e in enumerate(encoded):
-            self.queue.append(Item(pending, i, e, now))
+            lane.append(Item(pending, i, e, now))
         self._wake.set()
         try:
-            return await fut
+            return await pending.future
         finally:
-            if not fut.done():
-                fut.cancel()
+            if not pending.future.done():
+                pending.future.cancel()
+            self._release(pending)
+
+    async def submit_bulk(
+        self, encoded: list[Encoded], deadline: float, model: object
+    ) -> list[np.ndarray]:
+        """Queue bulk items (run on ``model``) behind every interactive request. Refused
+        (Overloaded) while interactive admission is past half its limit or the bulk lane
+        holds ``bulk_max_queued_tokens``: the caller backs off."""
+        tokens = sum(len(e) for e in encoded)
+        if self.admission.queued_tokens > self.admission.limit / 2:
+            raise Overloaded(
+                f"{self.name}: bulk work waits (interactive {self.admission.queued_tokens} "
+                f"tokens queued, limit {int(self.admission.limit)})",
+                1.0,
+            )
+        if self.bulk_tokens and self.bulk_tokens + tokens > self.cfg.bulk_max_queued_tokens:
+            raise BulkLaneFull(f"{self.name}: the bulk lane holds {self.bulk_tokens} tokens", 0.1)
+        self.bulk_tokens += tokens
+        pending = Pending(
+            size=len(encoded),
+            deadline=deadline,
+            future=asyncio.get_running_loop().create_future(),
+            tokens=tokens,
+            model=model,
+            bulk=True,
+        )
+        return await self._wait(pending, encoded, self.bulk)
+
+    def interactive_wait_p99_ms(self) -> float:
+        """p99 of interactive items' queueing delay over the last WAIT_WINDOW_S (the embed
+        worker's signal; 0 when no interactive traffic came in that time)."""
+        since = time.monotonic() - WAIT_WINDOW_S
+        recent = [w for t, w in self.waits if t >= since]
+        return float(np.percentile(recent, 99)) * 1e3 if recent else 0.0
 
     def _take(self) -> list[Item]:
+        """Interactive first; bulk only when no interactive item is waiting."""
+        chosen = self._take_from(self.queue, self.tuner.cap(), self.cfg.max_batch_tokens)
+        now = time.monotonic()
+        if chosen or not self.bulk or self.pacer.wait_s(now) > 0:
+            return chosen
+        cap = min(self.tuner.cap(), self.cfg.max_batch_size)
+        return self._take_from(self.bulk, cap, self.pacer.tokens(now))
+
+    def _take_from(self, queue: deque[Item], limit: int, max_tokens: int) -> list[Item]:
         """The oldest live item plus its nearest neighbours in length, within the budget."""
         now = time.monotonic()
         live: list[Item] = []
         window = 4 * self.cfg.max_batch_size  # look this far into the queue for similar lengths
-        while self.queue and len(live) < window:
-            it = self.queue.popleft()
+        while queue and len(live) < window:
+            it = queue.popleft()
             p = it.pending
             if p.future.done():
                 continue
@@ -173,7 +239,6 @@ class Batcher:
         chosen = [oldest]
         lo, hi = pos - 1, pos + 1
         longest = len(oldest.enc)
-        limit = self.tuner.cap()
         while len(chosen) < limit and (lo >= 0 or hi < len(by_len)):
             # take the neighbour whose length is closest to the batch's current longest item
             cands = []
@@ -184,7 +249,7 @@ class Batcher:
             _, idx = min(cands)
             cand = by_len[idx]
             new_longest = max(longest, len(cand.enc))
-            if new_longest * (len(chosen) + 1) > self.cfg.max_batch_tokens:
+            if new_longest * (len(chosen) + 1) > max_tokens:
                 break
             chosen.append(cand)
             longest = new_longest
@@ -193,12 +258,14 @@ class Batcher:
             else:
                 hi += 1
         taken = {id(it) for it in chosen}
-        self.queue.extendleft(
-            reversed([it for it in live if id(it) not in taken])
-        )  # keep FIFO order
+        queue.extendleft(reversed([it for it in live if id(it) not in taken]))  # keep FIFO order
         return chosen
 
     def _release(self, p: Pending) -> None:
+        if p.bulk:
+            self.bulk_tokens -= p.tokens
+            p.tokens = 0
+            return
         if p.tokens:
             self.admission.release(p.tokens)
             p.tokens = 0
@@ -218,7 +285,15 @@ class Batcher:
             batch = self._take()
             if batch:
                 await self._run(batch)
-            if not self.queue:
+            elif self.bulk and not self.queue:  # bulk holds back: until its turn or a request
+                delay = self.pacer.wait_s(time.monotonic())
+                if delay > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.set()
+                    continue
+            if not self.queue and not self.bulk:
                 self._wake.clear()
                 if batch:
                     asyncio.get_running_loop().call_later(
@@ -233,11 +308,12 @@ class Batcher:
         out: np.ndarray | None = None
         error: Exception | None = None
         infer = [0, 0]
+        bulk = ordered[0].pending.bulk
 
         def timed(model: object, encs: list[Encoded]) -> np.ndarray:
             infer[0] = time.time_ns()
-            try:
-                return self.run_batch(model, encs)
+            try:  # a bulk batch runs on the model its job opened (no serving failover)
+                return model.run(encs) if bulk else self.run_batch(model, encs)  # type: ignore[attr-defined]
             finally:
                 infer[1] = time.time_ns()
 
@@ -253,9 +329,16 @@ class Batcher:
             if p.timings is not None:
                 p.timings.append(timing)
         self.batches += 1
-        self.admission.observe(max(started - it.enqueued for it in ordered), padded, ran)
-        if error is None:
-            self.tuner.observe(len(ordered), padded, ran)
+        if bulk:
+            self.pacer.ran(time.monotonic(), ran)
+        else:
+            self.pacer.interactive(
+                time.monotonic()
+            )  # bulk batches never steer the interactive limit or batch size
+            self.admission.observe(max(started - it.enqueued for it in ordered), padded, ran)
+            self.waits.extend((started, started - it.enqueued) for it in ordered)
+            if error is None:
+                self.tuner.observe(len(ordered), padded, ran)
         self.metrics.batch_size.labels(self.name).observe(len(ordered))
         self.metrics.batch_tokens.labels(self.name).observe(padded)
         self.metrics.admission_limit.labels(self.name).set(self.admission.limit)
@@ -282,5 +365,5 @@ class Batcher:
 
     def _idle(self, batches: int) -> None:
         """Release memory once per quiet spell: only if no batch ran since this was scheduled."""
-        if self.batches == batches and not self.queue and self._task is not None:
+        if self.batches == batches and not self.queue and not self.bulk and self._task is not None:
             asyncio.get_running_loop().run_in_executor(self._executor, self.on_idle)

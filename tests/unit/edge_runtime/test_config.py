@@ -139,3 +139,19 @@ def test_missing_token_file(tmp_path):
     )
     with pytest.raises(InputError, match="token_file"):
         cfg.token()
+
+
+def test_embed_worker_section_is_checked(tmp_path):
+    base = '[registry]\nurl = "http://c"\ntrusted_keys = ["k.pub"]\n'
+    f = tmp_path / "edge.toml"
+    f.write_text(base + '[embed_worker]\nenabled = true\ncatalogs = ["shop"]\n')
+    cfg = load_config(f, environ={})  # a dedicated worker serves no model
+    assert cfg.embed_worker.catalogs == ["shop"] and not cfg.models
+    for bad, match in (
+        ("catalogs = []", "catalogs is empty"),
+        ('catalogs = ["../x"]', "catalog name"),
+        ('catalogs = ["shop"]\nmax_attempts = 0', "max_attempts"),
+    ):
+        f.write_text(base + f"[embed_worker]\nenabled = true\n{bad}\n")
+        with pytest.raises(InputError, match=match):
+            load_config(f, environ={})

@@ -252,3 +252,75 @@ def test_a_batch_holds_items_of_one_pinned_model_only():
         assert len(seen) < 20  # still batched
 
     asyncio.run(main())
+
+
+class PinnedModel:
+    """A bulk job's model: the bulk lane calls its ``run`` directly (fake, records batches)."""
+
+    def __init__(self, log: list, delay: float = 0.0) -> None:
+        self.log, self.delay = log, delay
+
+    def run(self, batch: list[Encoded]) -> np.ndarray:
+        self.log.append(("bulk", len(batch), max(len(e) for e in batch)))
+        if self.delay:
+            time.sleep(self.delay)
+        return np.array([[float(e.ids[0]), float(len(e))] for e in batch], dtype=np.float32)
+
+
+def test_bulk_runs_only_when_no_interactive_item_waits_and_in_small_batches():
+    async def main():
+        log: list = []
+
+        def interactive(_model, batch):
+            log.append(("interactive", len(batch), max(len(e) for e in batch)))
+            time.sleep(0.02)
+            return np.array([[float(e.ids[0]), 0.0] for e in batch], dtype=np.float32)
+
+        cfg = BatchingSection(max_batch_size=64, max_wait_ms=0, bulk_max_batch_tokens=40)
+        b = Batcher("m", cfg, interactive, Metrics())
+        b.start()
+        model = PinnedModel(log, delay=0.02)
+        blocker = asyncio.ensure_future(b.submit([enc(4, tag=99)], far()))
+        await asyncio.sleep(0.005)  # the backend is busy: everything below queues
+        bulk = asyncio.ensure_future(
+            b.submit_bulk([enc(10, tag=i) for i in range(12)], far(), model)
+        )
+        await asyncio.sleep(0)
+        inter = [asyncio.ensure_future(b.submit([enc(5, tag=t)], far())) for t in (1, 2, 3)]
+        outs = await asyncio.gather(blocker, *inter)
+        bulk_out = await bulk
+        await b.stop()
+        assert [int(o[0][0]) for o in outs] == [99, 1, 2, 3]
+        assert [int(r[0]) for r in bulk_out] == list(range(12))  # in order, on the pinned model
+        kinds = [k for k, _, _ in log]
+        first_bulk = kinds.index("bulk")
+        assert "interactive" not in kinds[first_bulk:]  # queued interactive work went first
+        assert all(n * longest <= 40 for k, n, longest in log if k == "bulk")
+        assert b.bulk_tokens == 0 and b.admission.queued_tokens == 0
+        assert len(b.waits) == 4  # only interactive items feed the p99 signal
+        assert b.interactive_wait_p99_ms() > 0
+        b.waits = type(b.waits)((t - 60, w) for t, w in b.waits)
+        assert b.interactive_wait_p99_ms() == 0  # only the last 10 s count
+
+    asyncio.run(main())
+
+
+def test_bulk_is_refused_while_interactive_admission_is_past_half():
+    async def main():
+        cfg = BatchingSection(max_batch_size=4, max_batch_tokens=64, max_queued_tokens=64)
+        b = Batcher("m", cfg, FakeBackend(), Metrics())  # not started: nothing drains
+        b.admission.queued_tokens = 40  # over half of the 64-token limit
+        with pytest.raises(Overloaded, match="bulk work waits"):
+            await b.submit_bulk([enc(3)], far(), PinnedModel([]))
+        b.admission.queued_tokens = 0
+        cfg.bulk_max_queued_tokens = 10
+        first = asyncio.ensure_future(b.submit_bulk([enc(8)], far(), PinnedModel([])))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await b.submit_bulk([enc(8)], far(), PinnedModel([]))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert b.bulk_tokens == 0  # a cancelled bulk request gives its tokens back
+
+    asyncio.run(main())

@@ -1,0 +1,67 @@
+"""Catalogs: bind to a model, publish product changes, start re-embedding, take vectors, status."""
+
+from __future__ import annotations
+
+from litestar import Request, get, post, put
+
+from artifacts.wire import (
+    CatalogBinding,
+    CatalogInfo,
+    CatalogItemsRequest,
+    Published,
+    RunInfo,
+    RunRequest,
+    VectorBatch,
+    VectorsStored,
+)
+from central.auth.guard import needs, principal_of, pull
+from central.catalogs.service import CatalogService
+
+CATALOG = "/v1/catalogs/{name:str}"
+
+
+@put(CATALOG, status_code=200, **needs("build"))
+async def bind(
+    catalogs: CatalogService, request: Request, name: str, data: CatalogBinding
+) -> CatalogInfo:
+    """Which model embeds the catalog, the index it ships as, the stage and serving channels."""
+    return await catalogs.bind(name, data, principal_of(request))
+
+
+@get(CATALOG, **pull())
+async def status(catalogs: CatalogService, name: str) -> CatalogInfo:
+    """Products, runs (done/total, rate, ETA, state) and dead letters."""
+    return await catalogs.info(name)
+
+
+@post(f"{CATALOG}/items", status_code=202, **needs("build"))
+async def items(
+    catalogs: CatalogService, request: Request, name: str, data: CatalogItemsRequest
+) -> Published:
+    """Product upserts and deletes onto ``catalog.updates.<name>`` (applied when consumed)."""
+    return await catalogs.publish_items(name, data, principal_of(request))
+
+
+@post(f"{CATALOG}/runs", status_code=202, **needs("build"))
+async def start_run(
+    catalogs: CatalogService, request: Request, name: str, data: RunRequest
+) -> RunInfo:
+    """Re-embed for a model version (or resume a run: what is still missing is sent again)."""
+    return await catalogs.start_run(name, data, principal_of(request))
+
+
+@get(f"{CATALOG}/runs/{{run_id:int}}", **pull())
+async def get_run(catalogs: CatalogService, name: str, run_id: int) -> RunInfo:
+    """One run (embed workers check a job's run before working on it)."""
+    return await catalogs.run(name, run_id)
+
+
+@put(f"{CATALOG}/vectors", status_code=200, **needs("embed"))
+async def vectors(
+    catalogs: CatalogService, request: Request, name: str, data: VectorBatch
+) -> VectorsStored:
+    """An embed worker's vectors for one job; stored once per product id + version + text digest."""
+    return await catalogs.store_vectors(name, data, principal_of(request))
+
+
+handlers = [bind, status, items, start_run, get_run, vectors]

@@ -95,7 +95,7 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # the bulk lane (embed worker): runs only when no interactive request waits; while
     # interactive traffic is present its batches last about bulk_batch_ms and take at most
     # bulk_share of the inference thread
-    bulk_max_batch_tokens: int = 4096
+    bulk_max_batch_tokens: int = 1024
     bulk_max_queued_tokens: int = 16384
     bulk_batch_ms: float = 10.0
     bulk_share: float = 0.25

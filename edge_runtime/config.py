@@ -87,6 +87,10 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_batch_size: int = 64
     max_batch_tokens: int = 8192
     max_wait_ms: float = 2.0
+    # a batch stops growing when padding would pass this share of its tokens (past a 64-token
+    # floor): one long description padded into a batch of titles costs more than a second batch
+    # (measured on the product mix with 64 waiting: 0.1 -> 166 items/s, 0.3 -> 104)
+    max_padding: float = 0.1
     max_queued_tokens: int = 65536
     latency_target_ms: float = 50.0
     max_inputs_per_request: int = 1024
@@ -193,9 +197,15 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise InputError(f"index {ix.name!r}: hold_swap_s must be a finite number >= 0")
             seen.add(ix.name)
         b = self.batching
-        if not (0 < b.bulk_share <= 1) or not b.bulk_batch_ms > 0 or b.bulk_max_batch_tokens < 1:
+        if (
+            not (0 <= b.max_padding < 1)
+            or not (0 < b.bulk_share <= 1)
+            or not b.bulk_batch_ms > 0
+            or b.bulk_max_batch_tokens < 1
+        ):
             raise InputError(
-                "batching: need 0 < bulk_share <= 1, bulk_batch_ms > 0, bulk_max_batch_tokens >= 1"
+                "batching: need 0 <= max_padding < 1, 0 < bulk_share <= 1, bulk_batch_ms > 0, "
+                "bulk_max_batch_tokens >= 1"
             )
         if (
             b.max_batch_size < 1

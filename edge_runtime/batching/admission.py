@@ -11,7 +11,13 @@ backlog; waiting for several batch cycles is). It starts at four batches'
 worth of tokens (not at the maximum: an overload burst in the first second would otherwise
 admit seconds of backlog before any feedback arrives). While the delay exceeds the configured
 latency target, the limit shrinks multiplicatively (x0.8) and is clamped to what Little's law
-says the target allows (measured drain rate x (target + one batch time) x 2), never below a quarter batch; while
+says the target allows (measured drain rate x (target + one batch time) x 2), never below a
+quarter batch nor below ``floor_tokens`` — what two full batches of the texts now arriving hold,
+at most two batch token budgets (the batcher keeps it current): a limit under that starves the batcher into tiny, slow
+batches, which lowers the measured drain rate, which lowers the limit again (measured: a
+2,048-token limit gave batches of 3.5 products and 28% of the backend's throughput, the rest of
+the clients' requests bouncing off as 429s). A target shorter than one batch's run time cannot be
+met by any limit, so the effective target is at least one batch time. While
 the delay stays under half the target it grows additively (+ a tenth of a batch, up to
 ``max_queued_tokens``). A backend that slows down — e.g. after a fallback from INT8 to FP32 —
 therefore admits less work within a few batches, and recovers when it speeds up again.
@@ -38,6 +44,7 @@ class Admission:
     run_ewma_s: float = 0.0
     drain_tokens_per_s: float = 0.0
     rejected: int = 0
+    floor_tokens: float = 0.0  # two full batches' tokens (set by the batcher)
 
     @classmethod
     def from_config(cls, cfg: BatchingSection) -> Admission:
@@ -70,7 +77,8 @@ class Admission:
         return max(1.0, math.ceil(self.queued_tokens / self.drain_tokens_per_s))
 
     def observe(self, waited_s: float, batch_tokens: int, run_s: float, alpha: float = 0.2) -> None:
-        """Feed one batch's queueing delay and throughput; adapt the limit."""
+        """Feed one batch's queueing delay, its real (unpadded) tokens and run time; adapt the
+        limit."""
         self.run_ewma_s = (
             run_s if self.run_ewma_s == 0 else (1 - alpha) * self.run_ewma_s + alpha * run_s
         )
@@ -85,11 +93,16 @@ class Admission:
             )
         if not self.adaptive:
             return
-        floor = max(1.0, self.batch_tokens / 4)
-        if self.delay_ewma_s > self.latency_target_s:
-            little = 2 * self.drain_tokens_per_s * (self.latency_target_s + self.run_ewma_s)
+        floor = min(
+            float(self.max_queued_tokens), max(1.0, self.batch_tokens / 4, self.floor_tokens)
+        )
+        target = max(self.latency_target_s, self.run_ewma_s)
+        if self.delay_ewma_s > target:
+            little = 2 * self.drain_tokens_per_s * (target + self.run_ewma_s)
             self.limit = max(
                 floor, min(self.limit * 0.8, little) if little > 0 else self.limit * 0.8
             )
-        elif self.delay_ewma_s < self.latency_target_s / 2:
+        elif self.limit < floor:
+            self.limit = floor
+        elif self.delay_ewma_s < target / 2:
             self.limit = min(float(self.max_queued_tokens), self.limit + self.batch_tokens / 10)

@@ -2,7 +2,9 @@
 
 Items (one input of a request) wait in a FIFO. When the backend is free the batcher takes
 the oldest item and the waiting items closest to it in length (sorted by token count, cutting
-padding) until ``max_batch_size`` items or ``max_batch_tokens`` padded tokens. It does not
+padding) until ``max_batch_size`` items, ``max_batch_tokens`` padded tokens, or padding would
+pass ``max_padding`` of the batch (a long description stays out of a batch of titles: both run
+sooner in two batches than padded together). It does not
 wait when idle — a single query runs at once — except briefly (``max_wait_ms``) when other
 admitted requests are still being tokenised and would join. Expired items (deadline) and
 cancelled requests are skipped. A request carries the model it was pinned to on arrival and
@@ -39,6 +41,8 @@ from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
 
 WAIT_WINDOW_S = 10.0
+# padding below this many tokens per batch is never worth a second batch
+PAD_FREE_TOKENS = 64
 
 
 class BulkLaneFull(Overloaded):
@@ -114,6 +118,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.tuner = SizeTuner(cfg.max_batch_size)
+        self.item_tokens = 0.0  # EWMA of real tokens per interactive item (admission's floor)
         self.pacer = BulkPacer(cfg.bulk_max_batch_tokens, cfg.bulk_batch_ms, cfg.bulk_share)
 
     def start(self) -> None:
@@ -238,7 +243,7 @@ class Batcher:
         pos = by_len.index(oldest)
         chosen = [oldest]
         lo, hi = pos - 1, pos + 1
-        longest = len(oldest.enc)
+        longest = real = len(oldest.enc)
         while len(chosen) < limit and (lo >= 0 or hi < len(by_len)):
             # take the neighbour whose length is closest to the batch's current longest item
             cands = []
@@ -249,10 +254,15 @@ class Batcher:
             _, idx = min(cands)
             cand = by_len[idx]
             new_longest = max(longest, len(cand.enc))
-            if new_longest * (len(chosen) + 1) > max_tokens:
+            padded = new_longest * (len(chosen) + 1)
+            if padded > max_tokens:
+                break
+            waste = padded - real - len(cand.enc)
+            if waste > PAD_FREE_TOKENS and waste > self.cfg.max_padding * padded:
                 break
             chosen.append(cand)
             longest = new_longest
+            real += len(cand.enc)
             if idx == lo:
                 lo -= 1
             else:
@@ -305,6 +315,7 @@ class Batcher:
         started, started_ns = time.monotonic(), time.time_ns()
         ordered = sorted(batch, key=lambda it: len(it.enc))
         padded = len(ordered[-1].enc) * len(ordered)
+        real = sum(len(it.enc) for it in ordered)
         out: np.ndarray | None = None
         error: Exception | None = None
         infer = [0, 0]
@@ -335,10 +346,23 @@ class Batcher:
             self.pacer.interactive(
                 time.monotonic()
             )  # bulk batches never steer the interactive limit or batch size
-            self.admission.observe(max(started - it.enqueued for it in ordered), padded, ran)
-            self.waits.extend((started, started - it.enqueued) for it in ordered)
             if error is None:
-                self.tuner.observe(len(ordered), padded, ran)
+                self.tuner.observe(len(ordered), real, ran)
+            # per item, not per batch (a batch of one long text must not outweigh 30 titles)
+            keep = 0.998 ** len(ordered)
+            per_item = real / len(ordered)
+            self.item_tokens = (
+                per_item
+                if not self.item_tokens
+                else keep * self.item_tokens + (1 - keep) * per_item
+            )
+            # the limit never starves the batcher: two full batches of today's texts (at most
+            # two token budgets, so long inputs cannot switch latency-based admission off)
+            self.admission.floor_tokens = min(
+                2 * self.cfg.max_batch_size * self.item_tokens, 2 * self.cfg.max_batch_tokens
+            )
+            self.admission.observe(max(started - it.enqueued for it in ordered), real, ran)
+            self.waits.extend((started, started - it.enqueued) for it in ordered)
         self.metrics.batch_size.labels(self.name).observe(len(ordered))
         self.metrics.batch_tokens.labels(self.name).observe(padded)
         self.metrics.admission_limit.labels(self.name).set(self.admission.limit)

@@ -92,6 +92,9 @@ def test_environment_overrides(tmp_path):
         ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=nan", {}, "finite"),
         ("[[models]]\nname='a'\n[[indexes]]\nname='c'\nmodel='a'\nhold_swap_s=inf", {}, "finite"),
         ("", {"SHIPYARD_EDGE_MODELS": "a", "SHIPYARD_EDGE_INDEXES": "c"}, "NAME@MODEL"),
+        ("[batching]\nmax_padding = 1.0", {"SHIPYARD_EDGE_MODELS": "m"}, "max_padding"),
+        ("[batching]\nmax_padding = -0.1", {"SHIPYARD_EDGE_MODELS": "m"}, "max_padding"),
+        ("[batching]\nmax_padding = nan", {"SHIPYARD_EDGE_MODELS": "m"}, "max_padding"),
     ],
 )
 def test_bad_config(tmp_path, text, env, match):

@@ -189,3 +189,28 @@ def test_a_little_law_bound_under_one_token_still_clamps_to_the_floor():
     a.run_ewma_s, a.delay_ewma_s, a.drain_tokens_per_s = 0.01, 1.0, 1.0
     a.observe(waited_s=1.0, batch_tokens=0, run_s=0.0, alpha=0.0)
     assert a.limit == 250.0  # little = 2 x 1 x 0.06 = 0.12 tokens: the floor, not x0.8
+
+
+def test_the_limit_never_shrinks_below_the_batchers_floor():
+    a = adm()
+    a.floor_tokens = 3000.0  # two full batches of the texts arriving
+    for _ in range(50):
+        a.observe(waited_s=5.0, batch_tokens=1, run_s=1.0)  # drain collapses, delay far over
+    assert a.limit == 3000.0
+    a.limit = 100.0  # below the floor (it rose since): back up at the next batch
+    a.observe(waited_s=0.04, batch_tokens=1000, run_s=1.0, alpha=1.0)
+    assert a.limit == 3000.0
+    a.floor_tokens = 50_000.0  # never above the configured maximum
+    a.observe(waited_s=5.0, batch_tokens=1000, run_s=1.0)
+    assert a.limit == 10_000.0
+
+
+def test_a_target_shorter_than_one_batch_is_read_as_one_batch_time():
+    a = adm()  # target 50 ms; batches take 200 ms
+    a.run_ewma_s, a.delay_ewma_s, a.drain_tokens_per_s = 0.2, 0.15, 10_000.0
+    a.observe(waited_s=0.35, batch_tokens=2000, run_s=0.2, alpha=0.0)
+    assert a.limit == 4000.0  # 150 ms beyond the running batch: under one batch time, holds
+    a.observe(waited_s=0.35, batch_tokens=2000, run_s=0.2, alpha=1.0)  # delay 150 ms < 200
+    assert a.limit == 4000.0
+    a.observe(waited_s=0.9, batch_tokens=2000, run_s=0.2, alpha=1.0)  # 700 ms: shrinks
+    assert a.limit == pytest.approx(min(3200.0, 2 * 10_000 * (0.2 + 0.2)))

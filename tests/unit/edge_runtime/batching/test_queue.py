@@ -167,9 +167,9 @@ def test_adaptive_limit_shrinks_when_queueing_exceeds_target_and_recovers():
         max_queued_tokens=10_000, batch_tokens=1000, latency_target_s=0.05, adaptive=True
     )
     adm.observe(waited_s=0.3, batch_tokens=1000, run_s=0.1)
-    assert adm.limit == pytest.approx(
-        2 * 10_000 * (0.05 + 0.1)
-    )  # Little's law: drain x (target + batch) x 2
+    # x0.8, within Little's law: drain x (target + batch) x 2, the target read as at least one
+    # batch time (a 50 ms target cannot be met by 100 ms batches)
+    assert adm.limit == pytest.approx(min(4000 * 0.8, 2 * 10_000 * (max(0.05, 0.1) + 0.1)))
     for _ in range(20):
         adm.observe(waited_s=0.3, batch_tokens=1000, run_s=0.1)
     assert adm.limit == 250  # kept shrinking while over target, down to the floor (a quarter batch)
@@ -322,5 +322,83 @@ def test_bulk_is_refused_while_interactive_admission_is_past_half():
         with pytest.raises(asyncio.CancelledError):
             await first
         assert b.bulk_tokens == 0  # a cancelled bulk request gives its tokens back
+
+    asyncio.run(main())
+
+
+def _queued(b: Batcher, lengths: list[int]) -> None:
+    """Put items straight into the interactive lane (no loop running: pure batch formation)."""
+    from edge_runtime.batching.queue import Item, Pending
+
+    loop = asyncio.new_event_loop()
+    try:
+        for n in lengths:
+            p = Pending(size=1, deadline=far(), future=loop.create_future(), tokens=n)
+            b.queue.append(Item(p, 0, enc(n), time.monotonic()))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize(
+    ("max_padding", "first"),
+    [
+        (0.1, [300]),  # the long description runs alone; no title is padded to 300 tokens
+        (0.99, [300, 30, 31, 29, 32, 30]),  # no cap: the titles are padded into its batch
+    ],
+)
+def test_a_long_text_is_not_padded_together_with_titles(max_padding, first):
+    b = make(BatchingSection(max_batch_size=64, max_padding=max_padding), FakeBackend())
+    _queued(b, [300, 30, 31, 29, 32, 30])  # the long one is the oldest: it anchors the batch
+    assert sorted(len(it.enc) for it in b._take()) == sorted(first)
+    if max_padding < 0.5:  # the titles form the next batch together
+        assert sorted(len(it.enc) for it in b._take()) == [29, 30, 30, 31, 32]
+
+
+def test_padding_under_the_floor_is_always_accepted():
+    # 4 items of 3 tokens and one of 20: 17 tokens of padding each (68 in all, over the floor
+    # of 64) vs 3 + 17 = 20: the fifth joins only while the waste stays under 64 tokens
+    b = make(BatchingSection(max_batch_size=64, max_padding=0.0), FakeBackend())
+    _queued(b, [3, 3, 3, 20])
+    assert sorted(len(it.enc) for it in b._take()) == [3, 3, 3, 20]  # 80 - 29 = 51 <= 64
+    _queued(b, [3, 3, 3, 3, 3, 20])
+    assert sorted(len(it.enc) for it in b._take()) == [3, 3, 3, 3, 3]  # 120 - 35 = 85 > 64
+
+
+def test_the_admission_floor_follows_the_texts_arriving():
+    async def main():
+        b = make(BatchingSection(max_batch_size=8, max_wait_ms=0), FakeBackend(), adaptive=True)
+        b.start()
+        await asyncio.gather(*[b.submit([enc(40)], far()) for _ in range(16)])
+        floor_long = b.admission.floor_tokens
+        for _ in range(100):
+            await asyncio.gather(*[b.submit([enc(4)], far()) for _ in range(8)])
+        await b.stop()
+        assert floor_long == pytest.approx(2 * 8 * 40)  # two full batches of 40-token texts
+        assert b.item_tokens < 20 and b.admission.floor_tokens == pytest.approx(
+            2 * 8 * b.item_tokens
+        )  # moved towards the short texts, per item (not per batch)
+
+    asyncio.run(main())
+
+
+def test_the_tuner_ranks_sizes_by_real_tokens_not_padding():
+    from edge_runtime.batching.tuner import SizeTuner
+
+    t = SizeTuner(64, explore_every=1000)
+    for _ in range(5):
+        t.observe(8, 8 * 30, 0.020)  # 12,000 real tokens/s
+        t.observe(32, 32 * 10, 0.040)  # 8,000 real tokens/s (its padded rate would look better)
+    assert t.best() == 8 and t.cap() == 8
+
+
+def test_the_admission_floor_is_at_most_two_token_budgets():
+    async def main():
+        cfg = BatchingSection(max_batch_size=64, max_batch_tokens=1000, max_wait_ms=0)
+        b = make(cfg, FakeBackend(), adaptive=True)
+        b.start()
+        await asyncio.gather(*[b.submit([enc(500)], far()) for _ in range(4)])
+        await b.stop()
+        assert b.item_tokens == pytest.approx(500)
+        assert b.admission.floor_tokens == 2000  # not 2 x 64 x 500: long inputs keep AIMD on
 
     asyncio.run(main())

@@ -59,7 +59,7 @@ class DemoConfig(msgspec.Struct, kw_only=True):
     edge_port: int = 8080
     catalog_size: int = 2000
     queries: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_QUERIES))
-    build_timeout_s: float = 900.0
+    build_timeout_s: float = 2700.0  # 3 targets built and verified: ~15 min on a slow VM
     calibration: str | None = None  # JSONL; None: the builder's shipped corpus
     eval: str | None = None
     thresholds: dict[str, float] = {}  # gate overrides (NAME -> value); none: the defaults

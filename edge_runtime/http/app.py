@@ -22,6 +22,7 @@ from artifacts.tracing import Traced
 from artifacts.wire import Problem
 from edge_runtime.http import kserve, openai, search
 from edge_runtime.http.api_keys import RequireApiKey
+from edge_runtime.http.fast_path import FastEmbeddings
 from edge_runtime.http.problems import HANDLERS, problem_response
 from edge_runtime.http.shedding import ShedWhenSaturated
 from edge_runtime.inference.engine import Inference
@@ -55,14 +56,21 @@ def metrics(request: Request) -> Response:
 
 
 def create_app(node: EdgeNode) -> Traced:
-    """The ASGI app: the API-key check, then overload shedding, then the litestar app."""
+    """The ASGI app: the API-key check, then overload shedding, then the embeddings fast path
+    (:mod:`.fast_path`), then the litestar app."""
+    inference = Inference(node.models, node.config, node.metrics, node.tracing)
+    fast = FastEmbeddings(
+        create_litestar(node, inference),
+        inference,
+        node.metrics,
+        node.config.server.max_body_bytes,
+    )
     return Traced(
-        RequireApiKey(ShedWhenSaturated(create_litestar(node), node), node.api_keys, node.metrics),
-        node.tracing,
+        RequireApiKey(ShedWhenSaturated(fast, node), node.api_keys, node.metrics), node.tracing
     )
 
 
-def create_litestar(node: EdgeNode) -> Litestar:
+def create_litestar(node: EdgeNode, inference: Inference) -> Litestar:
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         await node.start()
@@ -81,7 +89,6 @@ def create_litestar(node: EdgeNode) -> Litestar:
             await node.notifier.stop_watchdog()
             await node.stop()
 
-    inference = Inference(node.models, node.config, node.metrics, node.tracing)
     searcher = Searcher(inference, node.indexes)
     return Litestar(
         route_handlers=[

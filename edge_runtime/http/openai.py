@@ -27,7 +27,7 @@ from edge_runtime.http.schemas import (
     RerankResult,
 )
 from edge_runtime.inference.engine import Inference
-from edge_runtime.inference.results import Usage
+from edge_runtime.inference.results import Embeddings, Usage
 
 
 def _inference(request: Request) -> Inference:
@@ -38,10 +38,17 @@ def _deadline(request: Request) -> float:
     return _inference(request).deadline(request.headers.get("x-request-timeout-ms"))
 
 
+def media_type_error(content_type: str | None) -> UnsupportedMediaType | None:
+    """The error for a body that is not declared JSON (None: it is)."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        return None
+    return UnsupportedMediaType(f"expected Content-Type application/json, got {ctype or 'none'}")
+
+
 def require_json(request: Request) -> None:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise UnsupportedMediaType(f"expected Content-Type application/json, got {ctype or 'none'}")
+    if (error := media_type_error(request.headers.get("content-type"))) is not None:
+        raise error
 
 
 def usage_of(u: Usage) -> EmbeddingsUsage:
@@ -62,18 +69,22 @@ async def embeddings(request: Request, data: EmbeddingsRequest) -> Response[Embe
             data.model, data.input, _deadline(request), dimensions=data.dimensions
         )
         obs.model = r.model
-        vectors = r.vectors.astype("<f4", copy=False)
-        if data.encoding_format == "base64":
-            items = [
-                EmbeddingItem(index=i, embedding=base64.b64encode(v.tobytes()).decode())
-                for i, v in enumerate(vectors)
-            ]
-        else:
-            items = [EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
         return Response(
-            EmbeddingsResponse(data=items, model=r.model, usage=usage_of(r.usage)),
-            headers=served_headers(r, obs.started),
+            embeddings_response(r, data.encoding_format), headers=served_headers(r, obs.started)
         )
+
+
+def embeddings_response(r: Embeddings, encoding_format: str) -> EmbeddingsResponse:
+    """The OpenAI body: float lists, or base64 of little-endian float32."""
+    vectors = r.vectors.astype("<f4", copy=False)
+    if encoding_format == "base64":
+        items = [
+            EmbeddingItem(index=i, embedding=base64.b64encode(v.tobytes()).decode())
+            for i, v in enumerate(vectors)
+        ]
+    else:
+        items = [EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+    return EmbeddingsResponse(data=items, model=r.model, usage=usage_of(r.usage))
 
 
 @post("/v1/rerank", status_code=200)

@@ -22,11 +22,15 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
-def shipyard_error(_req: Request, exc: ShipyardError) -> Response:
-    headers = None
+def problem_headers(exc: ShipyardError) -> dict[str, str] | None:
+    """Headers an error's answer carries: ``Retry-After`` on overload."""
     if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-    return problem_response(Problem.of(exc), headers)
+        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    return None
+
+
+def shipyard_error(_req: Request, exc: ShipyardError) -> Response:
+    return problem_response(Problem.of(exc), problem_headers(exc))
 
 
 def http_error(_req: Request, exc: HTTPException) -> Response:
@@ -38,17 +42,20 @@ def http_error(_req: Request, exc: HTTPException) -> Response:
     )
 
 
-def unexpected(req: Request, exc: Exception) -> Response:
+def internal_error(method: str, path: str) -> Problem:
+    """Log the exception being handled under a fresh request id; the 500 that names only it."""
     request_id = uuid.uuid4().hex[:16]
-    log.exception("unhandled error on %s %s [request %s]", req.method, req.url.path, request_id)
-    return problem_response(
-        Problem(
-            title="InternalServerError",
-            status=500,
-            detail=f"internal error; the node's log has the details under request id {request_id}",
-            request_id=request_id,
-        )
+    log.exception("unhandled error on %s %s [request %s]", method, path, request_id)
+    return Problem(
+        title="InternalServerError",
+        status=500,
+        detail=f"internal error; the node's log has the details under request id {request_id}",
+        request_id=request_id,
     )
+
+
+def unexpected(req: Request, exc: Exception) -> Response:
+    return problem_response(internal_error(req.method, req.url.path))
 
 
 def status_of(exc: BaseException | None) -> int:

@@ -230,6 +230,72 @@ def test_bad_embeddings_requests(edge, body, status, match):
     assert match in r.json()["detail"]
 
 
+SAME_ANSWER = [
+    (b'{"input": ["trail shoe", "cast iron pan"], "model": "tiny-embedding"}', {}),
+    (b'{"input": "x", "encoding_format": "base64"}', {}),
+    (b'{"input": [1, 2]}', {}),
+    (b"{not json", {}),
+    (b"[1]", {}),
+    (b"{}", {}),
+    (b'{"input": "x", "encoding_format": "hex"}', {}),
+    (b'{"input": "x", "model": "nope"}', {}),
+    (b'{"input": "x", "model": "tiny-rerank"}', {}),
+    (b'{"input": "x"}', {"content-type": "text/plain"}),
+    (b'{"input": "x"}', {"x-request-timeout-ms": "NaN"}),
+]
+
+
+@pytest.mark.parametrize(("body", "headers"), SAME_ANSWER)
+def test_the_fast_path_answers_as_the_framework_route_does(edge, body, headers):
+    """``/v1/embeddings`` is answered by :mod:`edge_runtime.http.fast_path`; the framework's
+    route (reached with a trailing slash) must give the same status, body and headers."""
+    headers = {"content-type": "application/json", **headers}
+    fast = httpx.post(f"{edge.url}/v1/embeddings", content=body, headers=headers)
+    framework = httpx.post(f"{edge.url}/v1/embeddings/", content=body, headers=headers)
+    assert fast.status_code == framework.status_code, (fast.text, framework.text)
+    fast_body, framework_body = fast.json(), framework.json()
+    if fast.status_code == 200:  # the second answer came from the result cache
+        assert fast_body["usage"].pop("cached_inputs") == 0
+        framework_body["usage"].pop("cached_inputs")
+    assert fast_body == framework_body
+    for name in ("content-type", "x-shipyard-model", "x-shipyard-model-version", "retry-after"):
+        assert fast.headers.get(name) == framework.headers.get(name), name
+    assert ("server-timing" in fast.headers) == ("server-timing" in framework.headers)
+
+
+def test_the_fast_path_counts_every_answer_in_the_metrics(edge):
+    def count(status: str) -> float:
+        text = httpx.get(f"{edge.url}/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("shipyard_requests_total{")
+            and 'endpoint="embeddings"' in line
+            and f'status="{status}"' in line
+        )
+
+    ok, bad = count("200"), count("400")
+    httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x", "model": "tiny-embedding"})
+    httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x", "dimensions": 7})
+    assert count("200") == ok + 1
+    assert count("400") == bad + 1
+
+
+def test_a_body_streamed_past_the_limit_is_refused_while_it_arrives(edge):
+    """No Content-Length (chunked): the limit is enforced as the chunks come in."""
+
+    def chunks():
+        yield b'{"input": "'
+        for _ in range(12):
+            yield b"a" * (1 << 20)
+        yield b'"}'
+
+    r = httpx.post(
+        f"{edge.url}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413 and "limit" in r.json()["detail"], r.text
+
+
 def test_model_may_be_omitted_when_one_model_serves_the_task(edge):
     r = httpx.post(f"{edge.url}/v1/embeddings", json={"input": "x"})
     assert r.status_code == 200 and r.json()["model"] == "tiny-embedding"

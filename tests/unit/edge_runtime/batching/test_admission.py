@@ -120,10 +120,41 @@ def test_without_a_drain_rate_the_shrink_is_plain_multiplicative():
 
 def test_delay_under_half_the_target_grows_a_tenth_of_a_batch_up_to_the_maximum():
     a = adm(max_queued_tokens=4150)
+    a.peak_queued = 2000  # the queue reached half the limit: it is in use
     a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
     assert a.limit == pytest.approx(4100.0)
+    a.peak_queued = 2050
     a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
     assert a.limit == 4150.0
+
+
+def test_a_limit_not_in_use_does_not_grow_however_short_the_delays():
+    """A quiet node (c=1: one small request at a time) must not inflate its limit, or the
+    flood that comes next is admitted seconds of backlog."""
+    a = adm()
+    for _ in range(1000):
+        assert a.try_admit(12) is None
+        a.release(12)
+        a.observe(waited_s=0.0, batch_tokens=12, run_s=0.002)
+    assert a.limit == 4000.0
+
+
+def test_the_queue_reaching_half_the_limit_or_a_refusal_lets_it_grow():
+    a = adm()
+    assert a.try_admit(1999) is None  # under half the limit
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
+    assert a.limit == 4000.0
+    assert a.try_admit(1) is None  # 2000 queued: half the limit
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
+    assert a.limit == pytest.approx(4100.0)
+    a.release(2000)
+    assert a.try_admit(3000) is None
+    assert a.try_admit(1200) is not None  # refused: the limit was the constraint
+    a.release(3000)
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)
+    assert a.limit == pytest.approx(4200.0)
+    a.observe(waited_s=0.0, batch_tokens=1000, run_s=0.001)  # nothing since: no growth
+    assert a.limit == pytest.approx(4200.0)
 
 
 def test_between_half_and_the_whole_target_the_limit_holds():
@@ -168,6 +199,7 @@ def _held(delay_s: float, **kw) -> Admission:
     """An Admission whose delay EWMA is exactly ``delay_s`` after one observation (alpha 0)."""
     a = adm(**kw)
     a.run_ewma_s, a.delay_ewma_s, a.drain_tokens_per_s = 0.001, delay_s, 1e9
+    a.peak_queued = int(a.limit)  # in use: growth is allowed
     a.observe(waited_s=9.9, batch_tokens=1000, run_s=0.001, alpha=0.0)
     assert a.delay_ewma_s == delay_s
     return a

@@ -1,0 +1,153 @@
+"""``POST /v1/embeddings`` without the framework.
+
+A single short query costs the backend well under a millisecond of model time on a modern
+CPU, so the web framework's per-request work (routing, dependency and signature modelling,
+response building, its middleware stack) is most of what a c=1 client waits for (measured with
+py-spy under load: about a quarter of the event loop's time sat in uvicorn's and litestar's
+layers). The embeddings route is the hot one; this ASGI layer answers it directly with the same
+contract as the litestar route, which stays registered for the OpenAPI schema and for spellings
+this layer does not match (a trailing slash, say):
+
+* the same body type (:class:`~edge_runtime.http.schemas.EmbeddingsRequest`) decoded by
+  msgspec, with ``server.max_body_bytes`` enforced while the body streams in;
+* the same checks (``Content-Type``, ``X-Request-Timeout-Ms``) and the same inference call;
+* the same problem+json errors (``Retry-After`` on 429, a request id and no internals on 500),
+  the same metrics, ``X-Shipyard-*`` and ``Server-Timing`` headers, and the route template for
+  the tracing span.
+
+It sits inside the API-key check and the overload shedding, so both still apply first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from artifacts.errors import PayloadTooLarge, ShipyardError
+from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem
+from edge_runtime.http.observe import served_headers
+from edge_runtime.http.openai import embeddings_response, media_type_error
+from edge_runtime.http.problems import internal_error, problem_headers
+from edge_runtime.http.schemas import EmbeddingsRequest
+from edge_runtime.inference.engine import Inference
+from edge_runtime.metrics import Metrics
+
+PATH = "/v1/embeddings"
+_decode = msgspec.json.Decoder(EmbeddingsRequest).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived: nothing to answer."""
+
+
+class ValidationException(ShipyardError):
+    """The body does not match the request schema (litestar's name and wording, one contract)."""
+
+    status = 400
+
+
+class ClientException(ShipyardError):
+    """The body is not JSON (litestar's name and wording)."""
+
+    status = 400
+
+
+def decode_request(raw: bytes) -> EmbeddingsRequest:
+    """The request body, or the 400 the framework route would give for it."""
+    try:
+        return _decode(raw)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$.")
+        error = {"message": message, "key": at.rstrip("`") or "data", "source": "body"}
+        raise ValidationException(f"Validation failed for POST {PATH}: {[error]}") from None
+    except msgspec.DecodeError as exc:
+        raise ClientException(str(exc)) from None  # msgspec: "JSON is malformed: ..."
+
+
+async def read_body(receive: Any, limit: int, content_length: int | None) -> bytes:
+    """The whole request body, refused as soon as it would pass ``limit`` bytes."""
+    if content_length is not None and limit > 0 and content_length > limit:
+        raise PayloadTooLarge(f"request body of {content_length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit > 0 and size > limit:
+                raise PayloadTooLarge(f"request body over {limit} bytes; the limit is {limit}")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class FastEmbeddings:
+    """ASGI middleware answering exactly ``POST /v1/embeddings``; everything else passes on."""
+
+    def __init__(self, app: Any, inference: Inference, metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.inference = inference
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["path_template"] = PATH  # the tracing span's name, as routing would set it
+        started = time.perf_counter()
+        model = "-"
+        status = 200
+        try:
+            body, headers, model = await self._embed(scope, receive, started)
+            await _respond(send, 200, b"application/json", body, headers)
+        except _Disconnected:
+            status = 499  # nginx's "client closed request": counted, never sent
+        except ShipyardError as exc:
+            status = exc.status
+            extra = problem_headers(exc) or {}
+            await _respond(
+                send, status, MEDIA_TYPE_PROBLEM.encode(), Problem.of(exc).encode(), extra
+            )
+        except Exception:
+            status = 500
+            problem = internal_error("POST", PATH)
+            await _respond(send, 500, MEDIA_TYPE_PROBLEM.encode(), problem.encode(), {})
+        finally:
+            self.metrics.requests.labels(model, "embeddings", str(status)).inc()
+            self.metrics.latency.labels(model, "embeddings").observe(time.perf_counter() - started)
+
+    async def _embed(
+        self, scope: Any, receive: Any, started: float
+    ) -> tuple[bytes, dict[str, str], str]:
+        ctype = timeout = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.decode("latin-1")
+            elif name == b"x-request-timeout-ms":
+                timeout = value.decode("latin-1")
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+        if (error := media_type_error(ctype)) is not None:
+            raise error
+        raw = await read_body(receive, self.max_body, length)
+        data = decode_request(raw)
+        deadline = self.inference.deadline(timeout)
+        r = await self.inference.embed(data.model, data.input, deadline, dimensions=data.dimensions)
+        body = _encode(embeddings_response(r, data.encoding_format))
+        return body, served_headers(r, started), r.model
+
+
+async def _respond(
+    send: Any, status: int, ctype: bytes, body: bytes, extra: dict[str, str]
+) -> None:
+    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

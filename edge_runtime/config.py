@@ -225,8 +225,8 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "limits: need max_chars_per_input >= 0 (0: derived from the model) and "
                 "max_tokenising_chars >= max_chars_per_request >= 1"
             )
-        if self.cache.keep_versions < 1:
-            raise InputError("cache.keep_versions must be >= 1")
+        if self.cache.keep_versions < 1 or self.server.max_body_bytes < 1:
+            raise InputError("need cache.keep_versions >= 1 and server.max_body_bytes >= 1")
         return self
 
 

@@ -41,10 +41,15 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def route_path(path: str) -> str:
+    """The path as the router will match it (``//v1/status/`` serves ``/v1/status``): every
+    check in front of the router decides on this, so a spelling cannot change the decision."""
+    return re.sub(r"/{2,}", "/", path).rstrip("/") or "/"
+
+
 def scope_of(path: str) -> str | None:
-    """The scope a path needs (None: open). The path is normalised the way the router will
-    match it (``//v1/status/`` serves ``/v1/status``), so a spelling cannot change its scope."""
-    path = re.sub(r"/{2,}", "/", path).rstrip("/") or "/"
+    """The scope a path needs (None: open), decided on its :func:`route_path`."""
+    path = route_path(path)
     if path in OPEN_PATHS:
         return None
     if path == "/metrics":

@@ -112,6 +112,8 @@ class FastEmbeddings:
         except ShipyardError as exc:
             status = exc.status
             extra = problem_headers(exc) or {}
+            if isinstance(exc, PayloadTooLarge):  # the rest of the body is not worth reading
+                extra["Connection"] = "close"
             await _respond(
                 send, status, MEDIA_TYPE_PROBLEM.encode(), Problem.of(exc).encode(), extra
             )
@@ -119,6 +121,9 @@ class FastEmbeddings:
             status = 500
             problem = internal_error("POST", PATH)
             await _respond(send, 500, MEDIA_TYPE_PROBLEM.encode(), problem.encode(), {})
+        except BaseException:  # cancelled (e.g. a shutdown past its drain time): not a 200
+            status = 499
+            raise
         finally:
             self.metrics.requests.labels(model, "embeddings", str(status)).inc()
             self.metrics.latency.labels(model, "embeddings").observe(time.perf_counter() - started)
@@ -127,13 +132,14 @@ class FastEmbeddings:
         self, scope: Any, receive: Any, started: float
     ) -> tuple[bytes, dict[str, str], str]:
         ctype = timeout = length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
+        for name, value in scope["headers"]:  # a repeated header: the first wins, as in litestar
+            if name == b"content-type" and ctype is None:
                 ctype = value.decode("latin-1")
-            elif name == b"x-request-timeout-ms":
+            elif name == b"x-request-timeout-ms" and timeout is None:
                 timeout = value.decode("latin-1")
-            elif name == b"content-length":
-                length = int(value) if value.isdigit() else None
+            elif name == b"content-length" and length is None:
+                # ASCII digits only, and short: a longer number is refused as too large anyway
+                length = int(value) if value.isdigit() and len(value) <= 18 else None
         if (error := media_type_error(ctype)) is not None:
             raise error
         raw = await read_body(receive, self.max_body, length)

@@ -28,6 +28,7 @@ import math
 import time
 
 from artifacts.wire import MEDIA_TYPE_PROBLEM, problem_bytes
+from edge_runtime.http.api_keys import route_path
 
 INFERENCE_PATHS = ("/v1/embeddings", "/v1/rerank", "/v1/classify", "/v1/search")
 BODY = problem_bytes(429, "Overloaded", "every model on this node is at capacity; retry later")
@@ -115,7 +116,7 @@ class ShedWhenSaturated:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
+        path = route_path(scope["path"])  # "/v1/embeddings/" and "//v1/embeddings" too
         if not (
             path in INFERENCE_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
         ):

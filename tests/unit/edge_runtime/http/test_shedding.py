@@ -78,6 +78,17 @@ def test_only_inference_posts_are_shed(method, path):
     assert status(call(mw, path=path, method=method)) == 200
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/embeddings/", "//v1/embeddings", "/v1//rerank", "/v2/models/m/infer/"]
+)
+def test_every_spelling_the_router_serves_is_shed_too(path):
+    """The router serves ``/v1/embeddings/`` as ``/v1/embeddings``: the cheap 429 must too, or a
+    flood on that spelling is parsed and tokenised before it is refused."""
+    app = App()
+    mw = ShedWhenSaturated(app, node(queued=5000, limit=1000))
+    assert status(call(mw, path=path)) == 429 and app.calls == 0
+
+
 def test_an_immediate_retry_on_the_same_connection_waits_out_its_retry_after():
     mw = ShedWhenSaturated(App(), node(queued=5000, limit=1000))
     t0 = time.monotonic()

@@ -153,10 +153,8 @@ class Edge:
 # ---- the raw backend ------------------------------------------------------------------
 
 
-def raw_latency(bundle: str, n: int = 300) -> dict:
-    """In a fresh process: batch-1 query latency of the bundle through the edge's own backend
-    (encoded beforehand, no HTTP, no batcher), back to back. Run in every round right before
-    the edge's c=1 run, so the difference is taken on the same minute of a drifting VM."""
+def _raw_model(bundle: str, n: int):
+    """The bundle opened through the edge's own loader, warmed; ``n`` queries encoded."""
     from artifacts.bundle import verify_bundle
     from edge_runtime.backends import BackendSettings
     from edge_runtime.loaded_model import open_model
@@ -167,53 +165,50 @@ def raw_latency(bundle: str, n: int = 300) -> dict:
     q = m.encoder.encode(queries[:n])
     for e in q[:20]:
         m.run([e])
+    return m, q
+
+
+def _batch1_s(m, encoded: list, gap_s: float = 0.0) -> list[float]:
+    """Seconds per batch-1 run, one query after another (``gap_s`` of idle CPU before each)."""
     lat = []
-    for e in q:
+    for e in encoded:
+        if gap_s:
+            time.sleep(gap_s)
         t0 = time.perf_counter()
         m.run([e])
         lat.append(time.perf_counter() - t0)
-    return {"p50_ms": float(np.percentile(lat, 50) * 1e3), "n": n}
+    return lat
+
+
+def raw_latency(bundle: str, n: int = 300) -> dict:
+    """In a fresh process: batch-1 query latency of the bundle through the edge's own backend
+    (encoded beforehand, no HTTP, no batcher), back to back. Run in every round right before
+    the edge's c=1 run, so the difference is taken on the same minute of a drifting VM."""
+    m, q = _raw_model(bundle, n)
+    return {"p50_ms": float(np.percentile(_batch1_s(m, q), 50) * 1e3), "n": n}
 
 
 def raw_backend(bundle: str, n_latency: int = 300) -> dict:
     """In a fresh process: the bundle through the edge's own backend, no HTTP, no batcher.
     Queries one at a time; the product mix globally length-sorted (the best any batcher could
     do) at several batch sizes, and unsorted at 32 (what a batcher that ignores length does)."""
-    import time as _t
-
-    from artifacts.bundle import verify_bundle
-    from edge_runtime.backends import BackendSettings
-    from edge_runtime.loaded_model import open_model
-
-    queries, products = texts()
-    m = open_model(verify_bundle(Path(bundle), None), BackendSettings(threads=0))
-    m.warm_up()
-    q = m.encoder.encode(queries[:n_latency])
-    for e in q[:20]:
-        m.run([e])
-    lat, gapped = [], []
-    for e in q:
-        t0 = _t.perf_counter()
-        m.run([e])
-        lat.append(_t.perf_counter() - t0)
-    for e in q:  # a server at c=1 leaves the CPU idle between requests: colder caches
-        _t.sleep(0.001)
-        t0 = _t.perf_counter()
-        m.run([e])
-        gapped.append(_t.perf_counter() - t0)
+    _, products = texts()
+    m, q = _raw_model(bundle, n_latency)
+    lat = _batch1_s(m, q)
+    gapped = _batch1_s(m, q, gap_s=0.001)  # a server at c=1 idles between requests: colder caches
     enc = m.encoder.encode(products[:768])
     ordered = sorted(enc, key=len)
     best, pads = {}, {}
     for bs in (8, 16, 32, 64):
         batches = [ordered[i : i + bs] for i in range(0, len(ordered), bs)]
         m.run(batches[0])
-        t0 = _t.perf_counter()
+        t0 = time.perf_counter()
         for b in batches:
             m.run(b)
-        best[bs] = len(enc) / (_t.perf_counter() - t0)
+        best[bs] = len(enc) / (time.perf_counter() - t0)
         pads[bs] = padding_share([[len(e) for e in b] for b in batches])
     unsorted = [enc[i : i + 32] for i in range(0, len(enc), 32)]
-    t0 = _t.perf_counter()
+    t0 = time.perf_counter()
     for b in unsorted:
         m.run(sorted(b, key=len))
     return {
@@ -225,7 +220,7 @@ def raw_backend(bundle: str, n_latency: int = 300) -> dict:
         "sorted_padding": pads,
         "best_items_s": max(best.values()),
         "best_batch": max(best, key=best.__getitem__),
-        "unsorted32_items_s": len(enc) / (_t.perf_counter() - t0),
+        "unsorted32_items_s": len(enc) / (time.perf_counter() - t0),
         "unsorted32_padding": padding_share([[len(e) for e in b] for b in unsorted]),
     }
 

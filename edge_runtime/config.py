@@ -83,6 +83,10 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drain_s: float = 10.0  # SIGTERM: in-flight requests get this long to finish
 
 
+# a query run on the event loop blocks it: keep that to a short one (a few ms)
+MAX_INLINE_TOKENS = 512
+
+
 class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_batch_size: int = 64
     max_batch_tokens: int = 8192
@@ -96,6 +100,9 @@ class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_inputs_per_request: int = 1024
     adaptive: bool = True
     release_after_idle_ms: float = 1000.0  # quiet this long after a burst: give memory back
+    # a lone query of at most this many tokens runs on the event loop, not the inference
+    # thread, while requests do not overlap (c=1: saves the thread hand-off); 0: never
+    inline_max_tokens: int = 64
     # the bulk lane (embed worker): runs only when no interactive request waits; while
     # interactive traffic is present its batches last about bulk_batch_ms and take at most
     # bulk_share of the inference thread
@@ -202,10 +209,11 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             or not (0 < b.bulk_share <= 1)
             or not b.bulk_batch_ms > 0
             or b.bulk_max_batch_tokens < 1
+            or not (0 <= b.inline_max_tokens <= MAX_INLINE_TOKENS)
         ):
             raise InputError(
                 "batching: need 0 <= max_padding < 1, 0 < bulk_share <= 1, bulk_batch_ms > 0, "
-                "bulk_max_batch_tokens >= 1"
+                f"bulk_max_batch_tokens >= 1, 0 <= inline_max_tokens <= {MAX_INLINE_TOKENS}"
             )
         if (
             b.max_batch_size < 1

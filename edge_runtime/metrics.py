@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -137,5 +139,31 @@ class Metrics:
             "shipyard_model_ready", "1 when a model is serving", ["model"], registry=r
         )
 
+    def of_batcher(self, model: str) -> BatcherMetrics:
+        """The batcher's series for one model, looked up once (a ``labels()`` call takes a lock
+        and a dict look-up: several per request on the hot path)."""
+        return BatcherMetrics(
+            rejected=self.rejected.labels(model),
+            expired=self.expired.labels(model),
+            queued_tokens=self.queued_tokens.labels(model),
+            admission_limit=self.admission_limit.labels(model),
+            batch_size=self.batch_size.labels(model),
+            batch_tokens=self.batch_tokens.labels(model),
+            queue=self.queue.labels(model),
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """One model's batcher series (prometheus children)."""
+
+    rejected: Any
+    expired: Any
+    queued_tokens: Any
+    admission_limit: Any
+    batch_size: Any
+    batch_tokens: Any
+    queue: Any

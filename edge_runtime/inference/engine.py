@@ -275,8 +275,9 @@ class Inference:
                 usage.truncated += int(enc.truncated)
                 if keys:
                     cache.put(keys[i], (out, len(enc), int(enc.truncated)))
-            self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
-            self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
+            if keys:  # the cache changed
+                self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
+                self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
         return Raw(
             outputs=np.stack(outputs),  # type: ignore[arg-type]
             usage=usage,

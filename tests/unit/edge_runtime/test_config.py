@@ -96,6 +96,8 @@ def test_environment_overrides(tmp_path):
         ("[batching]\nmax_padding = -0.1", {"SHIPYARD_EDGE_MODELS": "m"}, "max_padding"),
         ("[batching]\nmax_padding = nan", {"SHIPYARD_EDGE_MODELS": "m"}, "max_padding"),
         ("[server]\nmax_body_bytes = 0", {"SHIPYARD_EDGE_MODELS": "m"}, "max_body_bytes"),
+        ("[batching]\ninline_max_tokens = -1", {"SHIPYARD_EDGE_MODELS": "m"}, "inline_max"),
+        ("[batching]\ninline_max_tokens = 4096", {"SHIPYARD_EDGE_MODELS": "m"}, "inline_max"),
     ],
 )
 def test_bad_config(tmp_path, text, env, match):

@@ -36,8 +36,13 @@ class FakeBackend:
         return np.array([[float(e.ids[0]), float(len(e))] for e in batch], dtype=np.float32)
 
 
-def make(cfg: BatchingSection, backend: FakeBackend, adaptive: bool = False) -> Batcher:
+def make(
+    cfg: BatchingSection, backend: FakeBackend, adaptive: bool = False, inline: int = 0
+) -> Batcher:
+    """A batcher whose batches all run on the inference thread unless ``inline`` (a slow
+    fake backend run on the event loop would block the test's own timing)."""
     cfg.adaptive = adaptive
+    cfg.inline_max_tokens = inline
     return Batcher("m", cfg, backend, Metrics())
 
 
@@ -277,7 +282,12 @@ def test_bulk_runs_only_when_no_interactive_item_waits_and_in_small_batches():
             time.sleep(0.02)
             return np.array([[float(e.ids[0]), 0.0] for e in batch], dtype=np.float32)
 
-        cfg = BatchingSection(max_batch_size=64, max_wait_ms=0, bulk_max_batch_tokens=40)
+        cfg = BatchingSection(
+            max_batch_size=64,
+            max_wait_ms=0,
+            bulk_max_batch_tokens=40,
+            inline_max_tokens=0,  # the blocker runs on the inference thread
+        )
         b = Batcher("m", cfg, interactive, Metrics())
         b.start()
         model = PinnedModel(log, delay=0.02)
@@ -401,5 +411,74 @@ def test_the_admission_floor_is_at_most_two_token_budgets():
         await b.stop()
         assert b.item_tokens == pytest.approx(500)
         assert b.admission.floor_tokens == 2000  # not 2 x 64 x 500: long inputs keep AIMD on
+
+    asyncio.run(main())
+
+
+class ThreadRecorder(FakeBackend):
+    """Records which thread ran each batch."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.threads: list[str] = []
+
+    def __call__(self, model: object, batch: list[Encoded]) -> np.ndarray:
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(model, batch)
+
+
+def test_a_lone_short_query_runs_on_the_event_loop_while_requests_do_not_overlap():
+    import threading
+
+    async def main():
+        backend = ThreadRecorder()
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        loop_thread = threading.current_thread().name
+        for i in range(3):  # c=1: one after another
+            out = await b.submit([enc(5, tag=i)], far())
+            assert int(out[0][0]) == i
+        await b.submit([enc(40)], far())  # longer than inline_max_tokens: the inference thread
+        await b.stop()
+        assert backend.threads[:3] == [loop_thread] * 3
+        assert backend.threads[3].startswith("infer-m")
+        assert b.admission.queued_tokens == 0 and b.batches == 4
+
+    asyncio.run(main())
+
+
+def test_overlapping_requests_switch_inline_runs_off_for_a_quiet_spell(monkeypatch):
+    import edge_runtime.batching.queue as queue
+
+    monkeypatch.setattr(queue, "INLINE_QUIET_S", 0.3)
+
+    async def main():
+        backend = ThreadRecorder(delay=0.02)
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        # several at once: one runs, the rest queue behind it (an overlap)
+        await asyncio.gather(*[b.submit([enc(5, tag=i)], far()) for i in range(4)])
+        backend.threads.clear()
+        await b.submit([enc(5)], far())  # lone, but right after the overlap: a thread hop
+        assert backend.threads[-1].startswith("infer-m")
+        await asyncio.sleep(0.35)  # quiet again: back on the event loop
+        await b.submit([enc(5)], far())
+        assert not backend.threads[-1].startswith("infer-m")
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_inline_off_every_batch_runs_on_the_inference_thread():
+    async def main():
+        backend = ThreadRecorder()
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=0)
+        b.start()
+        for _ in range(3):
+            await b.submit([enc(2)], far())
+        await b.stop()
+        assert all(t.startswith("infer-m") for t in backend.threads)
 
     asyncio.run(main())

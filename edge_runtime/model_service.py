@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import msgspec
@@ -87,7 +88,12 @@ class ModelService:
         self._failed: set[str] = set()  # targets that failed at run time (this version)
         self.settings = BackendSettings(threads=config.backends.threads)
         self.batcher = Batcher(
-            self.name, config.batching, self._run_batch, metrics, on_idle=self._release_memory
+            self.name,
+            config.batching,
+            self._run_batch,
+            metrics,
+            on_idle=self._release_memory,
+            run_inline=partial(self._run_batch, failover=False),
         )
         self.admission = self.batcher.admission
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
@@ -389,10 +395,14 @@ class ModelService:
 
     # ---- inference (runs on the batcher's inference thread) ---------------------------------
 
-    def _run_batch(self, pinned: object, batch: list[Encoded]) -> np.ndarray:
+    def _run_batch(
+        self, pinned: object, batch: list[Encoded], *, failover: bool = True
+    ) -> np.ndarray:
         """Run on the model the batch's requests are pinned to; on a run-time failure, fail
         over to the next candidate *of the same version* and retry the batch there (at most
-        ``MAX_FAILOVERS`` times)."""
+        ``MAX_FAILOVERS`` times). ``failover=False`` (a run on the event loop): raise instead,
+        so the batcher retries on the inference thread, where opening another backend does
+        not stall the event loop."""
         failovers = 0
         model = pinned if isinstance(pinned, LoadedModel) else None
         while True:
@@ -410,6 +420,8 @@ class ModelService:
             try:
                 out = model.run(batch)
             except Exception as exc:
+                if not failover:
+                    raise
                 if failovers >= MAX_FAILOVERS:
                     raise BackendFailure(
                         f"{self.name}: every fallback failed; last error: {exc}"

@@ -99,10 +99,13 @@ class Batcher:
         run_batch: Callable[[object, list[Encoded]], np.ndarray],
         metrics: Metrics,
         on_idle: Callable[[], object] = memory.trim,
+        run_inline: Callable[[object, list[Encoded]], np.ndarray] | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
         self.run_batch = run_batch  # called on the inference thread
+        # a lone query on the event loop (no fail-over: a failure is retried on the thread)
+        self.run_inline = run_inline or run_batch
         # run on the inference thread once the queue has stayed empty for
         # ``release_after_idle_ms`` after a batch: hands the burst's working memory back
         self.on_idle = on_idle
@@ -327,7 +330,7 @@ class Batcher:
                         )
 
     async def _run(self, batch: list[Item]) -> None:
-        """Run one batch (shortest first) on the inference thread; account for it; answer."""
+        """Run one batch (shortest first, see :meth:`_infer`); account for it; answer."""
         started, started_ns = time.monotonic(), time.time_ns()
         ordered = sorted(batch, key=lambda it: len(it.enc))
         padded = len(ordered[-1].enc) * len(ordered)
@@ -336,25 +339,8 @@ class Batcher:
         error: Exception | None = None
         infer = [0, 0]
         bulk = ordered[0].pending.bulk
-
-        def timed(model: object, encs: list[Encoded]) -> np.ndarray:
-            infer[0] = time.time_ns()
-            try:  # a bulk batch runs on the model its job opened (no serving failover)
-                return model.run(encs) if bulk else self.run_batch(model, encs)  # type: ignore[attr-defined]
-            finally:
-                infer[1] = time.time_ns()
-
         try:
-            if self._inline(ordered, padded):
-                out = timed(ordered[0].pending.model, [it.enc for it in ordered])
-            else:
-                self.running = True
-                try:
-                    out = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, timed, ordered[0].pending.model, [it.enc for it in ordered]
-                    )
-                finally:
-                    self.running = False
+            out = await self._infer(ordered, padded, infer)
         except Exception as exc:  # the service already tried to fail over
             error = exc
         ran = time.monotonic() - started
@@ -392,6 +378,29 @@ class Batcher:
         for it in ordered:
             self.metrics.queue.observe(started - it.enqueued)
         self._deliver(ordered, out, error)
+
+    async def _infer(self, ordered: list[Item], padded: int, infer: list[int]) -> np.ndarray:
+        """The backend call, timed into ``infer`` (ns): on the event loop for a lone query (see
+        :meth:`_inline`; a failure there is retried), else on the inference thread."""
+        model, encs = ordered[0].pending.model, [it.enc for it in ordered]
+
+        def timed(run: Callable[[object, list[Encoded]], np.ndarray]) -> np.ndarray:
+            infer[0] = time.time_ns()
+            try:
+                return run(model, encs)
+            finally:
+                infer[1] = time.time_ns()
+
+        if self._inline(ordered, padded):
+            with contextlib.suppress(Exception):  # retried on the thread, which may fail over
+                return timed(self.run_inline)
+        # a bulk batch runs on the model its job opened (no serving failover)
+        run = _run_on_model if ordered[0].pending.bulk else self.run_batch
+        self.running = True
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, timed, run)
+        finally:
+            self.running = False
 
     def _inline(self, ordered: list[Item], padded: int) -> bool:
         """Run this batch on the event loop itself? Only a lone short interactive query, with
@@ -438,3 +447,7 @@ class Batcher:
             self._idle_timer = loop.call_later(left, self._idle)
             return
         loop.run_in_executor(self._executor, self.on_idle)
+
+
+def _run_on_model(model: object, encs: list[Encoded]) -> np.ndarray:
+    return model.run(encs)  # type: ignore[attr-defined]

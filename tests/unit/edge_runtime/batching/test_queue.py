@@ -482,3 +482,28 @@ def test_inline_off_every_batch_runs_on_the_inference_thread():
         assert all(t.startswith("infer-m") for t in backend.threads)
 
     asyncio.run(main())
+
+
+def test_a_failed_inline_run_is_retried_on_the_inference_thread():
+    """The event loop never fails over (that may open another backend): it hands the batch to
+    the inference thread, whose run_batch does."""
+    import threading
+
+    async def main():
+        tried: list[str] = []
+
+        def inline(_model, _batch):
+            tried.append(threading.current_thread().name)
+            raise RuntimeError("engine fault")
+
+        backend = ThreadRecorder()
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+        b = Batcher("m", cfg, backend, Metrics(), run_inline=inline)
+        b.start()
+        out = await b.submit([enc(5, tag=7)], far())
+        await b.stop()
+        assert int(out[0][0]) == 7
+        assert tried == [threading.current_thread().name]  # on the loop, once
+        assert len(backend.threads) == 1 and backend.threads[0].startswith("infer-m")
+
+    asyncio.run(main())

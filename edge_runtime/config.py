@@ -84,7 +84,7 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 # a query run on the event loop blocks it: keep that to a short one (a few ms)
-MAX_INLINE_TOKENS = 512
+MAX_INLINE_TOKENS = 128
 
 
 class BatchingSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -210,10 +210,12 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             or not b.bulk_batch_ms > 0
             or b.bulk_max_batch_tokens < 1
             or not (0 <= b.inline_max_tokens <= MAX_INLINE_TOKENS)
+            or not (math.isfinite(b.release_after_idle_ms) and b.release_after_idle_ms >= 0)
         ):
             raise InputError(
                 "batching: need 0 <= max_padding < 1, 0 < bulk_share <= 1, bulk_batch_ms > 0, "
-                f"bulk_max_batch_tokens >= 1, 0 <= inline_max_tokens <= {MAX_INLINE_TOKENS}"
+                f"bulk_max_batch_tokens >= 1, 0 <= inline_max_tokens <= {MAX_INLINE_TOKENS}, "
+                "release_after_idle_ms a finite number >= 0"
             )
         if (
             b.max_batch_size < 1

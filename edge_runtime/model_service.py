@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
 import anyio
 import msgspec
@@ -93,7 +92,7 @@ class ModelService:
             self._run_batch,
             metrics,
             on_idle=self._release_memory,
-            run_inline=partial(self._run_batch, failover=False),
+            run_inline=self._run_here,
         )
         self.admission = self.batcher.admission
         self.cache_results = ResultCache(config.result_cache.max_bytes, config.result_cache.ttl_s)
@@ -394,6 +393,15 @@ class ModelService:
         self._event(EventKind.NOT_READY, reason)
 
     # ---- inference (runs on the batcher's inference thread) ---------------------------------
+
+    def _run_here(self, pinned: object, batch: list[Encoded]) -> np.ndarray | None:
+        """The batcher's run on the event loop: a CPU backend only (a GPU engine's context
+        and stream belong to the inference thread; None sends the batch there), and no
+        fail-over (a failure is retried on the inference thread)."""
+        model = pinned if isinstance(pinned, LoadedModel) else None
+        if model is None or model.failed or model.backend.device != "cpu":
+            return None
+        return self._run_batch(model, batch, failover=False)
 
     def _run_batch(
         self, pinned: object, batch: list[Encoded], *, failover: bool = True

@@ -116,9 +116,11 @@ def problems(root: Path = ROOT) -> list[str]:
     return found
 
 
-def compile_lock(env: str, out: Path, root: Path = ROOT) -> None:
+def compile_lock(env: str, out: Path, root: Path = ROOT, constraints: Path | None = None) -> None:
     uv = Path(sys.executable).parent / "uv"
     cmd = [str(uv), "pip", "compile", "pyproject.toml", "--extra", env, *PLATFORM]
+    if constraints is not None:
+        cmd += ["--constraint", str(constraints)]
     subprocess.run([*cmd, "--no-header", "--quiet", "-o", str(out)], cwd=root, check=True)
 
 
@@ -129,13 +131,24 @@ def main(argv: list[str]) -> int:
             compile_lock(env, ROOT / path)
             print(f"wrote {path}")
     elif command == "resolve":
+        # the committed pins must still resolve together from the index (a yanked release or a
+        # pyproject change breaks them); newer releases since the lock are news, not a failure
         with tempfile.TemporaryDirectory() as tmp:
             for env, path in LOCKS.items():
-                fresh = Path(tmp) / f"{env}.txt"
-                compile_lock(env, fresh)
-                if read_lock(fresh) != read_lock(ROOT / path):
-                    print(f"{path} is out of date: run `make gpu-lock`")
+                pinned, fresh = Path(tmp) / f"{env}-pinned.txt", Path(tmp) / f"{env}.txt"
+                compile_lock(env, pinned, constraints=ROOT / path)
+                if read_lock(pinned) != read_lock(ROOT / path):
+                    print(f"{path} no longer resolves to its own pins: run `make gpu-lock`")
                     return 1
+                compile_lock(env, fresh)
+                committed, newest = read_lock(ROOT / path), read_lock(fresh)
+                newer = sorted(
+                    f"{n} {v} -> {newest[n]}" for n, v in committed.items() if newest.get(n, v) != v
+                )
+                if newer:
+                    print(
+                        f"{path}: newer on the index ({', '.join(newer)}); `make gpu-lock` takes them"
+                    )
         print("both GPU locks re-resolve to the committed pins")
     elif command != "check":
         print("usage: python -m tools.gpu_pins [check|lock|resolve]")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,9 +42,14 @@ from edge_runtime.batching.tuner import SizeTuner
 from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
 
+log = logging.getLogger(__name__)
+_NO_MODEL = object()
+
 WAIT_WINDOW_S = 10.0
 # a lone query runs on the event loop only after this long without two requests overlapping
 INLINE_QUIET_S = 1.0
+# ... and only while lone queries take at most this long (EWMA): the loop is blocked meanwhile
+INLINE_BUDGET_MS = 10.0
 # padding below this many tokens per batch is never worth a second batch
 PAD_FREE_TOKENS = 64
 
@@ -99,12 +105,13 @@ class Batcher:
         run_batch: Callable[[object, list[Encoded]], np.ndarray],
         metrics: Metrics,
         on_idle: Callable[[], object] = memory.trim,
-        run_inline: Callable[[object, list[Encoded]], np.ndarray] | None = None,
+        run_inline: Callable[[object, list[Encoded]], np.ndarray | None] | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
         self.run_batch = run_batch  # called on the inference thread
-        # a lone query on the event loop (no fail-over: a failure is retried on the thread)
+        # a lone query on the event loop (no fail-over: a failure is retried on the thread;
+        # None: this batch runs on the thread)
         self.run_inline = run_inline or run_batch
         # run on the inference thread once the queue has stayed empty for
         # ``release_after_idle_ms`` after a batch: hands the burst's working memory back
@@ -124,8 +131,12 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self.running = False  # a batch is on the inference thread
+        self.releasing = False  # on_idle is on the inference thread (no inline run meanwhile)
         self._overlap_at = -INLINE_QUIET_S  # when two interactive requests last overlapped
         self._quiet_since = 0.0  # when the queue last emptied after a batch
+        self._released_after = 0  # self.batches when memory was last released
+        self.lone_ms = 0.0  # EWMA of a lone interactive query's backend time
+        self._no_inline: object = _NO_MODEL  # the model an inline run failed on (never again)
         self.batches = 0
         self.tuner = SizeTuner(cfg.max_batch_size)
         self.item_tokens = 0.0  # EWMA of real tokens per interactive item (admission's floor)
@@ -324,10 +335,12 @@ class Batcher:
                 self._wake.clear()
                 if batch:
                     self._quiet_since = time.monotonic()
-                    if self._idle_timer is None:  # one timer, not one per batch
-                        self._idle_timer = asyncio.get_running_loop().call_later(
-                            self.idle_after_s, self._idle
-                        )
+                # one timer, not one per batch; armed after any batch since the last release
+                # (also when the burst's last items expired instead of running)
+                if self._idle_timer is None and self.batches != self._released_after:
+                    self._idle_timer = asyncio.get_running_loop().call_later(
+                        self.idle_after_s, self._idle
+                    )
 
     async def _run(self, batch: list[Item]) -> None:
         """Run one batch (shortest first, see :meth:`_infer`); account for it; answer."""
@@ -379,12 +392,12 @@ class Batcher:
             self.metrics.queue.observe(started - it.enqueued)
         self._deliver(ordered, out, error)
 
-    async def _infer(self, ordered: list[Item], padded: int, infer: list[int]) -> np.ndarray:
+    async def _infer(self, ordered: list[Item], padded: int, infer: list[int]) -> np.ndarray | None:
         """The backend call, timed into ``infer`` (ns): on the event loop for a lone query (see
         :meth:`_inline`; a failure there is retried), else on the inference thread."""
         model, encs = ordered[0].pending.model, [it.enc for it in ordered]
 
-        def timed(run: Callable[[object, list[Encoded]], np.ndarray]) -> np.ndarray:
+        def timed(run: Callable[[object, list[Encoded]], np.ndarray | None]) -> np.ndarray | None:
             infer[0] = time.time_ns()
             try:
                 return run(model, encs)
@@ -392,15 +405,31 @@ class Batcher:
                 infer[1] = time.time_ns()
 
         if self._inline(ordered, padded):
-            with contextlib.suppress(Exception):  # retried on the thread, which may fail over
-                return timed(self.run_inline)
+            try:
+                out = timed(self.run_inline)
+            except Exception as exc:  # retried on the thread, which may fail over
+                log.debug(
+                    "%s: inline run failed (%s); retrying on the inference thread", self.name, exc
+                )
+                self._no_inline = model  # a failing model runs on the thread from now on
+            else:
+                if out is not None:
+                    self._lone((infer[1] - infer[0]) / 1e6)
+                    return out
         # a bulk batch runs on the model its job opened (no serving failover)
         run = _run_on_model if ordered[0].pending.bulk else self.run_batch
         self.running = True
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, timed, run)
+            out = await asyncio.get_running_loop().run_in_executor(self._executor, timed, run)
         finally:
             self.running = False
+        if len(ordered) == 1 and not ordered[0].pending.bulk:
+            self._lone((infer[1] - infer[0]) / 1e6)
+        return out
+
+    def _lone(self, ms: float) -> None:
+        """A lone query's backend time into the EWMA the inline budget is held to."""
+        self.lone_ms = ms if not self.lone_ms else 0.8 * self.lone_ms + 0.2 * ms
 
     def _inline(self, ordered: list[Item], padded: int) -> bool:
         """Run this batch on the event loop itself? Only a lone short interactive query, with
@@ -408,13 +437,19 @@ class Batcher:
         INLINE_QUIET_S. At c=1 the hand-off to the inference thread and back (two thread
         wake-ups, a cache-cold core) cost 0.3-1.1 ms of a 4-5 ms query; under concurrency the
         loop must stay free to read and tokenise the next requests while a batch runs (the
-        first overlap switches this off for INLINE_QUIET_S)."""
+        first overlap switches this off for INLINE_QUIET_S). A model whose lone queries take
+        over INLINE_BUDGET_MS (a large model, a slow core) never runs on the loop, nor one
+        whose inline run failed."""
         return (
             len(ordered) == 1
             and not ordered[0].pending.bulk
             and padded <= self.cfg.inline_max_tokens
+            and self.lone_ms <= INLINE_BUDGET_MS
+            and ordered[0].pending.model is not self._no_inline
             and not self.queue
             and not self.tokenising
+            and not self.running  # the engine is the thread's (never two runs at once)
+            and not self.releasing
             and time.monotonic() - self._overlap_at > INLINE_QUIET_S
         )
 
@@ -443,10 +478,16 @@ class Batcher:
             return
         left = self._quiet_since + self.idle_after_s - time.monotonic()
         loop = asyncio.get_running_loop()
-        if left > 0:
-            self._idle_timer = loop.call_later(left, self._idle)
+        if left > 0 or self.running:  # a batch still on the thread: wait for the quiet after it
+            self._idle_timer = loop.call_later(max(left, self.idle_after_s), self._idle)
             return
-        loop.run_in_executor(self._executor, self.on_idle)
+        self._released_after = self.batches
+        self.releasing = True
+        done = loop.run_in_executor(self._executor, self.on_idle)
+        done.add_done_callback(self._released)
+
+    def _released(self, _done: asyncio.Future) -> None:
+        self.releasing = False
 
 
 def _run_on_model(model: object, encs: list[Encoded]) -> np.ndarray:

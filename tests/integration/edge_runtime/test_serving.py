@@ -5,6 +5,7 @@ import base64
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -529,6 +530,44 @@ def test_runtime_failover_keeps_admitted_requests(own_edge):
     )
     metrics = httpx.get(f"{edge.url}/metrics").text
     assert 'shipyard_fallback_events_total{from_target="onnx-int8"' in metrics
+
+
+def test_a_lone_query_failing_on_the_event_loop_fails_over_on_the_inference_thread(own_edge):
+    """A lone query runs on the event loop (no overlap for a second); when the backend fails
+    there, the batch is retried on the inference thread, which fails over (opening another
+    backend must not stall the event loop), and the request is answered."""
+    edge = own_edge
+    svc = edge.node.models["tiny-embedding"]
+    failing = svc.serving
+    ran_on: list[str] = []
+
+    def broken(_feeds):
+        ran_on.append(threading.current_thread().name)
+        raise RuntimeError("simulated device fault")
+
+    failing.backend.infer = broken
+    failover_on: list[str] = []
+    failover = svc._failover
+
+    def recorded(model, exc):
+        failover_on.append(threading.current_thread().name)
+        return failover(model, exc)
+
+    svc._failover = recorded
+    time.sleep(1.2)  # nothing overlapped for INLINE_QUIET_S
+    r = httpx.post(
+        f"{edge.url}/v1/embeddings", json={"input": "one query", "model": "tiny-embedding"}
+    )
+    assert r.status_code == 200, r.text
+    emb = next(
+        m
+        for m in httpx.get(f"{edge.url}/v1/status").json()["models"]
+        if m["model"] == "tiny-embedding"
+    )
+    assert emb["target"] != "onnx-int8"
+    assert not ran_on[0].startswith("infer-")  # tried on the event loop first
+    assert ran_on[1].startswith("infer-tiny-embedding")  # then on the inference thread
+    assert len(failover_on) == 1 and failover_on[0].startswith("infer-tiny-embedding")
 
 
 def test_saturated_node_sheds_before_parsing(edge):

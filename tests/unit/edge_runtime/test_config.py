@@ -98,6 +98,8 @@ def test_environment_overrides(tmp_path):
         ("[server]\nmax_body_bytes = 0", {"SHIPYARD_EDGE_MODELS": "m"}, "max_body_bytes"),
         ("[batching]\ninline_max_tokens = -1", {"SHIPYARD_EDGE_MODELS": "m"}, "inline_max"),
         ("[batching]\ninline_max_tokens = 4096", {"SHIPYARD_EDGE_MODELS": "m"}, "inline_max"),
+        ("[batching]\nrelease_after_idle_ms = nan", {"SHIPYARD_EDGE_MODELS": "m"}, "release_af"),
+        ("[batching]\nrelease_after_idle_ms = -1", {"SHIPYARD_EDGE_MODELS": "m"}, "release_af"),
     ],
 )
 def test_bad_config(tmp_path, text, env, match):

@@ -455,7 +455,7 @@ def test_overlapping_requests_switch_inline_runs_off_for_a_quiet_spell(monkeypat
     monkeypatch.setattr(queue, "INLINE_QUIET_S", 0.3)
 
     async def main():
-        backend = ThreadRecorder(delay=0.02)
+        backend = ThreadRecorder(delay=0.005)  # within INLINE_BUDGET_MS
         b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
         b.start()
         # several at once: one runs, the rest queue behind it (an overlap)
@@ -505,5 +505,95 @@ def test_a_failed_inline_run_is_retried_on_the_inference_thread():
         assert int(out[0][0]) == 7
         assert tried == [threading.current_thread().name]  # on the loop, once
         assert len(backend.threads) == 1 and backend.threads[0].startswith("infer-m")
+
+    asyncio.run(main())
+
+
+def test_run_inline_may_send_a_batch_to_the_inference_thread():
+    """None from run_inline (e.g. a GPU backend, whose context belongs to the thread)."""
+
+    async def main():
+        backend = ThreadRecorder()
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+        b = Batcher("m", cfg, backend, Metrics(), run_inline=lambda _m, _b: None)
+        b.start()
+        out = await b.submit([enc(5, tag=3)], far())
+        await b.stop()
+        assert int(out[0][0]) == 3
+        assert backend.threads and backend.threads[0].startswith("infer-m")
+
+    asyncio.run(main())
+
+
+def test_no_inline_run_while_memory_is_being_released_on_the_thread():
+    """on_idle (an arena shrink run) may use the same engine: a query arriving meanwhile
+    waits for the thread instead of running beside it on the event loop."""
+    import threading
+
+    async def main():
+        backend = ThreadRecorder()
+        released = threading.Event()
+        releases: list[int] = []
+
+        def slow_release():
+            time.sleep(0.3)
+            releases.append(1)
+            released.set()
+
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16, release_after_idle_ms=50)
+        b = Batcher("m", cfg, backend, Metrics(), on_idle=slow_release)
+        b.start()
+        await b.submit([enc(5)], far())  # inline: nothing overlapped yet
+        await asyncio.sleep(0.15)  # the release is running on the thread now
+        assert b.releasing and not released.is_set()
+        await b.submit([enc(5)], far())
+        assert released.is_set()  # it waited for the release, on the same thread
+        assert backend.threads[-1].startswith("infer-m")
+        await asyncio.sleep(0.5)  # that batch's quiet spell: one more release, then none
+        assert not b.releasing and len(releases) == 2
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_model_slower_than_the_inline_budget_runs_on_the_thread():
+    """The loop is blocked while a query runs on it: a lone query that took over
+    INLINE_BUDGET_MS (a large model, a slow core) sends the next ones to the thread."""
+    from edge_runtime.batching.queue import INLINE_BUDGET_MS
+
+    async def main():
+        backend = ThreadRecorder(delay=2 * INLINE_BUDGET_MS / 1000)
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        for _ in range(3):
+            await b.submit([enc(5)], far())
+        await b.stop()
+        assert not backend.threads[0].startswith("infer-m")  # measured once on the loop
+        assert all(t.startswith("infer-m") for t in backend.threads[1:])
+        assert b.lone_ms > INLINE_BUDGET_MS
+
+    asyncio.run(main())
+
+
+def test_after_a_failed_inline_run_that_model_stays_on_the_thread():
+    import threading
+
+    async def main():
+        tried: list[str] = []
+
+        def inline(_model, _batch):
+            tried.append(threading.current_thread().name)
+            raise RuntimeError("engine fault")
+
+        backend = ThreadRecorder()
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+        b = Batcher("m", cfg, backend, Metrics(), run_inline=inline)
+        b.start()
+        for _ in range(3):
+            await b.submit([enc(5)], far(), model="pinned")
+        await b.submit([enc(5)], far(), model="another")  # a new model may run inline again
+        await b.stop()
+        assert len(tried) == 2  # once per model
+        assert len(backend.threads) == 4
 
     asyncio.run(main())

@@ -423,8 +423,12 @@ class Batcher:
             out = await asyncio.get_running_loop().run_in_executor(self._executor, timed, run)
         finally:
             self.running = False
-        if len(ordered) == 1 and not ordered[0].pending.bulk:
-            self._lone((infer[1] - infer[0]) / 1e6)
+        if (
+            len(ordered) == 1
+            and not ordered[0].pending.bulk
+            and padded <= self.cfg.inline_max_tokens
+        ):
+            self._lone((infer[1] - infer[0]) / 1e6)  # a long lone text says nothing of a query
         return out
 
     def _lone(self, ms: float) -> None:

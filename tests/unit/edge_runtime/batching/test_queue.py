@@ -597,3 +597,27 @@ def test_after_a_failed_inline_run_that_model_stays_on_the_thread():
         assert len(backend.threads) == 4
 
     asyncio.run(main())
+
+
+def test_a_long_lone_text_does_not_count_against_the_inline_budget():
+    """A 40-token text run alone on the thread (slow) must not send the next short queries
+    there: the budget is held to lone queries that could have run inline."""
+    from edge_runtime.batching.queue import INLINE_BUDGET_MS
+
+    class SlowWhenLong(ThreadRecorder):
+        def __call__(self, model, batch):
+            self.delay = 2 * INLINE_BUDGET_MS / 1000 if len(batch[0]) > 16 else 0.0
+            return super().__call__(model, batch)
+
+    async def main():
+        backend = SlowWhenLong()
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        await b.submit([enc(40)], far())  # too long for the loop: the thread, slowly
+        await b.submit([enc(5)], far())
+        await b.stop()
+        assert backend.threads[0].startswith("infer-m")
+        assert not backend.threads[1].startswith("infer-m")
+        assert b.lone_ms < INLINE_BUDGET_MS
+
+    asyncio.run(main())

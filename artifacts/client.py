@@ -643,7 +643,8 @@ class RegistryClient:
         self, digest: str, dest: Path, *, size: int | None = None, progress: Progress | None = None
     ) -> Path:
         """Download to ``dest`` (resuming ``dest.part`` with a Range request), verifying the
-        digest; with ``size`` the download stops there (a registry cannot fill the disk). With
+        digest; with ``size`` (the exact size, or a cap) the download stops past it (a registry
+        cannot fill the disk). With
         a blob mirror its bytes are tried first; whatever it fails at (down, slow, too long,
         wrong bytes) is fetched from central instead."""
         hex_of(digest)  # a well-formed digest before it becomes part of a URL
@@ -763,8 +764,9 @@ class RegistryClient:
                         fh.close()
                         part.unlink(missing_ok=True)
                         raise SizeMismatchError(
-                            f"blob {digest[:19]}… is larger than the {size} bytes its manifest "
-                            "declares; download stopped and discarded"
+                            f"blob {digest[:19]}… is larger than the {size} bytes expected (its "
+                            "manifest's size, or this client's cap); download stopped and "
+                            "discarded"
                         )
                     fh.write(chunk)
                     h.update(chunk)

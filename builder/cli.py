@@ -41,6 +41,12 @@ def worker(
     lease_wait: float = typer.Option(20.0, "--lease-wait"),
     build_timeout: float = typer.Option(1800.0, "--build-timeout"),
     threads: int = typer.Option(0, "--threads"),
+    max_input_bytes: int = typer.Option(
+        16 << 30,
+        "--max-input-bytes",
+        min=1,
+        help="Refuse (and discard) an input blob past this size while it downloads",
+    ),
 ) -> None:
     """Lease build jobs this machine can run, build them, upload the bundles."""
     from builder.worker import WorkerConfig, run_worker
@@ -61,6 +67,7 @@ def worker(
         build_timeout=build_timeout,
         targets=targets,
         threads=threads,
+        max_input_bytes=max_input_bytes,
     )
     run_worker(cfg)
 

@@ -64,6 +64,10 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     build_timeout: float = 1800.0
     targets: list[str] = []  # empty: everything this host can build
     threads: int = 0
+    # the most bytes one input blob (model source tarball, eval/calibration set, catalog) may
+    # have: a job names its inputs by digest only, so without a cap a compromised or buggy
+    # central could stream until the worker's disk is full before the digest check fails
+    max_input_bytes: int = 16 << 30
 
 
 def own_key(keys_dir: Path) -> SigningKey:
@@ -330,7 +334,7 @@ class Worker:
             if path.exists():
                 os.utime(path)  # in use: pruning keeps it
                 return path
-        self.client.download_blob(digest, path)
+        self.client.download_blob(digest, path, size=self.cfg.max_input_bytes)
         return path
 
     def _source(self, digest: str) -> Path:

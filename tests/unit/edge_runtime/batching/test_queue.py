@@ -484,6 +484,18 @@ def test_inline_off_every_batch_runs_on_the_inference_thread():
     asyncio.run(main())
 
 
+def failing_inline(backend: FakeBackend, tried: list[str]) -> Batcher:
+    """A batcher whose every run on the event loop fails (recording the thread it ran on)."""
+    import threading
+
+    def inline(_model, _batch):
+        tried.append(threading.current_thread().name)
+        raise RuntimeError("engine fault")
+
+    cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+    return Batcher("m", cfg, backend, Metrics(), run_inline=inline)
+
+
 def test_a_failed_inline_run_is_retried_on_the_inference_thread():
     """The event loop never fails over (that may open another backend): it hands the batch to
     the inference thread, whose run_batch does."""
@@ -491,14 +503,8 @@ def test_a_failed_inline_run_is_retried_on_the_inference_thread():
 
     async def main():
         tried: list[str] = []
-
-        def inline(_model, _batch):
-            tried.append(threading.current_thread().name)
-            raise RuntimeError("engine fault")
-
         backend = ThreadRecorder()
-        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
-        b = Batcher("m", cfg, backend, Metrics(), run_inline=inline)
+        b = failing_inline(backend, tried)
         b.start()
         out = await b.submit([enc(5, tag=7)], far())
         await b.stop()
@@ -576,18 +582,10 @@ def test_a_model_slower_than_the_inline_budget_runs_on_the_thread():
 
 
 def test_after_a_failed_inline_run_that_model_stays_on_the_thread():
-    import threading
-
     async def main():
         tried: list[str] = []
-
-        def inline(_model, _batch):
-            tried.append(threading.current_thread().name)
-            raise RuntimeError("engine fault")
-
         backend = ThreadRecorder()
-        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
-        b = Batcher("m", cfg, backend, Metrics(), run_inline=inline)
+        b = failing_inline(backend, tried)
         b.start()
         for _ in range(3):
             await b.submit([enc(5)], far(), model="pinned")
@@ -619,5 +617,34 @@ def test_a_long_lone_text_does_not_count_against_the_inline_budget():
         assert backend.threads[0].startswith("infer-m")
         assert not backend.threads[1].startswith("infer-m")
         assert b.lone_ms < INLINE_BUDGET_MS
+
+    asyncio.run(main())
+
+
+def test_a_lone_query_past_its_deadline_is_refused_not_run():
+    async def main():
+        backend = ThreadRecorder()
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([enc(5)], time.monotonic() - 0.001)
+        await b.stop()
+        assert backend.batches == [] and b.admission.queued_tokens == 0
+
+    asyncio.run(main())
+
+
+def test_requests_ready_together_are_batched_not_run_one_by_one_on_the_loop():
+    """Requests ready at the same moment overlap: they are batched on the inference thread,
+    not run one after another on the event loop (the inline run is for c=1 only)."""
+
+    async def main():
+        backend = ThreadRecorder(delay=0.002)
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        await asyncio.gather(*[b.submit([enc(5, tag=i)], far()) for i in range(8)])
+        assert max(len(batch) for batch in backend.batches) > 1
+        assert all(t.startswith("infer-m") for t in backend.threads[1:])
+        await b.stop()
 
     asyncio.run(main())

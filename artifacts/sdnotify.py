@@ -17,6 +17,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from artifacts.slow_clients import READ_TIMEOUT_S, read_timeout_protocol
+
 log = logging.getLogger("shipyard.sdnotify")
 
 
@@ -112,10 +114,16 @@ async def _accepts(host: str, port: int) -> bool:
     return True
 
 
-def serve(app: Any, notifier: Notifier, **uvicorn_kw: Any) -> None:
+def serve(
+    app: Any, notifier: Notifier, *, read_timeout_s: float = READ_TIMEOUT_S, **uvicorn_kw: Any
+) -> None:
     """``uvicorn.run`` that says ``STOPPING=1`` the moment SIGTERM/SIGINT arrives (uvicorn then
-    stops accepting and drains in-flight requests for ``timeout_graceful_shutdown`` s)."""
+    stops accepting and drains in-flight requests for ``timeout_graceful_shutdown`` s), and
+    closes connections whose request is not read in time (:mod:`artifacts.slow_clients`;
+    ``read_timeout_s`` 0: never)."""
     import uvicorn
+
+    uvicorn_kw.setdefault("http", read_timeout_protocol(read_timeout_s))
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

@@ -83,6 +83,13 @@ def serve(
     drain_s: float = typer.Option(
         10.0, "--drain-s", min=0, help="SIGTERM: in-flight requests get this long to finish"
     ),
+    read_timeout: float = typer.Option(
+        10.0,
+        "--read-timeout",
+        min=0,
+        help="Close a connection whose request headers take longer than this, or whose body "
+        "brings under 1 KiB/s over such a window (slow clients); 0: never",
+    ),
     log_level: str = typer.Option("info", "--log-level"),
     log_format: str = typer.Option(
         "text", "--log-format", help="text | json (one object per line, with the trace id)"
@@ -158,6 +165,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=drain_s,
+        read_timeout_s=read_timeout,
     )
 
 

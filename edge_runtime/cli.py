@@ -98,6 +98,7 @@ def _serve(cfg) -> None:
         access_log=False,
         timeout_graceful_shutdown=cfg.server.drain_s,
         limit_concurrency=cfg.server.max_connections,  # beyond this uvicorn answers 503
+        read_timeout_s=cfg.server.read_timeout_s,
     )
 
 

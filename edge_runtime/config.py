@@ -81,6 +81,10 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_name: str = ""
     api_keys_file: str | None = None  # hashed API keys (see edge_runtime.http.api_keys); none: open
     drain_s: float = 10.0  # SIGTERM: in-flight requests get this long to finish
+    # a request's headers must arrive within this long of its first byte, and its body at
+    # least MIN_BODY_BYTES_PER_S in every such window, else the connection is closed (slow
+    # clients holding connections: artifacts.slow_clients); 0: never
+    read_timeout_s: float = 10.0
 
 
 # a query run on the event loop blocks it: keep that to a short one (a few ms)
@@ -235,9 +239,17 @@ class EdgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "limits: need max_chars_per_input >= 0 (0: derived from the model) and "
                 "max_tokenising_chars >= max_chars_per_request >= 1"
             )
-        if self.cache.keep_versions < 1 or self.server.max_body_bytes < 1:
-            raise InputError("need cache.keep_versions >= 1 and server.max_body_bytes >= 1")
+        if self.cache.keep_versions < 1:
+            raise InputError("need cache.keep_versions >= 1")
+        _check_server(self.server)
         return self
+
+
+def _check_server(server: ServerSection) -> None:
+    if server.max_body_bytes < 1:
+        raise InputError("need server.max_body_bytes >= 1")
+    if not (math.isfinite(server.read_timeout_s) and server.read_timeout_s >= 0):
+        raise InputError("server.read_timeout_s must be a finite number >= 0 (0: never)")
 
 
 def _check_embed_worker(ew: EmbedWorkerSection) -> None:

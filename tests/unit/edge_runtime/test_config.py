@@ -100,6 +100,8 @@ def test_environment_overrides(tmp_path):
         ("[batching]\ninline_max_tokens = 4096", {"SHIPYARD_EDGE_MODELS": "m"}, "inline_max"),
         ("[batching]\nrelease_after_idle_ms = nan", {"SHIPYARD_EDGE_MODELS": "m"}, "release_af"),
         ("[batching]\nrelease_after_idle_ms = -1", {"SHIPYARD_EDGE_MODELS": "m"}, "release_af"),
+        ("[server]\nread_timeout_s = -1", {"SHIPYARD_EDGE_MODELS": "m"}, "read_timeout_s"),
+        ("[server]\nread_timeout_s = nan", {"SHIPYARD_EDGE_MODELS": "m"}, "read_timeout_s"),
     ],
 )
 def test_bad_config(tmp_path, text, env, match):

@@ -1,0 +1,116 @@
+"""Slow clients (slowloris) on central's and the edge's HTTP servers.
+
+uvicorn times out an idle keep-alive connection, but not a request being read: a client that
+connects and sends nothing, trickles its headers a byte at a time, or stalls its body holds a
+connection (and on the edge, a slot of ``server.max_connections``, past which everyone gets 503)
+for as long as it likes. A few hundred such sockets from one attacker take a node off the air.
+
+:func:`read_timeout_protocol` is uvicorn's httptools protocol with two clocks:
+
+* **headers**: a request's headers must be complete within ``seconds`` of its first byte (of the
+  connection opening, for the first request); past that the client gets ``408`` and the
+  connection is closed;
+* **body**: while a body is being read, every ``seconds`` window must bring at least
+  ``min_body_rate * seconds`` bytes (a large upload at any honest speed passes: a 10 GB source
+  tarball at 100 kB/s is slow, not an attack); past that the connection is closed and the
+  application sees the client disconnect. A window in which the server itself paused reading
+  (its buffer full while the app is busy) is not held against the client.
+
+Between requests uvicorn's own keep-alive timeout applies unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 10.0
+MIN_BODY_BYTES_PER_S = 1024
+
+_TIMEOUT_BODY = b"request headers not received in time\n"
+_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n"
+) + _TIMEOUT_BODY
+
+
+class ReadClocks:
+    """The two clocks, mixed into uvicorn's httptools protocol by :func:`read_timeout_protocol`
+    (which sets ``read_timeout_s`` and ``window_bytes``)."""
+
+    read_timeout_s: float
+    window_bytes: int
+    _reading: str | None = None  # "headers", "body", or None between requests
+    _got = 0  # bytes received in the current window
+    _clock: asyncio.TimerHandle | None = None
+    # uvicorn's protocol provides these
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    flow: Any
+    cycle: Any
+    client: Any
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._read("headers")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._read(None)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        self._got += len(data)
+        super().data_received(data)  # type: ignore[misc]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        self._read("headers")  # a request's clock starts at its first byte
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        self._read("body")
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self._read(None)
+
+    def _read(self, what: str | None) -> None:
+        self._reading, self._got = what, 0
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+        if what is not None:
+            self._clock = self.loop.call_later(self.read_timeout_s, self._tick)
+
+    def _tick(self) -> None:
+        self._clock = None
+        if self._reading is None or self.transport.is_closing():
+            return
+        if self._reading == "body" and (self._got >= self.window_bytes or self.flow.read_paused):
+            self._read("body")  # enough in this window (or the server paused reading)
+            return
+        log.info(
+            "closing a connection from %s: request %s not read in time", self.client, self._reading
+        )
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._reading == "headers" and idle:  # never inside another response's bytes
+            self.transport.write(_TIMEOUT)
+        self._read(None)
+        self.transport.close()
+
+
+def read_timeout_protocol(seconds: float, min_body_rate: int = MIN_BODY_BYTES_PER_S) -> Any:
+    """uvicorn's ``http`` protocol class with the read clocks above; ``"auto"`` (uvicorn's own,
+    no clocks) when ``seconds`` is 0 or httptools is not installed."""
+    if seconds <= 0:
+        return "auto"
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools is a pinned dependency
+        log.warning("httptools is not installed: no read timeout for slow clients")
+        return "auto"
+    settings = {"read_timeout_s": seconds, "window_bytes": int(min_body_rate * seconds)}
+    return type("ReadTimeoutProtocol", (ReadClocks, HttpToolsProtocol), settings)

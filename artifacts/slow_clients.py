@@ -16,7 +16,12 @@ for as long as it likes. A few hundred such sockets from one attacker take a nod
   application sees the client disconnect. A window in which the server itself paused reading
   (its buffer full while the app is busy) is not held against the client.
 
-Between requests uvicorn's own keep-alive timeout applies unchanged.
+A body the application answered without reading (a 401, a 413 on its announced length) gets one
+window more, then the connection closes. Any byte between requests (even the blank lines the parser
+skips) starts the next request's headers clock; otherwise uvicorn's keep-alive timeout applies.
+
+On the write side, a client that stops reading its response (a zero receive window, or pipelined
+requests whose answers it never takes) has one window to resume before the connection is dropped.
 """
 
 from __future__ import annotations
@@ -38,14 +43,15 @@ _TIMEOUT = (
 
 
 class ReadClocks:
-    """The two clocks, mixed into uvicorn's httptools protocol by :func:`read_timeout_protocol`
+    """The clocks, mixed into uvicorn's httptools protocol by :func:`read_timeout_protocol`
     (which sets ``read_timeout_s`` and ``window_bytes``)."""
 
     read_timeout_s: float
     window_bytes: int
     _reading: str | None = None  # "headers", "body", or None between requests
-    _got = 0  # bytes received in the current window
+    _got = 0  # body bytes received in the current window
     _clock: asyncio.TimerHandle | None = None
+    _write_clock: asyncio.TimerHandle | None = None
     # uvicorn's protocol provides these
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -55,27 +61,58 @@ class ReadClocks:
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
-        self._read("headers")
+        self._read("headers")  # a silent connection has as long as a request's headers
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._read(None)
+        self._unwatch_writes()
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        self._got += len(data)
+        if self._reading is None and data:
+            # any byte between requests starts the next request's clock (the parser skips
+            # blank lines without a message begin: CRLF every few seconds must not hold a slot)
+            self._read("headers")
         super().data_received(data)  # type: ignore[misc]
 
     def on_message_begin(self) -> None:
         super().on_message_begin()  # type: ignore[misc]
-        self._read("headers")  # a request's clock starts at its first byte
+        if self._reading != "headers":  # the clock runs from the first byte, not restarted
+            self._read("headers")
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
         self._read("body")
 
+    def on_body(self, body: bytes) -> None:
+        self._got += len(body)
+        super().on_body(body)  # type: ignore[misc]
+
     def on_message_complete(self) -> None:
         super().on_message_complete()  # type: ignore[misc]
         self._read(None)
+
+    def pause_writing(self) -> None:
+        """The client stopped reading what it asked for (its buffer full): it has one window to
+        take it, else the connection is dropped (a never-reading client held it forever)."""
+        super().pause_writing()  # type: ignore[misc]
+        if self._write_clock is None:
+            self._write_clock = self.loop.call_later(self.read_timeout_s, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._unwatch_writes()
+        super().resume_writing()  # type: ignore[misc]
+
+    def _unwatch_writes(self) -> None:
+        if self._write_clock is not None:
+            self._write_clock.cancel()
+            self._write_clock = None
+
+    def _write_stalled(self) -> None:
+        self._write_clock = None
+        log.info("dropping a connection from %s: it stopped reading its response", self.client)
+        self._read(None)
+        self.transport.abort()  # close() would wait for the buffer the client never reads
 
     def _read(self, what: str | None) -> None:
         self._reading, self._got = what, 0
@@ -85,12 +122,23 @@ class ReadClocks:
         if what is not None:
             self._clock = self.loop.call_later(self.read_timeout_s, self._tick)
 
+    def _excused(self) -> bool:
+        """A window the client is not to blame for: the server paused reading (its buffer full
+        behind a busy app, or a pipelined request waiting for the response before it), or the
+        client waits, as it should, for the app's 100 Continue."""
+        cycle = self.cycle
+        waiting = cycle is not None and getattr(cycle, "waiting_for_100_continue", False)
+        return bool(self.flow.read_paused or (self._reading == "body" and waiting))
+
     def _tick(self) -> None:
         self._clock = None
         if self._reading is None or self.transport.is_closing():
             return
-        if self._reading == "body" and (self._got >= self.window_bytes or self.flow.read_paused):
-            self._read("body")  # enough in this window (or the server paused reading)
+        answered = self.cycle is not None and self.cycle.response_complete
+        if self._excused() or (
+            self._reading == "body" and self._got >= self.window_bytes and not answered
+        ):  # (a body nobody will read any more, after the answer: one window at most)
+            self._read(self._reading)
             return
         log.info(
             "closing a connection from %s: request %s not read in time", self.client, self._reading
@@ -99,7 +147,10 @@ class ReadClocks:
         if self._reading == "headers" and idle:  # never inside another response's bytes
             self.transport.write(_TIMEOUT)
         self._read(None)
-        self.transport.close()
+        if self.transport.get_write_buffer_size() > len(_TIMEOUT):
+            self.transport.abort()  # a client not reading would hold close() forever
+        else:
+            self.transport.close()
 
 
 def read_timeout_protocol(seconds: float, min_body_rate: int = MIN_BODY_BYTES_PER_S) -> Any:

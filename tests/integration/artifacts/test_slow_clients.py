@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import threading
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class App:
-    """Reads the whole body; answers its length. Records whether a client went away."""
+    """Reads the whole body and answers its length; ``/refuse`` answers 401 without reading it,
+    ``/sleep`` first sleeps 1.2 s (a slow handler), ``/big`` answers 64 MB. Records whether a
+    client went away."""
 
     def __init__(self) -> None:
         self.disconnects = 0
@@ -29,6 +32,14 @@ class App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"] == "/refuse":
+            await self._answer(send, 401, b"no")
+            return
+        if scope["path"] == "/big":
+            await self._answer(send, 200, b"x" * (64 << 20))
+            return
+        if scope["path"] == "/sleep":
+            await asyncio.sleep(1.2)
         size = 0
         while True:
             message = await receive()
@@ -38,11 +49,14 @@ class App:
             size += len(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = str(size).encode()
+        await self._answer(send, 200, str(size).encode())
+
+    @staticmethod
+    async def _answer(send, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": status,
                 "headers": [(b"content-length", str(len(body)).encode())],
             }
         )
@@ -87,11 +101,27 @@ def read_all(s: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def request(length: int) -> bytes:
+def request(length: int, path: str = "/x", extra: str = "") -> bytes:
     return (
-        f"POST /x HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n{extra}"
         f"content-length: {length}\r\n\r\n"
     ).encode()
+
+
+def closed_within(s: socket.socket, seconds: float, send: bytes = b"", every: float = 0.1) -> bool:
+    """Keep sending ``send`` every ``every`` s (reading whatever comes) until the server closes
+    the connection; whether it did within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if select.select([s], [], [], 0)[0] and not s.recv(65536):
+                return True
+            if send:
+                s.sendall(send)
+        except OSError:  # reset: closed
+            return True
+        time.sleep(every)
+    return False
 
 
 def test_a_silent_connection_is_closed_with_408(served):
@@ -153,3 +183,65 @@ def test_a_keep_alive_connection_is_not_timed_between_requests(served):
 
 def test_zero_turns_the_clocks_off():
     assert read_timeout_protocol(0) == "auto"
+
+
+def test_blank_lines_between_requests_do_not_hold_the_connection(served):
+    """The parser skips CRLF before a request without starting one: the clock starts anyway."""
+    _, port = served
+    s = connect(port)
+    s.sendall(request(2) + b"{}")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert closed_within(s, TIMEOUT_S * 4, send=b"\r\n", every=0.1)
+
+
+def test_a_body_nobody_reads_after_the_answer_gets_one_window(served):
+    """An endless body behind a 401 (answered without reading it), sent fast enough for any
+    rate limit: the connection still closes."""
+    _, port = served
+    s = connect(port)
+    s.sendall(request(10**12, "/refuse"))
+    assert closed_within(s, TIMEOUT_S * 6, send=b"x" * 2000, every=0.05)
+
+
+def test_pipelined_requests_behind_a_slow_answer_are_all_answered(served):
+    """uvicorn stops reading pipelined requests while the one before is answered: that wait is
+    not held against the client's headers clock."""
+    _, port = served
+    s = connect(port)
+    s.sendall(request(0, "/sleep") + request(0) + b"POST /x HT")
+    time.sleep(0.3)
+    s.sendall(b"TP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n")
+    got = b""
+    deadline = time.monotonic() + 10
+    while got.count(b"HTTP/1.1 200 ") < 3 and time.monotonic() < deadline:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {got.count(b'HTTP/1.1 200 ')} answers"
+        got += chunk
+    assert got.count(b"HTTP/1.1 200 ") == 3
+
+
+def test_a_client_waiting_for_100_continue_is_not_cut_off(served):
+    _, port = served
+    s = connect(port)
+    s.sendall(request(5, "/sleep", "expect: 100-continue\r\n"))
+    assert s.recv(65536).startswith(b"HTTP/1.1 100 ")  # after the slow handler's 1.2 s
+    s.sendall(b"12345")
+    answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"5")
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(served):
+    _, port = served
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(5)
+    s.sendall(b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
+    time.sleep(TIMEOUT_S * 4)  # not reading: the server's buffer fills, its write clock runs
+    got = 0
+    try:
+        while chunk := s.recv(1 << 20):
+            got += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert got < 64 << 20  # dropped, not sent in full once the client read again

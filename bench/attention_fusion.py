@@ -17,6 +17,7 @@ from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.optimizer import optimize_model
 
 from artifacts.bundle import verify_bundle
+from artifacts.textproc import collate
 from bench.common import WORK_DIR
 from bench.workloads import texts
 from edge_runtime.backends import BackendSettings
@@ -70,16 +71,8 @@ def batches():
     m = open_model(verify_bundle(B / "onnx-fp32", None), BackendSettings(threads=1))
     _, products = texts()
     enc = sorted(m.encoder.encode(products[:768]), key=len)
-    out = []
-    for i in range(0, len(enc), 32):
-        chunk = enc[i : i + 32]
-        L = max(len(e) for e in chunk)
-        ids = np.zeros((len(chunk), L), np.int64)
-        mask = np.zeros((len(chunk), L), np.int64)
-        for j, e in enumerate(chunk):
-            ids[j, : len(e)] = e.ids
-            mask[j, : len(e)] = 1
-        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    out = [collate(enc[i : i + 32], names) for i in range(0, len(enc), 32)]
     return out
 
 

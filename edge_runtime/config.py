@@ -20,6 +20,7 @@ from artifacts.embed_queue import check_catalog_name
 from artifacts.errors import InputError
 from artifacts.names import check_name
 from artifacts.targets import SelectionPolicy
+from edge_runtime.backends.base import BackendSettings
 
 
 class RegistrySection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -65,11 +66,17 @@ class BackendsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     select: Literal["first", "measure"] = "first"
     threads: int = 0  # 0: every core
     measure_s: float = 1.0
+    # onnxruntime's per-shape memory planner; it doubles a batch's activation memory when batch
+    # shapes keep changing (serving), so it is on only where shapes repeat
+    memory_pattern: bool = False
 
     def policy(self) -> SelectionPolicy:
         return SelectionPolicy(
             allow=self.allow, deny=self.deny, prefer=self.prefer, require_gpu=self.require_gpu
         )
+
+    def settings(self) -> BackendSettings:
+        return BackendSettings(threads=self.threads, memory_pattern=self.memory_pattern)
 
 
 class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -30,7 +30,6 @@ from artifacts.signing import TrustedKeys
 from artifacts.states import EventKind, ServeState
 from artifacts.textproc import Encoded
 from edge_runtime import memory
-from edge_runtime.backends import BackendSettings
 from edge_runtime.batching import Batcher
 from edge_runtime.channel_metadata import MetadataRefused, StaleMetadata
 from edge_runtime.config import EdgeConfig, ModelSection
@@ -85,7 +84,7 @@ class ModelService:
         self.metadata_state = "unknown"  # fresh | stale-metadata | metadata refused | not used
         self._lock = threading.Lock()  # guards serving swaps vs. the inference thread
         self._failed: set[str] = set()  # targets that failed at run time (this version)
-        self.settings = BackendSettings(threads=config.backends.threads)
+        self.settings = config.backends.settings()
         self.batcher = Batcher(
             self.name,
             config.batching,

@@ -26,7 +26,6 @@ from artifacts.targets import SelectionPolicy
 from artifacts.tracing import Tracing
 from artifacts.wire import NodeModel, NodeReport
 from edge_runtime import memory
-from edge_runtime.backends import BackendSettings
 from edge_runtime.batching.queue import Batcher
 from edge_runtime.channel_metadata import ChannelMetadata
 from edge_runtime.config import EdgeConfig
@@ -129,7 +128,7 @@ class EdgeNode:
                         None,  # jobs name a version; its bundles are verified by signature
                     ),
                     self.trusted,
-                    BackendSettings(threads=config.backends.threads),
+                    config.backends.settings(),
                 ),
                 self._batcher_for,
                 config.batching.latency_target_ms,

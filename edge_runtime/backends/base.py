@@ -12,6 +12,8 @@ import numpy as np
 class BackendSettings:
     threads: int  # intra-op threads (0: every core)
     streams: int = 1  # concurrent inferences the engine should be ready for
+    # onnxruntime's per-shape memory planner: off by default (see backends/onnxruntime.py)
+    memory_pattern: bool = False
 
 
 class Backend(Protocol):

@@ -8,7 +8,12 @@ Tuned for serving on a few cores, as measured on all-MiniLM-L6-v2 INT8 (2 vCPUs)
   (1.6 ms vs 2.2 ms for an 8-token query), while large batches still use every core;
 * the CPU memory arena stays on (without it, glibc fragmentation took the c=64 peak higher and
   a 64 x 64-token batch ran 1.2-2x slower), but it would keep the largest batch ever seen
-  resident, so ``release_memory`` (called between bursts) runs one token with arena shrinkage.
+  resident, so ``release_memory`` (called between bursts) runs one token with arena shrinkage;
+* the memory pattern planner is off: it lays every intermediate tensor of a shape out in one
+  block planned for that shape, which serving's ever-changing batch shapes rarely reuse, and
+  it doubled a batch's activation memory (a 16 x 256-token batch: +257 vs +130 MB; the edge's
+  peak RSS under c=64 product traffic and a flood: 401 vs 313 MB) at the same speed
+  (``python -m bench.ort_memory``). ``[backends] memory_pattern = true`` turns it back on.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class OrtBackend:
         self._path = str(bundle_dir / manifest.model_file())
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._pattern = settings.memory_pattern
         self._sess = self._session(threads)
         self._small = self._session(1) if threads > 1 and self.device == "cpu" else None
         self.input_names = [i.name for i in self._sess.get_inputs()]
@@ -69,6 +75,7 @@ class OrtBackend:
             if self._small
             else str(threads),
             "graph_optimization": level,
+            "memory_pattern": "on" if self._pattern else "off",
         }
 
     def _session(self, threads: int):
@@ -77,6 +84,7 @@ class OrtBackend:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.enable_cpu_mem_arena = True
+        so.enable_mem_pattern = self._pattern
         so.graph_optimization_level = self._level
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")

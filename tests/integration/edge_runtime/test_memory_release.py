@@ -36,6 +36,22 @@ def test_release_memory_keeps_answers(tiny_builds, publisher_keys, target):
     model.close()
 
 
+@pytest.mark.parametrize("pattern", [False, True])
+def test_memory_pattern_follows_the_setting(tiny_builds, publisher_keys, pattern):
+    """Off by default: serving's batch shapes keep changing, and a block planned per shape
+    doubled a batch's activation memory (bench/ort_memory.py)."""
+    dest, _ = tiny_builds["embedding"]
+    bundle = verify_bundle(dest / "onnx-int8", TrustedKeys.from_paths([publisher_keys[1]]))
+    settings = BackendSettings(threads=2, memory_pattern=True) if pattern else BackendSettings(2)
+    model = open_model(bundle, settings)
+    sessions = [model.backend._sess, model.backend._small]  # type: ignore[attr-defined]
+    assert [s.get_session_options().enable_mem_pattern for s in sessions] == [pattern] * 2
+    assert model.info["memory_pattern"] == ("on" if pattern else "off")
+    big = _batch(8, 32, 3)
+    np.testing.assert_allclose(model.run(big), model.run(big), rtol=0, atol=0)
+    model.close()
+
+
 @pytest.mark.slow
 def test_release_memory_returns_a_bursts_working_set(minilm_build, publisher_keys):
     from edge_runtime import memory

@@ -1,6 +1,7 @@
 import pytest
 
 from artifacts.errors import InputError
+from edge_runtime.backends import BackendSettings
 from edge_runtime.config import load_config
 
 DESIGN_EXAMPLE = """
@@ -49,6 +50,7 @@ def test_design_example_loads(tmp_path):
     assert cfg.models[0].name == "product-embedder" and cfg.batching.max_batch_tokens == 8192
     assert cfg.backends.policy().require_gpu is False
     assert str(cfg.cache_dir) == "/var/lib/shipyard/edge"
+    assert cfg.backends.settings() == BackendSettings(threads=0, memory_pattern=False)
 
 
 def test_environment_overrides(tmp_path):
@@ -60,6 +62,7 @@ def test_environment_overrides(tmp_path):
             "SHIPYARD_EDGE_SERVER_PORT": "9001",
             "SHIPYARD_EDGE_BACKENDS_DENY": "openvino-int8,onnx-int8",
             "SHIPYARD_EDGE_BACKENDS_REQUIRE_GPU": "true",
+            "SHIPYARD_EDGE_BACKENDS_MEMORY_PATTERN": "true",
             "SHIPYARD_EDGE_RESULT_CACHE_TTL_S": "5.5",
             "SHIPYARD_EDGE_REGISTRY_TOKEN": "12345",
             "SHIPYARD_EDGE_MODELS": "a:canary,b",
@@ -67,6 +70,7 @@ def test_environment_overrides(tmp_path):
     )
     assert cfg.server.port == 9001 and cfg.backends.deny == ["openvino-int8", "onnx-int8"]
     assert cfg.backends.require_gpu is True and cfg.result_cache.ttl_s == 5.5
+    assert cfg.backends.settings().memory_pattern is True
     assert cfg.token() == "12345"  # a numeric-looking token stays a string (the schema says so)
     assert [(m.name, m.channel) for m in cfg.models] == [("a", "canary"), ("b", "stable")]
     cfg = load_config(

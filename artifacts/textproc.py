@@ -66,11 +66,13 @@ class TextEncoder:
         """Tokenise a batch; ``truncated`` tells whether an item lost tokens to max_length."""
         if not items:
             return []
-        encs: list[tuple[Any, bool]] = (
-            self._encode_pairs(items)  # type: ignore[arg-type]
-            if isinstance(items[0], tuple)
-            else [(e, False) for e in self._plain.encode_batch(list(items))]
-        )
+        encs: list[tuple[Any, bool]]
+        if isinstance(items[0], tuple):
+            encs = self._encode_pairs(items)  # type: ignore[arg-type]
+        elif len(items) == 1:  # a lone query: no hand-off to the tokenizer's thread pool
+            encs = [(self._plain.encode(items[0]), False)]
+        else:
+            encs = [(e, False) for e in self._plain.encode_batch(list(items))]
         out: list[Encoded] = []
         for enc, cut in encs:
             ids = np.asarray(enc.ids, dtype=np.int64)

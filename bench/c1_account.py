@@ -6,6 +6,7 @@ Not part of ``make bench``: the serving part reports the c=1 gap; this says wher
 
 import re
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -35,8 +36,46 @@ def raw_mean(bundle):
     return {"mean": float(np.mean(lat) * 1e3), "p50": float(np.median(lat) * 1e3)}
 
 
+def tokenise_us(bundle, n=400, rounds=3):
+    """One query tokenised by the tokenizer's batch call (its thread pool) vs its single call,
+    hot and right after a model run (as at c=1): p50 µs, the two taken in turns."""
+    import time
+
+    from artifacts.bundle import read_manifest
+    from artifacts.textproc import TextEncoder
+    from edge_runtime.backends.base import BackendSettings
+    from edge_runtime.backends.onnxruntime import open_backend
+
+    bundle = Path(bundle)
+    m = read_manifest(bundle)
+    tok = TextEncoder.for_bundle(bundle, m)._plain
+    backend = open_backend(bundle, m, BackendSettings(threads=0))
+    feeds = {n: np.ones((1, 12), np.int64) for n in backend.input_names}
+    qs = [f"wireless noise cancelling headphones {i}" for i in range(n)]
+    calls = {"batch call": lambda q: tok.encode_batch([q]), "single call": tok.encode}
+    out = {}
+    for after_run in (False, True):
+        for name in calls:
+            out[(name, after_run)] = []
+        for _ in range(rounds):
+            for name, fn in calls.items():
+                lat = []
+                for q in qs:
+                    if after_run:
+                        backend.infer(feeds)
+                    t0 = time.perf_counter_ns()
+                    fn(q)
+                    lat.append(time.perf_counter_ns() - t0)
+                out[(name, after_run)].append(float(np.median(lat)) / 1e3)
+    return {f"{name}, {'after a model run' if a else 'hot'}": v for (name, a), v in out.items()}
+
+
 def main():
     turns = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    for name, runs in S.isolated(
+        tokenise_us, str(WORK_DIR / "minilm-bundles" / "onnx-int8")
+    ).items():
+        print(f"tokenise one query, {name}: p50 {' / '.join(f'{v:.0f}' for v in runs)} µs")
     scripts = S.bodies(S.EDGE_MODEL)
     stack = S.Stack(WORK_DIR / "minilm-bundles")
     edge = stack.edge("d", result_cache={"max_bytes": 0})

@@ -101,3 +101,19 @@ def test_a_huge_query_is_cut_before_joining_with_identical_results(strategy):
         assert g.truncated and bool(want.overflowing)
     assert all(len(g) <= 128 for g in got)
     assert elapsed < 2.0, elapsed  # was ~2 s and +400 MB before the cut (max_length 512)
+
+
+@pytest.mark.parametrize("max_length", [8, 128])
+def test_a_lone_text_encodes_as_it_would_in_a_batch(max_length):
+    """One text skips the tokenizer's thread pool; ids, type ids and the truncation flag are
+    what the same text gets inside a batch."""
+    enc = TextEncoder(minilm_dir() / "tokenizer.json", TokenizerSpec(max_length=max_length))
+    rng = random.Random(7)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(30)]
+    in_batch = enc.encode(texts)
+    for text, want in zip(texts, in_batch, strict=True):
+        (got,) = enc.encode([text])
+        assert got.ids.tolist() == want.ids.tolist()
+        assert got.type_ids.tolist() == want.type_ids.tolist()
+        assert got.truncated == want.truncated
+    assert any(e.truncated for e in in_batch) == (max_length == 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ class LoadedModel:
     def manifest(self) -> Manifest:
         return self.bundle.manifest
 
-    @property
-    def target(self) -> str:
+    @cached_property
+    def target(self) -> str:  # read several times per request: worked out once
         return self.manifest.bundle_key()
 
     @property

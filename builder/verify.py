@@ -15,12 +15,13 @@ import msgspec
 
 from artifacts.bundle import VerifiedBundle
 from artifacts.golden import smoke_check
+from artifacts.openvino_config import PRECISION_KEY, has_native_bf16, node_precision
 from artifacts.quality import thresholds_for
 from artifacts.textproc import TextEncoder
 from builder.data.datasets import eval_splits
 from builder.gate import Evaluator, rounded_metrics
 from builder.reference import ReferenceCache, TorchReference, reference_outputs
-from builder.runners import Runner
+from builder.runners import OpenVinoRunner, Runner
 from builder.runners import bundle_runner as runner_for
 from builder.source import inspect_model_dir
 
@@ -47,6 +48,7 @@ class Verdict:
     metrics: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    retry: bool = False  # not a verdict on the bundle: another worker should verify it
 
 
 def bundle_runner(bundle: VerifiedBundle, threads: int) -> Runner:
@@ -64,6 +66,19 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     if bool(m.target.variant) != (spec.basis == "task"):
         what = f"the {m.target.variant} variant" if m.target.variant else "the full model"
         return Verdict(False, {}, thresholds, f"bundle is {what}, the job builds the other")
+    bf16 = None
+    if m.target.backend == "openvino":
+        pinned = m.target.runtime.get(PRECISION_KEY, "f32")
+        if pinned != "f32":  # a host without it would check f32 while nodes ran the pin
+            return Verdict(
+                False, {}, thresholds, f"bundle pins inference_precision {pinned!r}; builds pin f32"
+            )
+        if node_precision(m.target.runtime, native_bf16=True) == "bf16":
+            # nodes with native BF16 will run it in BF16: those numerics are checked too, on a
+            # host that runs them (elsewhere OpenVINO would silently check f32 again)
+            bf16 = bf16_runner(bundle, spec.threads)
+            if bf16 is None:
+                return Verdict(False, {}, thresholds, UNCHECKABLE_BF16, retry=True)
     encoder = TextEncoder.for_bundle(bundle.path, m)
     runner = bundle_runner(bundle, spec.threads)
     smoke = smoke_check(bundle.path, m, runner, runner.input_names)
@@ -80,10 +95,40 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
     tokenizer_file = bundle.file(m.tokenizer.file)
     ref_outs = reference_outputs(cache, source, encoder, tokenizer_file, splits, reference)
     del reference
-    gate = Evaluator(spec.task, encoder, splits, ref_outs, thresholds).evaluate(runner)
+    evaluator = Evaluator(spec.task, encoder, splits, ref_outs, thresholds)
+    gate = evaluator.evaluate(runner)
     problems = [*gate.failures]
     if not smoke.passed:
         problems.append(f"golden smoke check: {smoke.describe()}")
     metrics = rounded_metrics(gate.metrics)
     metrics["golden_worst"] = round(smoke.worst, 6)
+    if bf16 is not None:
+        alt, alt_smoke = (
+            evaluator.evaluate(bf16),
+            smoke_check(bundle.path, m, bf16, bf16.input_names),
+        )
+        problems += [f"bf16: {f}" for f in alt.failures]
+        if not alt_smoke.passed:
+            problems.append(f"bf16 golden smoke check: {alt_smoke.describe()}")
+        metrics["bf16_golden_worst"] = round(alt_smoke.worst, 6)
     return Verdict(not problems, metrics, thresholds, "; ".join(problems))
+
+
+UNCHECKABLE_BF16 = (
+    "bundle says bf16_gated: its BF16 numerics cannot be checked on this host (OpenVINO reports "
+    "no native BF16 here); left for a worker that can"
+)
+
+
+def bf16_runner(bundle: VerifiedBundle, threads: int) -> Runner | None:
+    """The bundle compiled in BF16 as nodes with native BF16 run it; None where this host
+    would silently run f32 instead (nothing to check here)."""
+    import openvino as ov
+
+    if not has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
+        return None
+    m = bundle.manifest
+    runtime = dict(m.target.runtime) | {PRECISION_KEY: "bf16"}
+    return OpenVinoRunner(
+        bundle.file(m.model_file()), m.io.output, threads=threads, runtime=runtime
+    )

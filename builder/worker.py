@@ -171,13 +171,18 @@ def build_child(spec_path: str) -> None:
     (jobdir / "result.json").write_text(json.dumps(result))
 
 
-def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
-    from artifacts.bundle import verify_bundle
-    from builder.verify import VerifySpec, verify_bundle_quality
+def result_action(phase: str, result: dict) -> str:
+    """What a finished job's result asks of the worker: ``attest`` (sign a verdict on another
+    worker's bundle, passed or not), ``fail`` or ``hand_over`` (upload the built bundle). A
+    verification this host could not do (``retry``) is no verdict: it fails back for another
+    worker to verify."""
+    if phase == "verify" and result.get("verified") and not result.get("retry"):
+        return "attest"
+    return "hand_over" if result["passed"] else "fail"
 
-    vs = msgspec.convert(spec, VerifySpec)
-    reporter.step("verify", "golden smoke check + gate against a fresh FP32 reference")
-    verdict = verify_bundle_quality(verify_bundle(Path(vs.bundle_dir), None), vs)
+
+def _verdict_result(verdict, reporter: _FileReporter) -> dict:
+    """A verification's result file: the verdict, and whether another worker should try."""
     reporter.step("verify", f"{'passed' if verdict.passed else 'FAILED'} {verdict.reason}")
     return {
         "passed": verdict.passed,
@@ -185,7 +190,18 @@ def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
         "thresholds": verdict.thresholds,
         "reason": verdict.reason,
         "verified": True,
+        "retry": verdict.retry,
     }
+
+
+def _verify_in_child(spec: dict, reporter: _FileReporter) -> dict:
+    from artifacts.bundle import verify_bundle
+    from builder.verify import VerifySpec, verify_bundle_quality
+
+    vs = msgspec.convert(spec, VerifySpec)
+    reporter.step("verify", "golden smoke check + gate against a fresh FP32 reference")
+    verdict = verify_bundle_quality(verify_bundle(Path(vs.bundle_dir), None), vs)
+    return _verdict_result(verdict, reporter)
 
 
 def _index_in_child(spec: dict, reporter: _FileReporter, *, verify: bool) -> dict:
@@ -204,14 +220,7 @@ def _index_in_child(spec: dict, reporter: _FileReporter, *, verify: bool) -> dic
     except Exception as exc:  # a bundle that breaks the checker fails them: no retry, no reroll
         reporter.step("verify", "crashed:\n" + traceback.format_exc())
         verdict = Verdict(False, {}, {}, f"verification error: {type(exc).__name__}: {exc}")
-    reporter.step("verify", f"{'passed' if verdict.passed else 'FAILED'} {verdict.reason}")
-    return {
-        "passed": verdict.passed,
-        "metrics": verdict.metrics,
-        "thresholds": verdict.thresholds,
-        "reason": verdict.reason,
-        "verified": True,
-    }
+    return _verdict_result(verdict, reporter)
 
 
 # ---- the worker -------------------------------------------------------------------------
@@ -493,9 +502,10 @@ class Worker:
             return
         result = json.loads(result_path.read_text())
         try:
-            if lease.phase == "verify" and result.get("verified"):
+            action = result_action(lease.phase, result)
+            if action == "attest":
                 self._attest(lease, result)
-            elif not result["passed"]:
+            elif action == "fail":
                 self._fail(lease, result["reason"], retry=result.get("retry", False))
             else:
                 self._hand_over(lease, Path(result["path"]))

@@ -74,6 +74,11 @@ class Artifact:
     requires: Requires
     runtime: dict[str, str] = field(default_factory=dict)
     precision: str = "int8"
+    # other numerics the same files may run with on some nodes (runtime flag -> its runner,
+    # made only once the candidate passed): each must pass the gate too, and the flag says
+    # whether it did ("true"/"false"); ``gated`` keeps the runners that passed (golden check)
+    alternates: dict[str, Callable[[], Runner]] = field(default_factory=dict)
+    gated: dict[str, Runner] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +98,24 @@ class TargetOutcome:
     attempts: list[Attempt] = field(default_factory=list)
     reason: str = ""
     seconds: float = 0.0
+
+
+def _gate_alternates(ctx: BuildContext, target: str, config: str, artifact: Artifact) -> None:
+    """Hold each alternate numerics of a passing candidate to the same gate; record the verdict
+    in the runtime flag the nodes read (a node never takes numerics that were not gated)."""
+    for flag, make_runner in artifact.alternates.items():
+        ctx.reporter.step(target, f"{config}: gate ({flag})")
+        try:
+            runner = make_runner()
+            gate = ctx.evaluator.evaluate(runner)
+        except Exception as exc:  # an alternate failing leaves the candidate as it is
+            log.warning("%s %s: %s not gated: %s", target, config, flag, exc)
+            artifact.runtime[flag] = "false"
+            continue
+        artifact.runtime[flag] = "true" if gate.passed else "false"
+        if gate.passed:
+            artifact.gated[flag] = runner
+        log.info("%s %s: %s %s", target, config, flag, gate.summary())
 
 
 def run_ladder(ctx: BuildContext, target: str, candidates: list[Candidate]) -> TargetOutcome:
@@ -134,6 +157,7 @@ def run_ladder(ctx: BuildContext, target: str, candidates: list[Candidate]) -> T
             )
         )
         if gate.passed:
+            _gate_alternates(ctx, target, cand.config, artifact)
             outcome.passed = True
             outcome.config = cand.config
             outcome.artifact = artifact

@@ -19,7 +19,9 @@
 
 Inference precision is pinned to f32 (OpenVINO would silently run BF16 on CPUs that have it)
 and, like the group size, recorded in ``target.runtime``: the gate, the verifying worker and
-every edge node compile with exactly these settings (:mod:`artifacts.openvino_config`). The
+every edge node compile with exactly these settings (:mod:`artifacts.openvino_config`). On a
+build host with native BF16 the passing candidate is also gated compiled in BF16, and
+``bf16_gated`` records the verdict: nodes with native BF16 then run it in BF16. The
 layers kept out of INT8 store their weights as FP16 (computed in f32) to hold the bundle under
 30% of FP32 (the gate runs the saved IR).
 """
@@ -29,14 +31,20 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 
 from artifacts.manifest import Requires
-from artifacts.openvino_config import DYNAMIC_QUANTIZATION_KEY, PRECISION_KEY
+from artifacts.openvino_config import (
+    BF16_GATED_KEY,
+    DYNAMIC_QUANTIZATION_KEY,
+    PRECISION_KEY,
+    has_native_bf16,
+)
 from builder.quantize import graph
-from builder.runners import OpenVinoRunner
+from builder.runners import OpenVinoRunner, Runner
 from builder.targets.base import Artifact, BuildContext, Candidate
 from builder.targets.onnx_int8 import ffn_down_projections
 
@@ -141,12 +149,21 @@ def _artifact(
     }
     if dynamic_group is not None:
         runtime[DYNAMIC_QUANTIZATION_KEY] = str(dynamic_group)
+    alternates: dict[str, Callable[[], Runner]] = {}
+    if has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
+        bf16 = runtime | {PRECISION_KEY: "bf16"}
+        alternates[BF16_GATED_KEY] = lambda: OpenVinoRunner(
+            xml, ctx.master.output_name, threads=ctx.threads, runtime=bf16
+        )
     return Artifact(
         files={"model.xml": xml, "model.bin": xml.with_suffix(".bin")},
-        runner=OpenVinoRunner(xml, ctx.master.output_name, threads=ctx.threads, runtime=runtime),
+        runner=OpenVinoRunner(
+            xml, ctx.master.output_name, threads=ctx.threads, runtime=dict(runtime)
+        ),
         requires=_requires(),
         runtime=runtime,
         precision=precision,
+        alternates=alternates,
     )
 
 

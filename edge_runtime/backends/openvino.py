@@ -1,7 +1,8 @@
 """OpenVINO: CPU (or GPU/NPU when present) with the bundle's pinned inference precision.
 
 OpenVINO runs FP32 IRs in BF16 by default on CPUs that have it; the manifest records the
-precision the gate measured and we apply exactly that. One infer request per concurrent
+precision the gate measured and we apply exactly that — BF16 only where the build gated it too
+(``bf16_gated``) and this CPU runs it natively (:mod:`artifacts.openvino_config`). One infer request per concurrent
 caller (requests are not thread-safe; the compiled model is).
 
 With dynamic shapes the CPU plugin prepares kernels per input shape: measured here on MiniLM,
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from artifacts.openvino_config import compile_config
+from artifacts.openvino_config import compile_config, has_native_bf16
 from edge_runtime.backends.base import BackendSettings
 from edge_runtime.errors import BackendUnavailable
 
@@ -38,7 +39,13 @@ class OpenVinoBackend:
         core = ov.Core()
         device = "CPU"
         threads = settings.threads or (os.cpu_count() or 1)
-        config = compile_config(manifest.target.runtime, threads=threads, streams=settings.streams)
+        native_bf16 = has_native_bf16(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+        config = compile_config(
+            manifest.target.runtime,
+            threads=threads,
+            streams=settings.streams,
+            native_bf16=native_bf16,
+        )
         precision = str(config["INFERENCE_PRECISION_HINT"])
         self._compiled = core.compile_model(str(bundle_dir / manifest.model_file()), device, config)
         self.input_names = [p.get_any_name() for p in self._compiled.inputs]

@@ -43,3 +43,31 @@ def test_hostile_runtime_values_are_refused_with_the_key_named():
     ):
         with pytest.raises(InputError, match=f"target.runtime.{key}="):
             compile_config(runtime, threads=1)
+
+
+def test_bf16_only_where_the_build_gated_it_and_the_cpu_runs_it():
+    from artifacts.openvino_config import has_native_bf16, node_precision
+
+    gated = {"inference_precision": "f32", "bf16_gated": "true"}
+    assert node_precision(gated, native_bf16=True) == "bf16"
+    assert compile_config(gated, threads=1, native_bf16=True)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert node_precision(gated, native_bf16=False) == "f32"  # would silently run f32 anyway
+    refused = {"inference_precision": "f32", "bf16_gated": "false"}
+    assert node_precision(refused, native_bf16=True) == "f32"
+    assert node_precision({"inference_precision": "f32"}, native_bf16=True) == "f32"  # older
+    # a pinned precision other than f32 stays what it is
+    assert (
+        node_precision({"inference_precision": "f16", "bf16_gated": "true"}, native_bf16=True)
+        == "f16"
+    )
+    assert has_native_bf16(["FP32", "BF16", "INT8"]) and not has_native_bf16(["FP32", "INT8"])
+
+
+def test_a_malformed_bf16_flag_is_refused():
+    import pytest
+
+    from artifacts.errors import InputError
+
+    for flag in ("True", "1", "yes", ""):
+        with pytest.raises(InputError, match="target.runtime.bf16_gated="):
+            compile_config({"bf16_gated": flag}, threads=1, native_bf16=True)

@@ -47,6 +47,12 @@ def worker(
         min=1,
         help="Refuse (and discard) an input blob past this size while it downloads",
     ),
+    bf16: bool = typer.Option(
+        True,
+        "--bf16/--no-bf16",
+        help="Gate openvino-int8 in BF16 too where this CPU runs it natively (needs verifying "
+        "workers with native BF16)",
+    ),
 ) -> None:
     """Lease build jobs this machine can run, build them, upload the bundles."""
     from builder.worker import WorkerConfig, run_worker
@@ -68,6 +74,7 @@ def worker(
         targets=targets,
         threads=threads,
         max_input_bytes=max_input_bytes,
+        bf16=bf16,
     )
     run_worker(cfg)
 

@@ -105,6 +105,9 @@ class BuildConfig(msgspec.Struct, kw_only=True):
     eval_limit: int = 1200
     calibration_limit: int = 300
     trt_compat: list[str] = []  # TensorRT engines: version | hardware | same-cc
+    # also gate openvino-int8 in BF16 where this host runs it natively (bf16_gated); off for a
+    # fleet whose verifying workers lack native BF16 (they cannot check the claim)
+    bf16: bool = True
     reference_cache_dir: str | None = None  # reuse FP32 reference outputs (build workers)
     # Build service: the enrolled worker's name and the job's parameters; each bundle then
     # carries provenance.json (SLSA v1, signed with ``key_file``) — see artifacts.provenance.
@@ -343,6 +346,7 @@ def _prepare(
         reporter=reporter,
         max_batch=config.max_batch,
         trt_compat=tuple(config.trt_compat),
+        bf16=config.bf16,
     )
     described = ", ".join(f"{s.name} ({len(s.items(config.task))}, {s.role})" for s in splits)
     reporter.end("prepare", True, f"eval splits: {described}; {evalset.source}")

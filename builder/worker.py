@@ -68,6 +68,9 @@ class WorkerConfig(msgspec.Struct, kw_only=True):
     # have: a job names its inputs by digest only, so without a cap a compromised or buggy
     # central could stream until the worker's disk is full before the digest check fails
     max_input_bytes: int = 16 << 30
+    # gate openvino-int8 in BF16 too where this host runs it natively: only where the fleet's
+    # verifying workers can (a claim they cannot check sends the job from worker to worker)
+    bf16: bool = True
 
 
 def own_key(keys_dir: Path) -> SigningKey:
@@ -436,6 +439,7 @@ class Worker:
             "max_batch": req.max_batch,
             "trt_compat": req.trt_compat,
             "prune": req.prune,
+            "bf16": self.cfg.bf16,
             "version": lease.version,
             "key_file": str(self.key.path),
             "provenance": {"builder": self.cfg.name, "params": params.as_dict()},

@@ -155,6 +155,11 @@ def build_cmd(
         help="Ship a smaller variant: layers=K[,steps=N][,budget=SECONDS] keeps K layers, "
         "distils them from the model and gates them on task quality (bundles TARGET+pruned-LK)",
     ),
+    bf16: bool = typer.Option(
+        True,
+        "--bf16/--no-bf16",
+        help="Gate openvino-int8 in BF16 too where this CPU runs it natively (bf16_gated)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ) -> None:
     """Build, gate, benchmark and sign one bundle per target."""
@@ -175,6 +180,7 @@ def build_cmd(
         thresholds=parse_thresholds(threshold),
         trt_compat=trt_compat_option(trt_compat),
         prune=prune_option(prune),
+        bf16=bf16,
     )
     err = console(stderr=True)
     with Progress(

@@ -54,6 +54,7 @@ class BuildContext:
     reporter: Reporter
     max_batch: int
     trt_compat: tuple[str, ...] = ()
+    bf16: bool = True  # gate BF16 too where this host runs it natively (BuildConfig.bf16)
     _stats: ActivationStats | None = None
 
     def activation_stats(self) -> ActivationStats:

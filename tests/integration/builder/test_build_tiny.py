@@ -152,6 +152,29 @@ def test_bf16_is_gated_on_a_host_that_runs_it(tiny_builds):
     assert set(flags.values()) <= {"true", "false"} and "true" in flags.values(), flags
 
 
+def test_no_bf16_claim_when_the_operator_turns_it_off(tiny_models, publisher_keys, tmp_path):
+    """``--no-bf16`` (a fleet whose verifiers lack native BF16): no claim, nodes run f32."""
+    from builder.pipeline import BuildConfig, build
+    from tests.factories import TINY_THRESHOLDS
+
+    report = build(
+        BuildConfig(
+            model_dir=str(tiny_models["classify"]),
+            task="classify",
+            model_name="tiny-classify",
+            out_dir=str(tmp_path),
+            targets=["openvino-int8"],
+            key_file=str(publisher_keys[0]),
+            eval_limit=120,
+            calibration_limit=40,
+            thresholds=TINY_THRESHOLDS["classify"],
+            bf16=False,
+        )
+    )
+    assert report.targets[0].passed, report.targets[0].reason
+    assert "bf16_gated" not in read_manifest(tmp_path / "openvino-int8").target.runtime
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_int8_bundles_are_smaller(tiny_builds, task):
     _, report = tiny_builds[task]

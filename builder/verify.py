@@ -76,7 +76,11 @@ def verify_bundle_quality(bundle: VerifiedBundle, spec: VerifySpec) -> Verdict:
         if node_precision(m.target.runtime, native_bf16=True) == "bf16":
             # nodes with native BF16 will run it in BF16: those numerics are checked too, on a
             # host that runs them (elsewhere OpenVINO would silently check f32 again)
-            bf16 = bf16_runner(bundle, spec.threads)
+            try:
+                bf16 = bf16_runner(bundle, spec.threads)
+            except Exception as exc:  # a verdict on the bundle, not a crash to retry
+                why = f"bf16: the bundle does not compile in BF16: {type(exc).__name__}: {exc}"
+                return Verdict(False, {}, thresholds, why[:1000])
             if bf16 is None:
                 return Verdict(False, {}, thresholds, UNCHECKABLE_BF16, retry=True)
     encoder = TextEncoder.for_bundle(bundle.path, m)

@@ -15,6 +15,7 @@ other node, and every bundle without the flag, runs the pinned precision.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from artifacts.errors import InputError
 
@@ -30,6 +31,16 @@ def has_native_bf16(capabilities: Sequence[str]) -> bool:
     """Whether OpenVINO's CPU plugin runs BF16 in hardware here (its
     ``OPTIMIZATION_CAPABILITIES``); elsewhere a BF16 hint silently runs f32."""
     return "BF16" in capabilities
+
+
+def cpu_has_native_bf16(core: Any = None) -> bool:
+    """:func:`has_native_bf16` for this host's CPU plugin (``core``: an ``openvino.Core``
+    already at hand; else one is made — OpenVINO is imported only here)."""
+    if core is None:
+        import openvino as ov
+
+        core = ov.Core()
+    return has_native_bf16(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def node_precision(runtime: Mapping[str, str], *, native_bf16: bool) -> str:

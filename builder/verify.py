@@ -15,7 +15,7 @@ import msgspec
 
 from artifacts.bundle import VerifiedBundle
 from artifacts.golden import smoke_check
-from artifacts.openvino_config import PRECISION_KEY, has_native_bf16, node_precision
+from artifacts.openvino_config import PRECISION_KEY, cpu_has_native_bf16, node_precision
 from artifacts.quality import thresholds_for
 from artifacts.textproc import TextEncoder
 from builder.data.datasets import eval_splits
@@ -127,9 +127,7 @@ UNCHECKABLE_BF16 = (
 def bf16_runner(bundle: VerifiedBundle, threads: int) -> Runner | None:
     """The bundle compiled in BF16 as nodes with native BF16 run it; None where this host
     would silently run f32 instead (nothing to check here)."""
-    import openvino as ov
-
-    if not has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
+    if not cpu_has_native_bf16():
         return None
     m = bundle.manifest
     runtime = dict(m.target.runtime) | {PRECISION_KEY: "bf16"}

@@ -41,7 +41,7 @@ from artifacts.openvino_config import (
     BF16_GATED_KEY,
     DYNAMIC_QUANTIZATION_KEY,
     PRECISION_KEY,
-    has_native_bf16,
+    cpu_has_native_bf16,
 )
 from builder.quantize import graph
 from builder.runners import OpenVinoRunner, Runner
@@ -150,7 +150,7 @@ def _artifact(
     if dynamic_group is not None:
         runtime[DYNAMIC_QUANTIZATION_KEY] = str(dynamic_group)
     alternates: dict[str, Callable[[], Runner]] = {}
-    if ctx.bf16 and has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")):
+    if ctx.bf16 and cpu_has_native_bf16():
         bf16 = runtime | {PRECISION_KEY: "bf16"}
         alternates[BF16_GATED_KEY] = lambda: OpenVinoRunner(
             xml, ctx.master.output_name, threads=ctx.threads, runtime=bf16

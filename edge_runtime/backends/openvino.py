@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from artifacts.openvino_config import compile_config, has_native_bf16
+from artifacts.openvino_config import compile_config, cpu_has_native_bf16
 from edge_runtime.backends.base import BackendSettings
 from edge_runtime.errors import BackendUnavailable
 
@@ -39,12 +39,11 @@ class OpenVinoBackend:
         core = ov.Core()
         device = "CPU"
         threads = settings.threads or (os.cpu_count() or 1)
-        native_bf16 = has_native_bf16(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
         config = compile_config(
             manifest.target.runtime,
             threads=threads,
             streams=settings.streams,
-            native_bf16=native_bf16,
+            native_bf16=cpu_has_native_bf16(core),
         )
         precision = str(config["INFERENCE_PRECISION_HINT"])
         self._compiled = core.compile_model(str(bundle_dir / manifest.model_file()), device, config)

@@ -9,6 +9,7 @@ import pytest
 
 from artifacts.bundle import read_manifest, verify_bundle
 from artifacts.golden import read_golden
+from artifacts.openvino_config import cpu_has_native_bf16
 from artifacts.signing import TrustedKeys
 from artifacts.textproc import TextEncoder, compare, run_items
 from builder.runners import bundle_runner
@@ -105,20 +106,12 @@ def test_manifest_records_quality_perf_build(tiny_builds, task):
         if target == "openvino-int8":
             assert m.target.runtime["inference_precision"] == "f32"
             # gated in BF16 too where this host runs it natively, and only there
-            assert ("bf16_gated" in m.target.runtime) == _native_bf16()
+            assert ("bf16_gated" in m.target.runtime) == cpu_has_native_bf16()
         if task == "classify":
             assert m.model.labels == ["category-0", "category-1", "category-2"] and m.io.dim == 3
         if task == "embedding":
             assert m.io.pooling == "mean" and m.io.normalize and m.io.dim == 32
     assert read_manifest(dest / "onnx-int8").target.requires.cpu_isa_any
-
-
-def _native_bf16() -> bool:
-    import openvino as ov
-
-    from artifacts.openvino_config import has_native_bf16
-
-    return has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -134,7 +127,7 @@ def test_a_node_runs_bf16_only_where_it_was_gated_and_runs_natively(
     bundle = verify_bundle(dest / "openvino-int8", TrustedKeys.from_paths([publisher_keys[1]]))
     model = open_model(bundle, BackendSettings(threads=2))
     gated = bundle.manifest.target.runtime.get("bf16_gated") == "true"
-    want = "bf16" if gated and _native_bf16() else "f32"
+    want = "bf16" if gated and cpu_has_native_bf16() else "f32"
     assert model.info["inference_precision"] == want
     assert check(model).passed  # the golden smoke check holds in the numerics the node runs
     model.close()
@@ -143,7 +136,7 @@ def test_a_node_runs_bf16_only_where_it_was_gated_and_runs_natively(
 def test_bf16_is_gated_on_a_host_that_runs_it(tiny_builds):
     """Where the build host runs BF16 natively the gate's verdict on it is recorded for every
     task (here: the random tiny embedder's cosines fail it in BF16; the others pass)."""
-    if not _native_bf16():
+    if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native BF16: the builder records no BF16 verdict")
     flags = {
         task: read_manifest(dest / "openvino-int8").target.runtime["bf16_gated"]

@@ -8,17 +8,10 @@ import msgspec
 import pytest
 
 from artifacts.bundle import read_manifest, verify_bundle, write_bundle
+from artifacts.openvino_config import cpu_has_native_bf16
 from artifacts.signing import load_signing_key
 from builder.verify import VerifySpec, verify_bundle_quality
 from tests.factories import TINY_THRESHOLDS
-
-
-def _native_bf16() -> bool:
-    import openvino as ov
-
-    from artifacts.openvino_config import has_native_bf16
-
-    return has_native_bf16(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def _spec(bundle_dir, model_dir, task) -> VerifySpec:
@@ -64,12 +57,12 @@ def test_an_honest_bf16_claim_passes_where_it_can_be_checked(tiny_builds, tiny_m
     bundle = verify_bundle(dest / "openvino-int8", None)
     if bundle.manifest.target.runtime.get("bf16_gated") != "true":
         pytest.skip("the build host recorded no passing BF16 verdict")
-    if _native_bf16():
+    if cpu_has_native_bf16():
         verdict = verify_bundle_quality(bundle, _spec(dest, tiny_models[task], task))
         assert verdict.passed and not verdict.retry, verdict.reason
         assert "bf16_golden_worst" in verdict.metrics
     # a host whose OpenVINO would run the claim in f32 gives no verdict: another worker must
-    monkeypatch.setattr("builder.verify.has_native_bf16", lambda caps: False)
+    monkeypatch.setattr("builder.verify.cpu_has_native_bf16", lambda: False)
     verdict = verify_bundle_quality(bundle, _spec(dest, tiny_models[task], task))
     assert not verdict.passed and verdict.retry and "bf16_gated" in verdict.reason
 

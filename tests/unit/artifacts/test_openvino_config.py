@@ -71,3 +71,19 @@ def test_a_malformed_bf16_flag_is_refused():
     for flag in ("True", "1", "yes", ""):
         with pytest.raises(InputError, match="target.runtime.bf16_gated="):
             compile_config({"bf16_gated": flag}, threads=1, native_bf16=True)
+
+
+def test_the_host_probe_reads_the_cpu_plugins_capabilities():
+    from artifacts.openvino_config import cpu_has_native_bf16
+
+    class Core:
+        def __init__(self, caps):
+            self.caps = caps
+
+        def get_property(self, device, name):
+            assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+            return self.caps
+
+    assert cpu_has_native_bf16(Core(["FP32", "BF16"])) is True
+    assert cpu_has_native_bf16(Core(["FP32", "INT8"])) is False
+    assert isinstance(cpu_has_native_bf16(), bool)  # this host's real plugin

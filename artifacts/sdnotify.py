@@ -17,7 +17,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from artifacts.slow_clients import READ_TIMEOUT_S, read_timeout_protocol
+from artifacts.http_protocol import http_protocol
+from artifacts.slow_clients import READ_TIMEOUT_S
 
 log = logging.getLogger("shipyard.sdnotify")
 
@@ -115,15 +116,22 @@ async def _accepts(host: str, port: int) -> bool:
 
 
 def serve(
-    app: Any, notifier: Notifier, *, read_timeout_s: float = READ_TIMEOUT_S, **uvicorn_kw: Any
+    app: Any,
+    notifier: Notifier,
+    *,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    one_write: bool = True,
+    **uvicorn_kw: Any,
 ) -> None:
     """``uvicorn.run`` that says ``STOPPING=1`` the moment SIGTERM/SIGINT arrives (uvicorn then
     stops accepting and drains in-flight requests for ``timeout_graceful_shutdown`` s), and
     closes connections whose request is not read in time (:mod:`artifacts.slow_clients`;
-    ``read_timeout_s`` 0: never)."""
+    ``read_timeout_s`` 0: never), and sends each small response in one write
+    (:mod:`artifacts.one_write`; ``one_write`` False: uvicorn's two)."""
     import uvicorn
 
-    uvicorn_kw.setdefault("http", read_timeout_protocol(read_timeout_s))
+    uvicorn_kw.setdefault("http", http_protocol(read_timeout_s, one_write=one_write))
+    uvicorn_kw.setdefault("ws", "none")  # no WebSocket routes: an upgrade request is plain HTTP
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

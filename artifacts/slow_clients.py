@@ -5,7 +5,8 @@ connects and sends nothing, trickles its headers a byte at a time, or stalls its
 connection (and on the edge, a slot of ``server.max_connections``, past which everyone gets 503)
 for as long as it likes. A few hundred such sockets from one attacker take a node off the air.
 
-:func:`read_timeout_protocol` is uvicorn's httptools protocol with two clocks:
+:class:`ReadClocks`, mixed into uvicorn's httptools protocol (:func:`artifacts.http_protocol.
+http_protocol`), keeps two clocks:
 
 * **headers**: a request's headers must be complete within ``seconds`` of its first byte (of the
   connection opening, for the first request); past that the client gets ``408`` and the
@@ -43,8 +44,9 @@ _TIMEOUT = (
 
 
 class ReadClocks:
-    """The clocks, mixed into uvicorn's httptools protocol by :func:`read_timeout_protocol`
-    (which sets ``read_timeout_s`` and ``window_bytes``)."""
+    """The clocks, mixed into uvicorn's httptools protocol by
+    :func:`artifacts.http_protocol.http_protocol` (which sets ``read_timeout_s`` and
+    ``window_bytes``)."""
 
     read_timeout_s: float
     window_bytes: int
@@ -151,17 +153,3 @@ class ReadClocks:
             self.transport.abort()  # a client not reading would hold close() forever
         else:
             self.transport.close()
-
-
-def read_timeout_protocol(seconds: float, min_body_rate: int = MIN_BODY_BYTES_PER_S) -> Any:
-    """uvicorn's ``http`` protocol class with the read clocks above; ``"auto"`` (uvicorn's own,
-    no clocks) when ``seconds`` is 0 or httptools is not installed."""
-    if seconds <= 0:
-        return "auto"
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools is a pinned dependency
-        log.warning("httptools is not installed: no read timeout for slow clients")
-        return "auto"
-    settings = {"read_timeout_s": seconds, "window_bytes": int(min_body_rate * seconds)}
-    return type("ReadTimeoutProtocol", (ReadClocks, HttpToolsProtocol), settings)

@@ -99,6 +99,7 @@ def _serve(cfg) -> None:
         timeout_graceful_shutdown=cfg.server.drain_s,
         limit_concurrency=cfg.server.max_connections,  # beyond this uvicorn answers 503
         read_timeout_s=cfg.server.read_timeout_s,
+        one_write=cfg.server.one_write_per_response,
     )
 
 

@@ -92,6 +92,9 @@ class ServerSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # least MIN_BODY_BYTES_PER_S in every such window, else the connection is closed (slow
     # clients holding connections: artifacts.slow_clients); 0: never
     read_timeout_s: float = 10.0
+    # a small response's header block and body leave in one write (one send, one TCP segment)
+    # instead of uvicorn's two (artifacts.one_write); false only to measure the difference
+    one_write_per_response: bool = True
 
 
 # a query run on the event loop blocks it: keep that to a short one (a few ms)

@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 
 from artifacts.cli.procs import free_port
-from artifacts.slow_clients import read_timeout_protocol
+from artifacts.http_protocol import http_protocol
+from artifacts.slow_clients import ReadClocks
 
 TIMEOUT_S = 0.5
 RATE = 2000  # bytes/s: 1000 bytes per window
@@ -73,7 +74,7 @@ def served():
         port=port,
         log_level="warning",
         lifespan="off",
-        http=read_timeout_protocol(TIMEOUT_S, RATE),
+        http=http_protocol(TIMEOUT_S, min_body_rate=RATE),  # as served: one write per response too
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -182,7 +183,9 @@ def test_a_keep_alive_connection_is_not_timed_between_requests(served):
 
 
 def test_zero_turns_the_clocks_off():
-    assert read_timeout_protocol(0) == "auto"
+    assert http_protocol(0, one_write=False) == "auto"
+    assert not issubclass(http_protocol(0), ReadClocks)  # one write per response only
+    assert issubclass(http_protocol(1), ReadClocks)
 
 
 def test_blank_lines_between_requests_do_not_hold_the_connection(served):

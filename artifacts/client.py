@@ -580,10 +580,16 @@ class RegistryClient:
         )
 
     def create_token(
-        self, name: str, scopes: list[str], *, expires_in_s: float | None = None
+        self,
+        name: str,
+        scopes: list[str],
+        *,
+        expires_in_s: float | None = None,
+        catalogs: list[str] | None = None,
     ) -> str:
-        """A new bearer token (admin): shown once, stored hashed by central."""
-        body = CreateToken(name=name, scopes=scopes, expires_in_s=expires_in_s)
+        """A new bearer token (admin): shown once, stored hashed by central; ``catalogs``
+        binds its catalog routes to those catalogs."""
+        body = CreateToken(name=name, scopes=scopes, expires_in_s=expires_in_s, catalogs=catalogs)
         return _decoded(self._json("POST", "/v1/tokens", body), into=TokenCreated).token
 
     def tokens(self) -> list[TokenInfo]:

@@ -151,6 +151,7 @@ class CreateToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     scopes: list[str]
     expires_in_s: float | None = None
+    catalogs: list[str] | None = None  # bound: only these catalogs' routes (None: any)
 
 
 class TokenInfo(msgspec.Struct, kw_only=True):
@@ -158,6 +159,7 @@ class TokenInfo(msgspec.Struct, kw_only=True):
     name: str
     scopes: list[str]
     worker: str | None = None
+    catalogs: list[str] | None = None
     created_at: str
     expires_at: str = ""
     revoked_at: str = ""
@@ -168,6 +170,7 @@ class TokenCreated(msgspec.Struct, kw_only=True):
     name: str
     scopes: list[str]
     token: str
+    catalogs: list[str] | None = None
 
 
 # ---- builds -------------------------------------------------------------------------------

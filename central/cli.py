@@ -289,11 +289,17 @@ def gc(
 @token_app.command("create")
 def token_create(
     scope: list[str] = typer.Option(
-        ..., "--scope", help="pull | push | promote | build | admin (repeatable)"
+        ..., "--scope", help="pull | push | promote | build | embed | admin (repeatable)"
     ),
     name: str = typer.Option("cli", "--name"),
     expires_in: float | None = typer.Option(
         None, "--expires-in", help="Seconds until the token stops working (default: never)"
+    ),
+    catalog: list[str] | None = typer.Option(
+        None,
+        "--catalog",
+        help="Bind the token to this catalog (repeatable): its catalog routes reach only these "
+        "(an embed worker's token)",
     ),
     home: str = HOME,
     database_url: str | None = DB,
@@ -301,7 +307,9 @@ def token_create(
     """Create a bearer token and print it (it is stored hashed; this is the only time it is shown)."""
 
     async def work(svc) -> str:
-        return await svc.tokens.create(name, scope, actor="cli", expires_in_s=expires_in)
+        return await svc.tokens.create(
+            name, scope, actor="cli", expires_in_s=expires_in, catalogs=catalog or None
+        )
 
     typer.echo(_offline(home, database_url, work))
 
@@ -314,11 +322,21 @@ def token_list(home: str = HOME, database_url: str | None = DB) -> None:
         return await svc.tokens.list()
 
     rows = [
-        [t.id, t.name, ",".join(t.scopes), t.worker or "", t.expires_at or "never", t.state]
+        [
+            t.id,
+            t.name,
+            ",".join(t.scopes),
+            t.worker or "",
+            ",".join(t.catalogs) if t.catalogs is not None else "any",
+            t.expires_at or "never",
+            t.state,
+        ]
         for t in _offline(home, database_url, work)  # type: ignore[attr-defined]
     ]
     console().print(
-        simple_table("tokens", ["id", "name", "scopes", "worker", "expires", "state"], rows)
+        simple_table(
+            "tokens", ["id", "name", "scopes", "worker", "catalogs", "expires", "state"], rows
+        )
     )
 
 

@@ -25,6 +25,8 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     principal = await auth.authenticate(connection.headers.get("authorization"))
     connection.state["principal"] = principal
     principal.require(scope)
+    if handler.opt.get("catalog"):  # a token bound to catalogs reaches only those
+        principal.require_catalog(connection.path_params["name"])
     if principal.worker is not None and not handler.opt.get("workers"):
         raise ForbiddenError(
             f"worker {principal.worker}'s credential may only pull, upload blobs and "
@@ -42,13 +44,20 @@ def principal_of(request: Any) -> Principal:
 
 
 def pull(**extra: Any) -> dict[str, Any]:
-    """A read route: any token (worker credentials included) with the ``pull`` scope."""
+    """A read route: any token (worker credentials included) with the ``pull`` scope;
+    ``catalog=True``: a catalog's route (its ``name`` path parameter), see :func:`needs`."""
     return {"guards": [guard], "opt": {"scope": "pull", "workers": True, **extra}}
 
 
 def needs(
-    scope: str, body: str | None = "application/json", *, workers: bool = False
+    scope: str,
+    body: str | None = "application/json",
+    *,
+    workers: bool = False,
+    catalog: bool = False,
 ) -> dict[str, Any]:
     """``scope`` required; ``body`` the content type a write must send; ``workers`` whether a
-    build worker's credential may call it at all."""
-    return {"guards": [guard], "opt": {"scope": scope, "body": body, "workers": workers}}
+    build worker's credential may call it at all; ``catalog`` whether the route acts on the
+    catalog named by its ``name`` path parameter (a token bound to other catalogs: 403)."""
+    opt = {"scope": scope, "body": body, "workers": workers, "catalog": catalog}
+    return {"guards": [guard], "opt": opt}

@@ -12,9 +12,13 @@ from central.auth.service import TokenService
 @post("/v1/tokens", status_code=201, **needs("admin"))
 async def create_token(tokens: TokenService, request: Request, data: CreateToken) -> TokenCreated:
     token = await tokens.create(
-        data.name, data.scopes, actor=principal_of(request).name, expires_in_s=data.expires_in_s
+        data.name,
+        data.scopes,
+        actor=principal_of(request).name,
+        expires_in_s=data.expires_in_s,
+        catalogs=data.catalogs,
     )
-    return TokenCreated(name=data.name, scopes=data.scopes, token=token)
+    return TokenCreated(name=data.name, scopes=data.scopes, token=token, catalogs=data.catalogs)
 
 
 @get("/v1/tokens", **needs("admin", body=None))

@@ -2,7 +2,8 @@
 
 Lookups are cached briefly: a revoked or expired token stops working within
 ``TOKEN_CACHE_S`` on every replica (at once on the replica that revoked it). A token may be
-bound to one enrolled build worker: it then acts as that worker and no other.
+bound to one enrolled build worker: it then acts as that worker and no other; and to a set of
+catalogs: its catalog routes then reach those catalogs and no other (an embed worker's token).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from artifacts.embed_queue import check_catalog_name
 from artifacts.errors import AuthError, ForbiddenError, InputError, NotFoundError
 from artifacts.names import check_name
 from artifacts.wire import TokenInfo
@@ -24,6 +26,7 @@ from central.db import Database, iso, utcnow
 TOKEN_CACHE_S = 2.0
 MAX_CACHED = 10_000
 MAX_EXPIRY_S = 10 * 365 * 86400
+MAX_BOUND_CATALOGS = 64
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,19 @@ class Principal:
     scopes: frozenset[str]
     worker: str | None = None
     internal: bool = False  # central acting on its own (e.g. a catalog run), never a token
+    catalogs: frozenset[str] | None = None  # bound to these catalogs (None: any)
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise ForbiddenError(f"token {self.name!r} lacks the {scope!r} scope")
+
+    def require_catalog(self, name: str) -> None:
+        """A token bound to catalogs (an embed worker's, say) acts on those alone."""
+        if self.catalogs is not None and name not in self.catalogs:
+            raise ForbiddenError(
+                f"token {self.name!r} is bound to catalog(s) {', '.join(sorted(self.catalogs))}, "
+                f"not {name!r}"
+            )
 
     def require_worker(self, name: str) -> None:
         """Only the credential enrolled for worker ``name`` may act as it."""
@@ -76,7 +88,12 @@ class TokenService:
             raise AuthError("invalid or revoked bearer token")
         if row.expires_at is not None and row.expires_at <= utcnow():
             raise AuthError(f"bearer token {row.name!r} expired at {iso(row.expires_at)}")
-        principal = Principal(row.name, tokens.granted(row.scopes), row.worker)
+        principal = Principal(
+            row.name,
+            tokens.granted(row.scopes),
+            row.worker,
+            catalogs=frozenset(row.catalogs) if row.catalogs is not None else None,
+        )
         if len(self._cache) > MAX_CACHED:
             self._cache.clear()
         self._cache[digest] = (now, principal, row.expires_at)
@@ -90,9 +107,16 @@ class TokenService:
         *,
         worker: str | None = None,
         expires_in_s: float | None = None,
+        catalogs: list[str] | None = None,
     ) -> str:
         check_name(name, "token name")
         scopes = tokens.parse_scopes(scopes)
+        if catalogs is not None:
+            if not catalogs or len(catalogs) > MAX_BOUND_CATALOGS:
+                raise InputError(
+                    f"a token is bound to 1 to {MAX_BOUND_CATALOGS} catalogs, not {len(catalogs)}"
+                )
+            catalogs = sorted({check_catalog_name(c) for c in catalogs})
         expires_at = None
         if expires_in_s is not None:
             if not 0 < expires_in_s <= MAX_EXPIRY_S:
@@ -107,9 +131,12 @@ class TokenService:
                     scopes=scopes,
                     worker=worker,
                     expires_at=expires_at,
+                    catalogs=catalogs,
                 )
             )
             detail = f"expires {iso(expires_at)}" if expires_at else ""
+            if catalogs is not None:
+                detail = f"catalogs {','.join(catalogs)}" + (f"; {detail}" if detail else "")
             self.audit.record(
                 s, actor, "token.create", f"{name} [{','.join(scopes)}]", detail=detail
             )
@@ -162,6 +189,7 @@ def _info(row: Token) -> TokenInfo:
         name=row.name,
         scopes=list(row.scopes),
         worker=row.worker,
+        catalogs=list(row.catalogs) if row.catalogs is not None else None,
         created_at=iso(row.created_at),
         expires_at=iso(row.expires_at),
         revoked_at=iso(row.revoked_at),

@@ -1,4 +1,5 @@
-"""Catalogs: bind to a model, publish product changes, start re-embedding, take vectors, status."""
+"""Catalogs: bind to a model, publish product changes, start re-embedding, take vectors, status.
+Every route here is a catalog's: a token bound to other catalogs gets 403 (``catalog=True``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from central.catalogs.service import CatalogService
 CATALOG = "/v1/catalogs/{name:str}"
 
 
-@put(CATALOG, status_code=200, **needs("build"))
+@put(CATALOG, status_code=200, **needs("build", catalog=True))
 async def bind(
     catalogs: CatalogService, request: Request, name: str, data: CatalogBinding
 ) -> CatalogInfo:
@@ -28,13 +29,13 @@ async def bind(
     return await catalogs.bind(name, data, principal_of(request))
 
 
-@get(CATALOG, **pull())
+@get(CATALOG, **pull(catalog=True))
 async def status(catalogs: CatalogService, name: str) -> CatalogInfo:
     """Products, runs (done/total, rate, ETA, state) and dead letters."""
     return await catalogs.info(name)
 
 
-@post(f"{CATALOG}/items", status_code=202, **needs("build"))
+@post(f"{CATALOG}/items", status_code=202, **needs("build", catalog=True))
 async def items(
     catalogs: CatalogService, request: Request, name: str, data: CatalogItemsRequest
 ) -> Published:
@@ -42,7 +43,7 @@ async def items(
     return await catalogs.publish_items(name, data, principal_of(request))
 
 
-@post(f"{CATALOG}/runs", status_code=202, **needs("build"))
+@post(f"{CATALOG}/runs", status_code=202, **needs("build", catalog=True))
 async def start_run(
     catalogs: CatalogService, request: Request, name: str, data: RunRequest
 ) -> RunInfo:
@@ -50,13 +51,13 @@ async def start_run(
     return await catalogs.start_run(name, data, principal_of(request))
 
 
-@get(f"{CATALOG}/runs/{{run_id:int}}", **pull())
+@get(f"{CATALOG}/runs/{{run_id:int}}", **pull(catalog=True))
 async def get_run(catalogs: CatalogService, name: str, run_id: int) -> RunInfo:
     """One run (embed workers check a job's run before working on it)."""
     return await catalogs.run(name, run_id)
 
 
-@put(f"{CATALOG}/vectors", status_code=200, **needs("embed"))
+@put(f"{CATALOG}/vectors", status_code=200, **needs("embed", catalog=True))
 async def vectors(
     catalogs: CatalogService, request: Request, name: str, data: VectorBatch
 ) -> VectorsStored:

@@ -15,6 +15,7 @@ from artifacts.errors import (
     AuthError,
     ConflictError,
     DigestMismatchError,
+    InputError,
     NotFoundError,
     Unprocessable,
     WrongBundleError,
@@ -555,3 +556,46 @@ def test_problem_json_shape(central):
     assert r.status_code == 404
     body = json.loads(r.text)
     assert body["status"] == 404 and "model 'nope' not found" in body["detail"]
+
+
+def test_a_catalog_bound_token_reaches_its_catalogs_alone(central):
+    """An embed worker's token bound to ``shoes`` (``central token create --catalog``): every
+    catalog route of another catalog answers 403; its own and its other routes work as before;
+    a bad binding is refused and creates nothing."""
+    with admin(central) as a:
+        bound = a.create_token("embed-shoes", ["embed"], catalogs=["shoes"])
+        unbound = a.create_token("embed-any", ["embed"])
+        before = len(a.tokens())
+        for bad in ([], ["a.b"], ["../x"], [f"c{i}" for i in range(65)], ["ok", ""]):
+            with pytest.raises(InputError):
+                a.create_token("bad", ["embed"], catalogs=bad)
+        assert len(a.tokens()) == before
+        info = {t.name: t for t in a.tokens()}
+        assert info["embed-shoes"].catalogs == ["shoes"] and info["embed-any"].catalogs is None
+        audit = [e for e in a.audit() if e.action == "token.create" and "embed-shoes" in e.subject]
+        assert audit and "catalogs shoes" in audit[0].detail
+    vectors = {"run": 1, "model": "m", "version": 1, "target": "onnx-int8", "items": []}
+    routes = [
+        ("GET", "/v1/catalogs/{c}", None),
+        ("GET", "/v1/catalogs/{c}/runs/1", None),
+        ("PUT", "/v1/catalogs/{c}/vectors", vectors),
+    ]
+    for method, path, body in routes:
+        kw = {"json": body} if body is not None else {}
+
+        def call(token: str, catalog: str, method=method, path=path, kw=kw) -> httpx.Response:
+            return httpx.request(
+                method,
+                central.url + path.format(c=catalog),
+                headers={"Authorization": f"Bearer {token}"},
+                **kw,
+            )
+
+        r = call(bound, "hats")
+        assert r.status_code == 403, (method, path, r.status_code)
+        assert "bound to catalog(s) shoes" in r.json()["detail"]
+        assert call(bound, "shoes").status_code not in (401, 403), (method, path)
+        assert call(unbound, "hats").status_code not in (401, 403), (method, path)
+    # its other routes (an embed worker pulls the model) are unchanged
+    r = httpx.get(central.url + "/v1/models", headers={"Authorization": f"Bearer {bound}"})
+    assert r.status_code == 200

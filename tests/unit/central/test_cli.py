@@ -47,6 +47,22 @@ def test_token_create_refuses_unknown_scope_and_writes_nothing(tmp_path: Path, c
         _principal(home, token + "x")
 
 
+def test_token_create_binds_catalogs(tmp_path: Path, capsys) -> None:
+    home = tmp_path / "central"
+    argv = ["token", "create", "--scope", "embed", "--name", "embed-eu", "--home", str(home)]
+    assert main([*argv, "--catalog", "shoes", "--catalog", "hats"]) == 0
+    principal = _principal(home, capsys.readouterr().out.strip())
+    assert principal.catalogs == frozenset({"shoes", "hats"})
+    principal.require_catalog("hats")
+    with pytest.raises(Exception, match="bound to catalog\\(s\\) hats, shoes, not 'bags'"):
+        principal.require_catalog("bags")
+    assert main([*argv, "--catalog", "a.b"]) == 1  # a catalog name has no dots
+    assert "no dots" in capsys.readouterr().err
+    assert main(["token", "list", "--home", str(home)]) == 0
+    listed = capsys.readouterr().out
+    assert "hats,shoes" in listed and listed.count("embed-eu") == 1
+
+
 def test_keys_trust_list_untrust_in_the_database(tmp_path: Path, capsys) -> None:
     import json
 

@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from artifacts.sdnotify import Notifier, announce_ready
 from artifacts.tracing import Traced, Tracing
 from artifacts.wire import Problem
+from central.at_most import AtMostEvery
 from central.audit import routes as audit_routes
 from central.auth import routes as auth_routes
 from central.blobs import routes as blob_routes
@@ -78,19 +79,15 @@ class Readiness:
     the part that is not ready; the details (URLs, errors, paths) go to the log."""
 
     def __init__(self, db: Database, blobs: BlobService, tuf: SharedTuf, ttl_s: float = 2.0):
-        self.db, self.blobs, self.tuf, self.ttl_s = db, blobs, tuf, ttl_s
-        self._at, self._answer = -1e9, ("", "")
-        self._lock = asyncio.Lock()
+        self.db, self.blobs, self.tuf = db, blobs, tuf
+        # ("", "") when ready, else (the part, the details)
+        self.check = AtMostEvery(ttl_s, self._logged_probe, ("", ""))
 
-    async def check(self) -> tuple[str, str]:
-        """("", "") when ready, else (the part, the details)."""
-        async with self._lock:
-            if time.monotonic() - self._at > self.ttl_s:
-                self._answer = await self._probe()
-                self._at = time.monotonic()
-                if self._answer[0]:
-                    log.warning("not ready: %s: %s", *self._answer)
-            return self._answer
+    async def _logged_probe(self) -> tuple[str, str]:
+        answer = await self._probe()
+        if answer[0]:
+            log.warning("not ready: %s: %s", *answer)
+        return answer
 
     async def _probe(self) -> tuple[str, str]:
         for part, probe in (

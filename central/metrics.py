@@ -1,7 +1,9 @@
 """Central's Prometheus metrics (``GET /metrics``): requests by route template and status, their
 latency, and the build service's state read from the database at scrape time — so every
 replica reports the same numbers and nothing is kept in process memory that two replicas
-would disagree on. One registry per app (no global registry: tests run several apps)."""
+would disagree on — at most once per ``REFRESH_S`` however often it is scraped (the endpoint is
+unauthenticated: a flood of scrapes must not become a flood of queries). One registry per app
+(no global registry: tests run several apps)."""
 
 from __future__ import annotations
 
@@ -20,17 +22,20 @@ from prometheus_client import (
 from sqlalchemy import func, select
 
 from artifacts.states import BuildState, JobState
+from central.at_most import AtMostEvery
 from central.builds.capability import capability_gap, live_workers
 from central.builds.models import Build, Job
 from central.db import Database
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REFRESH_S = 1.0
 
 
 class CentralMetrics:
-    def __init__(self, db: Database, lease_seconds: float) -> None:
+    def __init__(self, db: Database, lease_seconds: float, refresh_s: float = REFRESH_S) -> None:
         self.db = db
         self.lease_seconds = lease_seconds
+        self._refresh = AtMostEvery(refresh_s, self._read_state, None)
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         self.requests = Counter(
@@ -58,6 +63,11 @@ class CentralMetrics:
         )
         self.ready = Gauge(
             "shipyard_central_ready", "1 when the database answers (as /readyz)", registry=r
+        )
+        self.state_reads = Counter(
+            "shipyard_central_metrics_state_reads",
+            "Times a scrape read the build service's state from the database",
+            registry=r,
         )
 
     def middleware(self, app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -87,7 +97,13 @@ class CentralMetrics:
         return measured
 
     async def render(self) -> bytes:
-        """Refresh the build-service gauges from the database, then the exposition."""
+        """The exposition, its build-service gauges read from the database at most every
+        ``refresh_s``."""
+        await self._refresh()
+        return generate_latest(self.registry)
+
+    async def _read_state(self) -> None:
+        self.state_reads.inc()
         problem = await self.db.ping()
         self.ready.set(0 if problem else 1)
         if problem is None:
@@ -115,4 +131,3 @@ class CentralMetrics:
             counts[JobState.WAITING] = waiting
             for state in JobState:
                 self.jobs.labels(state.value).set(counts.get(state, 0))
-        return generate_latest(self.registry)

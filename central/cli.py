@@ -169,18 +169,28 @@ def serve(
     )
 
 
-def _offline(home: str, database_url: str | None, work, **settings: Any) -> object:
-    """Run ``work(services)`` against the service's database without starting the service."""
+def _offline(
+    home: str, database_url: str | None, work, *, read_only: bool = False, **settings: Any
+) -> object:
+    """Run ``work(services)`` against the service's database without starting the service;
+    migrated first, unless ``read_only`` (a listing, a dry run): that changes nothing and
+    refuses a schema that is not this central's."""
     from central.services import Services
 
     config = CentralConfig(home=home, database_url=database_url, local_workers=0, **settings)
 
     async def run() -> object:
-        from central.db import migrate
+        from central.db import migrate, schema_behind
 
         svc = Services(config)
         try:
-            await migrate(svc.db.engine)
+            if not read_only:
+                await migrate(svc.db.engine)
+            elif (behind := await schema_behind(svc.db.engine)) is not None:
+                raise InputError(
+                    f"{behind}: a read-only command changes nothing — start `central serve` "
+                    "(or run a command that writes) to migrate it first"
+                )
             return await work(svc)
         finally:
             await svc.blobs.store.close()
@@ -244,7 +254,7 @@ def gc(
 
     plan, result = cast(
         "tuple[Plan, Result | None]",
-        _offline(home, database_url, work, **_oci(oci_url, oci_repository)),
+        _offline(home, database_url, work, read_only=dry_run, **_oci(oci_url, oci_repository)),
     )
     if as_json:
         typer.echo(
@@ -331,7 +341,7 @@ def token_list(home: str = HOME, database_url: str | None = DB) -> None:
             t.expires_at or "never",
             t.state,
         ]
-        for t in _offline(home, database_url, work)  # type: ignore[attr-defined]
+        for t in _offline(home, database_url, work, read_only=True)  # type: ignore[attr-defined]
     ]
     console().print(
         simple_table(
@@ -389,7 +399,7 @@ def workers_list(home: str = HOME, database_url: str | None = DB) -> None:
             w.last_seen,
             "disabled" if w.disabled else "enabled",
         ]
-        for w in _offline(home, database_url, work)  # type: ignore[attr-defined]
+        for w in _offline(home, database_url, work, read_only=True)  # type: ignore[attr-defined]
     ]
     console().print(
         simple_table("workers", ["name", "may build", "key", "last seen", "state"], rows)
@@ -472,7 +482,7 @@ def keys_list(home: str = HOME, database_url: str | None = DB, as_json: bool = J
     async def work(svc) -> list:
         return await svc.key_trust.list()
 
-    keys = _offline(home, database_url, work)
+    keys = _offline(home, database_url, work, read_only=True)
     if as_json:
         typer.echo(msgspec.json.encode(keys).decode())
         return
@@ -558,7 +568,7 @@ def tuf_root(home: str = HOME, database_url: str | None = DB) -> None:
     async def work(svc):
         return await svc.tuf.root_json()
 
-    sys.stdout.write(cast(bytes, _offline(home, database_url, work)).decode())
+    sys.stdout.write(cast(bytes, _offline(home, database_url, work, read_only=True)).decode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,6 +112,24 @@ async def migrate(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade)
 
 
+async def schema_behind(engine: AsyncEngine) -> str | None:
+    """None when the schema is at head; else what it is at (a read-only command must not
+    migrate a database, e.g. one an older service still runs on)."""
+
+    def _check(sync_conn) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        current = MigrationContext.configure(sync_conn).get_current_revision()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        if current == head:
+            return None
+        return f"the database schema is at revision {current or 'none'}, this central's is {head}"
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_check)
+
+
 async def retry_integrity(attempt: Callable[[], Awaitable[T]], *, attempts: int = 3) -> T:
     """Run a transaction again when it lost a race on a unique constraint (e.g. two first
     pushes creating the same model row); the last IntegrityError propagates."""

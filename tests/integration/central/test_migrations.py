@@ -131,3 +131,43 @@ def _utc(value):
     if isinstance(value, str):  # SQLite hands back the stored text
         value = dt.datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def test_read_only_commands_never_migrate(tmp_path, capsys):
+    """`central gc --dry-run` and the listings change nothing: on a schema that is not this
+    central's (an older service still running on it) they refuse, naming both revisions, and
+    leave it where it was; a writing command migrates as before."""
+    from central.cli import main
+    from central.db import schema_behind
+
+    home = tmp_path / "central"
+    home.mkdir()
+    url = f"sqlite+aiosqlite:///{home / 'central.db'}"
+    _run(url, _upgrade("0007"))
+
+    def revision() -> str | None:
+        return _run(url, lambda conn: MigrationContext.configure(conn).get_current_revision())
+
+    for argv in (
+        ["gc", "--dry-run"],
+        ["token", "list"],
+        ["workers", "list"],
+        ["keys", "list"],
+        ["tuf", "root"],
+    ):
+        assert main([*argv, "--home", str(home)]) == 1, argv
+        err = capsys.readouterr().err
+        assert "revision 0007" in err and "read-only" in err, (argv, err)
+        assert revision() == "0007"
+    assert main(["token", "create", "--scope", "pull", "--home", str(home)]) == 0
+    assert revision() != "0007"
+
+    async def behind():
+        db = Database(url)
+        try:
+            return await schema_behind(db.engine)
+        finally:
+            await db.close()
+
+    assert asyncio.run(behind()) is None
+    assert main(["token", "list", "--home", str(home)]) == 0

@@ -79,3 +79,9 @@ class OneWritePerResponse:
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self.transport = HeldHeaders(transport, self.loop)
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed: send what is held now (the transport closes itself next)."""
+        if isinstance(self.transport, HeldHeaders):
+            self.transport.flush()
+        return super().eof_received()  # type: ignore[misc]

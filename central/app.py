@@ -208,7 +208,7 @@ def create_app(
         },
         middleware=[lambda app: Traced(app, traces), measured.middleware],
         lifespan=[lifespan],
-        state=State({"tokens": svc.tokens}),
+        state=State({"tokens": svc.tokens, "catalogs": svc.catalogs}),
         after_exception=[audit_refusal],
         exception_handlers=HANDLERS,
         request_max_body_size=config.max_json_bytes,

@@ -142,7 +142,7 @@ class Services:
             "channels": self.channels,
             "builds": self.builds,
             "indexes": self.indexes,
-            "catalogs": self.catalogs,
+            "catalog_service": self.catalogs,
             "leases": self.leases,
             "fleet": self.fleet,
             "workers": self.workers,

@@ -27,6 +27,11 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     principal.require(scope)
     if handler.opt.get("catalog"):  # a token bound to catalogs reaches only those
         principal.require_catalog(connection.path_params["name"])
+    if principal.catalogs is not None and (model := model_of(connection)) is not None:
+        # nor another catalog's index (a registry model holding that catalog's product texts)
+        owner = await connection.app.state["catalogs"].index_owner(model)
+        if owner is not None:
+            principal.require_catalog(owner)
     if principal.worker is not None and not handler.opt.get("workers"):
         raise ForbiddenError(
             f"worker {principal.worker}'s credential may only pull, upload blobs and "
@@ -37,6 +42,19 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         ctype = connection.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != expects:
             raise UnsupportedMediaType(f"expected Content-Type {expects}, got {ctype or 'none'}")
+
+
+def model_of(connection: ASGIConnection) -> str | None:
+    """The registry model a route reads: its ``model`` path parameter, or the ``model-<name>``
+    TUF role a ``/v1/tuf/{name}`` route serves."""
+    params = connection.path_params
+    if "model" in params:
+        return str(params["model"])
+    name = params.get("name")
+    if isinstance(name, str) and connection.url.path.startswith("/v1/tuf/"):
+        role = name.removesuffix(".json")
+        return role.removeprefix("model-") if role.startswith("model-") else None
+    return None
 
 
 def principal_of(request: Any) -> Principal:

@@ -21,4 +21,4 @@ class Token(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(64), nullable=True)  # bound identity
     # the only catalogs its catalog routes may touch (None: any; e.g. an embed worker's token)
-    catalogs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    catalogs: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)

@@ -18,7 +18,8 @@ async def create_token(tokens: TokenService, request: Request, data: CreateToken
         expires_in_s=data.expires_in_s,
         catalogs=data.catalogs,
     )
-    return TokenCreated(name=data.name, scopes=data.scopes, token=token, catalogs=data.catalogs)
+    bound = sorted(set(data.catalogs)) if data.catalogs is not None else None  # as stored
+    return TokenCreated(name=data.name, scopes=data.scopes, token=token, catalogs=bound)
 
 
 @get("/v1/tokens", **needs("admin", body=None))

@@ -27,6 +27,9 @@ TOKEN_CACHE_S = 2.0
 MAX_CACHED = 10_000
 MAX_EXPIRY_S = 10 * 365 * 86400
 MAX_BOUND_CATALOGS = 64
+# A catalog-bound token holds only scopes whose writes stay inside catalog routes: ``build``,
+# ``push``, ``promote`` and ``admin`` reach routes a binding does not cover (models, channels).
+BOUND_SCOPES = frozenset({"embed", "pull"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,12 @@ class TokenService:
                     f"a token is bound to 1 to {MAX_BOUND_CATALOGS} catalogs, not {len(catalogs)}"
                 )
             catalogs = sorted({check_catalog_name(c) for c in catalogs})
+            wide = sorted(set(scopes) - BOUND_SCOPES)
+            if wide:
+                raise InputError(
+                    f"a catalog-bound token holds only {', '.join(sorted(BOUND_SCOPES))}: "
+                    f"{', '.join(wide)} reach routes outside its catalogs (issue an unbound token)"
+                )
         expires_at = None
         if expires_in_s is not None:
             if not 0 < expires_in_s <= MAX_EXPIRY_S:

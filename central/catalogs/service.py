@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import numpy as np
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,6 +80,7 @@ MAX_JOB_BYTES = 512 << 10  # a job's texts: well under NATS's default 1 MB max_p
 STALL_S = 60.0  # a run without progress this long has what it misses sent again
 CLAIM_STALE_S = 120.0  # a claim (indexing, promoting) older than this is taken over
 NORM_TOLERANCE = 0.05  # workers send unit vectors
+BIND_LOCK = 0x4361_7442  # "CatB": the advisory lock a binding takes (PostgreSQL)
 SYSTEM = Principal(
     name="central:catalog-runs",
     scopes=frozenset({"pull", "push", "build", "promote"}),
@@ -264,6 +265,11 @@ class CatalogService:
         async def attempt() -> None:
             async with self.db.transaction() as s:
                 await find_model(s, b.model)  # 404 for an unknown model
+                if self.db.is_postgres:  # binds one at a time: two never claim one index
+                    await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BIND_LOCK})
+                owner = await _index_owner(s, b.index)
+                if owner is not None and owner != name:  # it would publish over their index
+                    raise ConflictError(f"index {b.index!r} belongs to catalog {owner!r}")
                 row = await s.get(CatalogRow, name)
                 if row is None:
                     row = CatalogRow(name=name)
@@ -280,6 +286,12 @@ class CatalogService:
 
         await retry_integrity(attempt)
         return await self.info(name)
+
+    async def index_owner(self, model: str) -> str | None:
+        """The catalog whose index is registry model ``model`` (None: not a catalog's index);
+        a catalog-bound token reads no other catalog's index (it holds its product texts)."""
+        async with self.db.session() as s:
+            return await _index_owner(s, model)
 
     async def info(self, name: str) -> CatalogInfo:
         eq.check_catalog_name(name)
@@ -975,3 +987,10 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     step = 8 << 20
     for i in range(0, len(data), step):
         yield data[i : i + step]
+
+
+async def _index_owner(s: AsyncSession, index: str) -> str | None:
+    owner = await s.execute(
+        select(CatalogRow.name).where(CatalogRow.index_name == index).order_by(CatalogRow.name)
+    )
+    return owner.scalars().first()

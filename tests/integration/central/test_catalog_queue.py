@@ -497,3 +497,40 @@ def test_a_refused_model_promotion_fails_the_run_and_ships_no_index(
             assert admin.channel("halted-index", "halted-serve").version is None
     finally:
         edge.stop()
+
+
+def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin):
+    """A binding never claims another catalog's index (it would publish over it); a token
+    bound to one catalog reads no other catalog's index (its product texts) by any of the
+    model's routes, while its own index and plain models read as before."""
+    bind(admin, "owner", stage_channel="owner-stage", channel="owner-serve")
+    bind(admin, "owner", stage_channel="owner-stage", channel="owner-serve")  # re-bind: fine
+    with pytest.raises(ConflictError, match="belongs to catalog 'owner'"):
+        admin.bind_catalog("thief", CatalogBinding(model=MODEL, index="owner-index"))
+    with pytest.raises(NotFoundError):  # the refused binding created no catalog
+        admin.catalog("thief")
+    thief = admin.create_token("thief-embed", ["embed"], catalogs=["thief"])
+    own = admin.create_token("owner-embed", ["embed"], catalogs=["owner"])
+    url = stack["central"].url
+    routes = [
+        "/v1/models/{m}/versions",
+        "/v1/models/{m}/versions/1",
+        "/v1/models/{m}/versions/1/bundles/index-usearch",
+        "/v1/models/{m}/channels",
+        "/v1/models/{m}/channels/owner-serve",
+        "/v1/tuf/model-{m}.json",
+        "/v1/tuf/targets/{m}/owner-serve.json",
+    ]
+    for path in routes:
+
+        def get(token: str, model: str, path=path) -> httpx.Response:
+            return httpx.get(
+                url + path.format(m=model), headers={"Authorization": f"Bearer {token}"}
+            )
+
+        r = get(thief, "owner-index")
+        assert r.status_code == 403, (path, r.status_code)
+        assert "bound to catalog(s) thief, not 'owner'" in r.json()["detail"]
+        assert get(own, "owner-index").status_code not in (401, 403), path
+        assert get(stack["central"].admin_token, "owner-index").status_code != 403, path
+        assert get(thief, MODEL).status_code not in (401, 403), path  # not an index

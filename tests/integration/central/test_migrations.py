@@ -171,3 +171,45 @@ def test_read_only_commands_never_migrate(tmp_path, capsys):
 
     assert asyncio.run(behind()) is None
     assert main(["token", "list", "--home", str(home)]) == 0
+
+
+def test_downgrading_0008_revokes_catalog_bound_tokens(db_url):
+    """Without the column a bound token would reach every catalog: the downgrade revokes it,
+    and leaves unbound tokens (a JSON null included) as they were."""
+    _run(db_url, _upgrade("0008"))
+
+    def seed(conn):
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        rows = [(1, "bound", '["shoes"]'), (2, "unbound", None), (3, "json-null", "null")]
+        for id_, name, catalogs in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tokens (id, name, token_hash, scopes, created_at, catalogs) "
+                    "VALUES (:id, :name, :hash, '[\"embed\"]', :now, :catalogs)"
+                ),
+                {
+                    "id": id_,
+                    "name": name,
+                    "hash": f"sha256:{id_}",
+                    "now": now,
+                    "catalogs": catalogs,
+                },
+            )
+
+    _run(db_url, seed)
+
+    def downgrade(conn):
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007")
+
+    _run(db_url, downgrade)
+
+    def read(conn):
+        t = sa.Table("tokens", sa.MetaData(), autoload_with=conn)
+        assert "catalogs" not in t.c
+        return dict(conn.execute(sa.select(t.c.name, t.c.revoked_at)).all())
+
+    revoked = _run(db_url, read)
+    assert revoked["bound"] is not None
+    assert revoked["unbound"] is None and revoked["json-null"] is None

@@ -1,6 +1,7 @@
 """The registry over real HTTP on loopback, against SQLite and PostgreSQL."""
 
 import base64
+import functools
 import json
 import os
 import socket
@@ -569,11 +570,25 @@ def test_a_catalog_bound_token_reaches_its_catalogs_alone(central):
         for bad in ([], ["a.b"], ["../x"], [f"c{i}" for i in range(65)], ["ok", ""]):
             with pytest.raises(InputError):
                 a.create_token("bad", ["embed"], catalogs=bad)
+        for wide in (["build"], ["embed", "promote"], ["push"], ["admin"]):
+            # those scopes reach model and channel routes a binding does not cover
+            with pytest.raises(InputError, match="holds only embed, pull"):
+                a.create_token("bad", wide, catalogs=["shoes"])
         assert len(a.tokens()) == before
         info = {t.name: t for t in a.tokens()}
         assert info["embed-shoes"].catalogs == ["shoes"] and info["embed-any"].catalogs is None
         audit = [e for e in a.audit() if e.action == "token.create" and "embed-shoes" in e.subject]
         assert audit and "catalogs shoes" in audit[0].detail
+    post = functools.partial(
+        httpx.post,
+        central.url + "/v1/tokens",
+        headers={"Authorization": f"Bearer {central.admin_token}"},
+    )
+    r = post(json={"name": "echo", "scopes": ["pull"], "catalogs": ["shoes", "hats", "shoes"]})
+    assert r.status_code == 201 and r.json()["catalogs"] == ["hats", "shoes"]  # as stored
+    for wrong in ("shoes", 3, [3], {"a": 1}):  # a clear 400, never a 500
+        r = post(json={"name": "typed", "scopes": ["pull"], "catalogs": wrong})
+        assert r.status_code == 400, (wrong, r.status_code, r.text)
     vectors = {"run": 1, "model": "m", "version": 1, "target": "onnx-int8", "items": []}
     routes = [
         ("GET", "/v1/catalogs/{c}", None),

@@ -2,7 +2,8 @@
 
 Unauthenticated probes (``/readyz``, ``/metrics``) reach the database on behalf of whoever asks:
 a flood of them must not become a flood of queries. Concurrent callers share one run and its
-answer; the next run starts ``ttl_s`` after the last one ended."""
+answer; the next run starts ``ttl_s`` after the last one ended, whether it answered or
+raised (a failing dependency is not asked again by every caller: they get the last answer)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class AtMostEvery(Generic[T]):
     async def __call__(self) -> T:
         async with self._lock:
             if time.monotonic() - self._at > self.ttl_s:
-                self._value = await self._run()
-                self._at = time.monotonic()
+                try:
+                    self._value = await self._run()
+                finally:
+                    self._at = time.monotonic()
             return self._value

@@ -7,10 +7,12 @@ unauthenticated: a flood of scrapes must not become a flood of queries). One reg
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -29,13 +31,15 @@ from central.db import Database
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REFRESH_S = 1.0
+STATE_DEADLINE_S = 2.0  # a scrape never waits longer on the database than this
+log = logging.getLogger("shipyard.central.metrics")
 
 
 class CentralMetrics:
     def __init__(self, db: Database, lease_seconds: float, refresh_s: float = REFRESH_S) -> None:
         self.db = db
         self.lease_seconds = lease_seconds
-        self._refresh = AtMostEvery(refresh_s, self._read_state, None)
+        self._refresh = AtMostEvery(refresh_s, self._read_state_or_not_ready, None)
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         self.requests = Counter(
@@ -101,6 +105,16 @@ class CentralMetrics:
         ``refresh_s``."""
         await self._refresh()
         return generate_latest(self.registry)
+
+    async def _read_state_or_not_ready(self) -> None:
+        """A database that fails or hangs makes this replica not ready; the build gauges keep
+        their last values and the scrape still answers (within ``STATE_DEADLINE_S``)."""
+        try:
+            with anyio.fail_after(STATE_DEADLINE_S):
+                await self._read_state()
+        except Exception as exc:
+            log.warning("metrics: reading the build state failed: %r", exc)
+            self.ready.set(0)
 
     async def _read_state(self) -> None:
         self.state_reads.inc()

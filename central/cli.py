@@ -178,6 +178,11 @@ def _offline(
     from central.services import Services
 
     config = CentralConfig(home=home, database_url=database_url, local_workers=0, **settings)
+    sqlite_file = config.sqlite_path
+    if read_only and sqlite_file is not None and not sqlite_file.is_file():
+        raise InputError(  # a listing of nothing must not create a central's home or database
+            f"no central database at {sqlite_file}: nothing to read (wrong --home?)"
+        )
 
     async def run() -> object:
         from central.db import migrate, schema_behind
@@ -186,7 +191,7 @@ def _offline(
         try:
             if not read_only:
                 await migrate(svc.db.engine)
-            elif (behind := await schema_behind(svc.db.engine)) is not None:
+            elif (behind := await schema_behind(svc.db.read_engine)) is not None:
                 raise InputError(
                     f"{behind}: a read-only command changes nothing — start `central serve` "
                     "(or run a command that writes) to migrate it first"

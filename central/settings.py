@@ -47,10 +47,15 @@ class CentralConfig(msgspec.Struct, kw_only=True):
         return Path(os.path.expanduser(self.home))
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The embedded database's file (None: an external database_url)."""
+        return None if self.database_url else self.home_path / "central.db"
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.home_path / 'central.db'}"
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
 
     @property
     def blobs_path(self) -> Path:

@@ -141,6 +141,10 @@ def test_read_only_commands_never_migrate(tmp_path, capsys):
     from central.db import schema_behind
 
     home = tmp_path / "central"
+    for argv in (["token", "list"], ["gc", "--dry-run"]):  # no central here: nothing created
+        assert main([*argv, "--home", str(home)]) == 1
+        assert "no central database" in capsys.readouterr().err
+        assert not home.exists()
     home.mkdir()
     url = f"sqlite+aiosqlite:///{home / 'central.db'}"
     _run(url, _upgrade("0007"))

@@ -20,6 +20,9 @@ from typing import Any
 
 # a body up to this size is joined to its header block (a copy); a larger one is sent after it
 JOIN_MAX_BYTES = 256 << 10
+# only a complete header block this small is held (a body chunk that happens to start with
+# "HTTP/" is not one: it ends elsewhere, or is large)
+HOLD_MAX_BYTES = 16 << 10
 
 
 class HeldHeaders:
@@ -37,15 +40,23 @@ class HeldHeaders:
         held = self._held
         if held is not None:
             self._held = None
-            if len(data) <= JOIN_MAX_BYTES:
+            if len(held) + len(data) <= JOIN_MAX_BYTES:
                 self._transport.write(held + bytes(data))
                 return
             self._transport.write(held)
-        elif data[:5] == b"HTTP/":  # uvicorn's status line: a header block (or 100 Continue)
+        elif is_header_block(data):  # uvicorn's status line and headers (or 100 Continue)
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
             return
         self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        """In order after anything held (one write: what uvicorn passes here is small)."""
+        self.write(b"".join(chunks))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
 
     def flush(self) -> None:
         """Send a held header block (its body did not follow within this loop step)."""
@@ -66,6 +77,11 @@ class HeldHeaders:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def is_header_block(data: Any) -> bool:
+    """A whole, small HTTP/1.x response header block, as uvicorn writes one."""
+    return len(data) <= HOLD_MAX_BYTES and data[:5] == b"HTTP/" and data[-4:] == b"\r\n\r\n"
 
 
 class OneWritePerResponse:

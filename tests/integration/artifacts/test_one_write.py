@@ -208,6 +208,9 @@ def test_held_headers_keep_the_order_of_every_write():
         def get_extra_info(self, name):
             return ("peer", name)
 
+        def write_eof(self) -> None:
+            self.out.append(b"<eof>")
+
     async def scenario() -> None:
         t = Transport()
         held = HeldHeaders(t, asyncio.get_running_loop())  # type: ignore[arg-type]
@@ -233,5 +236,23 @@ def test_held_headers_keep_the_order_of_every_write():
         held2.abort()
         await asyncio.sleep(0)
         assert t2.out == [] and t2.aborted
+
+        # a body chunk that merely starts with "HTTP/" is not held (not a header block)
+        t3 = Transport()
+        held3 = HeldHeaders(t3, asyncio.get_running_loop())  # type: ignore[arg-type]
+        held3.write(b"HTTP/ is a protocol, says this product text")
+        assert t3.out == [b"HTTP/ is a protocol, says this product text"]
+        held3.write(b"HTTP/1.1 200 OK\r\n" + b"x: y\r\n" * 4000 + b"\r\n")  # over HOLD_MAX
+        assert len(t3.out) == 2
+        # a held block joins only while the two stay small; writelines and write_eof keep order
+        held3.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        held3.write(b"b" * JOIN_MAX_BYTES)
+        assert t3.out[2] == b"HTTP/1.1 200 OK\r\n\r\n" and len(t3.out[3]) == JOIN_MAX_BYTES
+        held3.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        held3.writelines([b"a", b"b"])
+        assert t3.out[-1] == b"HTTP/1.1 200 OK\r\n\r\nab"
+        held3.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        held3.write_eof()
+        assert t3.out[-2:] == [b"HTTP/1.1 204 No Content\r\n\r\n", b"<eof>"]
 
     asyncio.run(scenario())

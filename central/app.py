@@ -84,7 +84,10 @@ class Readiness:
         self.check = AtMostEvery(ttl_s, self._logged_probe, ("", ""))
 
     async def _logged_probe(self) -> tuple[str, str]:
-        answer = await self._probe()
+        try:
+            answer = await self._probe()
+        except Exception as exc:  # a probe that raises: not ready (kept for the interval too)
+            answer = ("service", repr(exc))
         if answer[0]:
             log.warning("not ready: %s: %s", *answer)
         return answer

@@ -27,11 +27,9 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     principal.require(scope)
     if handler.opt.get("catalog"):  # a token bound to catalogs reaches only those
         principal.require_catalog(connection.path_params["name"])
-    if principal.catalogs is not None and (model := model_of(connection)) is not None:
+    if principal.catalogs is not None and (model := model_of(connection, handler)) is not None:
         # nor another catalog's index (a registry model holding that catalog's product texts)
-        owner = await connection.app.state["catalogs"].index_owner(model)
-        if owner is not None:
-            principal.require_catalog(owner)
+        await connection.app.state["catalogs"].require_readable(principal, model)
     if principal.worker is not None and not handler.opt.get("workers"):
         raise ForbiddenError(
             f"worker {principal.worker}'s credential may only pull, upload blobs and "
@@ -44,15 +42,15 @@ async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
             raise UnsupportedMediaType(f"expected Content-Type {expects}, got {ctype or 'none'}")
 
 
-def model_of(connection: ASGIConnection) -> str | None:
+def model_of(connection: ASGIConnection, handler: BaseRouteHandler) -> str | None:
     """The registry model a route reads: its ``model`` path parameter, or the ``model-<name>``
-    TUF role a ``/v1/tuf/{name}`` route serves."""
+    role a TUF metadata route (``tuf_role=True``) serves. Routes naming a model elsewhere (a
+    body, a build) check it themselves (``CatalogService.require_readable``)."""
     params = connection.path_params
     if "model" in params:
         return str(params["model"])
-    name = params.get("name")
-    if isinstance(name, str) and connection.url.path.startswith("/v1/tuf/"):
-        role = name.removesuffix(".json")
+    if handler.opt.get("tuf_role"):
+        role = str(params["name"]).removesuffix(".json")
         return role.removeprefix("model-") if role.startswith("model-") else None
     return None
 

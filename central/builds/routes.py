@@ -23,6 +23,7 @@ from central.auth.guard import needs, principal_of, pull
 from central.builds.index_jobs import IndexService
 from central.builds.leases import LeaseService
 from central.builds.service import BuildService
+from central.catalogs.service import CatalogService
 
 
 @post("/v1/builds", status_code=201, **needs("build"))
@@ -34,26 +35,42 @@ async def submit(builds: BuildService, request: Request, data: BuildRequest) -> 
 
 @get("/v1/builds", **pull())
 async def list_builds(
-    builds: BuildService, limit: int = Parameter(default=50, ge=1, le=500)
+    builds: BuildService,
+    catalog_service: CatalogService,
+    request: Request,
+    limit: int = Parameter(default=50, ge=1, le=500),
 ) -> list[BuildInfo]:
-    return await builds.recent(limit)
+    """The newest builds (a catalog-bound token: without other catalogs' index builds)."""
+    principal = principal_of(request)
+    return [
+        b for b in await builds.recent(limit) if await catalog_service.readable(principal, b.model)
+    ]
 
 
 @get("/v1/builds/{build_id:int}", **pull())
-async def get_build(builds: BuildService, build_id: int) -> BuildInfo:
+async def get_build(
+    builds: BuildService, catalog_service: CatalogService, request: Request, build_id: int
+) -> BuildInfo:
     """Per job: queued / waiting-for-capable-worker (and which capability is missing) /
     running on a worker / passed / failed with the reason / cancelled."""
-    return await builds.get(build_id)
+    build = await builds.get(build_id)
+    await catalog_service.require_readable(principal_of(request), build.model)
+    return build
 
 
 @get("/v1/builds/{build_id:int}/logs", **pull())
 async def build_logs(
     builds: BuildService,
+    catalog_service: CatalogService,
+    request: Request,
     build_id: int,
     after: int = Parameter(default=0, ge=0),
     limit: int = Parameter(default=500, ge=1, le=5000),
 ) -> list[LogLine]:
     """Log lines after id ``after`` (page with the last id you saw)."""
+    principal = principal_of(request)
+    if principal.catalogs is not None:  # a bound token reads no other catalog's index build
+        await catalog_service.require_readable(principal, (await builds.get(build_id)).model)
     return await builds.logs(build_id, after, limit)
 
 

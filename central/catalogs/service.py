@@ -68,7 +68,7 @@ from central.blobs.service import BlobService
 from central.catalogs.models import CatalogItem, CatalogRow, CatalogVector, EmbedRun
 from central.catalogs.queue import CentralQueue
 from central.db import Database, iso, retry_integrity, utcnow
-from central.registry.models import Bundle
+from central.registry.models import Bundle, Model, Version
 from central.registry.service import find_model, find_version
 
 log = logging.getLogger("shipyard.central.catalogs")
@@ -267,10 +267,22 @@ class CatalogService:
                 await find_model(s, b.model)  # 404 for an unknown model
                 if self.db.is_postgres:  # binds one at a time: two never claim one index
                     await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BIND_LOCK})
-                owner = await _index_owner(s, b.index)
-                if owner is not None and owner != name:  # it would publish over their index
-                    raise ConflictError(f"index {b.index!r} belongs to catalog {owner!r}")
+                owners = await _index_owners(s, b.index)
+                if owners and owners != [name]:  # it would publish over their index
+                    others = ", ".join(repr(o) for o in owners if o != name)
+                    raise ConflictError(f"index {b.index!r} belongs to catalog {others}")
                 row = await s.get(CatalogRow, name)
+                if row is not None and row.index_name not in (None, b.index):
+                    # its old index keeps this catalog's texts: the name stays this catalog's
+                    raise ConflictError(
+                        f"catalog {name!r} ships index {row.index_name!r}; an index name is "
+                        "kept for good (bind a new catalog for a new index)"
+                    )
+                if not owners and await _not_an_index(s, b.index):
+                    raise ConflictError(  # its edges and embed workers pull it as a model
+                        f"{b.index!r} is a model that is not an index (a catalog's index "
+                        "needs a name of its own, or an index's)"
+                    )
                 if row is None:
                     row = CatalogRow(name=name)
                     s.add(row)
@@ -287,11 +299,22 @@ class CatalogService:
         await retry_integrity(attempt)
         return await self.info(name)
 
-    async def index_owner(self, model: str) -> str | None:
-        """The catalog whose index is registry model ``model`` (None: not a catalog's index);
-        a catalog-bound token reads no other catalog's index (it holds its product texts)."""
+    async def require_readable(self, principal: Principal, model: str) -> None:
+        """A catalog-bound token reads no other catalog's index (registry model ``model``):
+        an index bundle holds its catalog's product texts."""
+        if principal.catalogs is None:
+            return
         async with self.db.session() as s:
-            return await _index_owner(s, model)
+            owners = await _index_owners(s, model)
+        for owner in owners:
+            principal.require_catalog(owner)
+
+    async def readable(self, principal: Principal, model: str) -> bool:
+        try:
+            await self.require_readable(principal, model)
+        except ForbiddenError:
+            return False
+        return True
 
     async def info(self, name: str) -> CatalogInfo:
         eq.check_catalog_name(name)
@@ -989,8 +1012,26 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[i : i + step]
 
 
-async def _index_owner(s: AsyncSession, index: str) -> str | None:
-    owner = await s.execute(
+async def _index_owners(s: AsyncSession, index: str) -> list[str]:
+    """The catalogs shipping ``index`` (one, or none; several only from before a binding was
+    refused for that)."""
+    owners = await s.execute(
         select(CatalogRow.name).where(CatalogRow.index_name == index).order_by(CatalogRow.name)
     )
-    return owner.scalars().first()
+    return list(owners.scalars())
+
+
+async def _not_an_index(s: AsyncSession, name: str) -> bool:
+    """``name`` is some catalog's embedding model, or a model with a bundle not an index's
+    (an existing index, built before its catalog was bound, may be adopted)."""
+    embeds = await s.execute(select(CatalogRow.name).where(CatalogRow.model == name).limit(1))
+    if embeds.first() is not None:
+        return True
+    other = await s.execute(
+        select(Bundle.id)
+        .join(Version, Bundle.version_id == Version.id)
+        .join(Model, Version.model_id == Model.id)
+        .where(Model.name == name, Bundle.target != INDEX_TARGET)
+        .limit(1)
+    )
+    return other.first() is not None

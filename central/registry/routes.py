@@ -19,6 +19,7 @@ from artifacts.wire import (
     VersionRef,
 )
 from central.auth.guard import needs, principal_of, pull
+from central.catalogs.service import CatalogService
 from central.registry.service import BundleUpload, RegistryService
 
 
@@ -80,9 +81,15 @@ async def get_bundle(registry: RegistryService, model: str, version: int, target
 
 
 @post("/v1/resolve", status_code=200, **needs("pull"))
-async def resolve(registry: RegistryService, data: ResolveRequest) -> ResolveResponse:
+async def resolve(
+    registry: RegistryService,
+    catalog_service: CatalogService,
+    request: Request,
+    data: ResolveRequest,
+) -> ResolveResponse:
     """A node's capabilities in; the version, eligible bundles best-first, and why every
     other bundle is excluded out."""
+    await catalog_service.require_readable(principal_of(request), data.model)
     return await registry.resolve(data)
 
 

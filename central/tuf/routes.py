@@ -10,7 +10,7 @@ from central.tuf.shared import SharedTuf
 JSON = "application/json"
 
 
-@get("/v1/tuf/{name:str}", **pull())
+@get("/v1/tuf/{name:str}", **pull(tuf_role=True))
 async def metadata(tuf: SharedTuf, name: str) -> Response[bytes]:
     """``root.json``, ``N.root.json``, ``timestamp.json``, ``snapshot.json``, ``targets.json``,
     ``models.json``, ``model-<name>.json``: signed, served as written."""

@@ -25,10 +25,14 @@ import numpy as np
 import pytest
 
 from artifacts import embed_queue as eq
+from artifacts import sourcetar
 from artifacts.client import RegistryClient
+from artifacts.digests import sha256_bytes
 from artifacts.errors import ConflictError, ForbiddenError, NotFoundError, Unprocessable
 from artifacts.signing import load_signing_key
+from artifacts.targets import NodeCapabilities
 from artifacts.wire import (
+    BuildRequest,
     CatalogBinding,
     CatalogItemsRequest,
     RunRequest,
@@ -499,7 +503,7 @@ def test_a_refused_model_promotion_fails_the_run_and_ships_no_index(
         edge.stop()
 
 
-def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin):
+def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin, tmp_path):
     """A binding never claims another catalog's index (it would publish over it); a token
     bound to one catalog reads no other catalog's index (its product texts) by any of the
     model's routes, while its own index and plain models read as before."""
@@ -507,8 +511,24 @@ def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin):
     bind(admin, "owner", stage_channel="owner-stage", channel="owner-serve")  # re-bind: fine
     with pytest.raises(ConflictError, match="belongs to catalog 'owner'"):
         admin.bind_catalog("thief", CatalogBinding(model=MODEL, index="owner-index"))
-    with pytest.raises(NotFoundError):  # the refused binding created no catalog
+    admin.create_version("someones-model")
+    with pytest.raises(ConflictError, match="not an index"):  # nor a model edges pull
+        admin.bind_catalog("thief", CatalogBinding(model="someones-model", index=MODEL))
+    with pytest.raises(NotFoundError):  # the refused bindings created no catalog
         admin.catalog("thief")
+    with pytest.raises(ConflictError, match="kept for good"):  # the old index keeps its texts
+        admin.bind_catalog("owner", CatalogBinding(model=MODEL, index="owner-index-2"))
+    assert admin.catalog("owner").binding.index == "owner-index"
+    # a build of the index (as a run submits one): it names the index's files by digest
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")  # its build fails: it exists, that's all
+    (tmp_path / "src" / "model.safetensors").write_bytes(b"not weights")
+    source = sourcetar.create(tmp_path / "src", tmp_path / "src.tar").read_bytes()
+    digest = sha256_bytes(source)
+    admin.upload_blob(digest, source)
+    build = admin.submit_build(
+        BuildRequest(model="owner-index", task="embedding", source_blob=digest, targets=[TARGET])
+    )
     thief = admin.create_token("thief-embed", ["embed"], catalogs=["thief"])
     own = admin.create_token("owner-embed", ["embed"], catalogs=["owner"])
     url = stack["central"].url
@@ -534,3 +554,16 @@ def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin):
         assert get(own, "owner-index").status_code not in (401, 403), path
         assert get(stack["central"].admin_token, "owner-index").status_code != 403, path
         assert get(thief, MODEL).status_code not in (401, 403), path  # not an index
+    # routes that name the index elsewhere: a resolve body, a build
+    caps = msgspec.to_builtins(NodeCapabilities())
+    for token, allowed in ((thief, False), (own, True)):
+        h = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(
+            url + "/v1/resolve", headers=h, json={"model": "owner-index", "capabilities": caps}
+        )
+        assert (r.status_code == 403) is not allowed, (token == own, r.status_code)
+        for path in (f"/v1/builds/{build.build_id}", f"/v1/builds/{build.build_id}/logs"):
+            r = httpx.get(url + path, headers=h)
+            assert r.status_code == (200 if allowed else 403), (path, r.status_code)
+        listed = httpx.get(url + "/v1/builds?limit=500", headers=h).json()
+        assert (build.build_id in {b["id"] for b in listed}) is allowed

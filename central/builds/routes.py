@@ -41,10 +41,8 @@ async def list_builds(
     limit: int = Parameter(default=50, ge=1, le=500),
 ) -> list[BuildInfo]:
     """The newest builds (a catalog-bound token: without other catalogs' index builds)."""
-    principal = principal_of(request)
-    return [
-        b for b in await builds.recent(limit) if await catalog_service.readable(principal, b.model)
-    ]
+    hidden = await catalog_service.unreadable(principal_of(request))
+    return [b for b in await builds.recent(limit) if b.model not in hidden]
 
 
 @get("/v1/builds/{build_id:int}", **pull())

@@ -267,22 +267,8 @@ class CatalogService:
                 await find_model(s, b.model)  # 404 for an unknown model
                 if self.db.is_postgres:  # binds one at a time: two never claim one index
                     await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BIND_LOCK})
-                owners = await _index_owners(s, b.index)
-                if owners and owners != [name]:  # it would publish over their index
-                    others = ", ".join(repr(o) for o in owners if o != name)
-                    raise ConflictError(f"index {b.index!r} belongs to catalog {others}")
                 row = await s.get(CatalogRow, name)
-                if row is not None and row.index_name not in (None, b.index):
-                    # its old index keeps this catalog's texts: the name stays this catalog's
-                    raise ConflictError(
-                        f"catalog {name!r} ships index {row.index_name!r}; an index name is "
-                        "kept for good (bind a new catalog for a new index)"
-                    )
-                if not owners and await _not_an_index(s, b.index):
-                    raise ConflictError(  # its edges and embed workers pull it as a model
-                        f"{b.index!r} is a model that is not an index (a catalog's index "
-                        "needs a name of its own, or an index's)"
-                    )
+                await _check_names(s, name, row, b)
                 if row is None:
                     row = CatalogRow(name=name)
                     s.add(row)
@@ -301,20 +287,28 @@ class CatalogService:
 
     async def require_readable(self, principal: Principal, model: str) -> None:
         """A catalog-bound token reads no other catalog's index (registry model ``model``):
-        an index bundle holds its catalog's product texts."""
+        an index bundle holds its catalog's product texts. The refusal names no catalog."""
         if principal.catalogs is None:
             return
         async with self.db.session() as s:
             owners = await _index_owners(s, model)
-        for owner in owners:
-            principal.require_catalog(owner)
+        if any(o not in principal.catalogs for o in owners):
+            raise ForbiddenError(
+                f"token {principal.name!r} is bound to catalog(s) "
+                f"{', '.join(sorted(principal.catalogs))}: {model!r} is another catalog's index"
+            )
 
-    async def readable(self, principal: Principal, model: str) -> bool:
-        try:
-            await self.require_readable(principal, model)
-        except ForbiddenError:
-            return False
-        return True
+    async def unreadable(self, principal: Principal) -> frozenset[str]:
+        """Every model ``principal`` may not read (other catalogs' indexes), in one query."""
+        if principal.catalogs is None:
+            return frozenset()
+        async with self.db.session() as s:
+            rows = await s.execute(
+                select(CatalogRow.name, CatalogRow.index_name).where(
+                    CatalogRow.index_name.is_not(None)
+                )
+            )
+            return frozenset(str(ix) for cat, ix in rows.all() if cat not in principal.catalogs)
 
     async def info(self, name: str) -> CatalogInfo:
         eq.check_catalog_name(name)
@@ -1019,6 +1013,40 @@ async def _index_owners(s: AsyncSession, index: str) -> list[str]:
         select(CatalogRow.name).where(CatalogRow.index_name == index).order_by(CatalogRow.name)
     )
     return list(owners.scalars())
+
+
+async def _check_names(
+    s: AsyncSession, name: str, row: CatalogRow | None, b: CatalogBinding
+) -> None:
+    """A catalog owns its index name for good; it never takes another catalog's index, a model
+    that is not an index (edges and embed workers pull it), nor embeds with an index."""
+    owners = await _index_owners(s, b.index)
+    if owners and name not in owners:  # it would publish over their index
+        raise ConflictError(f"index {b.index!r} belongs to another catalog")
+    if await _index_owners(s, b.model) or await _has_index_bundles(s, b.model):
+        raise ConflictError(f"{b.model!r} is an index, not an embedding model")
+    if row is not None and row.index_name not in (None, b.index):
+        # its old index keeps this catalog's texts: the name stays this catalog's
+        raise ConflictError(
+            f"catalog {name!r} ships index {row.index_name!r}; an index name is kept for good "
+            "(bind a new catalog for a new index)"
+        )
+    if not owners and await _not_an_index(s, b.index):
+        raise ConflictError(
+            f"{b.index!r} is a model that is not an index (a catalog's index needs a name of "
+            "its own, or an index's)"
+        )
+
+
+async def _has_index_bundles(s: AsyncSession, name: str) -> bool:
+    found = await s.execute(
+        select(Bundle.id)
+        .join(Version, Bundle.version_id == Version.id)
+        .join(Model, Version.model_id == Model.id)
+        .where(Model.name == name, Bundle.target == INDEX_TARGET)
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 async def _not_an_index(s: AsyncSession, name: str) -> bool:

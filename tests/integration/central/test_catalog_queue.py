@@ -509,11 +509,14 @@ def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin, t
     model's routes, while its own index and plain models read as before."""
     bind(admin, "owner", stage_channel="owner-stage", channel="owner-serve")
     bind(admin, "owner", stage_channel="owner-stage", channel="owner-serve")  # re-bind: fine
-    with pytest.raises(ConflictError, match="belongs to catalog 'owner'"):
+    with pytest.raises(ConflictError, match="belongs to another catalog"):
         admin.bind_catalog("thief", CatalogBinding(model=MODEL, index="owner-index"))
     admin.create_version("someones-model")
     with pytest.raises(ConflictError, match="not an index"):  # nor a model edges pull
         admin.bind_catalog("thief", CatalogBinding(model="someones-model", index=MODEL))
+    admin.create_version("owner-index")  # (as its first run would)
+    with pytest.raises(ConflictError, match="is an index, not an embedding model"):
+        admin.bind_catalog("thief", CatalogBinding(model="owner-index", index="thief-index"))
     with pytest.raises(NotFoundError):  # the refused bindings created no catalog
         admin.catalog("thief")
     with pytest.raises(ConflictError, match="kept for good"):  # the old index keeps its texts
@@ -550,7 +553,7 @@ def test_a_catalog_owns_its_index_and_bound_tokens_read_no_other(stack, admin, t
 
         r = get(thief, "owner-index")
         assert r.status_code == 403, (path, r.status_code)
-        assert "bound to catalog(s) thief, not 'owner'" in r.json()["detail"]
+        assert "bound to catalog(s) thief: 'owner-index' is another catalog's index" in r.text
         assert get(own, "owner-index").status_code not in (401, 403), path
         assert get(stack["central"].admin_token, "owner-index").status_code != 403, path
         assert get(thief, MODEL).status_code not in (401, 403), path  # not an index

@@ -313,8 +313,8 @@ def token_create(
     catalog: list[str] | None = typer.Option(
         None,
         "--catalog",
-        help="Bind the token to this catalog (repeatable): its catalog routes reach only these "
-        "(an embed worker's token)",
+        help="Bind the token to this catalog (repeatable; scopes embed and pull only): it "
+        "reaches these catalogs' routes and indexes and no other's (an embed worker's token)",
     ),
     home: str = HOME,
     database_url: str | None = DB,

@@ -170,6 +170,12 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    async def serialize(self, s: AsyncSession, key: int) -> None:
+        """Hold lock ``key`` until ``s``'s transaction ends: PostgreSQL's transaction-level
+        advisory lock (SQLite: its single writer already serializes every write)."""
+        if self.is_postgres:
+            await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
     async def ping(self) -> str | None:
         """None when the database answers, else why not (readiness; never raises)."""
         try:

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import numpy as np
-from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -265,8 +265,7 @@ class CatalogService:
         async def attempt() -> None:
             async with self.db.transaction() as s:
                 await find_model(s, b.model)  # 404 for an unknown model
-                if self.db.is_postgres:  # binds one at a time: two never claim one index
-                    await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": BIND_LOCK})
+                await self.db.serialize(s, BIND_LOCK)  # two binds never claim one index
                 row = await s.get(CatalogRow, name)
                 await _check_names(s, name, row, b)
                 if row is None:
@@ -1023,7 +1022,7 @@ async def _check_names(
     owners = await _index_owners(s, b.index)
     if owners and name not in owners:  # it would publish over their index
         raise ConflictError(f"index {b.index!r} belongs to another catalog")
-    if await _index_owners(s, b.model) or await _has_index_bundles(s, b.model):
+    if await _index_owners(s, b.model) or await _has_bundles(s, b.model, index=True):
         raise ConflictError(f"{b.model!r} is an index, not an embedding model")
     if row is not None and row.index_name not in (None, b.index):
         # its old index keeps this catalog's texts: the name stays this catalog's
@@ -1038,12 +1037,14 @@ async def _check_names(
         )
 
 
-async def _has_index_bundles(s: AsyncSession, name: str) -> bool:
+async def _has_bundles(s: AsyncSession, name: str, *, index: bool) -> bool:
+    """Model ``name`` has an index bundle (``index``), or a bundle that is not an index's."""
+    kind = Bundle.target == INDEX_TARGET if index else Bundle.target != INDEX_TARGET
     found = await s.execute(
         select(Bundle.id)
         .join(Version, Bundle.version_id == Version.id)
         .join(Model, Version.model_id == Model.id)
-        .where(Model.name == name, Bundle.target == INDEX_TARGET)
+        .where(Model.name == name, kind)
         .limit(1)
     )
     return found.first() is not None
@@ -1053,13 +1054,4 @@ async def _not_an_index(s: AsyncSession, name: str) -> bool:
     """``name`` is some catalog's embedding model, or a model with a bundle not an index's
     (an existing index, built before its catalog was bound, may be adopted)."""
     embeds = await s.execute(select(CatalogRow.name).where(CatalogRow.model == name).limit(1))
-    if embeds.first() is not None:
-        return True
-    other = await s.execute(
-        select(Bundle.id)
-        .join(Version, Bundle.version_id == Version.id)
-        .join(Model, Version.model_id == Model.id)
-        .where(Model.name == name, Bundle.target != INDEX_TARGET)
-        .limit(1)
-    )
-    return other.first() is not None
+    return embeds.first() is not None or await _has_bundles(s, name, index=False)

@@ -18,8 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select
 from tuf.api.metadata import Metadata
 
 from artifacts.errors import NotFoundError
@@ -59,7 +58,7 @@ class SharedTuf:
         """``op(await read())`` under the lock: what ``read`` sees (the channel rows) is the
         latest committed state, so whichever replica signs last signs the newest pointer."""
         async with self._local, self.db.transaction() as s:
-            await self._lock(s)
+            await self.db.serialize(s, LOCK_KEY)
             value = await read() if read is not None else None
             rows = {n: bytes(b) for n, b in (await s.execute(select(TufFile.name, TufFile.body)))}
             if rows:
@@ -81,10 +80,6 @@ class SharedTuf:
                     else:
                         row.body, row.updated_at = body, utcnow()
             return result
-
-    async def _lock(self, s: AsyncSession) -> None:
-        if self.db.is_postgres:
-            await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
 
     # ---- lifecycle -------------------------------------------------------------------------
 

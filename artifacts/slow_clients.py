@@ -52,6 +52,9 @@ class ReadClocks:
     window_bytes: int
     _reading: str | None = None  # "headers", "body", or None between requests
     _got = 0  # body bytes received in the current window
+    _due: float | None = None  # when the current window ends (loop time)
+    # one timer per connection, moved lazily: a request restarts the clock twice, and arming
+    # and cancelling a timer each time cost more than the rest of this class per request
     _clock: asyncio.TimerHandle | None = None
     _write_clock: asyncio.TimerHandle | None = None
     # uvicorn's protocol provides these
@@ -67,6 +70,9 @@ class ReadClocks:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._read(None)
+        if self._clock is not None:  # nothing left to time: let the protocol go now
+            self._clock.cancel()
+            self._clock = None
         self._unwatch_writes()
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -117,12 +123,15 @@ class ReadClocks:
         self.transport.abort()  # close() would wait for the buffer the client never reads
 
     def _read(self, what: str | None) -> None:
+        """Start the ``what`` window now (None: stop timing). An armed timer is left to fire:
+        :meth:`_tick` re-arms it for the window's end when that moved."""
         self._reading, self._got = what, 0
-        if self._clock is not None:
-            self._clock.cancel()
-            self._clock = None
-        if what is not None:
-            self._clock = self.loop.call_later(self.read_timeout_s, self._tick)
+        if what is None:
+            self._due = None
+            return
+        self._due = self.loop.time() + self.read_timeout_s
+        if self._clock is None:
+            self._clock = self.loop.call_at(self._due, self._tick)
 
     def _excused(self) -> bool:
         """A window the client is not to blame for: the server paused reading (its buffer full
@@ -134,7 +143,10 @@ class ReadClocks:
 
     def _tick(self) -> None:
         self._clock = None
-        if self._reading is None or self.transport.is_closing():
+        if self._reading is None or self._due is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self._due:  # the window restarted since this timer was armed
+            self._clock = self.loop.call_at(self._due, self._tick)
             return
         answered = self.cycle is not None and self.cycle.response_complete
         if self._excused() or (

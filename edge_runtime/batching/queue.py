@@ -11,7 +11,8 @@ cancelled requests are skipped. A request carries the model it was pinned to on 
 a batch holds items of one model only, so a hot swap never splits a response across
 versions. Inference runs on one dedicated thread, so the event loop
 keeps tokenising and admitting the next requests while a batch runs; only a lone short query
-while no two requests overlap (c=1) runs on the event loop itself, saving the hand-off.
+while no two requests overlap (c=1) runs on the event loop itself, on the request's own task,
+saving the hand-offs (to the inference thread, and to the batcher's task and back).
 
 Bulk work (the catalog queue's embed jobs, :meth:`Batcher.submit_bulk`) waits in a second,
 low-priority lane: a bulk batch runs only when no interactive item is waiting, is not counted in
@@ -126,6 +127,7 @@ class Batcher:
         self.waits: deque[tuple[float, float]] = deque(maxlen=1024)
         self.tokenising = 0  # admitted requests not yet enqueued
         self.tokenising_chars = 0  # their characters (bounded by limits.max_tokenising_chars)
+        self._arriving = 0  # lone queries yielding once before an inline run (see _ran_now)
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task | None = None
@@ -136,7 +138,8 @@ class Batcher:
         self._quiet_since = 0.0  # when the queue last emptied after a batch
         self._released_after = 0  # self.batches when memory was last released
         self.lone_ms = 0.0  # EWMA of a lone interactive query's backend time
-        self._no_inline: object = _NO_MODEL  # the model an inline run failed on (never again)
+        # the model an inline run failed on or declined (never tried on the loop again)
+        self._no_inline: object = _NO_MODEL
         self.batches = 0
         self.tuner = SizeTuner(cfg.max_batch_size)
         self.item_tokens = 0.0  # EWMA of real tokens per interactive item (admission's floor)
@@ -189,10 +192,11 @@ class Batcher:
     async def _wait(self, pending: Pending, encoded: list[Encoded], lane: deque[Item]):
         """Queue the request's items in ``lane``; its results (cancelled if the caller goes)."""
         now = time.monotonic()
-        for i, e in enumerate(encoded):
-            lane.append(Item(pending, i, e, now))
-        self._wake.set()
+        items = [Item(pending, i, e, now) for i, e in enumerate(encoded)]
         try:
+            if not (lane is self.queue and await self._ran_now(items)):
+                lane.extend(items)
+                self._wake.set()
             return await pending.future
         finally:
             if not pending.future.done():
@@ -347,19 +351,80 @@ class Batcher:
         started, started_ns = time.monotonic(), time.time_ns()
         ordered = sorted(batch, key=lambda it: len(it.enc))
         padded = len(ordered[-1].enc) * len(ordered)
-        real = sum(len(it.enc) for it in ordered)
         out: np.ndarray | None = None
         error: Exception | None = None
         infer = [0, 0]
-        bulk = ordered[0].pending.bulk
         try:
             out = await self._infer(ordered, padded, infer)
         except Exception as exc:  # the service already tried to fail over
             error = exc
+        self._finish(ordered, padded, (started, started_ns), infer, out, error)
+
+    async def _ran_now(self, items: list[Item]) -> bool:
+        """c=1: a lone query that may run on the event loop runs right here, on the caller's
+        task — no hop to the batcher's task and back. Requests ready at the same moment must
+        still meet in the queue (each runs to this point without yielding), so the query first
+        yields once: any other lone query arriving meanwhile makes both queue, as an overlap."""
+        if self._task is None or len(items) != 1 or not self._inline(items, len(items[0].enc)):
+            return False
+        self._arriving += 1
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._arriving -= 1
+        if self._arriving or self.queue:
+            self._overlap_at = time.monotonic()
+            return False
+        return self._run_now(items)
+
+    def _run_now(self, items: list[Item]) -> bool:
+        """A lone query run inline right away (see :meth:`_inline`), accounted and answered as
+        a batch of one; False when it may not run on the loop now or its inline run failed
+        (then it queues, and the batcher's task runs it on the inference thread)."""
+        it = items[0]
+        if (
+            len(items) != 1
+            or it.enqueued > it.pending.deadline
+            or not self._inline(items, len(it.enc))
+        ):
+            return False
+        started, started_ns = time.monotonic(), time.time_ns()
+        infer = [0, 0]
+        out = self._try_inline(items, infer)
+        if out is None:
+            return False
+        self._finish(items, len(it.enc), (started, started_ns), infer, out, None)
+        self._quiet_since = time.monotonic()
+        if self._idle_timer is None and not self.bulk and self.batches != self._released_after:
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_after_s, self._idle)
+        return True
+
+    def _finish(
+        self,
+        ordered: list[Item],
+        padded: int,
+        clock: tuple[float, int],
+        infer: list[int],
+        out: np.ndarray | None,
+        error: Exception | None,
+    ) -> None:
+        """Account for a batch that ran (timings, tuner, admission, metrics); answer it.
+        ``clock``: when it was taken (monotonic s, wall-clock ns)."""
+        started, started_ns = clock
+        real = sum(len(it.enc) for it in ordered)
+        bulk = ordered[0].pending.bulk
         ran = time.monotonic() - started
-        timing = BatchTiming(started_ns, infer[0], infer[1], time.time_ns(), len(ordered), padded)
-        for p in {id(it.pending): it.pending for it in ordered}.values():
-            if p.timings is not None:
+        pendings = (
+            (ordered[0].pending,)
+            if len(ordered) == 1
+            else {id(it.pending): it.pending for it in ordered}.values()
+        )
+        timing: BatchTiming | None = None
+        for p in pendings:
+            if p.timings is not None:  # traced requests only
+                timing = timing or BatchTiming(
+                    started_ns, infer[0], infer[1], time.time_ns(), len(ordered), padded
+                )
                 p.timings.append(timing)
         self.batches += 1
         if bulk:
@@ -395,6 +460,8 @@ class Batcher:
     async def _infer(self, ordered: list[Item], padded: int, infer: list[int]) -> np.ndarray | None:
         """The backend call, timed into ``infer`` (ns): on the event loop for a lone query (see
         :meth:`_inline`; a failure there is retried), else on the inference thread."""
+        if self._inline(ordered, padded) and (out := self._try_inline(ordered, infer)) is not None:
+            return out
         model, encs = ordered[0].pending.model, [it.enc for it in ordered]
 
         def timed(run: Callable[[object, list[Encoded]], np.ndarray | None]) -> np.ndarray | None:
@@ -404,18 +471,6 @@ class Batcher:
             finally:
                 infer[1] = time.time_ns()
 
-        if self._inline(ordered, padded):
-            try:
-                out = timed(self.run_inline)
-            except Exception as exc:  # retried on the thread, which may fail over
-                log.debug(
-                    "%s: inline run failed (%s); retrying on the inference thread", self.name, exc
-                )
-                self._no_inline = model  # a failing model runs on the thread from now on
-            else:
-                if out is not None:
-                    self._lone((infer[1] - infer[0]) / 1e6)
-                    return out
         # a bulk batch runs on the model its job opened (no serving failover)
         run = _run_on_model if ordered[0].pending.bulk else self.run_batch
         self.running = True
@@ -429,6 +484,27 @@ class Batcher:
             and padded <= self.cfg.inline_max_tokens
         ):
             self._lone((infer[1] - infer[0]) / 1e6)  # a long lone text says nothing of a query
+        return out
+
+    def _try_inline(self, ordered: list[Item], infer: list[int]) -> np.ndarray | None:
+        """The lone query run on the event loop, timed into ``infer`` (ns); None when the
+        backend sends it to the thread or the run failed (a failing model stays off the loop)."""
+        model = ordered[0].pending.model
+        infer[0] = time.time_ns()
+        try:
+            out = self.run_inline(model, [it.enc for it in ordered])
+        except Exception as exc:  # retried on the thread, which may fail over
+            log.debug(
+                "%s: inline run failed (%s); retrying on the inference thread", self.name, exc
+            )
+            self._no_inline = model  # a failing model runs on the thread from now on
+            return None
+        finally:
+            infer[1] = time.time_ns()
+        if out is None:  # this model's batches belong to the thread (e.g. a GPU context)
+            self._no_inline = model
+        else:
+            self._lone((infer[1] - infer[0]) / 1e6)
         return out
 
     def _lone(self, ms: float) -> None:

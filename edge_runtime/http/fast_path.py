@@ -95,6 +95,9 @@ class FastEmbeddings:
         self.inference = inference
         self.metrics = metrics
         self.max_body = max_body
+        # (model, status) -> its two series: ``labels()`` takes a lock and builds a key per call.
+        # Bounded: models are the served names (or "-"), statuses the few this layer answers
+        self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -125,8 +128,17 @@ class FastEmbeddings:
             status = 499
             raise
         finally:
-            self.metrics.requests.labels(model, "embeddings", str(status)).inc()
-            self.metrics.latency.labels(model, "embeddings").observe(time.perf_counter() - started)
+            count, latency = self._series.get((model, status)) or self._labelled(model, status)
+            count.inc()
+            latency.observe(time.perf_counter() - started)
+
+    def _labelled(self, model: str, status: int) -> tuple[Any, Any]:
+        series = (
+            self.metrics.requests.labels(model, "embeddings", str(status)),
+            self.metrics.latency.labels(model, "embeddings"),
+        )
+        self._series[(model, status)] = series
+        return series
 
     async def _embed(
         self, scope: Any, receive: Any, started: float

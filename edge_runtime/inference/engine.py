@@ -162,7 +162,11 @@ class Inference:
             raise BadRequest(f"dimensions must be {dim} for {svc.name} (it cannot be shortened)")
         raw = await self.run(svc, list(items), deadline, chars)
         return Embeddings(
-            svc.name, raw.version, raw.target, raw.usage, vectors=raw.outputs.astype(np.float32)
+            svc.name,
+            raw.version,
+            raw.target,
+            raw.usage,
+            vectors=raw.outputs.astype(np.float32, copy=False),
         )
 
     async def rerank(
@@ -278,8 +282,8 @@ class Inference:
             if keys:  # the cache changed
                 self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
                 self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
-        return Raw(
-            outputs=np.stack(outputs),  # type: ignore[arg-type]
+        return Raw(  # a fresh array either way (never a view of a cached output)
+            outputs=np.stack(outputs) if len(outputs) > 1 else outputs[0][None].copy(),  # type: ignore[arg-type,index]
             usage=usage,
             version=version,
             target=model.target,

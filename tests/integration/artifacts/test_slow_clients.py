@@ -182,6 +182,25 @@ def test_a_keep_alive_connection_is_not_timed_between_requests(served):
     assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
+def test_each_request_has_its_own_window_on_one_connection(served):
+    """The clock is one timer per connection, moved lazily: a window that restarted after the
+    timer was armed is not cut short by it, and a later request's window still runs out."""
+    _, port = served
+    s = connect(port)
+    s.sendall(request(2) + b"{}")  # the first window was armed on connect
+    assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    time.sleep(TIMEOUT_S * 0.6)
+    head = request(2)
+    s.sendall(head[:10])  # a new window: the armed timer fires inside it and must re-arm
+    time.sleep(TIMEOUT_S * 0.7)
+    s.sendall(head[10:] + b"{}")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    t0 = time.monotonic()
+    s.sendall(request(2)[:10])  # headers never complete: 408 about one window later
+    assert read_all(s).startswith(b"HTTP/1.1 408 ")
+    assert TIMEOUT_S * 0.8 < time.monotonic() - t0 < TIMEOUT_S * 4
+
+
 def test_zero_turns_the_clocks_off():
     assert http_protocol(0, one_write=False) == "auto"
     assert not issubclass(http_protocol(0), ReadClocks)  # one write per response only

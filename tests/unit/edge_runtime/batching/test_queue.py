@@ -449,6 +449,52 @@ def test_a_lone_short_query_runs_on_the_event_loop_while_requests_do_not_overlap
     asyncio.run(main())
 
 
+def test_a_lone_query_runs_on_its_own_task_and_is_accounted_as_a_batch():
+    """No hop to the batcher's task and back at c=1: the caller's task runs the query; the
+    batch is counted (batches, tuner, admission, metrics) as one from the queue would be."""
+    tasks: list[str] = []
+
+    def backend(_model: object, batch: list[Encoded]) -> np.ndarray:
+        current = asyncio.current_task()
+        tasks.append(current.get_name() if current else "-")
+        return np.array([[float(e.ids[0])] for e in batch], dtype=np.float32)
+
+    async def main():
+        metrics = Metrics()
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+        b = Batcher("m", cfg, backend, metrics)
+        b.start()
+        for i in range(3):
+            request = asyncio.create_task(b.submit([enc(5, tag=i)], far()), name=f"request-{i}")
+            assert int((await request)[0][0]) == i
+        await b.stop()
+        assert tasks == ["request-0", "request-1", "request-2"]
+        assert b.batches == 3 and b.admission.queued_tokens == 0 and b.lone_ms > 0
+        assert len(b.waits) == 3 and b.item_tokens == 5
+        assert 'shipyard_batch_size_count{model="m"} 3.0' in metrics.render().decode()
+
+    asyncio.run(main())
+
+
+def test_a_lone_query_cancelled_while_yielding_frees_its_tokens_and_never_runs():
+    async def main():
+        backend = ThreadRecorder()
+        b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
+        b.start()
+        request = asyncio.create_task(b.submit([enc(5)], far()))
+        await asyncio.sleep(0)  # it is yielding once before its inline run
+        assert b.admission.queued_tokens == 5
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert b.admission.queued_tokens == 0 and backend.batches == [] and b.batches == 0
+        out = await b.submit([enc(5, tag=7)], far())  # the next one is unaffected
+        assert int(out[0][0]) == 7
+        await b.stop()
+
+    asyncio.run(main())
+
+
 def test_overlapping_requests_switch_inline_runs_off_for_a_quiet_spell(monkeypatch):
     import edge_runtime.batching.queue as queue
 
@@ -521,12 +567,16 @@ def test_run_inline_may_send_a_batch_to_the_inference_thread():
     async def main():
         backend = ThreadRecorder()
         cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
-        b = Batcher("m", cfg, backend, Metrics(), run_inline=lambda _m, _b: None)
+        asked: list[object] = []
+        b = Batcher("m", cfg, backend, Metrics(), run_inline=lambda m, _b: asked.append(m))
         b.start()
         out = await b.submit([enc(5, tag=3)], far())
-        await b.stop()
         assert int(out[0][0]) == 3
         assert backend.threads and backend.threads[0].startswith("infer-m")
+        for i in range(3):  # a model that declined is not asked again
+            assert int((await b.submit([enc(5, tag=i)], far()))[0][0]) == i
+        await b.stop()
+        assert asked == [None] and len(backend.threads) == 4
 
     asyncio.run(main())
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -569,6 +570,10 @@ class RegistryClient:
 
     def fleet(self) -> list[NodeInfo]:
         return _decoded(self._json("GET", "/v1/fleet"), into=list[NodeInfo])
+
+    def delete_node(self, node: str) -> None:
+        """Forget a fleet node (admin): a stale one, or one to hand to another token."""
+        self._json("DELETE", f"/v1/fleet/{quote(node, safe='')}")
 
     def halt(self, model: str, channel: str, reason: str = "") -> ChannelInfo:
         raw = self._json("POST", f"/v1/models/{model}/channels/{channel}/halt", Halt(reason=reason))

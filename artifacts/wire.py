@@ -401,11 +401,14 @@ class NodeModel(msgspec.Struct, kw_only=True):
     reason: str = ""
 
 
+MAX_NODE_MODELS = 256  # models in one node's heartbeat
+
+
 class NodeReport(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    node: str
+    node: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # a hostname's limit
     arch: str = ""
     capabilities: NodeCapabilities | None = None
-    models: list[NodeModel] = []
+    models: Annotated[list[NodeModel], msgspec.Meta(max_length=MAX_NODE_MODELS)] = []
 
 
 class NodeInfo(msgspec.Struct, kw_only=True):
@@ -413,6 +416,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     last_seen: str
     age_s: float
     report: NodeReport
+    reporter: str = ""  # the name of the token the node reports with (its owner)
 
 
 class Halt(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

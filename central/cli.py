@@ -124,6 +124,13 @@ def serve(
         envvar="SHIPYARD_TUF_ONLINE_KEYS",
         help="The TUF online keys every replica shares (default HOME/tuf/online)",
     ),
+    fleet_max_nodes_per_token: int = typer.Option(
+        1024,
+        "--fleet-max-nodes-per-token",
+        envvar="SHIPYARD_FLEET_MAX_NODES_PER_TOKEN",
+        min=1,
+        help="Node names one token may report in fleet heartbeats (409 past it)",
+    ),
 ) -> None:
     """Run the registry/build/fleet service (migrates the database first). Several replicas
     can serve one PostgreSQL database and one OCI registry (README: Scaling out)."""
@@ -148,6 +155,7 @@ def serve(
         blob_redirect=blob_redirect,
         nats_url=nats_url,
         tuf_online_keys=tuf_online_keys,
+        fleet_max_nodes_per_token=fleet_max_nodes_per_token,
         **_oci(oci_url, oci_repository),
     )
     if blob_redirect and not oci_url:

@@ -446,6 +446,7 @@ def fleet(as_json: bool = JSON) -> None:
             rows.append(
                 [
                     n.node,
+                    n.reporter or "-",
                     f"{n.age_s:.0f} s ago",
                     f"{m.model}:{m.channel}",
                     m.state,
@@ -461,6 +462,7 @@ def fleet(as_json: bool = JSON) -> None:
             "fleet",
             [
                 "node",
+                "token",
                 "seen",
                 "model",
                 "state",
@@ -474,6 +476,14 @@ def fleet(as_json: bool = JSON) -> None:
         )
     )
     return None
+
+
+@app.command("forget-node")
+def forget_node(node: str = typer.Argument(...)) -> None:
+    """Remove a node from the fleet (admin): a stale one, or one to hand to another token."""
+    with client() as c:
+        c.delete_node(node)
+    console().print(f"node {node} removed from the fleet")
 
 
 @app.command("halt")

@@ -42,6 +42,7 @@ class Principal:
     worker: str | None = None
     internal: bool = False  # central acting on its own (e.g. a catalog run), never a token
     catalogs: frozenset[str] | None = None  # bound to these catalogs (None: any)
+    token_id: int | None = None  # the token's row (None: central itself, the CLI)
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -96,6 +97,7 @@ class TokenService:
             tokens.granted(row.scopes),
             row.worker,
             catalogs=frozenset(row.catalogs) if row.catalogs is not None else None,
+            token_id=row.id,
         )
         if len(self._cache) > MAX_CACHED:
             self._cache.clear()

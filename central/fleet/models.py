@@ -16,3 +16,5 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     report: Mapped[bytes] = mapped_column(LargeBinary)  # the NodeReport (JSON)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the token that reports this node (first come; handed on once it is revoked or expired)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

@@ -148,3 +148,27 @@ def test_full_cli_cycle(cli, central, tiny_builds, publisher_keys, tmp_path):
     assert "bad reference" in r.stderr
     audit = json.loads(cli("audit", "--json").stdout)
     assert any(e["action"] == "channel.rollback" for e in audit)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_fleet_table_names_each_nodes_token_and_an_admin_forgets_a_node(cli, central):
+    from artifacts.client import RegistryClient
+    from artifacts.wire import NodeModel, NodeReport
+
+    token = central.token("pull", name="edge-eu")
+    with RegistryClient(central.url, token) as edge:
+        edge.heartbeat_node(
+            NodeReport(
+                node="eu-1",
+                capabilities=cpu_node(),
+                models=[NodeModel(model="m", channel="stable", state="ready")],
+            )
+        )
+    cli("login", central.url, "--token-stdin", stdin=central.admin_token + "\n")
+    table = cli("fleet").stdout
+    assert "eu-1" in table and "edge-eu" in table
+    assert json.loads(cli("fleet", "--json").stdout)[0]["reporter"] == "edge-eu"
+    assert "removed" in cli("forget-node", "eu-1").stdout
+    assert json.loads(cli("fleet", "--json").stdout) == []
+    r = cli("forget-node", "eu-1", ok=False)
+    assert r.returncode == 1 and "no node 'eu-1'" in r.stderr

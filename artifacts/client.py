@@ -55,6 +55,8 @@ from artifacts.wire import (
     CreateVersion,
     DisableWorker,
     EnrollWorker,
+    FleetHandedOver,
+    FleetHandover,
     Halt,
     HeartbeatReply,
     IndexBuildRequest,
@@ -570,6 +572,13 @@ class RegistryClient:
 
     def fleet(self) -> list[NodeInfo]:
         return _decoded(self._json("GET", "/v1/fleet"), into=list[NodeInfo])
+
+    def fleet_handover(
+        self, from_token: int, to_token: int, nodes: list[str] | None = None
+    ) -> list[str]:
+        """Move ``from_token``'s nodes (or just ``nodes``) to ``to_token`` (admin); the names moved."""
+        body = FleetHandover(from_token=from_token, to_token=to_token, nodes=nodes)
+        return _decoded(self._json("POST", "/v1/fleet/handover", body), into=FleetHandedOver).moved
 
     def delete_node(self, node: str) -> None:
         """Forget a fleet node (admin): a stale one, or one to hand to another token."""

@@ -416,7 +416,21 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     last_seen: str
     age_s: float
     report: NodeReport
-    reporter: str = ""  # the name of the token the node reports with (its owner)
+    # the token the node reports with (its owner), as "#id name"; shown to admins only
+    reporter: str = ""
+
+
+class FleetHandover(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/fleet/handover`` (admin): ``from_token``'s nodes (or just ``nodes``) are
+    reported by ``to_token`` from now on — a rotated credential, or a node re-provisioned."""
+
+    from_token: Annotated[int, msgspec.Meta(ge=1)]
+    to_token: Annotated[int, msgspec.Meta(ge=1)]
+    nodes: Annotated[list[str], msgspec.Meta(max_length=4096)] | None = None
+
+
+class FleetHandedOver(msgspec.Struct, kw_only=True):
+    moved: list[str]
 
 
 class Halt(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

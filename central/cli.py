@@ -125,7 +125,7 @@ def serve(
         help="The TUF online keys every replica shares (default HOME/tuf/online)",
     ),
     fleet_max_nodes_per_token: int = typer.Option(
-        1024,
+        256,
         "--fleet-max-nodes-per-token",
         envvar="SHIPYARD_FLEET_MAX_NODES_PER_TOKEN",
         min=1,

@@ -176,6 +176,19 @@ class Database:
         if self.is_postgres:
             await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
+    async def try_serialize(self, s: AsyncSession, space: int, key: int) -> bool:
+        """Take lock (``space``, ``key``) until ``s``'s transaction ends if it is free now;
+        False when another transaction holds it (PostgreSQL's two-int4 advisory lock, a key
+        space apart from :meth:`serialize`'s; SQLite: always True, its writer serializes).
+        For routes any token may call: a waiting transaction would hold a pooled connection."""
+        if not self.is_postgres:
+            return True
+        got = await s.execute(
+            text("SELECT pg_try_advisory_xact_lock(:space, :key)"),
+            {"space": _int4(space), "key": _int4(key)},
+        )
+        return bool(got.scalar_one())
+
     async def ping(self) -> str | None:
         """None when the database answers, else why not (readiness; never raises)."""
         try:
@@ -189,3 +202,9 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+def _int4(v: int) -> int:
+    """``v``'s low 32 bits as PostgreSQL's signed int4."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v

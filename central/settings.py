@@ -16,7 +16,7 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     max_blob_bytes: int = 4 << 30  # one bundle file
     max_json_bytes: int = 1 << 20  # any JSON request body
     max_catalog_bytes: int = 128 << 20  # a catalog an index build may name (parsed at submit)
-    fleet_max_nodes_per_token: int = 1024  # node names one token may report (fleet rows)
+    fleet_max_nodes_per_token: int = 256  # node names one token may report (fleet rows)
     local_workers: int = (
         2  # in-process CPU build workers (0: none; 2: one builds, the other verifies)
     )

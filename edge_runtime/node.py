@@ -214,7 +214,7 @@ class EdgeNode:
                     model=s.name,
                     channel=s.channel,
                     state=s.state,
-                    reason=s.reason,
+                    reason=s.reason[:1000],  # a report is bounded (central: 64 KiB)
                     version=s.serving.version if s.serving else None,
                     target=s.serving.target if s.serving else None,
                     fallbacks=sum(e.kind is EventKind.FALLBACK for e in events),
@@ -232,6 +232,7 @@ class EdgeNode:
         """Tell central what this node serves (fleet view); best effort, never fatal."""
         interval = max(5.0, self.config.registry.poll_interval_s)
         sent_sig, sent_at = None, 0.0
+        last_error = ""
         while True:
             report = self.report()
             sig = [(m.state, m.version, m.target, m.fallbacks) for m in report.models]
@@ -242,8 +243,13 @@ class EdgeNode:
                     await anyio.to_thread.run_sync(self.client.heartbeat_node, report)
                     sent_sig, sent_at = sig, time.monotonic()
                 except Exception as exc:
-                    log.debug("fleet heartbeat failed: %s", exc)
-                    sent_at = time.monotonic()
+                    # a refusal (another token reports this node, a quota) does not fix
+                    # itself: say so once per new reason; repeats at debug
+                    level = logging.WARNING if str(exc) != last_error else logging.DEBUG
+                    log.log(level, "fleet heartbeat failed: %s", exc)
+                    last_error, sent_at = str(exc), time.monotonic()
+                else:
+                    last_error = ""
             await asyncio.sleep(1.0)
 
     @property

@@ -486,6 +486,19 @@ def forget_node(node: str = typer.Argument(...)) -> None:
     console().print(f"node {node} removed from the fleet")
 
 
+@app.command("fleet-handover")
+def fleet_handover(
+    nodes: list[str] = typer.Argument(None, help="Only these nodes (default: all it reports)"),
+    from_token: int = typer.Option(..., "--from", help="The token id reporting them now"),
+    to_token: int = typer.Option(..., "--to", help="The (live) token id to report them"),
+) -> None:
+    """Move nodes to another token (admin): after rotating a node's credential, the new token
+    reports them; the old one is refused from then on."""
+    with client() as c:
+        moved = c.fleet_handover(from_token, to_token, nodes or None)
+    console().print(f"{len(moved)} node(s) now reported by token #{to_token}: {', '.join(moved)}")
+
+
 @app.command("halt")
 def halt(
     name: str = typer.Argument(...),

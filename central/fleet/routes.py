@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Request, delete, get, post
 
-from artifacts.wire import NodeInfo, NodeReport
+from artifacts.wire import FleetHandedOver, FleetHandover, NodeInfo, NodeReport
 from central.auth.guard import needs, principal_of, pull
 from central.fleet.service import FleetService
 
@@ -22,9 +22,17 @@ async def delete_node(request: Request, fleet: FleetService, node: str) -> None:
     await fleet.delete(node, principal_of(request))
 
 
+@post("/v1/fleet/handover", status_code=200, **needs("admin"))
+async def handover(request: Request, fleet: FleetService, data: FleetHandover) -> FleetHandedOver:
+    """Move nodes from one token to another (a rotated credential): the only way a node
+    changes hands besides being forgotten."""
+    return await fleet.handover(data, principal_of(request))
+
+
 @get("/v1/fleet", **pull())
-async def fleet_view(fleet: FleetService) -> list[NodeInfo]:
-    return await fleet.nodes()
+async def fleet_view(request: Request, fleet: FleetService) -> list[NodeInfo]:
+    """Every node's last report; admins also see which token reports each."""
+    return await fleet.nodes(principal_of(request))
 
 
-handlers = [heartbeat, delete_node, fleet_view]
+handlers = [heartbeat, delete_node, handover, fleet_view]

@@ -1,49 +1,69 @@
 """Fleet status: edge nodes' heartbeats (what each serves, with which backend, how well).
 
 A node belongs to the token that first reported it: another token's heartbeat for it is
-refused while that token is live, so a leaked pull token cannot rewrite the rest of the fleet's
-reports (a token shared by a region's nodes still reports for all of them). Once the owning
-token is revoked or expired, the next token to report the node takes it over (a rotated
-credential). One token reports at most ``fleet_max_nodes_per_token`` node names, and a report
-is bounded, so heartbeats cannot fill the database."""
+refused, so a leaked pull token cannot rewrite the rest of the fleet's reports (a token shared
+by a region's nodes still reports for all of them). Ownership moves only by an admin's hand
+(:meth:`FleetService.handover`, or forgetting the node): never because the owner was revoked or
+expired, which would let whoever polls fastest take the node. Names are stored in one canonical
+form (ASCII, lowercase, ``-`` for ``_``), so look-alike spellings are the same node. One token
+reports at most ``fleet_max_nodes_per_token`` names and a report is bounded, so heartbeats cannot
+fill the database; a token's heartbeats never queue on each other for a database connection."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import zlib
 
 import msgspec
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from artifacts.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLarge
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidNameError,
+    NotFoundError,
+    Overloaded,
+    PayloadTooLarge,
+)
 from artifacts.names import check_name
-from artifacts.wire import NodeInfo, NodeReport
+from artifacts.wire import FleetHandedOver, FleetHandover, NodeInfo, NodeReport
 from central.audit.service import AuditLog
 from central.auth.models import Token
 from central.auth.service import Principal
+from central.auth.tokens import granted
 from central.db import Database, iso, utcnow
 from central.fleet.models import Node
 
-MAX_REPORT_BYTES = 128 << 10  # one node's stored report
-_LOCK_BASE = 0x5F1EE7  # advisory locks: one per node name (see Database.serialize)
+log = logging.getLogger(__name__)
+
+MAX_REPORT_BYTES = 64 << 10  # one node's stored report
+# advisory lock spaces (two-int4 form): a token's new names, one node name
+TOKEN_LOCKS, NAME_LOCKS = 0x466C_5400, 0x466C_4E00  # "FlT", "FlN"
 
 
-def _lock_key(name: str) -> int:
-    """A node name's (or a token's) advisory lock; always a token's before a name's."""
-    return (_LOCK_BASE << 32) | zlib.crc32(name.encode())
+def node_name(raw: str) -> str:
+    """The stored form of a reported node name (the 400/422 a bad one gets)."""
+    if not raw.isascii():
+        raise InvalidNameError(f"invalid node name {raw!r}: ASCII only")
+    return check_name(raw.lower().replace("_", "-"), "node name")
+
+
+def _name_key(name: str) -> int:
+    return zlib.crc32(name.encode())
 
 
 class FleetService:
     def __init__(
-        self, db: Database, audit: AuditLog | None = None, max_nodes_per_token: int = 1024
+        self, db: Database, audit: AuditLog | None = None, max_nodes_per_token: int = 256
     ) -> None:
         self.db = db
         self.audit = audit
         self.max_nodes_per_token = max_nodes_per_token
 
     async def heartbeat(self, report: NodeReport, principal: Principal) -> None:
-        check_name(report.node.lower().replace("_", "-"), "node name")
+        name = node_name(report.node)
         data = msgspec.json.encode(report)
         if len(data) > MAX_REPORT_BYTES:
             raise PayloadTooLarge(
@@ -52,50 +72,82 @@ class FleetService:
         # admins and central itself report without owning (a node they report stays free)
         me = None if "admin" in principal.scopes else principal.token_id
         async with self.db.transaction() as s:
-            if me is not None:  # a token's reports one at a time: its quota holds under races
-                await self.db.serialize(s, _lock_key(f"token:{me}"))
-            await self.db.serialize(s, _lock_key(report.node))  # one first report per name
-            row = (
-                await s.execute(select(Node).where(Node.name == report.node))
-            ).scalar_one_or_none()
-            if row is None:
-                await self._check_quota(s, me, principal)
-                s.add(Node(name=report.node, report=data, last_seen=utcnow(), token_id=me))
-                return
-            if me is not None and row.token_id != me:
-                owner = await _live_owner(s, row.token_id)
-                if owner is not None:
-                    raise ForbiddenError(
-                        f"node {report.node!r} reports with another token, {owner!r}; revoke "
-                        "that token to hand the node over, or have an admin delete the node"
-                    )
-                await self._check_quota(s, me, principal)
-                row.token_id = me  # the owner was revoked or expired (or there was none)
+            await self._lock(s, NAME_LOCKS, _name_key(name))  # one first report per name
+            row = (await s.execute(select(Node).where(Node.name == name))).scalar_one_or_none()
+            if row is None or (row.token_id is None and me is not None):
+                if me is not None:  # a new name for this token: its quota, under its lock
+                    await self._lock(s, TOKEN_LOCKS, me)
+                    await self._check_quota(s, me, principal)
+                if row is None:
+                    s.add(Node(name=name, report=data, last_seen=utcnow(), token_id=me))
+                    return
+                row.token_id = me  # an unowned node (reported by an admin, or before 0009)
+            elif me is not None and row.token_id != me:
+                raise ForbiddenError(
+                    f"node {name!r} is reported with another token; an admin hands it over "
+                    "(`artifact fleet-handover`) or forgets it (`artifact forget-node`)"
+                )
             row.report, row.last_seen = data, utcnow()
 
-    async def _check_quota(self, s: AsyncSession, me: int | None, principal: Principal) -> None:
-        if me is None:
-            return
+    async def _lock(self, s: AsyncSession, space: int, key: int) -> None:
+        if not await self.db.try_serialize(s, space, key):
+            raise Overloaded("another heartbeat for this node or token is in progress", 1.0)
+
+    async def _check_quota(self, s: AsyncSession, me: int, principal: Principal) -> None:
         held = (
             await s.execute(select(func.count()).select_from(Node).where(Node.token_id == me))
         ).scalar_one()
         if held >= self.max_nodes_per_token:
             raise ConflictError(
                 f"token {principal.name!r} already reports {held} nodes, the limit "
-                "(fleet_max_nodes_per_token); an admin can delete stale ones: "
-                "DELETE /v1/fleet/{node}"
+                "(central serve --fleet-max-nodes-per-token); an admin can forget stale ones "
+                "(`artifact forget-node`)"
             )
 
-    async def delete(self, name: str, principal: Principal) -> None:
-        """An admin forgets a node (stale, or to hand it to another live token)."""
+    async def delete(self, raw: str, principal: Principal) -> None:
+        """An admin forgets a node (stale, or one to report with another token)."""
+        name = node_name(raw)
         async with self.db.transaction() as s:
+            await self._lock(s, NAME_LOCKS, _name_key(name))  # not beside its heartbeat
             gone = await s.execute(delete(Node).where(Node.name == name))
             if not gone.rowcount:  # type: ignore[attr-defined]
                 raise NotFoundError(f"no node {name!r} in the fleet")
             if self.audit is not None:
                 self.audit.record(s, principal.name, "fleet.delete", name)
 
-    async def nodes(self) -> list[NodeInfo]:
+    async def handover(self, req: FleetHandover, principal: Principal) -> FleetHandedOver:
+        """An admin moves nodes from one token to another (a rotated credential): all of
+        ``from_token``'s, or the named ones it holds. The new token must be live."""
+        async with self.db.transaction() as s:
+            target = (
+                await s.execute(select(Token).where(Token.id == req.to_token))
+            ).scalar_one_or_none()
+            if target is None or not _live(target):
+                raise ConflictError(f"token #{req.to_token} is unknown, revoked or expired")
+            if target.worker is not None or "pull" not in granted(target.scopes):
+                raise ConflictError(f"token #{req.to_token} cannot report heartbeats")
+            which = Node.token_id == req.from_token
+            if req.nodes is not None:
+                which = which & Node.name.in_([node_name(n) for n in req.nodes])
+            moved = list(
+                (
+                    await s.execute(
+                        update(Node).where(which).values(token_id=req.to_token).returning(Node.name)
+                    )
+                ).scalars()
+            )
+            if self.audit is not None:
+                self.audit.record(
+                    s,
+                    principal.name,
+                    "fleet.handover",
+                    f"#{req.from_token}->#{req.to_token}",
+                    detail=", ".join(sorted(moved))[:2000],
+                )
+        return FleetHandedOver(moved=sorted(moved))
+
+    async def nodes(self, principal: Principal) -> list[NodeInfo]:
+        admin = "admin" in principal.scopes
         async with self.db.session() as s:
             rows = (
                 await s.execute(
@@ -106,27 +158,26 @@ class FleetService:
             ).all()
         now = dt.datetime.now(dt.UTC)
         out = []
-        for r, reporter in rows:
+        for r, token_name in rows:
+            try:  # a row stored before today's limits must not take the whole view down
+                report = msgspec.json.decode(r.report, type=NodeReport)
+            except msgspec.ValidationError as exc:
+                log.warning(
+                    "fleet: skipping node %r, its stored report is invalid: %s", r.name, exc
+                )
+                continue
             seen = r.last_seen
             out.append(
                 NodeInfo(
                     node=r.name,
                     last_seen=iso(seen),
                     age_s=round((now - seen).total_seconds(), 1),
-                    report=msgspec.json.decode(r.report, type=NodeReport),
-                    reporter=reporter or "",
+                    report=report,
+                    reporter=f"#{r.token_id} {token_name}" if admin and r.token_id else "",
                 )
             )
         return out
 
 
-async def _live_owner(s: AsyncSession, token_id: int | None) -> str | None:
-    """The owning token's name while it can still authenticate (None: no owner any more)."""
-    if token_id is None:
-        return None
-    row = (await s.execute(select(Token).where(Token.id == token_id))).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.expires_at is not None and row.expires_at <= utcnow():
-        return None
-    return row.name
+def _live(t: Token) -> bool:
+    return t.revoked_at is None and (t.expires_at is None or t.expires_at > utcnow())

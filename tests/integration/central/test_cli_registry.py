@@ -167,7 +167,14 @@ def test_fleet_table_names_each_nodes_token_and_an_admin_forgets_a_node(cli, cen
     cli("login", central.url, "--token-stdin", stdin=central.admin_token + "\n")
     table = cli("fleet").stdout
     assert "eu-1" in table and "edge-eu" in table
-    assert json.loads(cli("fleet", "--json").stdout)[0]["reporter"] == "edge-eu"
+    assert json.loads(cli("fleet", "--json").stdout)[0]["reporter"].endswith(" edge-eu")
+    with RegistryClient(central.url, central.admin_token) as a:
+        ids = {t.name: t.id for t in a.tokens()}
+        a.create_token("edge-new", ["pull"])
+        new_id = next(t.id for t in a.tokens() if t.name == "edge-new")
+    out = cli("fleet-handover", "--from", str(ids["edge-eu"]), "--to", str(new_id)).stdout
+    assert "1 node(s) now reported by token" in out and "eu-1" in out
+    assert json.loads(cli("fleet", "--json").stdout)[0]["reporter"].endswith(" edge-new")
     assert "removed" in cli("forget-node", "eu-1").stdout
     assert json.loads(cli("fleet", "--json").stdout) == []
     r = cli("forget-node", "eu-1", ok=False)

@@ -424,8 +424,8 @@ class FleetHandover(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/fleet/handover`` (admin): ``from_token``'s nodes (or just ``nodes``) are
     reported by ``to_token`` from now on — a rotated credential, or a node re-provisioned."""
 
-    from_token: Annotated[int, msgspec.Meta(ge=1)]
-    to_token: Annotated[int, msgspec.Meta(ge=1)]
+    from_token: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+    to_token: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
     nodes: Annotated[list[str], msgspec.Meta(max_length=4096)] | None = None
 
 

@@ -247,7 +247,9 @@ class EdgeNode:
                     # itself: say so once per new reason; repeats at debug
                     level = logging.WARNING if str(exc) != last_error else logging.DEBUG
                     log.log(level, "fleet heartbeat failed: %s", exc)
-                    last_error, sent_at = str(exc), time.monotonic()
+                    # retried after the interval, not every second (each try costs central
+                    # a transaction and an audit row)
+                    last_error, sent_sig, sent_at = str(exc), sig, time.monotonic()
                 else:
                     last_error = ""
             await asyncio.sleep(1.0)

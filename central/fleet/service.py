@@ -64,7 +64,7 @@ class FleetService:
 
     async def heartbeat(self, report: NodeReport, principal: Principal) -> None:
         name = node_name(report.node)
-        data = msgspec.json.encode(report)
+        data = msgspec.json.encode(msgspec.structs.replace(report, node=name))
         if len(data) > MAX_REPORT_BYTES:
             raise PayloadTooLarge(
                 f"a node report of {len(data)} bytes; the limit is {MAX_REPORT_BYTES}"
@@ -72,6 +72,11 @@ class FleetService:
         # admins and central itself report without owning (a node they report stays free)
         me = None if "admin" in principal.scopes else principal.token_id
         async with self.db.transaction() as s:
+            owner = (
+                await s.execute(select(Node.token_id).where(Node.name == name))
+            ).scalar_one_or_none()
+            if me is not None and owner is not None and owner != me:
+                self._refuse(name)  # before any lock: refusals cannot hold up the owner
             await self._lock(s, NAME_LOCKS, _name_key(name))  # one first report per name
             row = (await s.execute(select(Node).where(Node.name == name))).scalar_one_or_none()
             if row is None or (row.token_id is None and me is not None):
@@ -83,11 +88,15 @@ class FleetService:
                     return
                 row.token_id = me  # an unowned node (reported by an admin, or before 0009)
             elif me is not None and row.token_id != me:
-                raise ForbiddenError(
-                    f"node {name!r} is reported with another token; an admin hands it over "
-                    "(`artifact fleet-handover`) or forgets it (`artifact forget-node`)"
-                )
+                self._refuse(name)
             row.report, row.last_seen = data, utcnow()
+
+    @staticmethod
+    def _refuse(name: str) -> None:
+        raise ForbiddenError(
+            f"node {name!r} is reported with another token; an admin hands it over "
+            "(`artifact fleet-handover`) or forgets it (`artifact forget-node`)"
+        )
 
     async def _lock(self, s: AsyncSession, space: int, key: int) -> None:
         if not await self.db.try_serialize(s, space, key):
@@ -105,11 +114,17 @@ class FleetService:
             )
 
     async def delete(self, raw: str, principal: Principal) -> None:
-        """An admin forgets a node (stale, or one to report with another token)."""
-        name = node_name(raw)
+        """An admin forgets a node (stale, or one to report with another token): the name as
+        stored (a row from before canonical names keeps its spelling), else its canonical form."""
+        exact = raw.isascii() and raw.isprintable() and 0 < len(raw) <= 255
+        name = node_name(raw) if not exact else raw
         async with self.db.transaction() as s:
             await self._lock(s, NAME_LOCKS, _name_key(name))  # not beside its heartbeat
             gone = await s.execute(delete(Node).where(Node.name == name))
+            if not gone.rowcount and exact and (canonical := node_name(raw)) != raw:  # type: ignore[attr-defined]
+                name = canonical
+                await self._lock(s, NAME_LOCKS, _name_key(name))
+                gone = await s.execute(delete(Node).where(Node.name == name))
             if not gone.rowcount:  # type: ignore[attr-defined]
                 raise NotFoundError(f"no node {name!r} in the fleet")
             if self.audit is not None:
@@ -161,7 +176,7 @@ class FleetService:
         for r, token_name in rows:
             try:  # a row stored before today's limits must not take the whole view down
                 report = msgspec.json.decode(r.report, type=NodeReport)
-            except msgspec.ValidationError as exc:
+            except msgspec.DecodeError as exc:  # ValidationError included
                 log.warning(
                     "fleet: skipping node %r, its stored report is invalid: %s", r.name, exc
                 )
@@ -173,7 +188,7 @@ class FleetService:
                     last_seen=iso(seen),
                     age_s=round((now - seen).total_seconds(), 1),
                     report=report,
-                    reporter=f"#{r.token_id} {token_name}" if admin and r.token_id else "",
+                    reporter=f"#{r.token_id} {token_name or '?'}" if admin and r.token_id else "",
                 )
             )
         return out

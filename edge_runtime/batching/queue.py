@@ -339,12 +339,7 @@ class Batcher:
                 self._wake.clear()
                 if batch:
                     self._quiet_since = time.monotonic()
-                # one timer, not one per batch; armed after any batch since the last release
-                # (also when the burst's last items expired instead of running)
-                if self._idle_timer is None and self.batches != self._released_after:
-                    self._idle_timer = asyncio.get_running_loop().call_later(
-                        self.idle_after_s, self._idle
-                    )
+                self._arm_idle()  # also when the burst's last items expired instead of running
 
     async def _run(self, batch: list[Item]) -> None:
         """Run one batch (shortest first, see :meth:`_infer`); account for it; answer."""
@@ -381,12 +376,8 @@ class Batcher:
         """A lone query run inline right away (see :meth:`_inline`), accounted and answered as
         a batch of one; False when it may not run on the loop now or its inline run failed
         (then it queues, and the batcher's task runs it on the inference thread)."""
-        it = items[0]
-        if (
-            len(items) != 1
-            or it.enqueued > it.pending.deadline
-            or not self._inline(items, len(it.enc))
-        ):
+        it = items[0]  # one item (checked by _ran_now); the state may have changed since
+        if it.enqueued > it.pending.deadline or not self._inline(items, len(it.enc)):
             return False
         started, started_ns = time.monotonic(), time.time_ns()
         infer = [0, 0]
@@ -395,9 +386,14 @@ class Batcher:
             return False
         self._finish(items, len(it.enc), (started, started_ns), infer, out, None)
         self._quiet_since = time.monotonic()
-        if self._idle_timer is None and not self.bulk and self.batches != self._released_after:
-            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_after_s, self._idle)
+        if not self.bulk:  # else the batcher's task arms it after the bulk lane's batches
+            self._arm_idle()
         return True
+
+    def _arm_idle(self) -> None:
+        """One release timer, not one per batch: armed after any batch since the last release."""
+        if self._idle_timer is None and self.batches != self._released_after:
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_after_s, self._idle)
 
     def _finish(
         self,

@@ -1,7 +1,8 @@
 """HTTP client of the central registry, shared by the ``artifact`` CLI, build workers and the edge.
 
 Errors come back as the documented hierarchy (``RegistryUnavailableError``, ``AuthError``,
-``NotFoundError``, ``ConflictError``, ``RegistryError``) with the server's problem ``detail``.
+``NotFoundError``, ``ConflictError``, ``Overloaded`` with the server's ``Retry-After``,
+``RegistryError``) with the server's problem ``detail``.
 Downloads resume from a ``.part`` file and every byte is checked against its digest before a
 bundle is assembled — atomically — and verified.
 """
@@ -9,6 +10,8 @@ bundle is assembled — atomically — and verified.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import errno
 import hashlib
 import os
@@ -32,6 +35,7 @@ from artifacts.errors import (
     DiskFullError,
     InputError,
     NotFoundError,
+    Overloaded,
     RegistryError,
     RegistryUnavailableError,
     ShipyardError,
@@ -193,6 +197,28 @@ def _decoded(raw: bytes, into: type[T]) -> T:
         raise RegistryError(f"the registry answered outside its API: {exc}") from exc
 
 
+RETRY_AFTER_MAX_S = 300.0  # a hostile or confused server cannot park a client for longer
+
+
+def retry_after_s(value: str | None, default: float = 1.0) -> float:
+    """A ``Retry-After`` in seconds: delta-seconds or an HTTP date, bounded to
+    [0, ``RETRY_AFTER_MAX_S``]; ``default`` when absent or unreadable."""
+    if not value:
+        return default
+    value = value.strip()
+    if value.isdigit() and len(value) <= 9:
+        wait = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return default
+        if when.tzinfo is None:
+            return default
+        wait = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return min(max(wait, 0.0), RETRY_AFTER_MAX_S)
+
+
 def _raise_for(response: httpx.Response) -> None:
     """Raise the hierarchy's class for an error status, with the server's problem detail."""
     if response.is_success or response.status_code == 304:
@@ -205,6 +231,9 @@ def _raise_for(response: httpx.Response) -> None:
         detail = response.text[:500] or response.reason_phrase
     status = response.status_code
     where = f"{response.request.method} {response.request.url.path}"
+    if status == 429:
+        wait = retry_after_s(response.headers.get("retry-after"))
+        raise Overloaded(f"{status} {detail} ({where}); retry after {wait:g} s", wait)
     cls = BY_STATUS.get(status) or (RegistryUnavailableError if status >= 500 else RegistryError)
     raise cls(f"{status} {detail} ({where})", status=status)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from artifacts.errors import ShipyardError
+from artifacts.errors import Overloaded, ShipyardError
 from artifacts.states import (
     AuditOutcome,
     BuildState,
@@ -38,6 +38,13 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encoder = msgspec.json.Encoder()
 MEDIA_TYPE_PROBLEM = "application/problem+json"
+
+
+def problem_headers(exc: ShipyardError) -> dict[str, str] | None:
+    """Headers an error's answer carries: ``Retry-After`` (whole seconds, at least 1) on 429."""
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    return None
 
 
 def problem_bytes(status: int, title: str, detail: str, **extra: Any) -> bytes:

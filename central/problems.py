@@ -11,7 +11,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from artifacts.errors import ShipyardError
-from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem
+from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem, problem_headers
 
 log = logging.getLogger("shipyard.central")
 
@@ -26,7 +26,7 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 
 def shipyard_error(_request: Request, exc: ShipyardError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else problem_headers(exc)
     return problem_response(Problem.of(exc), headers)
 
 

@@ -26,10 +26,10 @@ from typing import Any
 import msgspec
 
 from artifacts.errors import PayloadTooLarge, ShipyardError
-from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem
+from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem, problem_headers
 from edge_runtime.http.observe import served_headers
 from edge_runtime.http.openai import embeddings_response, media_type_error
-from edge_runtime.http.problems import internal_error, problem_headers
+from edge_runtime.http.problems import internal_error
 from edge_runtime.http.schemas import EmbeddingsRequest
 from edge_runtime.inference.engine import Inference
 from edge_runtime.metrics import Metrics

@@ -10,8 +10,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from artifacts.errors import Overloaded, ShipyardError
-from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem
+from artifacts.errors import ShipyardError
+from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem, problem_headers
 
 log = logging.getLogger("shipyard.edge.http")
 
@@ -20,13 +20,6 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     return Response(
         problem.encode(), status_code=problem.status, media_type=MEDIA_TYPE_PROBLEM, headers=headers
     )
-
-
-def problem_headers(exc: ShipyardError) -> dict[str, str] | None:
-    """Headers an error's answer carries: ``Retry-After`` on overload."""
-    if isinstance(exc, Overloaded):
-        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-    return None
 
 
 def shipyard_error(_req: Request, exc: ShipyardError) -> Response:

@@ -10,7 +10,13 @@ import msgspec
 import pytest
 
 from artifacts.client import RegistryClient
-from artifacts.errors import ConflictError, ForbiddenError, NotFoundError, ShipyardError
+from artifacts.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    Overloaded,
+    ShipyardError,
+)
 from artifacts.wire import NodeModel, NodeReport
 from bench.fixtures import cpu_node
 from tests.servers import CentralServer
@@ -163,10 +169,10 @@ def test_racing_heartbeats_keep_the_quota_and_one_owner(fleet_central, admin):
             try:
                 c.heartbeat_node(report(node))
                 return "ok"
-            except ShipyardError as exc:
-                if not str(exc).startswith("429 "):
-                    return type(exc).__name__
+            except Overloaded:
                 time.sleep(0.05)
+            except ShipyardError as exc:
+                return type(exc).__name__
         return "Busy"
 
     with ThreadPoolExecutor(8) as pool:
@@ -184,6 +190,60 @@ def test_racing_heartbeats_keep_the_quota_and_one_owner(fleet_central, admin):
     assert outcomes.count("ForbiddenError") + outcomes.count("Busy") == 5
     owner = next(n.reporter for n in admin.fleet() if n.node == "contested").partition(" ")[2]
     assert owner == f"racer-{outcomes.index('ok')}"
+
+
+def test_a_busy_node_lock_answers_429_with_retry_after(fleet_central, database_url):
+    """PostgreSQL: while another transaction holds a node's lock, its heartbeat is told when
+    to come back (``Retry-After``), and the client raises ``Overloaded`` carrying that wait."""
+    if database_url is None:
+        pytest.skip("SQLite serializes heartbeats behind its single writer: no 429 to test")
+    import asyncio
+    import zlib
+
+    import asyncpg
+
+    from central.db import _int4
+    from central.fleet.service import NAME_LOCKS
+
+    with RegistryClient(fleet_central.url, fleet_central.admin_token) as a:
+        token = a.create_token("edge", ["pull"])
+    t = RegistryClient(fleet_central.url, token)
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def hold_lock_and_heartbeat() -> tuple[httpx.Response, Overloaded]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    _int4(NAME_LOCKS),
+                    _int4(zlib.crc32(b"busy-node")),
+                )
+                raw = await asyncio.to_thread(
+                    httpx.post,
+                    f"{fleet_central.url}/v1/fleet/heartbeat",
+                    content=msgspec.json.encode(report("busy-node")),
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                )
+                with pytest.raises(Overloaded) as refused:
+                    await asyncio.to_thread(t.heartbeat_node, report("busy-node"))
+                return raw, refused.value
+        finally:
+            await conn.close()
+
+    raw, refused = asyncio.run(hold_lock_and_heartbeat())
+    assert raw.status_code == 429
+    assert raw.headers["Retry-After"] == "1"
+    assert raw.headers["Content-Type"] == "application/problem+json"
+    assert refused.status == 429 and refused.retry_after_s == 1.0
+    with RegistryClient(fleet_central.url, fleet_central.admin_token) as a:
+        assert [n.node for n in a.fleet()] == []  # nothing was stored while refused
+    t.heartbeat_node(report("busy-node"))  # the lock is free again: accepted
+    with RegistryClient(fleet_central.url, fleet_central.admin_token) as a:
+        assert [n.node for n in a.fleet()] == ["busy-node"]
 
 
 @pytest.mark.parametrize(

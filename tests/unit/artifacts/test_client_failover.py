@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import httpx
 import pytest
 
-from artifacts.client import RegistryClient, central_urls
+from artifacts.client import RegistryClient, central_urls, retry_after_s
 from artifacts.digests import sha256_bytes
-from artifacts.errors import InputError, NotFoundError, RegistryUnavailableError
+from artifacts.errors import InputError, NotFoundError, Overloaded, RegistryUnavailableError
 
 A, B = "http://a.test:8700", "http://b.test:8700"
 
@@ -166,3 +167,36 @@ def test_every_replica_down_says_so():
     with pytest.raises(RegistryUnavailableError, match="b.test"):
         c.list_models()
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("7", 7.0),
+        (None, 1.0),  # no header: a second
+        ("soon", 1.0),  # unreadable: a second
+        ("999999999", 300.0),  # a server cannot park the client for days
+        ("-5", 1.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: retry now
+    ],
+)
+def test_429_raises_overloaded_with_the_servers_bounded_retry_after(header, wait):
+    def handler(request):
+        r = answer(429, {"title": "Overloaded", "status": 429, "detail": "busy"})
+        if header is not None:
+            r.headers["Retry-After"] = header
+        return r
+
+    c, seen = client(handler)
+    with pytest.raises(Overloaded, match="busy") as refused:
+        c.list_models()
+    assert refused.value.status == 429
+    assert refused.value.retry_after_s == wait
+    assert seen == ["GET a.test/v1/models"]  # busy is not down: no failover
+
+
+def test_retry_after_as_a_future_http_date():
+    from email.utils import format_datetime
+
+    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
+    assert 25 <= retry_after_s(format_datetime(when, usegmt=True)) <= 30

@@ -44,6 +44,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 def route_path(path: str) -> str:
     """The path as the router will match it (``//v1/status/`` serves ``/v1/status``): every
     check in front of the router decides on this, so a spelling cannot change the decision."""
+    if "//" not in path and not path.endswith("/"):  # the common case: already the route's
+        return path or "/"
     return re.sub(r"/{2,}", "/", path).rstrip("/") or "/"
 
 

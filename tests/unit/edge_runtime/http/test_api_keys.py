@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from artifacts.errors import InputError
-from edge_runtime.http.api_keys import KeyRing, add_key, hash_key, parse_keys, scope_of
+from edge_runtime.http.api_keys import KeyRing, add_key, hash_key, parse_keys, route_path, scope_of
 
 
 def test_paths_map_to_scopes_and_probes_stay_open():
@@ -86,3 +86,13 @@ def test_add_key_refuses_what_it_could_not_parse(tmp_path):
 )
 def test_a_path_spelling_cannot_change_its_scope(path, scope):
     assert scope_of(path) == scope
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/", "//", "/v1/embeddings", "/v1/embeddings/", "//v1//embeddings//", "/v1/x///", "v1"],
+)
+def test_route_path_fast_case_agrees_with_the_full_rewrite(path):
+    import re
+
+    assert route_path(path) == (re.sub(r"/{2,}", "/", path).rstrip("/") or "/")

@@ -118,6 +118,33 @@ def test_collate_bucketing_respects_the_cap():
     assert out["input_ids"].shape == (1, 16) and out["attention_mask"].sum() == 3
 
 
+def test_a_lone_item_collates_as_it_would_padded():
+    """One item at its own length (c=1) gets views of its arrays, equal to the padded path's
+    output in values, dtype and shape; int32 items and bucketed lengths still get copies."""
+    from artifacts.textproc import Encoded, collate
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    lone = Encoded(
+        ids=np.arange(5, dtype=np.int64), type_ids=np.zeros(5, np.int64), truncated=False
+    )
+    twin = Encoded(
+        ids=np.arange(5, dtype=np.int64), type_ids=np.zeros(5, np.int64), truncated=False
+    )
+    fast = collate([lone], names, pad_id=7)
+    padded = {k: v[:1] for k, v in collate([lone, twin], names, pad_id=7).items()}
+    for k in names:
+        assert fast[k].dtype == np.int64 and fast[k].shape == (1, 5)
+        assert fast[k].tolist() == padded[k].tolist()
+    assert np.shares_memory(fast["input_ids"], lone.ids)
+    narrow = Encoded(
+        ids=np.arange(5, dtype=np.int32), type_ids=np.zeros(5, np.int32), truncated=False
+    )
+    assert collate([narrow], names)["input_ids"].dtype == np.int64
+    bucketed = collate([lone], names, pad_id=7, multiple_of=8)
+    assert bucketed["input_ids"].tolist() == [[0, 1, 2, 3, 4, 7, 7, 7]]
+    assert bucketed["attention_mask"].tolist() == [[1] * 5 + [0] * 3]
+
+
 def test_re_putting_a_key_replaces_it_without_double_counting():
     c = ResultCache(1 << 20, 60)
     c.put(("k",), vec(1, 16))

@@ -144,6 +144,13 @@ def report(p50: dict, outside: dict, inside: dict, raws: list[float]) -> None:
         f"edge c=1 p50: {S.fmt(p50['edge'], 3, ' ms')}; − raw p50 (the goal's measure): "
         f"{S.fmt([e - r for e, r in zip(p50['edge'], p50['raw'], strict=True)], 3, ' ms')}"
     )
+    for k in ("run", "tokenise"):
+        gap = [x - r for x, r in zip(p50[k], p50["raw"], strict=True)]
+        print(f"  {k:9s} rung p50 − raw p50: {S.fmt(gap, 3, ' ms')}")
+    edge_run = [e - r for e, r in zip(p50["edge"], p50["run"], strict=True)]
+    print(
+        f"  edge p50 − run rung p50 (what the edge adds over the least server): {S.fmt(edge_run, 3, ' ms')}"
+    )
     for k in ("floor", "run", "tokenise", "edge"):
         print(f"  {k:9s} outside the model run: {S.fmt(outside[k], 3, ' ms')}")
     for k in ("run", "tokenise", "edge"):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
@@ -599,8 +599,23 @@ class RegistryClient:
     def heartbeat_node(self, report: NodeReport) -> None:
         self._json("POST", "/v1/fleet/heartbeat", report)
 
-    def fleet(self) -> list[NodeInfo]:
-        return _decoded(self._json("GET", "/v1/fleet"), into=list[NodeInfo])
+    def fleet(self, page_size: int = 100, max_nodes: int = 100_000) -> list[NodeInfo]:
+        """Every node, following the pages (``X-Fleet-Next``) up to ``max_nodes``; a registry
+        whose cursor repeats is refused (pages are bounded too, so none can keep us here)."""
+        out: list[NodeInfo] = []
+        params: dict[str, Any] = {"limit": page_size}
+        seen: set[str] = set()
+        for _ in range(-(-max_nodes // page_size)):
+            r = self._request("GET", "/v1/fleet", params=params)
+            out += _decoded(r.content, into=list[NodeInfo])
+            after = r.headers.get("x-fleet-next")
+            if after is None or len(out) >= max_nodes:
+                break
+            if after in seen:
+                raise RegistryError("the registry's fleet pages do not advance")
+            seen.add(after)
+            params = {"limit": page_size, "after": unquote(after)}
+        return out[:max_nodes]
 
     def fleet_handover(
         self, from_token: int, to_token: int, nodes: list[str] | None = None

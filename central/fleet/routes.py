@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import Request, delete, get, post
+from urllib.parse import quote
+
+from litestar import Request, Response, delete, get, post
+from litestar.params import Parameter
 
 from artifacts.wire import FleetHandedOver, FleetHandover, NodeInfo, NodeReport
 from central.auth.guard import needs, principal_of, pull
@@ -29,10 +32,22 @@ async def handover(request: Request, fleet: FleetService, data: FleetHandover) -
     return await fleet.handover(data, principal_of(request))
 
 
+NEXT_HEADER = "X-Fleet-Next"  # the ``after`` of the next page (percent-encoded); absent: last page
+
+
 @get("/v1/fleet", **pull())
-async def fleet_view(request: Request, fleet: FleetService) -> list[NodeInfo]:
-    """Every node's last report; admins also see which token reports each."""
-    return await fleet.nodes(principal_of(request))
+async def fleet_view(
+    request: Request,
+    fleet: FleetService,
+    limit: int = Parameter(default=100, ge=1, le=500),
+    after: str | None = Parameter(default=None, max_length=255),
+) -> Response[list[NodeInfo]]:
+    """Nodes' last reports by name, a page at a time (at most ``limit`` nodes named after
+    ``after``; a page holds at most 500 x 64 KiB); ``X-Fleet-Next`` says where the next page
+    starts. Admins also see which token reports each node."""
+    nodes, last = await fleet.nodes(principal_of(request), limit, after)
+    headers = {NEXT_HEADER: quote(last, safe="")} if last is not None else None
+    return Response(nodes, headers=headers)
 
 
 handlers = [heartbeat, delete_node, handover, fleet_view]

@@ -161,16 +161,25 @@ class FleetService:
                 )
         return FleetHandedOver(moved=sorted(moved))
 
-    async def nodes(self, principal: Principal) -> list[NodeInfo]:
+    async def nodes(
+        self, principal: Principal, limit: int, after: str | None = None
+    ) -> tuple[list[NodeInfo], str | None]:
+        """At most ``limit`` nodes named after ``after``, by name, and the name the next page
+        starts after (None: this is the last page). A page may hold fewer than ``limit`` nodes
+        (rows stored before today's limits are skipped), so the cursor, not the count, ends it."""
         admin = "admin" in principal.scopes
+        query = (
+            select(Node, Token.name)
+            .outerjoin(Token, Token.id == Node.token_id)
+            .order_by(Node.name)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(Node.name > after)
         async with self.db.session() as s:
-            rows = (
-                await s.execute(
-                    select(Node, Token.name)
-                    .outerjoin(Token, Token.id == Node.token_id)
-                    .order_by(Node.name)
-                )
-            ).all()
+            rows = (await s.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
         now = dt.datetime.now(dt.UTC)
         out = []
         for r, token_name in rows:
@@ -191,7 +200,7 @@ class FleetService:
                     reporter=f"#{r.token_id} {token_name or '?'}" if admin and r.token_id else "",
                 )
             )
-        return out
+        return out, (rows[-1][0].name if more else None)
 
 
 def _live(t: Token) -> bool:

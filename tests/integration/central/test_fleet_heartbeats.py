@@ -301,3 +301,31 @@ def test_a_stored_report_past_todays_limits_is_skipped_not_a_500(fleet_central, 
     assert [n.node for n in admin.fleet()] == ["ok-1"]
     admin.delete_node("OK_1")  # then the canonical one
     assert admin.fleet() == []
+
+
+def test_the_fleet_view_comes_in_pages_by_name(fleet_central, admin):
+    """``limit`` nodes per page after ``after``; ``X-Fleet-Next`` names where the next page
+    starts, absent on the last; the client follows the pages; limits outside 1-500 are 400."""
+    names = [f"node-{i:02d}" for i in range(7)]
+    for name in reversed(names):
+        admin.heartbeat_node(report(name))
+    auth = {"Authorization": f"Bearer {fleet_central.admin_token}"}
+    url = f"{fleet_central.url}/v1/fleet"
+    seen, params, pages = [], {"limit": 3}, 0
+    while True:
+        r = httpx.get(url, params=params, headers=auth)
+        assert r.status_code == 200
+        page = [n["node"] for n in r.json()]
+        assert len(page) <= 3
+        seen += page
+        pages += 1
+        if "X-Fleet-Next" not in r.headers:
+            break
+        assert r.headers["X-Fleet-Next"] == page[-1]
+        params = {"limit": 3, "after": r.headers["X-Fleet-Next"]}
+    assert seen == names and pages == 3
+    assert [n.node for n in admin.fleet(page_size=2)] == names
+    assert [n.node for n in admin.fleet(page_size=2, max_nodes=5)] == names[:5]
+    assert "X-Fleet-Next" not in httpx.get(url, params={"limit": 7}, headers=auth).headers
+    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"after": "n" * 256}):
+        assert httpx.get(url, params=bad, headers=auth).status_code == 400, bad

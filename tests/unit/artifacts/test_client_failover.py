@@ -200,3 +200,38 @@ def test_retry_after_as_a_future_http_date():
 
     when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30)
     assert 25 <= retry_after_s(format_datetime(when, usegmt=True)) <= 30
+
+
+def test_fleet_pages_are_followed_and_a_repeating_cursor_is_refused():
+    from artifacts.errors import RegistryError
+
+    def node(name):
+        return {
+            "node": name,
+            "last_seen": "2026-12-03T00:00:00Z",
+            "age_s": 1.0,
+            "report": {"node": name, "arch": "x86_64", "capabilities": {}, "models": []},
+        }
+
+    pages = {None: (["a", "b"], "b"), "b": (["c"], None)}
+
+    def handler(request):
+        names, nxt = pages[request.url.params.get("after")]
+        r = answer(200, [node(n) for n in names])
+        if nxt is not None:
+            r.headers["X-Fleet-Next"] = nxt
+        return r
+
+    c, seen = client(handler)
+    assert [n.node for n in c.fleet(page_size=2)] == ["a", "b", "c"]
+    assert len(seen) == 2
+
+    def stuck(request):  # a hostile registry: empty pages, the same cursor forever
+        r = answer(200, [])
+        r.headers["X-Fleet-Next"] = "z"
+        return r
+
+    c, seen = client(stuck)
+    with pytest.raises(RegistryError, match="do not advance"):
+        c.fleet()
+    assert len(seen) == 2

@@ -618,9 +618,10 @@ class RegistryClient:
         return out[:max_nodes]
 
     def fleet_handover(
-        self, from_token: int, to_token: int, nodes: list[str] | None = None
+        self, from_token: int | None, to_token: int, nodes: list[str] | None = None
     ) -> list[str]:
-        """Move ``from_token``'s nodes (or just ``nodes``) to ``to_token`` (admin); the names moved."""
+        """Move ``from_token``'s nodes (or just ``nodes``) to ``to_token`` (admin); without
+        ``from_token``, assign ``nodes`` that no token holds yet. The names moved."""
         body = FleetHandover(from_token=from_token, to_token=to_token, nodes=nodes)
         return _decoded(self._json("POST", "/v1/fleet/handover", body), into=FleetHandedOver).moved
 

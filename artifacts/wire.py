@@ -429,9 +429,11 @@ class NodeInfo(msgspec.Struct, kw_only=True):
 
 class FleetHandover(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/fleet/handover`` (admin): ``from_token``'s nodes (or just ``nodes``) are
-    reported by ``to_token`` from now on — a rotated credential, or a node re-provisioned."""
+    reported by ``to_token`` from now on — a rotated credential, or a node re-provisioned.
+    Without ``from_token``: ``nodes`` that no token holds yet (unowned, or not reported at all)
+    are assigned to ``to_token`` before they first report."""
 
-    from_token: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+    from_token: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
     to_token: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
     nodes: Annotated[list[str], msgspec.Meta(max_length=4096)] | None = None
 

@@ -15,7 +15,7 @@ import typer
 from artifacts.cli.render import console, simple_table
 from artifacts.cli.runner import run_app
 from artifacts.errors import InputError
-from central.settings import CentralConfig
+from central.settings import FLEET_CLAIMS, CentralConfig
 
 app = typer.Typer(
     name="central",
@@ -131,6 +131,13 @@ def serve(
         min=1,
         help="Node names one token may report in fleet heartbeats (409 past it)",
     ),
+    fleet_claims: str = typer.Option(
+        "first-report",
+        "--fleet-claims",
+        envvar="SHIPYARD_FLEET_CLAIMS",
+        help="Who gives a node its token: first-report (the first token to report it) or "
+        "assigned (only an admin: `artifact fleet-handover --to TOKEN NODE...`)",
+    ),
 ) -> None:
     """Run the registry/build/fleet service (migrates the database first). Several replicas
     can serve one PostgreSQL database and one OCI registry (README: Scaling out)."""
@@ -156,8 +163,11 @@ def serve(
         nats_url=nats_url,
         tuf_online_keys=tuf_online_keys,
         fleet_max_nodes_per_token=fleet_max_nodes_per_token,
+        fleet_claims=fleet_claims,
         **_oci(oci_url, oci_repository),
     )
+    if fleet_claims not in FLEET_CLAIMS:
+        raise typer.BadParameter(f"--fleet-claims must be one of {', '.join(FLEET_CLAIMS)}")
     if blob_redirect and not oci_url:
         raise typer.BadParameter("--blob-redirect needs --oci-url (local blobs have no URL)")
     notifier = Notifier()

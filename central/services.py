@@ -69,7 +69,9 @@ class Services:
         self.workers = WorkerService(
             self.db, self.tokens, self.channels, self.audit, self.finalizer
         )
-        self.fleet = FleetService(self.db, self.audit, config.fleet_max_nodes_per_token)
+        self.fleet = FleetService(
+            self.db, self.audit, config.fleet_max_nodes_per_token, claims=config.fleet_claims
+        )
         jobs_changed = JobsChanged()
         self.builds = BuildService(
             self.db,

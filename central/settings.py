@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+FLEET_CLAIMS = ("first-report", "assigned")  # CentralConfig.fleet_claims
+
 
 class CentralConfig(msgspec.Struct, kw_only=True):
     home: str = "~/.shipyard/central"
@@ -17,6 +19,9 @@ class CentralConfig(msgspec.Struct, kw_only=True):
     max_json_bytes: int = 1 << 20  # any JSON request body
     max_catalog_bytes: int = 128 << 20  # a catalog an index build may name (parsed at submit)
     fleet_max_nodes_per_token: int = 256  # node names one token may report (fleet rows)
+    # who gives a node its token: "first-report" (the first token to report it) or "assigned"
+    # (only an admin's handover/assignment; a pull token reports only the nodes given to it)
+    fleet_claims: str = "first-report"
     local_workers: int = (
         2  # in-process CPU build workers (0: none; 2: one builds, the other verifies)
     )

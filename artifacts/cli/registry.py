@@ -440,8 +440,13 @@ def fleet(as_json: bool = JSON) -> None:
         nodes = c.fleet()
     if as_json:
         return emit_json(nodes)
-    rows = []
+    rows: list[list[object]] = []
     for n in nodes:
+        if not n.report.models:  # assigned by an admin and not reported yet, or serving nothing
+            waiting = n.report.capabilities is None and not n.report.arch
+            state = "assigned, not reported yet" if waiting else "no models"
+            rows.append([n.node, n.reporter or "-", f"{n.age_s:.0f} s ago", "-", state])
+            rows[-1] += ["-"] * 5
         for m in n.report.models:
             rows.append(
                 [
@@ -489,11 +494,16 @@ def forget_node(node: str = typer.Argument(...)) -> None:
 @app.command("fleet-handover")
 def fleet_handover(
     nodes: list[str] = typer.Argument(None, help="Only these nodes (default: all it reports)"),
-    from_token: int = typer.Option(..., "--from", help="The token id reporting them now"),
+    from_token: int | None = typer.Option(
+        None, "--from", help="The token id reporting them now (omit: assign unowned NODEs)"
+    ),
     to_token: int = typer.Option(..., "--to", help="The (live) token id to report them"),
 ) -> None:
     """Move nodes to another token (admin): after rotating a node's credential, the new token
-    reports them; the old one is refused from then on."""
+    reports them; the old one is refused from then on. Without --from, assign the named nodes
+    that no token holds yet (needed under `central serve --fleet-claims assigned`)."""
+    if from_token is None and not nodes:
+        raise typer.BadParameter("name the nodes to assign, or --from the token to hand over")
     with client() as c:
         moved = c.fleet_handover(from_token, to_token, nodes or None)
     console().print(f"{len(moved)} node(s) now reported by token #{to_token}: {', '.join(moved)}")

@@ -7,7 +7,10 @@ by a region's nodes still reports for all of them). Ownership moves only by an a
 expired, which would let whoever polls fastest take the node. Names are stored in one canonical
 form (ASCII, lowercase, ``-`` for ``_``), so look-alike spellings are the same node. One token
 reports at most ``fleet_max_nodes_per_token`` names and a report is bounded, so heartbeats cannot
-fill the database; a token's heartbeats never queue on each other for a database connection."""
+fill the database; a token's heartbeats never queue on each other for a database connection.
+An admin can assign nodes before they first report (a handover without ``from_token``), and with
+``fleet_claims = "assigned"`` that is the only way a pull token gets a node: no first-report
+claims, so a leaked token cannot take a node that has not reported yet."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from artifacts.errors import (
     ConflictError,
     ForbiddenError,
+    InputError,
     InvalidNameError,
     NotFoundError,
     Overloaded,
@@ -35,10 +39,12 @@ from central.auth.service import Principal
 from central.auth.tokens import granted
 from central.db import Database, iso, utcnow
 from central.fleet.models import Node
+from central.settings import FLEET_CLAIMS
 
 log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 64 << 10  # one node's stored report
+MAX_ASSIGN = 256  # names one assignment locks (PostgreSQL's lock table is shared and finite)
 # advisory lock spaces (two-int4 form): a token's new names, one node name
 TOKEN_LOCKS, NAME_LOCKS = 0x466C_5400, 0x466C_4E00  # "FlT", "FlN"
 
@@ -56,11 +62,19 @@ def _name_key(name: str) -> int:
 
 class FleetService:
     def __init__(
-        self, db: Database, audit: AuditLog | None = None, max_nodes_per_token: int = 256
+        self,
+        db: Database,
+        audit: AuditLog | None = None,
+        max_nodes_per_token: int = 256,
+        *,
+        claims: str = "first-report",
     ) -> None:
+        if claims not in FLEET_CLAIMS:
+            raise ValueError(f"fleet claims must be one of {FLEET_CLAIMS}, not {claims!r}")
         self.db = db
         self.audit = audit
         self.max_nodes_per_token = max_nodes_per_token
+        self.assigned_only = claims == "assigned"
 
     async def heartbeat(self, report: NodeReport, principal: Principal) -> None:
         name = node_name(report.node)
@@ -77,6 +91,12 @@ class FleetService:
             ).scalar_one_or_none()
             if me is not None and owner is not None and owner != me:
                 self._refuse(name)  # before any lock: refusals cannot hold up the owner
+            if me is not None and owner is None and self.assigned_only:
+                raise ForbiddenError(
+                    f"node {name!r} is not assigned to this token (central runs with "
+                    f"--fleet-claims assigned); an admin assigns it: "
+                    f"`artifact fleet-handover --to {me} {name}`"
+                )
             await self._lock(s, NAME_LOCKS, _name_key(name))  # one first report per name
             row = (await s.execute(select(Node).where(Node.name == name))).scalar_one_or_none()
             if row is None or (row.token_id is None and me is not None):
@@ -90,6 +110,32 @@ class FleetService:
             elif me is not None and row.token_id != me:
                 self._refuse(name)
             row.report, row.last_seen = data, utcnow()
+
+    async def _assign(self, s: AsyncSession, names: list[str], to: int) -> list[str]:
+        """Give ``names`` to token ``to`` before they report: a name not in the fleet gets a
+        row with an empty report (its first heartbeat fills it), an unowned one gets its
+        owner. All or nothing: a name another token holds is a 409 (hand it over with
+        ``from_token``), one already ``to``'s is kept."""
+        for name in names:  # sorted, try-locks: never a deadlock, a racing heartbeat gets 429
+            await self._lock(s, NAME_LOCKS, _name_key(name))
+        rows = {
+            r.name: r for r in (await s.execute(select(Node).where(Node.name.in_(names)))).scalars()
+        }
+        held = sorted(n for n, r in rows.items() if r.token_id not in (None, to))
+        if held:
+            raise ConflictError(
+                f"node(s) {', '.join(held)[:500]} are reported with another token: "
+                "hand them over from it (`artifact fleet-handover --from TOKEN`)"
+            )
+        now = utcnow()
+        for name in names:
+            row = rows.get(name)
+            if row is None:
+                empty = msgspec.json.encode(NodeReport(node=name))
+                s.add(Node(name=name, report=empty, last_seen=now, token_id=to))
+            else:
+                row.token_id = to
+        return names
 
     @staticmethod
     def _refuse(name: str) -> None:
@@ -132,7 +178,13 @@ class FleetService:
 
     async def handover(self, req: FleetHandover, principal: Principal) -> FleetHandedOver:
         """An admin moves nodes from one token to another (a rotated credential): all of
-        ``from_token``'s, or the named ones it holds. The new token must be live."""
+        ``from_token``'s, or the named ones it holds; without ``from_token``, assigns the named
+        nodes no token holds (see :meth:`_assign`). The new token must be live."""
+        if req.from_token is None and not req.nodes:
+            raise InputError("name the nodes to assign (or the token to hand over from)")
+        names = sorted({node_name(n) for n in req.nodes}) if req.nodes else None
+        if req.from_token is None and names is not None and len(names) > MAX_ASSIGN:
+            raise InputError(f"at most {MAX_ASSIGN} nodes per assignment (one lock each)")
         async with self.db.transaction() as s:
             target = (
                 await s.execute(select(Token).where(Token.id == req.to_token))
@@ -141,9 +193,21 @@ class FleetService:
                 raise ConflictError(f"token #{req.to_token} is unknown, revoked or expired")
             if target.worker is not None or "pull" not in granted(target.scopes):
                 raise ConflictError(f"token #{req.to_token} cannot report heartbeats")
+            if req.from_token is None:
+                assert names is not None
+                moved = await self._assign(s, names, req.to_token)
+                if self.audit is not None:
+                    self.audit.record(
+                        s,
+                        principal.name,
+                        "fleet.assign",
+                        f"#{req.to_token}",
+                        detail=", ".join(moved)[:2000],
+                    )
+                return FleetHandedOver(moved=moved)
             which = Node.token_id == req.from_token
-            if req.nodes is not None:
-                which = which & Node.name.in_([node_name(n) for n in req.nodes])
+            if names is not None:
+                which = which & Node.name.in_(names)
             moved = list(
                 (
                     await s.execute(

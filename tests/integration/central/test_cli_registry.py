@@ -179,3 +179,9 @@ def test_fleet_table_names_each_nodes_token_and_an_admin_forgets_a_node(cli, cen
     assert json.loads(cli("fleet", "--json").stdout) == []
     r = cli("forget-node", "eu-1", ok=False)
     assert r.returncode == 1 and "no node 'eu-1'" in r.stderr
+    out = cli("fleet-handover", "--to", str(new_id), "eu-2").stdout  # assigned before it reports
+    assert "1 node(s) now reported by token" in out and "eu-2" in out
+    table = cli("fleet").stdout
+    assert "eu-2" in table and "assigned, not reported yet" in table and "edge-new" in table
+    r = cli("fleet-handover", "--to", str(new_id), ok=False)  # nothing named, no --from
+    assert r.returncode == 2 and "name the nodes to assign" in r.stderr

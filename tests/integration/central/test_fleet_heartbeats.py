@@ -62,7 +62,8 @@ def client(central: CentralServer, name: str, **kw) -> RegistryClient:
 def reasons(admin: RegistryClient) -> dict[str, tuple[str, str]]:
     """node -> (its first model's reason, the reporting token's name as admins see it)."""
     return {
-        n.node: (n.report.models[0].reason, n.reporter.partition(" ")[2]) for n in admin.fleet()
+        n.node: (n.report.models[0].reason if n.report.models else "", n.reporter.partition(" ")[2])
+        for n in admin.fleet()
     }
 
 
@@ -329,3 +330,81 @@ def test_the_fleet_view_comes_in_pages_by_name(fleet_central, admin):
     assert "X-Fleet-Next" not in httpx.get(url, params={"limit": 7}, headers=auth).headers
     for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"after": "n" * 256}):
         assert httpx.get(url, params=bad, headers=auth).status_code == 400, bad
+
+
+def test_an_admin_assigns_nodes_before_they_report(fleet_central, admin):
+    """Without ``from_token`` a handover assigns named nodes no token holds: new names get a
+    row with an empty report, unowned ones an owner; a leaked token cannot claim them first.
+    All or nothing: a name another token holds is a 409 and nothing changes."""
+    edge, leaked = client(fleet_central, "edge"), client(fleet_central, "leaked")
+    edge_id, leaked_id = token_id(admin, "edge"), token_id(admin, "leaked")
+    admin.heartbeat_node(report("spare", "admin"))  # unowned
+    assert admin.fleet_handover(None, edge_id, ["EDGE_2", "edge-1", "spare", "edge-1"]) == [
+        "edge-1",
+        "edge-2",
+        "spare",
+    ]
+    before = {n.node: n for n in admin.fleet()}
+    assert before["edge-1"].report == NodeReport(node="edge-1")
+    assert before["edge-1"].reporter == f"#{edge_id} edge"
+    with pytest.raises(ForbiddenError, match="reported with another token"):
+        leaked.heartbeat_node(report("edge-1", "forged"))
+    with pytest.raises(ForbiddenError):
+        leaked.heartbeat_node(report("spare", "forged"))
+    edge.heartbeat_node(report("edge-1", "honest"))
+    assert reasons(admin)["edge-1"] == ("honest", "edge")
+
+    leaked.heartbeat_node(report("theirs", "x"))
+    with pytest.raises(ConflictError, match="theirs"):
+        admin.fleet_handover(None, edge_id, ["new-one", "theirs"])
+    assert "new-one" not in {n.node for n in admin.fleet()}  # all or nothing
+    assert admin.fleet_handover(None, edge_id, ["edge-2"]) == ["edge-2"]  # already its own
+    with pytest.raises(ConflictError, match="revoked or expired"):
+        admin.fleet_handover(None, 999_999, ["x"])
+    with pytest.raises(ShipyardError) as bad:
+        admin.fleet_handover(None, edge_id, [])
+    assert bad.value.status in (400, 422)
+    with pytest.raises(ShipyardError) as many:
+        admin.fleet_handover(None, edge_id, [f"n{i}" for i in range(257)])
+    assert many.value.status == 400
+    with pytest.raises(ForbiddenError):
+        edge.fleet_handover(None, edge_id, ["mine"])  # an admin's call
+    assert admin.fleet_handover(leaked_id, edge_id, ["theirs"]) == ["theirs"]
+    assert any(e.action == "fleet.assign" and e.subject == f"#{edge_id}" for e in admin.audit(50))
+
+
+def test_with_assigned_claims_a_pull_token_reports_only_the_nodes_given_to_it(
+    tmp_path, database_url, publisher_keys
+):
+    """``central serve --fleet-claims assigned``: no first-report claims, not even of a node
+    only an admin reported; the refusal says how to assign; admins still report freely."""
+    server = CentralServer(
+        tmp_path / "central",
+        database_url,
+        trusted=[publisher_keys[1]],
+        local_workers=0,
+        fleet_claims="assigned",
+    ).start()
+    try:
+        with RegistryClient(server.url, server.admin_token) as a:
+            edge = client(server, "edge")
+            edge_id = token_id(a, "edge")
+            with pytest.raises(ForbiddenError, match=f"fleet-handover --to {edge_id} edge-1"):
+                edge.heartbeat_node(report("edge-1"))
+            a.heartbeat_node(report("free", "admin"))
+            with pytest.raises(ForbiddenError, match="not assigned"):
+                edge.heartbeat_node(report("free", "claim"))
+            assert [n.node for n in a.fleet()] == ["free"]
+            a.fleet_handover(None, edge_id, ["edge-1", "free"])
+            edge.heartbeat_node(report("edge-1", "ok"))
+            edge.heartbeat_node(report("free", "ok"))
+            assert reasons(a) == {"edge-1": ("ok", "edge"), "free": ("ok", "edge")}
+    finally:
+        server.stop()
+
+
+def test_fleet_claims_must_be_known():
+    from central.fleet.service import FleetService
+
+    with pytest.raises(ValueError, match="fleet claims"):
+        FleetService(None, claims="anyone")  # type: ignore[arg-type]

@@ -94,6 +94,9 @@ from artifacts.wire import (
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 32 << 20  # no API answer is near this; a bigger one is hostile
+MAX_FLEET_BYTES = (
+    256 << 20
+)  # the fleet view, all pages (central's bound: 256 nodes x 64 KiB per token)
 MAX_ERROR_BYTES = 64 << 10  # an error page beside a blob download (mirror, registry redirect)
 MIN_BLOB_BYTES_PER_S = 32 << 10  # after the client's timeout, a blob slower than this is dropped
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -206,8 +209,8 @@ def retry_after_s(value: str | None, default: float = 1.0) -> float:
     if not value:
         return default
     value = value.strip()
-    if value.isdigit() and len(value) <= 9:
-        wait = float(value)
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
+        wait = float(value) if len(value) <= 9 else RETRY_AFTER_MAX_S
     else:
         try:
             when = email.utils.parsedate_to_datetime(value)
@@ -600,14 +603,26 @@ class RegistryClient:
         self._json("POST", "/v1/fleet/heartbeat", report)
 
     def fleet(self, page_size: int = 100, max_nodes: int = 100_000) -> list[NodeInfo]:
-        """Every node, following the pages (``X-Fleet-Next``) up to ``max_nodes``; a registry
-        whose cursor repeats is refused (pages are bounded too, so none can keep us here)."""
-        out: list[NodeInfo] = []
+        """Every node, following the pages (``X-Fleet-Next``) up to ``max_nodes``. A registry
+        whose pages overfill, repeat a node or a cursor, or add up past
+        :data:`MAX_FLEET_BYTES` is refused (so none can keep us here, or fill our memory)."""
+        out: dict[str, NodeInfo] = {}
         params: dict[str, Any] = {"limit": page_size}
         seen: set[str] = set()
+        total = 0
         for _ in range(-(-max_nodes // page_size)):
             r = self._request("GET", "/v1/fleet", params=params)
-            out += _decoded(r.content, into=list[NodeInfo])
+            total += len(r.content)
+            page = _decoded(r.content, into=list[NodeInfo])
+            if len(page) > page_size or total > MAX_FLEET_BYTES:
+                raise RegistryError(
+                    f"the registry's fleet pages overflow ({len(page)} nodes asked {page_size}; "
+                    f"{total} bytes so far, the limit is {MAX_FLEET_BYTES})"
+                )
+            for n in page:
+                if n.node in out:
+                    raise RegistryError(f"the registry's fleet pages repeat node {n.node!r}")
+                out[n.node] = n
             after = r.headers.get("x-fleet-next")
             if after is None or len(out) >= max_nodes:
                 break
@@ -615,7 +630,7 @@ class RegistryClient:
                 raise RegistryError("the registry's fleet pages do not advance")
             seen.add(after)
             params = {"limit": page_size, "after": unquote(after)}
-        return out[:max_nodes]
+        return list(out.values())[:max_nodes]
 
     def fleet_handover(
         self, from_token: int | None, to_token: int, nodes: list[str] | None = None

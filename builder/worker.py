@@ -33,6 +33,7 @@ from artifacts.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
+    Overloaded,
     RegistryUnavailableError,
     ShipyardError,
 )
@@ -267,8 +268,10 @@ class Worker:
                     ", ".join(self.targets),
                 )
                 return
-            except RegistryUnavailableError as exc:
-                log.warning("central unreachable (%s); retrying in %.1f s", exc, delay)
+            except (RegistryUnavailableError, Overloaded) as exc:
+                if isinstance(exc, Overloaded):  # central said when: not sooner
+                    delay = max(delay, min(exc.retry_after_s, 15))
+                log.warning("central unavailable (%s); retrying in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, 15)
             except (AuthError, ConflictError) as exc:  # not enrolled, disabled, key mismatch

@@ -7,6 +7,7 @@ from urllib.parse import quote
 from litestar import Request, Response, delete, get, post
 from litestar.params import Parameter
 
+from artifacts.errors import InputError
 from artifacts.wire import FleetHandedOver, FleetHandover, NodeInfo, NodeReport
 from central.auth.guard import needs, principal_of, pull
 from central.fleet.service import FleetService
@@ -32,6 +33,7 @@ async def handover(request: Request, fleet: FleetService, data: FleetHandover) -
     return await fleet.handover(data, principal_of(request))
 
 
+MAX_PAGE = 256  # nodes per page (also the default: a client that does not page sees this many)
 NEXT_HEADER = "X-Fleet-Next"  # the ``after`` of the next page (percent-encoded); absent: last page
 
 
@@ -39,12 +41,15 @@ NEXT_HEADER = "X-Fleet-Next"  # the ``after`` of the next page (percent-encoded)
 async def fleet_view(
     request: Request,
     fleet: FleetService,
-    limit: int = Parameter(default=100, ge=1, le=500),
+    limit: int = Parameter(default=MAX_PAGE, ge=1, le=MAX_PAGE),
     after: str | None = Parameter(default=None, max_length=255),
 ) -> Response[list[NodeInfo]]:
     """Nodes' last reports by name, a page at a time (at most ``limit`` nodes named after
-    ``after``; a page holds at most 500 x 64 KiB); ``X-Fleet-Next`` says where the next page
-    starts. Admins also see which token reports each node."""
+    ``after``; a page holds at most 256 x 64 KiB, under the client's answer cap);
+    ``X-Fleet-Next`` says where the next page starts. Admins also see which token reports
+    each node."""
+    if after is not None and not after.isprintable():  # PostgreSQL text holds no NUL
+        raise InputError("after: a node name (printable characters)")
     nodes, last = await fleet.nodes(principal_of(request), limit, after)
     headers = {NEXT_HEADER: quote(last, safe="")} if last is not None else None
     return Response(nodes, headers=headers)

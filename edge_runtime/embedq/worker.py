@@ -191,7 +191,9 @@ class EmbedWorker:
         while True:
             try:
                 return await work(catalog, job)
-            except (RegistryUnavailableError, AuthError, eq.QueueUnavailable) as exc:
+            except (RegistryUnavailableError, AuthError, Overloaded, eq.QueueUnavailable) as exc:
+                if isinstance(exc, Overloaded):  # central said when: not sooner
+                    pause = max(pause, min(30.0, exc.retry_after_s))
                 if time.monotonic() + pause > give_up:
                     raise
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -306,7 +306,8 @@ def test_a_stored_report_past_todays_limits_is_skipped_not_a_500(fleet_central, 
 
 def test_the_fleet_view_comes_in_pages_by_name(fleet_central, admin):
     """``limit`` nodes per page after ``after``; ``X-Fleet-Next`` names where the next page
-    starts, absent on the last; the client follows the pages; limits outside 1-500 are 400."""
+    starts, absent on the last; the client follows the pages; limits outside 1-256 and a
+    cursor that is no name (a NUL byte: PostgreSQL text cannot hold one) are 400."""
     names = [f"node-{i:02d}" for i in range(7)]
     for name in reversed(names):
         admin.heartbeat_node(report(name))
@@ -328,7 +329,10 @@ def test_the_fleet_view_comes_in_pages_by_name(fleet_central, admin):
     assert [n.node for n in admin.fleet(page_size=2)] == names
     assert [n.node for n in admin.fleet(page_size=2, max_nodes=5)] == names[:5]
     assert "X-Fleet-Next" not in httpx.get(url, params={"limit": 7}, headers=auth).headers
-    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"after": "n" * 256}):
+    r = httpx.get(url, headers=auth)  # a client that does not page: the first 256
+    assert len(r.json()) == 7 and "X-Fleet-Next" not in r.headers
+    bad_params = ({"limit": 0}, {"limit": 257}, {"limit": "x"}, {"after": "n" * 256})
+    for bad in (*bad_params, {"after": "a\x00b"}, {"after": "a\nb"}):
         assert httpx.get(url, params=bad, headers=auth).status_code == 400, bad
 
 

@@ -195,6 +195,12 @@ def test_429_raises_overloaded_with_the_servers_bounded_retry_after(header, wait
     assert seen == ["GET a.test/v1/models"]  # busy is not down: no failover
 
 
+def test_retry_after_odd_digits_fall_back_or_cap():
+    assert retry_after_s("\u00b2") == 1.0  # a digit to str.isdigit(), not to float()
+    assert retry_after_s("12345678901234567890") == 300.0
+    assert retry_after_s("1e9") == 1.0
+
+
 def test_retry_after_as_a_future_http_date():
     from email.utils import format_datetime
 
@@ -235,3 +241,17 @@ def test_fleet_pages_are_followed_and_a_repeating_cursor_is_refused():
     with pytest.raises(RegistryError, match="do not advance"):
         c.fleet()
     assert len(seen) == 2
+
+    def overfull(request):  # more nodes than asked for
+        return answer(200, [node(f"n{i}") for i in range(3)])
+
+    with pytest.raises(RegistryError, match="overflow"):
+        client(overfull)[0].fleet(page_size=2)
+
+    def repeats(request):  # the same node on every page, fresh cursors
+        r = answer(200, [node("a")])
+        r.headers["X-Fleet-Next"] = str(len(request.url.params.get("after", "")) + 1)
+        return r
+
+    with pytest.raises(RegistryError, match="repeat node 'a'"):
+        client(repeats)[0].fleet(page_size=2)

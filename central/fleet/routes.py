@@ -46,8 +46,8 @@ async def fleet_view(
 ) -> Response[list[NodeInfo]]:
     """Nodes' last reports by name, a page at a time (at most ``limit`` nodes named after
     ``after``; a page holds at most 256 x 64 KiB, under the client's answer cap);
-    ``X-Fleet-Next`` says where the next page starts. Admins also see which token reports
-    each node."""
+    ``X-Fleet-Next`` says where the next page starts. Admins see every node and which token
+    reports it; any other token only the nodes it reports."""
     if after is not None and not after.isprintable():  # PostgreSQL text holds no NUL
         raise InputError("after: a node name (printable characters)")
     nodes, last = await fleet.nodes(principal_of(request), limit, after)

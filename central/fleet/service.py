@@ -228,7 +228,8 @@ class FleetService:
     async def nodes(
         self, principal: Principal, limit: int, after: str | None = None
     ) -> tuple[list[NodeInfo], str | None]:
-        """At most ``limit`` nodes named after ``after``, by name, and the name the next page
+        """At most ``limit`` nodes named after ``after``, by name (for a non-admin token, only
+        the nodes it reports), and the name the next page
         starts after (None: this is the last page). A page may hold fewer than ``limit`` nodes
         (rows stored before today's limits are skipped), so the cursor, not the count, ends it."""
         admin = "admin" in principal.scopes
@@ -238,6 +239,8 @@ class FleetService:
             .order_by(Node.name)
             .limit(limit + 1)
         )
+        if not admin:  # a pull token sees the nodes it reports, not the fleet's hardware map
+            query = query.where(Node.token_id == (principal.token_id or -1))
         if after is not None:
             query = query.where(Node.name > after)
         async with self.db.session() as s:

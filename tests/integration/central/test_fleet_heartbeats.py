@@ -91,8 +91,9 @@ def test_another_token_cannot_overwrite_a_nodes_report(fleet_central, admin):
         "eu-1": ("by an admin", "edge-eu"),
         "eu-2": ("its own", "leaked"),
     }
-    # pull clients see the reports, not which token sends them
-    assert {n.reporter for n in eu.fleet()} == {""}
+    # a pull client sees the nodes it reports (not the fleet's hardware map), not its token
+    assert [(n.node, n.reporter) for n in eu.fleet()] == [("eu-1", "")]
+    assert [n.node for n in attacker.fleet()] == ["eu-2"]
 
 
 def test_a_node_changes_hands_only_by_an_admins_handover(fleet_central, admin):

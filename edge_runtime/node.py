@@ -236,9 +236,8 @@ class EdgeNode:
         while True:
             report = self.report()
             sig = [(m.state, m.version, m.target, m.fallbacks) for m in report.models]
-            if (
-                sig != sent_sig or time.monotonic() - sent_at >= interval
-            ):  # on change, else periodically
+            due = time.monotonic() - sent_at >= interval
+            if due or (sig != sent_sig and not last_error):  # on change, else periodically
                 try:
                     await anyio.to_thread.run_sync(self.client.heartbeat_node, report)
                     sent_sig, sent_at = sig, time.monotonic()
@@ -247,8 +246,8 @@ class EdgeNode:
                     # itself: say so once per new reason; repeats at debug
                     level = logging.WARNING if str(exc) != last_error else logging.DEBUG
                     log.log(level, "fleet heartbeat failed: %s", exc)
-                    # retried after the interval, not every second (each try costs central
-                    # a transaction and an audit row)
+                    # retried after the interval, not every second, whatever changes here
+                    # meanwhile (each try costs central a transaction and an audit row)
                     last_error, sent_sig, sent_at = str(exc), sig, time.monotonic()
                 else:
                     last_error = ""

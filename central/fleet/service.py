@@ -89,16 +89,14 @@ class FleetService:
             owner = (
                 await s.execute(select(Node.token_id).where(Node.name == name))
             ).scalar_one_or_none()
+            if me is not None and owner != me and self.assigned_only:
+                self._unassigned(name, me)  # one answer whoever holds it: no name oracle
             if me is not None and owner is not None and owner != me:
                 self._refuse(name)  # before any lock: refusals cannot hold up the owner
-            if me is not None and owner is None and self.assigned_only:
-                raise ForbiddenError(
-                    f"node {name!r} is not assigned to this token (central runs with "
-                    f"--fleet-claims assigned); an admin assigns it: "
-                    f"`artifact fleet-handover --to {me} {name}`"
-                )
             await self._lock(s, NAME_LOCKS, _name_key(name))  # one first report per name
             row = (await s.execute(select(Node).where(Node.name == name))).scalar_one_or_none()
+            if me is not None and self.assigned_only and (row is None or row.token_id != me):
+                self._unassigned(name, me)  # forgotten since the read above: still not its
             if row is None or (row.token_id is None and me is not None):
                 if me is not None:  # a new name for this token: its quota, under its lock
                     await self._lock(s, TOKEN_LOCKS, me)
@@ -136,6 +134,13 @@ class FleetService:
             else:
                 row.token_id = to
         return names
+
+    @staticmethod
+    def _unassigned(name: str, me: int) -> None:
+        raise ForbiddenError(
+            f"node {name!r} is not assigned to this token (central runs with --fleet-claims "
+            f"assigned); an admin assigns it: `artifact fleet-handover --to {me} {name}`"
+        )
 
     @staticmethod
     def _refuse(name: str) -> None:
@@ -180,9 +185,11 @@ class FleetService:
         """An admin moves nodes from one token to another (a rotated credential): all of
         ``from_token``'s, or the named ones it holds; without ``from_token``, assigns the named
         nodes no token holds (see :meth:`_assign`). The new token must be live."""
+        if req.nodes is not None and not req.nodes:  # [] is no filter to hand "all" over by
+            raise InputError("an empty node list: name nodes, or leave the list out")
         if req.from_token is None and not req.nodes:
             raise InputError("name the nodes to assign (or the token to hand over from)")
-        names = sorted({node_name(n) for n in req.nodes}) if req.nodes else None
+        names = sorted({node_name(n) for n in req.nodes}) if req.nodes is not None else None
         if req.from_token is None and names is not None and len(names) > MAX_ASSIGN:
             raise InputError(f"at most {MAX_ASSIGN} nodes per assignment (one lock each)")
         async with self.db.transaction() as s:
@@ -198,11 +205,7 @@ class FleetService:
                 moved = await self._assign(s, names, req.to_token)
                 if self.audit is not None:
                     self.audit.record(
-                        s,
-                        principal.name,
-                        "fleet.assign",
-                        f"#{req.to_token}",
-                        detail=", ".join(moved)[:2000],
+                        s, principal.name, "fleet.assign", f"#{req.to_token}", detail=listed(moved)
                     )
                 return FleetHandedOver(moved=moved)
             which = Node.token_id == req.from_token
@@ -221,7 +224,7 @@ class FleetService:
                     principal.name,
                     "fleet.handover",
                     f"#{req.from_token}->#{req.to_token}",
-                    detail=", ".join(sorted(moved))[:2000],
+                    detail=listed(sorted(moved)),
                 )
         return FleetHandedOver(moved=sorted(moved))
 
@@ -268,6 +271,20 @@ class FleetService:
                 )
             )
         return out, (rows[-1][0].name if more else None)
+
+
+def listed(names: list[str], limit: int = 2000) -> str:
+    """``names`` for an audit row's detail: their count, then as many as fit in ``limit``
+    characters, and how many did not."""
+    head = f"{len(names)} node(s): "
+    shown: list[str] = []
+    size = len(head)
+    for n in names:
+        if size + len(n) + 2 > limit - 24:
+            return head + ", ".join(shown) + f" … (+{len(names) - len(shown)} more)"
+        shown.append(n)
+        size += len(n) + 2
+    return head + ", ".join(shown)
 
 
 def _live(t: Token) -> bool:

@@ -374,8 +374,14 @@ def test_an_admin_assigns_nodes_before_they_report(fleet_central, admin):
     assert many.value.status == 400
     with pytest.raises(ForbiddenError):
         edge.fleet_handover(None, edge_id, ["mine"])  # an admin's call
+    with pytest.raises(ShipyardError) as empty:  # [] is no filter: never "all of them"
+        admin.fleet_handover(leaked_id, edge_id, [])
+    assert empty.value.status == 400
+    assert {n.node for n in leaked.fleet()} == {"theirs"}
     assert admin.fleet_handover(leaked_id, edge_id, ["theirs"]) == ["theirs"]
-    assert any(e.action == "fleet.assign" and e.subject == f"#{edge_id}" for e in admin.audit(50))
+    assigned = [e for e in admin.audit(50) if e.action == "fleet.assign"]
+    assert assigned[-1].subject == f"#{edge_id}"
+    assert assigned[-1].detail.startswith("3 node(s): edge-1, edge-2, spare")
 
 
 def test_with_assigned_claims_a_pull_token_reports_only_the_nodes_given_to_it(
@@ -404,6 +410,18 @@ def test_with_assigned_claims_a_pull_token_reports_only_the_nodes_given_to_it(
             edge.heartbeat_node(report("edge-1", "ok"))
             edge.heartbeat_node(report("free", "ok"))
             assert reasons(a) == {"edge-1": ("ok", "edge"), "free": ("ok", "edge")}
+            other = client(server, "other")
+            with pytest.raises(ForbiddenError) as held:  # held by another token: the same
+                other.heartbeat_node(report("edge-1"))  # answer as a name nobody holds
+            with pytest.raises(ForbiddenError) as absent:
+                other.heartbeat_node(report("nowhere"))
+            assert str(held.value).replace("edge-1", "X") == str(absent.value).replace(
+                "nowhere", "X"
+            )
+            a.delete_node("free")  # forgotten: its old token cannot bring it back
+            with pytest.raises(ForbiddenError, match="not assigned"):
+                edge.heartbeat_node(report("free", "again"))
+            assert sorted(n.node for n in a.fleet()) == ["edge-1"]
     finally:
         server.stop()
 

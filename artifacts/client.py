@@ -94,9 +94,8 @@ from artifacts.wire import (
 
 CHUNK = 1 << 20
 MAX_ANSWER_BYTES = 32 << 20  # no API answer is near this; a bigger one is hostile
-MAX_FLEET_BYTES = (
-    256 << 20
-)  # the fleet view, all pages (central's bound: 256 nodes x 64 KiB per token)
+# the fleet view, all pages together (central's bound: 256 nodes x 64 KiB per token)
+MAX_FLEET_BYTES = 256 << 20
 MAX_ERROR_BYTES = 64 << 10  # an error page beside a blob download (mirror, registry redirect)
 MIN_BLOB_BYTES_PER_S = 32 << 10  # after the client's timeout, a blob slower than this is dropped
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
 
 from builder.worker import Worker, WorkerConfig
+from tests.servers import handler_server
 
 
 class BusyOnce(BaseHTTPRequestHandler):
@@ -56,12 +57,8 @@ class Waits(threading.Event):
 @pytest.fixture
 def central():
     BusyOnce.hellos = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BusyOnce)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with handler_server(BusyOnce) as url:
+        yield url
 
 
 def test_a_busy_central_is_retried_after_its_retry_after(central, tmp_path):

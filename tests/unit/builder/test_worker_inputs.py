@@ -3,13 +3,13 @@ compromised central streaming an endless blob is stopped at ``max_input_bytes``,
 disk, and nothing of it stays."""
 
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from artifacts.errors import SizeMismatchError
 from builder.worker import Worker, WorkerConfig
+from tests.servers import handler_server
 
 BLOB = b"x" * 300_000
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
@@ -36,12 +36,8 @@ class Blobs(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def central():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Blobs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with handler_server(Blobs) as url:
+        yield url
 
 
 def worker(central: str, tmp_path, cap: int) -> Worker:

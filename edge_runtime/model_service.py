@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
@@ -98,6 +99,8 @@ class ModelService:
         self._tasks: list[asyncio.Task] = []
         self._bad_versions: dict[int, tuple[float, str]] = {}  # failed here: when, why
         self._batch_ms: deque[float] = deque(maxlen=256)
+        # target -> its inference-seconds series (``labels()`` locks and builds a key per call)
+        self._inference_series: dict[str, Any] = {}
         self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix=f"sync-{self.name}")
         self._pending: asyncio.Future[Resolved] | None = None
         self._pending_since = 0.0
@@ -440,7 +443,11 @@ class ModelService:
             finally:
                 model.inflight -= 1
             elapsed = time.perf_counter() - t0
-            self.metrics.inference.labels(self.name, model.target).observe(elapsed)
+            series = self._inference_series.get(model.target)
+            if series is None:  # bounded: a model's targets
+                series = self.metrics.inference.labels(self.name, model.target)
+                self._inference_series[model.target] = series
+            series.observe(elapsed)
             self._batch_ms.append(elapsed * 1e3)
             return out
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +121,9 @@ class Batcher:
         self.idle_after_s = cfg.release_after_idle_ms / 1000
         self.metrics = metrics.of_batcher(name)
         self.admission = Admission.from_config(cfg)
+        # read when scraped, not set twice per request on its path
+        admission = weakref.ref(self.admission)
+        self.metrics.queued_tokens.set_function(lambda: getattr(admission(), "queued_tokens", 0))
         self.queue: deque[Item] = deque()
         self.bulk: deque[Item] = deque()  # low priority: runs only when ``queue`` is empty
         self.bulk_tokens = 0
@@ -175,7 +179,6 @@ class Batcher:
                 f"{int(self.admission.limit)}); retry after {retry:.0f} s",
                 retry,
             )
-        self.metrics.queued_tokens.set(self.admission.queued_tokens)
         if self.running or self.queue or self.tokenising:
             self._overlap_at = time.monotonic()
         pending = Pending(
@@ -309,7 +312,6 @@ class Batcher:
         if p.tokens:
             self.admission.release(p.tokens)
             p.tokens = 0
-            self.metrics.queued_tokens.set(self.admission.queued_tokens)
 
     async def _loop(self) -> None:
         while True:
@@ -384,11 +386,28 @@ class Batcher:
         out = self._try_inline(items, infer)
         if out is None:
             return False
-        self._finish(items, len(it.enc), (started, started_ns), infer, out, None)
         self._quiet_since = time.monotonic()
+        if it.pending.timings is not None:  # traced: the caller reads the batch's timing next
+            self._finish(items, len(it.enc), (started, started_ns), infer, out, None)
+            self._after_inline()
+            return True
+        # answer first: the caller's task resumes without yielding and writes the response;
+        # the accounting (pacer, tuner, admission, metrics, the idle timer) runs in the next
+        # loop step, while the client reads the answer
+        ran = self._quiet_since - started
+        self.batches += 1
+        self._deliver(items, out, None)
+        asyncio.get_running_loop().call_soon(self._account_inline, it, ran, started)
+        return True
+
+    def _account_inline(self, it: Item, ran: float, started: float) -> None:
+        """The accounting of a lone inline run, after its answer (see :meth:`_run_now`)."""
+        self._account([it], len(it.enc), started, ran, None)
+        self._after_inline()
+
+    def _after_inline(self) -> None:
         if not self.bulk:  # else the batcher's task arms it after the bulk lane's batches
             self._arm_idle()
-        return True
 
     def _arm_idle(self) -> None:
         """One release timer, not one per batch: armed after any batch since the last release."""
@@ -407,8 +426,6 @@ class Batcher:
         """Account for a batch that ran (timings, tuner, admission, metrics); answer it.
         ``clock``: when it was taken (monotonic s, wall-clock ns)."""
         started, started_ns = clock
-        real = sum(len(it.enc) for it in ordered)
-        bulk = ordered[0].pending.bulk
         ran = time.monotonic() - started
         pendings = (
             (ordered[0].pending,)
@@ -423,7 +440,16 @@ class Batcher:
                 )
                 p.timings.append(timing)
         self.batches += 1
-        if bulk:
+        self._account(ordered, padded, started, ran, error)
+        self._deliver(ordered, out, error)
+
+    def _account(
+        self, ordered: list[Item], padded: int, started: float, ran: float, error: Exception | None
+    ) -> None:
+        """What a batch that ran ``ran`` s from ``started`` teaches the pacer, tuner and
+        admission, and its metrics (not its answer: :meth:`_deliver`)."""
+        real = sum(len(it.enc) for it in ordered)
+        if ordered[0].pending.bulk:
             self.pacer.ran(time.monotonic(), ran)
         else:
             self.pacer.interactive(
@@ -451,7 +477,6 @@ class Batcher:
         self.metrics.admission_limit.set(self.admission.limit)
         for it in ordered:
             self.metrics.queue.observe(started - it.enqueued)
-        self._deliver(ordered, out, error)
 
     async def _infer(self, ordered: list[Item], padded: int, infer: list[int]) -> np.ndarray | None:
         """The backend call, timed into ``infer`` (ns): on the event loop for a lone query (see

@@ -476,6 +476,56 @@ def test_a_lone_query_runs_on_its_own_task_and_is_accounted_as_a_batch():
     asyncio.run(main())
 
 
+def test_a_lone_query_is_answered_before_its_batch_is_accounted():
+    """The inline run answers first: the caller resumes with its result and its tokens freed,
+    while the accounting (tuner, admission, metrics) waits for the next loop step, off the
+    query's latency. A traced query gets its batch timing at once (its caller reads it next)."""
+
+    async def main():
+        metrics = Metrics()
+        cfg = BatchingSection(max_wait_ms=0, inline_max_tokens=16)
+        b = Batcher("m", cfg, FakeBackend(), metrics)
+        b.start()
+        count = 'shipyard_batch_size_count{model="m"}'
+        out = await b.submit([enc(5, tag=7)], far())
+        assert int(out[0][0]) == 7
+        assert b.batches == 1 and b.admission.queued_tokens == 0
+        assert len(b.waits) == 0 and b.item_tokens == 0  # not yet accounted
+        assert f"{count} 0.0" in metrics.render().decode()
+        await asyncio.sleep(0)
+        assert len(b.waits) == 1 and b.item_tokens == 5 and b._idle_timer is not None
+        assert f"{count} 1.0" in metrics.render().decode()
+        timings: list = []
+        await b.submit([enc(6, tag=8)], far(), timings=timings)
+        assert len(timings) == 1 and timings[0].size == 1 and timings[0].padded_tokens == 6
+        assert len(b.waits) == 2  # traced: accounted before the answer, as a queued batch is
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_queued_tokens_are_read_when_scraped():
+    """``shipyard_queued_tokens`` is the admission's count at scrape time (not set twice
+    per request on its path)."""
+
+    async def main():
+        metrics = Metrics()
+        cfg = BatchingSection(max_wait_ms=0)
+        cfg.inline_max_tokens = 0
+        b = Batcher("m", cfg, FakeBackend(delay=0.3), metrics)
+        b.start()
+        first = asyncio.create_task(b.submit([enc(5)], far()))
+        await asyncio.sleep(0.05)  # the first batch is running on the thread
+        second = asyncio.create_task(b.submit([enc(7), enc(9)], far()))
+        await asyncio.sleep(0.05)
+        assert 'shipyard_queued_tokens{model="m"} 21.0' in metrics.render().decode()
+        await asyncio.gather(first, second)
+        assert 'shipyard_queued_tokens{model="m"} 0.0' in metrics.render().decode()
+        await b.stop()
+
+    asyncio.run(main())
+
+
 def test_a_lone_query_cancelled_while_yielding_frees_its_tokens_and_never_runs():
     async def main():
         backend = ThreadRecorder()

@@ -443,13 +443,20 @@ class ModelService:
             finally:
                 model.inflight -= 1
             elapsed = time.perf_counter() - t0
-            series = self._inference_series.get(model.target)
-            if series is None:  # bounded: a model's targets
-                series = self.metrics.inference.labels(self.name, model.target)
-                self._inference_series[model.target] = series
-            series.observe(elapsed)
-            self._batch_ms.append(elapsed * 1e3)
+            if failover:
+                self._ran(model.target, elapsed)
+            else:  # on the event loop: recorded in its next step, after the answer is sent
+                asyncio.get_running_loop().call_soon(self._ran, model.target, elapsed)
             return out
+
+    def _ran(self, target: str, seconds: float) -> None:
+        """A batch's backend time into the inference histogram and the recent-batches window."""
+        series = self._inference_series.get(target)
+        if series is None:  # bounded: a model's targets
+            series = self.metrics.inference.labels(self.name, target)
+            self._inference_series[target] = series
+        series.observe(seconds)
+        self._batch_ms.append(seconds * 1e3)
 
     def _release_memory(self) -> None:
         """Between bursts: the engine's arena gives back its free chunks, then glibc its free pages."""

@@ -2,6 +2,7 @@
 property-based requests, schemathesis, deadlines, runtime failover."""
 
 import base64
+import re
 import subprocess
 import sys
 import threading
@@ -568,6 +569,50 @@ def test_a_lone_query_failing_on_the_event_loop_fails_over_on_the_inference_thre
     assert not ran_on[0].startswith("infer-")  # tried on the event loop first
     assert ran_on[1].startswith("infer-tiny-embedding")  # then on the inference thread
     assert len(failover_on) == 1 and failover_on[0].startswith("infer-tiny-embedding")
+
+
+def test_inline_queries_are_accounted_after_their_answer_and_before_the_next(own_edge):
+    """A lone query on the event loop is answered before its accounting runs (the loop's next
+    step); the accounting still lands before the next request is served: every answered query
+    is in the inference histogram, the batch metrics and the tuner, as one run on the thread is."""
+    edge = own_edge
+    svc = edge.node.models["tiny-embedding"]
+    backend = svc.serving.backend
+    infer = backend.infer
+    ran_on: list[str] = []
+
+    def recorded(feeds):
+        ran_on.append(threading.current_thread().name)
+        return infer(feeds)
+
+    backend.infer = recorded
+    time.sleep(1.2)  # nothing overlapped for INLINE_QUIET_S: lone queries run inline
+
+    def counts() -> tuple[float, float]:
+        text = httpx.get(f"{edge.url}/metrics").text
+        inference = re.search(
+            r'^shipyard_inference_seconds_count\{model="tiny-embedding"[^}]*\} (\S+)', text, re.M
+        )
+        batches = re.search(
+            r'^shipyard_batch_size_count\{model="tiny-embedding"\} (\S+)', text, re.M
+        )
+        return float(inference[1]) if inference else 0.0, float(batches[1]) if batches else 0.0
+
+    before, batches_before = counts()
+    waits = len(svc.batcher.waits)
+    for i in range(5):
+        r = httpx.post(
+            f"{edge.url}/v1/embeddings", json={"input": f"lone {i}", "model": "tiny-embedding"}
+        )
+        assert r.status_code == 200, r.text
+    after, batches_after = counts()
+    assert len(ran_on) == 5 and not any(name.startswith("infer-") for name in ran_on)
+    assert after - before == 5 and batches_after - batches_before == 5
+    assert len(svc.batcher.waits) - waits == 5 and svc.admission.queued_tokens == 0
+    assert (
+        'shipyard_queued_tokens{model="tiny-embedding"} 0.0'
+        in httpx.get(f"{edge.url}/metrics").text
+    )
 
 
 def test_saturated_node_sheds_before_parsing(edge):

@@ -6,7 +6,8 @@ nodes on the same bundle and config, result cache off — *base* runs from that 
 from this tree — and in each round measures the raw backend's batch-1 p50 in a fresh process,
 then both nodes at c=1 in alternating turns (the order flipped every turn), then c=64 on the
 product mix, one node after the other. Reports per node the median [min–max] over rounds of
-each round's median turn, and of ``p50 − raw``. Not part of ``make bench``: a tool for judging
+each round's median turn, and of ``p50 − raw``; at c=1 also the mean (1 / rate: wrk
+rounds its p50 to 10 µs). Not part of ``make bench``: a tool for judging
 a change on this drifting VM, where only paired, interleaved runs say anything."""
 
 from __future__ import annotations
@@ -91,17 +92,22 @@ def main() -> None:
         for u in urls.values():
             wrk.run(u, scripts["queries"], 4, 2)  # warm
         per: dict[str, dict[str, list[float]]] = {
-            n: {"c1": [], "gap": [], "c64_rps": [], "c64_p99": []} for n in nodes
+            n: {"c1": [], "c1_mean": [], "gap": [], "c64_rps": [], "c64_p99": []} for n in nodes
         }
         raws = []
         for r in range(rounds):
             raw = isolated(S.raw_latency, str(nodes["head"].bundle))["p50_ms"]
             raws.append(raw)
             turns: dict[str, list[float]] = {n: [] for n in nodes}
+            means: dict[str, list[float]] = {n: [] for n in nodes}
             order = list(nodes)
             for t in range(TURNS):
                 for n in order if (r + t) % 2 == 0 else order[::-1]:
-                    turns[n].append(wrk.run(urls[n], scripts["queries"], 1, TURN_S)["p50_ms"])
+                    got = wrk.run(urls[n], scripts["queries"], 1, TURN_S)
+                    turns[n].append(got["p50_ms"])
+                    # c=1: one request at a time, so 1/rate is the mean latency to the µs
+                    # (wrk prints its p50 to 10 µs)
+                    means[n].append(1e3 / got["rps"])
                     time.sleep(0.3)
             for n in order if r % 2 == 0 else order[::-1]:
                 c64 = wrk.run(urls[n], scripts["products"], 64, C64_S)
@@ -112,6 +118,7 @@ def main() -> None:
             for n, ts in turns.items():
                 mid = sorted(ts)[len(ts) // 2]
                 per[n]["c1"].append(mid)
+                per[n]["c1_mean"].append(sorted(means[n])[len(ts) // 2])
                 per[n]["gap"].append(mid - raw)
             print(
                 f"round {r + 1}: raw {raw:.3f} ms; "
@@ -127,10 +134,13 @@ def main() -> None:
         for n, v in per.items():
             print(
                 f"{n}: c=1 p50 {S.fmt(v['c1'], 3, ' ms')}; p50 − raw {S.fmt(v['gap'], 3, ' ms')};"
+                f" mean {S.fmt(v['c1_mean'], 3, ' ms')};"
                 f" c=64 products {S.fmt(v['c64_rps'], 0, '/s')} p99 {S.fmt(v['c64_p99'], 0, ' ms')}"
             )
         diff = [h - b for h, b in zip(per["head"]["c1"], per["base"]["c1"], strict=True)]
         print(f"head − base, c=1 p50 per round: {S.fmt(diff, 3, ' ms')}")
+        diff = [h - b for h, b in zip(per["head"]["c1_mean"], per["base"]["c1_mean"], strict=True)]
+        print(f"head − base, c=1 mean per round: {S.fmt(diff, 3, ' ms')}")
         out = WORK_DIR / "c1_ab.json"
         out.write_text(json.dumps({"base": base_ref, "raw": raws, "nodes": per}, indent=1))
     finally:

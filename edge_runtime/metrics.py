@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,7 @@ TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._on_render: list[weakref.WeakMethod] = []
         ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU seconds, open fds
         self.metadata_age = Gauge(
             "shipyard_metadata_age_seconds",
@@ -152,7 +155,19 @@ class Metrics:
             queue=self.queue.labels(model),
         )
 
+    def on_render(self, flush: Callable[[], object]) -> None:
+        """Call the bound method ``flush`` before each :meth:`render` (on the event loop): work
+        put off past answers lands in the scrape. Held weakly (a replaced batcher goes)."""
+        self._on_render.append(weakref.WeakMethod(flush))  # type: ignore[arg-type]
+
     def render(self) -> bytes:
+        live = []
+        for ref in self._on_render:
+            flush = ref()
+            if flush is not None:
+                flush()
+                live.append(ref)
+        self._on_render = live
         return generate_latest(self.registry)
 
 

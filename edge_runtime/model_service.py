@@ -445,8 +445,8 @@ class ModelService:
             elapsed = time.perf_counter() - t0
             if failover:
                 self._ran(model.target, elapsed)
-            else:  # on the event loop: recorded in its next step, after the answer is sent
-                asyncio.get_running_loop().call_soon(self._ran, model.target, elapsed)
+            else:  # on the event loop: recorded after the answer is sent
+                self.batcher.later(self._ran, model.target, elapsed)
             return out
 
     def _ran(self, target: str, seconds: float) -> None:

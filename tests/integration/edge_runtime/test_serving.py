@@ -571,10 +571,10 @@ def test_a_lone_query_failing_on_the_event_loop_fails_over_on_the_inference_thre
     assert len(failover_on) == 1 and failover_on[0].startswith("infer-tiny-embedding")
 
 
-def test_inline_queries_are_accounted_after_their_answer_and_before_the_next(own_edge):
-    """A lone query on the event loop is answered before its accounting runs (the loop's next
-    step); the accounting still lands before the next request is served: every answered query
-    is in the inference histogram, the batch metrics and the tuner, as one run on the thread is."""
+def test_inline_queries_are_accounted_after_their_answer_and_before_a_scrape(own_edge):
+    """A lone query on the event loop is answered before its accounting runs (put off past
+    the answer, see Batcher.later); a scrape still sees every answered query: in the inference
+    histogram, the batch metrics and the tuner, as a run on the inference thread is."""
     edge = own_edge
     svc = edge.node.models["tiny-embedding"]
     backend = svc.serving.backend

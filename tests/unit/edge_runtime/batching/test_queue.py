@@ -9,7 +9,7 @@ import pytest
 from artifacts.errors import DeadlineExceeded, Overloaded
 from artifacts.textproc import Encoded
 from edge_runtime.batching.admission import Admission
-from edge_runtime.batching.queue import Batcher
+from edge_runtime.batching.queue import ACCOUNT_AFTER_S, ACCOUNT_MAX_PENDING, Batcher
 from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
 
@@ -478,8 +478,9 @@ def test_a_lone_query_runs_on_its_own_task_and_is_accounted_as_a_batch():
 
 def test_a_lone_query_is_answered_before_its_batch_is_accounted():
     """The inline run answers first: the caller resumes with its result and its tokens freed,
-    while the accounting (tuner, admission, metrics) waits for the next loop step, off the
-    query's latency. A traced query gets its batch timing at once (its caller reads it next)."""
+    while the accounting (tuner, admission, metrics) waits — for ACCOUNT_AFTER_S, for a
+    scrape of the metrics, or for ACCOUNT_MAX_PENDING answers — off the queries' path. A
+    traced query gets its batch timing at once (its caller reads it next)."""
 
     async def main():
         metrics = Metrics()
@@ -491,15 +492,26 @@ def test_a_lone_query_is_answered_before_its_batch_is_accounted():
         assert int(out[0][0]) == 7
         assert b.batches == 1 and b.admission.queued_tokens == 0
         assert len(b.waits) == 0 and b.item_tokens == 0  # not yet accounted
-        assert f"{count} 0.0" in metrics.render().decode()
         await asyncio.sleep(0)
+        assert len(b.waits) == 0
+        assert f"{count} 1.0" in metrics.render().decode()  # a scrape sees every answer
         assert len(b.waits) == 1 and b.item_tokens == 5 and b._idle_timer is not None
-        assert f"{count} 1.0" in metrics.render().decode()
+        await b.submit([enc(6, tag=8)], far())
+        assert len(b.waits) == 1
+        await asyncio.sleep(ACCOUNT_AFTER_S * 3)  # or, at most, ACCOUNT_AFTER_S later
+        assert len(b.waits) == 2
         timings: list = []
-        await b.submit([enc(6, tag=8)], far(), timings=timings)
+        await b.submit([enc(6, tag=9)], far(), timings=timings)
         assert len(timings) == 1 and timings[0].size == 1 and timings[0].padded_tokens == 6
-        assert len(b.waits) == 2  # traced: accounted before the answer, as a queued batch is
-        await b.stop()
+        assert len(b.waits) == 3  # traced: accounted before the answer, as a queued batch is
+        ran: list[int] = []
+        for i in range(ACCOUNT_MAX_PENDING):
+            b.later(ran.append, i)
+        assert ran == list(range(ACCOUNT_MAX_PENDING))  # never more than this many wait
+        b.later(ran.append, -1)
+        await b.stop()  # stopping runs what waits
+        assert ran[-1] == -1
+        assert f"{count} 3.0" in metrics.render().decode()
 
     asyncio.run(main())
 

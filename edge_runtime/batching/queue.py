@@ -181,6 +181,11 @@ class Batcher:
         """Queue the items of one request (run on ``model``); resolve with their outputs.
         ``timings``: filled with the batches that ran them (for the request's trace)."""
         tokens = sum(len(e) for e in encoded)
+        if self._later and (self.running or self.queue or self.tokenising):
+            # requests overlap: the quiet spell's put-off accounting lands before this request
+            # is admitted, so admission learns from it in order (not once a flood has filled
+            # the queue, when its "queue in use, no wait" would raise the limit)
+            self.run_later()
         retry = self.admission.try_admit(tokens)
         if retry is not None:
             self.metrics.rejected.inc()
@@ -381,6 +386,7 @@ class Batcher:
             self._arriving -= 1
         if self._arriving or self.queue:
             self._overlap_at = time.monotonic()
+            self.run_later()  # see submit()
             return False
         return self._run_now(items)
 
@@ -411,9 +417,10 @@ class Batcher:
         return True
 
     def later(self, fn: Callable[..., object], *args: object) -> None:
-        """Run ``fn(*args)`` on the event loop after this answer and the next few: within
-        ACCOUNT_AFTER_S, before the metrics are rendered (:meth:`run_later`), or at once when
-        ACCOUNT_MAX_PENDING are waiting. For bookkeeping that no answer waits for."""
+        """Run ``fn(*args)`` on the event loop after this answer and the next few: after
+        ACCOUNT_AFTER_S, before the metrics are rendered (:meth:`run_later`), before any batch
+        or overlapping request is accounted or admitted, or at once when ACCOUNT_MAX_PENDING
+        calls wait. For bookkeeping that no answer waits for; event-loop thread only."""
         self._later.append((fn, args))
         if len(self._later) >= ACCOUNT_MAX_PENDING:
             self.run_later()
@@ -436,8 +443,10 @@ class Batcher:
 
     def _account_inline(self, it: Item, ran: float, started: float) -> None:
         """The accounting of a lone inline run, after its answer (see :meth:`_run_now`)."""
-        self._account([it], len(it.enc), started, ran, None)
-        self._after_inline()
+        try:
+            self._account([it], len(it.enc), started, ran, None)
+        finally:  # the idle release is armed whatever happened
+            self._after_inline()
 
     def _after_inline(self) -> None:
         if not self.bulk:  # else the batcher's task arms it after the bulk lane's batches
@@ -459,6 +468,8 @@ class Batcher:
     ) -> None:
         """Account for a batch that ran (timings, tuner, admission, metrics); answer it.
         ``clock``: when it was taken (monotonic s, wall-clock ns)."""
+        if self._later:  # earlier inline runs first: admission and the pacer learn in order
+            self.run_later()
         started, started_ns = clock
         ran = time.monotonic() - started
         pendings = (

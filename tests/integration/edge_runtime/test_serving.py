@@ -572,9 +572,10 @@ def test_a_lone_query_failing_on_the_event_loop_fails_over_on_the_inference_thre
 
 
 def test_inline_queries_are_accounted_after_their_answer_and_before_a_scrape(own_edge):
-    """A lone query on the event loop is answered before its accounting runs (put off past
-    the answer, see Batcher.later); a scrape still sees every answered query: in the inference
-    histogram, the batch metrics and the tuner, as a run on the inference thread is."""
+    """Lone queries run on the event loop have their accounting put off past their answers
+    (Batcher.later; the order is tested in the batcher's unit tests). On a real node a scrape
+    still sees every answered query: in the inference histogram, the batch metrics and the
+    tuner's waits, as a run on the inference thread is."""
     edge = own_edge
     svc = edge.node.models["tiny-embedding"]
     backend = svc.serving.backend

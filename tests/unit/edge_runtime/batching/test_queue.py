@@ -479,7 +479,7 @@ def test_a_lone_query_runs_on_its_own_task_and_is_accounted_as_a_batch():
 def test_a_lone_query_is_answered_before_its_batch_is_accounted():
     """The inline run answers first: the caller resumes with its result and its tokens freed,
     while the accounting (tuner, admission, metrics) waits — for ACCOUNT_AFTER_S, for a
-    scrape of the metrics, or for ACCOUNT_MAX_PENDING answers — off the queries' path. A
+    scrape of the metrics, or for ACCOUNT_MAX_PENDING calls — off the queries' path. A
     traced query gets its batch timing at once (its caller reads it next)."""
 
     async def main():
@@ -512,6 +512,35 @@ def test_a_lone_query_is_answered_before_its_batch_is_accounted():
         await b.stop()  # stopping runs what waits
         assert ran[-1] == -1
         assert f"{count} 3.0" in metrics.render().decode()
+
+    asyncio.run(main())
+
+
+def test_put_off_accounting_lands_as_soon_as_requests_overlap():
+    """Lone queries' accounting waits; the first overlap runs it — before the overlapping
+    requests' batch is accounted, while only they are queued — so admission and the tuner learn
+    in order (a flood must not be judged by a quiet spell's samples taken once it filled the
+    queue, when "queue in use, no wait" would raise the limit)."""
+
+    async def main():
+        b = make(BatchingSection(max_wait_ms=0), FakeBackend(), inline=16)
+        b.start()
+        for i in range(2):
+            await b.submit([enc(5, tag=i)], far())
+        assert len(b.waits) == 0 and len(b._later) == 2  # put off
+        queued_at_observe: list[int] = []
+        observe = b.admission.observe
+
+        def recorded(*args):
+            queued_at_observe.append(b.admission.queued_tokens)
+            return observe(*args)
+
+        b.admission.observe = recorded
+        await asyncio.gather(*(b.submit([enc(5, tag=9)], far()) for _ in range(3)))
+        starts = [t for t, _ in b.waits]
+        assert len(starts) == 5 and starts == sorted(starts)  # in the order they ran
+        assert queued_at_observe[:2] == [15, 15]  # the quiet spell's, with only the 3 queued
+        await b.stop()
 
     asyncio.run(main())
 

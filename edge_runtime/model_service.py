@@ -366,11 +366,15 @@ class ModelService:
 
     def _drain_and_close(self, old: LoadedModel) -> None:
         """Close a replaced model once the requests pinned to it are answered (bounded by the
-        longest deadline a request may ask for)."""
+        longest deadline a request may ask for), then hand the memory it freed back to the OS:
+        glibc keeps a closed session's pages, and with no idle spell to release them (steady
+        traffic) 20 swaps grew RSS by 152-195 MB, against 5-11 MB with the trim
+        (``python -m bench.swap_memory``; Python's own allocations flat in both)."""
         deadline = time.monotonic() + 10 * self.config.server.request_timeout_ms / 1000 + 5
         while (old.inflight > 0 or old.pinned > 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         old.close()
+        memory.trim()
 
     def serving_version(self) -> int | None:
         serving = self.serving

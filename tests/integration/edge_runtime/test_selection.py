@@ -221,12 +221,25 @@ def test_a_validly_signed_stranger_in_the_cache_is_replaced(tiny_published, make
 
 
 def test_hot_swap_to_a_new_version_without_dropping_requests(
-    tiny_published, admin_client, tiny_builds, key, tmp_path, make_edge
+    tiny_published, admin_client, tiny_builds, key, tmp_path, make_edge, monkeypatch
 ):
+    """No request dropped across a swap; the replaced model, once drained, is closed and the
+    memory it freed handed back to the OS (glibc keeps a closed session's pages otherwise:
+    ``bench/swap_memory.py``)."""
     import threading
 
     import httpx
 
+    from edge_runtime import memory
+
+    trimmed_by: list[str] = []
+    trim = memory.trim
+
+    def recorded(*args, **kwargs):
+        trimmed_by.append(threading.current_thread().name)
+        return trim(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "trim", recorded)
     edge = make_edge(poll_interval_s=0.5)
     st = edge.wait_ready()
     v1 = model_status(st)["version"]
@@ -267,6 +280,10 @@ def test_hot_swap_to_a_new_version_without_dropping_requests(
     assert {str(v1), str(v2)} <= versions
     events = [e["kind"] for e in model_status(edge.status())["events"]]
     assert "swapped" in events
+    deadline = time.monotonic() + 30
+    while not any("_drain_and_close" in name for name in trimmed_by):
+        assert time.monotonic() < deadline, f"no trim after the old model closed: {trimmed_by}"
+        time.sleep(0.05)
 
 
 def test_a_version_that_fails_here_leaves_the_last_good_one_serving(

@@ -7,7 +7,9 @@ from this tree — and in each round measures the raw backend's batch-1 p50 in a
 then both nodes at c=1 in alternating turns (the order flipped every turn), then c=64 on the
 product mix, one node after the other. Reports per node the median [min–max] over rounds of
 each round's median turn, and of ``p50 − raw``; at c=1 also the mean (1 / rate: wrk
-rounds its p50 to 10 µs). Not part of ``make bench``: a tool for judging
+rounds its p50 to 10 µs) and the mean outside the model run (the mean latency minus the node's
+own mean model run on the same requests: its overhead, with the VM's drifting model speed
+cancelled out). Not part of ``make bench``: a tool for judging
 a change on this drifting VM, where only paired, interleaved runs say anything."""
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import bench.serving as S
 from artifacts.cli.procs import Child
 from bench import wrk
+from bench.c1_account import scrape
 from bench.common import WORK_DIR, isolated
 
 TURNS, TURN_S, C64_S = 4, 3.0, 6.0
@@ -92,23 +95,15 @@ def main() -> None:
         for u in urls.values():
             wrk.run(u, scripts["queries"], 4, 2)  # warm
         per: dict[str, dict[str, list[float]]] = {
-            n: {"c1": [], "c1_mean": [], "gap": [], "c64_rps": [], "c64_p99": []} for n in nodes
+            n: {"c1": [], "c1_mean": [], "c1_outside": [], "gap": [], "c64_rps": [], "c64_p99": []}
+            for n in nodes
         }
         raws = []
         for r in range(rounds):
             raw = isolated(S.raw_latency, str(nodes["head"].bundle))["p50_ms"]
             raws.append(raw)
-            turns: dict[str, list[float]] = {n: [] for n in nodes}
-            means: dict[str, list[float]] = {n: [] for n in nodes}
             order = list(nodes)
-            for t in range(TURNS):
-                for n in order if (r + t) % 2 == 0 else order[::-1]:
-                    got = wrk.run(urls[n], scripts["queries"], 1, TURN_S)
-                    turns[n].append(got["p50_ms"])
-                    # c=1: one request at a time, so 1/rate is the mean latency to the µs
-                    # (wrk prints its p50 to 10 µs)
-                    means[n].append(1e3 / got["rps"])
-                    time.sleep(0.3)
+            turns, means, outside = c1_turns(nodes, urls, scripts["queries"], r)
             for n in order if r % 2 == 0 else order[::-1]:
                 c64 = wrk.run(urls[n], scripts["products"], 64, C64_S)
                 per[n]["c64_rps"].append(c64["rps"])
@@ -119,11 +114,13 @@ def main() -> None:
                 mid = sorted(ts)[len(ts) // 2]
                 per[n]["c1"].append(mid)
                 per[n]["c1_mean"].append(sorted(means[n])[len(ts) // 2])
+                per[n]["c1_outside"].append(sorted(outside[n])[len(ts) // 2])
                 per[n]["gap"].append(mid - raw)
             print(
                 f"round {r + 1}: raw {raw:.3f} ms; "
                 + "; ".join(
                     f"{n} c=1 turns {[round(x, 3) for x in turns[n]]} "
+                    f"outside the run {per[n]['c1_outside'][-1]:.3f} ms "
                     f"c=64 {per[n]['c64_rps'][-1]:.0f}/s p99 {per[n]['c64_p99'][-1]:.0f} ms "
                     f"errors {per[n]['c64_errors'][-1]}"
                     for n in nodes
@@ -135,18 +132,47 @@ def main() -> None:
             print(
                 f"{n}: c=1 p50 {S.fmt(v['c1'], 3, ' ms')}; p50 − raw {S.fmt(v['gap'], 3, ' ms')};"
                 f" mean {S.fmt(v['c1_mean'], 3, ' ms')};"
+                f" outside the run {S.fmt(v['c1_outside'], 3, ' ms')};"
                 f" c=64 products {S.fmt(v['c64_rps'], 0, '/s')} p99 {S.fmt(v['c64_p99'], 0, ' ms')}"
             )
         diff = [h - b for h, b in zip(per["head"]["c1"], per["base"]["c1"], strict=True)]
         print(f"head − base, c=1 p50 per round: {S.fmt(diff, 3, ' ms')}")
         diff = [h - b for h, b in zip(per["head"]["c1_mean"], per["base"]["c1_mean"], strict=True)]
         print(f"head − base, c=1 mean per round: {S.fmt(diff, 3, ' ms')}")
+        diff = [
+            h - b for h, b in zip(per["head"]["c1_outside"], per["base"]["c1_outside"], strict=True)
+        ]
+        print(f"head − base, c=1 outside the model run per round: {S.fmt(diff, 3, ' ms')}")
         out = WORK_DIR / "c1_ab.json"
         out.write_text(json.dumps({"base": base_ref, "raw": raws, "nodes": per}, indent=1))
     finally:
         for e in nodes.values():
             e.close()
         stack.close()
+
+
+def c1_turns(nodes: dict, urls: dict[str, str], script: Path, r: int) -> tuple[dict, dict, dict]:
+    """Both nodes at c=1 in TURNS alternating turns (the order flipped every turn): per node,
+    each turn's p50, mean latency and mean time outside the model run (ms)."""
+    turns: dict[str, list[float]] = {n: [] for n in nodes}
+    means: dict[str, list[float]] = {n: [] for n in nodes}
+    outside: dict[str, list[float]] = {n: [] for n in nodes}
+    order = list(nodes)
+    for t in range(TURNS):
+        for n in order if (r + t) % 2 == 0 else order[::-1]:
+            before = scrape(nodes[n].url)["shipyard_inference_seconds"]
+            got = wrk.run(urls[n], script, 1, TURN_S)
+            after = scrape(nodes[n].url)["shipyard_inference_seconds"]
+            run_ms = (after[0] - before[0]) / max(1.0, after[1] - before[1]) * 1e3
+            # outside the model run: mean latency − the mean model run of the same requests
+            # (the node's own histogram), so the VM's drifting model speed cancels out
+            outside[n].append(1e3 / got["rps"] - run_ms)
+            turns[n].append(got["p50_ms"])
+            # c=1: one request at a time, so 1/rate is the mean latency to the µs
+            # (wrk prints its p50 to 10 µs)
+            means[n].append(1e3 / got["rps"])
+            time.sleep(0.3)
+    return turns, means, outside
 
 
 if __name__ == "__main__":

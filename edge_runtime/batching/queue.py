@@ -65,7 +65,7 @@ class BulkLaneFull(Overloaded):
     """The bulk lane holds its limit: the embed worker waits (not a sign of interactive load)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     size: int
     deadline: float
@@ -96,7 +96,7 @@ class BatchTiming:
     padded_tokens: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     pending: Pending
     index: int
@@ -137,7 +137,8 @@ class Batcher:
         self.waits: deque[tuple[float, float]] = deque(maxlen=1024)
         self.tokenising = 0  # admitted requests not yet enqueued
         self.tokenising_chars = 0  # their characters (bounded by limits.max_tokenising_chars)
-        self._arriving = 0  # lone queries yielding once before an inline run (see _ran_now)
+        # the task whose inline run blocked the loop in this loop step (see _ran_now)
+        self._inline_task: asyncio.Task | None = None
         # work put off until after answers (see later()): run together, off the queries' path
         self._later: list[tuple[Callable[..., object], tuple]] = []
         self._later_timer: asyncio.TimerHandle | None = None
@@ -212,7 +213,7 @@ class Batcher:
         now = time.monotonic()
         items = [Item(pending, i, e, now) for i, e in enumerate(encoded)]
         try:
-            if not (lane is self.queue and await self._ran_now(items)):
+            if not (lane is self.queue and self._ran_now(items)):
                 lane.extend(items)
                 self._wake.set()
             return await pending.future
@@ -372,23 +373,23 @@ class Batcher:
             error = exc
         self._finish(ordered, padded, (started, started_ns), infer, out, error)
 
-    async def _ran_now(self, items: list[Item]) -> bool:
+    def _ran_now(self, items: list[Item]) -> bool:
         """c=1: a lone query that may run on the event loop runs right here, on the caller's
-        task — no hop to the batcher's task and back. Requests ready at the same moment must
-        still meet in the queue (each runs to this point without yielding), so the query first
-        yields once: any other lone query arriving meanwhile makes both queue, as an overlap."""
-        if self._task is None or len(items) != 1 or not self._inline(items, len(items[0].enc)):
+        task — no hop to the batcher's task and back, and no yield. Requests ready at the same
+        moment must still meet in the queue: a request whose task was already waiting to run
+        when another task's inline run blocked the loop (e.g. a burst read in one loop step)
+        comes here before the loop's next step, sees that run's mark, and queues, as an
+        overlap."""
+        if self._task is None or len(items) != 1:
             return False
-        self._arriving += 1
-        try:
-            await asyncio.sleep(0)
-        finally:
-            self._arriving -= 1
-        if self._arriving or self.queue:
+        if self._inline_task is not None and self._inline_task is not asyncio.current_task():
             self._overlap_at = time.monotonic()
             self.run_later()  # see submit()
             return False
         return self._run_now(items)
+
+    def _end_inline_step(self) -> None:
+        self._inline_task = None
 
     def _run_now(self, items: list[Item]) -> bool:
         """A lone query run inline right away (see :meth:`_inline`), accounted and answered as
@@ -402,6 +403,11 @@ class Batcher:
         out = self._try_inline(items, infer)
         if out is None:
             return False
+        # requests already waiting to run now meet in the queue (see _ran_now) until the loop's
+        # next step: its callbacks run after theirs
+        if self._inline_task is None:
+            asyncio.get_running_loop().call_soon(self._end_inline_step)
+        self._inline_task = asyncio.current_task()
         self._quiet_since = time.monotonic()
         if it.pending.timings is not None:  # traced: the caller reads the batch's timing next
             self._finish(items, len(it.enc), (started, started_ns), infer, out, None)

@@ -27,11 +27,12 @@ import msgspec
 
 from artifacts.errors import PayloadTooLarge, ShipyardError
 from artifacts.wire import MEDIA_TYPE_PROBLEM, Problem, problem_headers
-from edge_runtime.http.observe import served_headers
+from edge_runtime.http.observe import served_headers, server_timing
 from edge_runtime.http.openai import embeddings_response, media_type_error
 from edge_runtime.http.problems import internal_error
 from edge_runtime.http.schemas import EmbeddingsRequest
 from edge_runtime.inference.engine import Inference
+from edge_runtime.inference.results import Embeddings
 from edge_runtime.metrics import Metrics
 
 PATH = "/v1/embeddings"
@@ -98,6 +99,8 @@ class FastEmbeddings:
         # (model, status) -> its two series: ``labels()`` takes a lock and builds a key per call.
         # Bounded: models are the served names (or "-"), statuses the few this layer answers
         self._series: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # (model, version, backend) -> the X-Shipyard-* header lines, encoded once
+        self._served: dict[tuple[str, int, str], list[tuple[bytes, bytes]]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -118,12 +121,12 @@ class FastEmbeddings:
             if isinstance(exc, PayloadTooLarge):  # the rest of the body is not worth reading
                 extra["Connection"] = "close"
             await _respond(
-                send, status, MEDIA_TYPE_PROBLEM.encode(), Problem.of(exc).encode(), extra
+                send, status, MEDIA_TYPE_PROBLEM.encode(), Problem.of(exc).encode(), _lines(extra)
             )
         except Exception:
             status = 500
             problem = internal_error("POST", PATH)
-            await _respond(send, 500, MEDIA_TYPE_PROBLEM.encode(), problem.encode(), {})
+            await _respond(send, 500, MEDIA_TYPE_PROBLEM.encode(), problem.encode(), [])
         except BaseException:  # cancelled (e.g. a shutdown past its drain time): not a 200
             status = 499
             raise
@@ -142,7 +145,7 @@ class FastEmbeddings:
 
     async def _embed(
         self, scope: Any, receive: Any, started: float
-    ) -> tuple[bytes, dict[str, str], str]:
+    ) -> tuple[bytes, list[tuple[bytes, bytes]], str]:
         ctype = timeout = length = None
         for name, value in scope["headers"]:  # a repeated header: the first wins, as in litestar
             if name == b"content-type" and ctype is None:
@@ -159,13 +162,26 @@ class FastEmbeddings:
         deadline = self.inference.deadline(timeout)
         r = await self.inference.embed(data.model, data.input, deadline, dimensions=data.dimensions)
         body = _encode(embeddings_response(r, data.encoding_format))
-        return body, served_headers(r, started), r.model
+        served = self._served.get((r.model, r.version, r.target))
+        if served is None:
+            served = self._served_lines(r)
+        return body, [*served, (b"server-timing", server_timing(started).encode())], r.model
+
+    def _served_lines(self, r: Embeddings) -> list[tuple[bytes, bytes]]:
+        if len(self._served) >= 64:  # bounded: versions come and go over a node's life
+            self._served.clear()
+        lines = _lines(served_headers(r))
+        self._served[(r.model, r.version, r.target)] = lines
+        return lines
+
+
+def _lines(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 async def _respond(
-    send: Any, status: int, ctype: bytes, body: bytes, extra: dict[str, str]
+    send: Any, status: int, ctype: bytes, body: bytes, extra: list[tuple[bytes, bytes]]
 ) -> None:
-    headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

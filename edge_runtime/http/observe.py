@@ -19,9 +19,14 @@ def served_headers(r: Served, started: float | None = None) -> dict[str, str]:
         "X-Shipyard-Model-Version": str(r.version),
         "X-Shipyard-Backend": r.target,
     }
-    if started is not None:  # time inside the handler (the client sees it in its devtools)
-        headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1e3:.3f}"
+    if started is not None:
+        headers["Server-Timing"] = server_timing(started)
     return headers
+
+
+def server_timing(started: float) -> str:
+    """Time inside the handler so far (the client sees it in its devtools)."""
+    return f"app;dur={(time.perf_counter() - started) * 1e3:.3f}"
 
 
 class Observed:

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import base64
-
+import numpy as np
 from litestar import Request, Response, post
 
 from artifacts.errors import UnsupportedMediaType
@@ -28,6 +27,8 @@ from edge_runtime.http.schemas import (
 )
 from edge_runtime.inference.engine import Inference
 from edge_runtime.inference.results import Embeddings, Usage
+
+_LE_F32 = np.dtype("<f4")
 
 
 def _inference(request: Request) -> Inference:
@@ -75,15 +76,22 @@ async def embeddings(request: Request, data: EmbeddingsRequest) -> Response[Embe
 
 
 def embeddings_response(r: Embeddings, encoding_format: str) -> EmbeddingsResponse:
-    """The OpenAI body: float lists, or base64 of little-endian float32."""
-    vectors = r.vectors.astype("<f4", copy=False)
+    """The OpenAI body: float lists, or base64 of little-endian float32.
+
+    Few numpy calls: answered right after a model run, each costs 5-15 µs on the caches the
+    run cooled (against under 1 µs hot). base64 rows are slices of one byte view, which msgspec
+    encodes as base64 itself."""
+    vectors = r.vectors
+    if vectors.dtype is not _LE_F32 or not vectors.flags.c_contiguous:
+        vectors = np.ascontiguousarray(vectors, dtype=_LE_F32)
     if encoding_format == "base64":
+        flat, row = vectors.data.cast("B"), vectors.shape[1] * 4
         items = [
-            EmbeddingItem(index=i, embedding=base64.b64encode(v.tobytes()).decode())
-            for i, v in enumerate(vectors)
+            EmbeddingItem(index=i, embedding=flat[i * row : (i + 1) * row])  # type: ignore[arg-type]
+            for i in range(vectors.shape[0])
         ]
     else:
-        items = [EmbeddingItem(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)]
+        items = [EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors.tolist())]
     return EmbeddingsResponse(data=items, model=r.model, usage=usage_of(r.usage))
 
 

@@ -61,9 +61,11 @@ class ShedWhenSaturated:
         waits = []
         for s in services:
             a = s.admission
+            if a.queued_tokens == 0:  # idle (c=1): nothing more to read
+                return None
             batcher = getattr(s, "batcher", None)
             typical = max(1.0, getattr(batcher, "item_tokens", 0.0))
-            if a.queued_tokens == 0 or a.queued_tokens + typical <= a.limit:
+            if a.queued_tokens + typical <= a.limit:
                 return None
             waits.append(a.retry_after())
         return max(1.0, min(waits))

@@ -31,6 +31,7 @@ from edge_runtime.loaded_model import LoadedModel
 from edge_runtime.metrics import Metrics
 from edge_runtime.model_service import ModelService
 
+_F32 = np.dtype(np.float32)
 INLINE_ENCODE = 2  # up to this many texts are tokenised on the loop: a thread hop costs more
 CHARS_PER_TOKEN_LIMIT = 32  # default per-input limit: far past any text max_length keeps
 
@@ -161,12 +162,13 @@ class Inference:
         if dimensions is not None and dimensions != dim:
             raise BadRequest(f"dimensions must be {dim} for {svc.name} (it cannot be shortened)")
         raw = await self.run(svc, list(items), deadline, chars)
+        out = raw.outputs  # float32 from every backend: no conversion call on the c=1 path
         return Embeddings(
             svc.name,
             raw.version,
             raw.target,
             raw.usage,
-            vectors=raw.outputs.astype(np.float32, copy=False),
+            vectors=out if out.dtype is _F32 else out.astype(np.float32),
         )
 
     async def rerank(
@@ -241,6 +243,50 @@ class Inference:
         version, task = model.version, model.manifest.model.task
         cache = svc.cache_results
         usage = Usage()
+        tracing = self.tracing.enabled
+        if cache.enabled or tracing:
+            outputs, keys, misses = self._lookup(svc, version, task, items, usage)
+        else:  # the c=1 path with the cache off: no span to open, nothing to look up
+            outputs, keys, misses = [None] * len(items), [], list(range(len(items)))
+        if misses:
+            todo = items if len(misses) == len(items) else [items[i] for i in misses]
+            if tracing:
+                with self.tracing.span("tokenize", **{"shipyard.items": len(misses)}) as span:
+                    encoded = await self._tokenise(svc, model, todo, chars)
+                    span.set_attribute("shipyard.tokens", sum(len(e) for e in encoded))
+            else:
+                encoded = await self._tokenise(svc, model, todo, chars)
+            timings: list[BatchTiming] | None = [] if tracing else None
+            enqueued = time.time_ns() if tracing else 0
+            results = await svc.batcher.submit(encoded, deadline, model, timings)
+            if timings:
+                self._trace_batches(enqueued, timings, model)
+            for i, enc, out in zip(misses, encoded, results, strict=True):
+                outputs[i] = out
+                usage.prompt_tokens += len(enc)
+                usage.truncated += int(enc.truncated)
+                if keys:
+                    cache.put(keys[i], (out, len(enc), int(enc.truncated)))
+            if keys:  # the cache changed
+                self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
+                self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
+        if len(outputs) > 1:
+            stacked = np.stack(outputs)  # type: ignore[arg-type]
+        else:  # never a view of a cached output; without a cache, this request's own row
+            stacked = outputs[0][None].copy() if keys else outputs[0][None]  # type: ignore[index]
+        return Raw(
+            outputs=stacked,
+            usage=usage,
+            version=version,
+            target=model.target,
+        )
+
+    def _lookup(
+        self, svc: ModelService, version: int, task: str, items: list[Item], usage: Usage
+    ) -> tuple[list[np.ndarray | None], list, list[int]]:
+        """(outputs with the cached ones filled in, cache keys, indices of the misses), in a
+        ``cache`` span; hits are counted into ``usage`` and the cache metrics."""
+        cache = svc.cache_results
         outputs: list[np.ndarray | None] = [None] * len(items)
         keys = [(svc.name, version, task, text_key(it)) for it in items] if cache.enabled else []
         misses = []
@@ -263,31 +309,7 @@ class Inference:
             self.metrics.cache_misses.labels(svc.name).inc(len(misses))
         else:
             misses = list(range(len(items)))
-        if misses:
-            with self.tracing.span("tokenize", **{"shipyard.items": len(misses)}) as span:
-                encoded = await self._tokenise(svc, model, [items[i] for i in misses], chars)
-                if span is not None:
-                    span.set_attribute("shipyard.tokens", sum(len(e) for e in encoded))
-            timings: list[BatchTiming] | None = [] if self.tracing.enabled else None
-            enqueued = time.time_ns()
-            results = await svc.batcher.submit(encoded, deadline, model, timings)
-            if timings:
-                self._trace_batches(enqueued, timings, model)
-            for i, enc, out in zip(misses, encoded, results, strict=True):
-                outputs[i] = out
-                usage.prompt_tokens += len(enc)
-                usage.truncated += int(enc.truncated)
-                if keys:
-                    cache.put(keys[i], (out, len(enc), int(enc.truncated)))
-            if keys:  # the cache changed
-                self.metrics.cache_evictions.labels(svc.name).set(cache.stats.evictions)
-                self.metrics.cache_bytes.labels(svc.name).set(cache.bytes)
-        return Raw(  # a fresh array either way (never a view of a cached output)
-            outputs=np.stack(outputs) if len(outputs) > 1 else outputs[0][None].copy(),  # type: ignore[arg-type,index]
-            usage=usage,
-            version=version,
-            target=model.target,
-        )
+        return outputs, keys, misses
 
     def _trace_batches(self, enqueued_ns: int, timings: list[BatchTiming], model) -> None:
         """The queue wait, then each batch that ran this request's items with its backend call

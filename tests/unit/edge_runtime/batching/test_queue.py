@@ -9,7 +9,12 @@ import pytest
 from artifacts.errors import DeadlineExceeded, Overloaded
 from artifacts.textproc import Encoded
 from edge_runtime.batching.admission import Admission
-from edge_runtime.batching.queue import ACCOUNT_AFTER_S, ACCOUNT_MAX_PENDING, Batcher
+from edge_runtime.batching.queue import (
+    ACCOUNT_AFTER_S,
+    ACCOUNT_MAX_PENDING,
+    INLINE_QUIET_S,
+    Batcher,
+)
 from edge_runtime.config import BatchingSection
 from edge_runtime.metrics import Metrics
 
@@ -536,10 +541,12 @@ def test_put_off_accounting_lands_as_soon_as_requests_overlap():
             return observe(*args)
 
         b.admission.observe = recorded
+        # three at once: the first runs on the loop (nothing else had arrived), the second sees
+        # the overlap and the put-off accounting (three runs) lands before it is queued
         await asyncio.gather(*(b.submit([enc(5, tag=9)], far()) for _ in range(3)))
         starts = [t for t, _ in b.waits]
         assert len(starts) == 5 and starts == sorted(starts)  # in the order they ran
-        assert queued_at_observe[:2] == [15, 15]  # the quiet spell's, with only the 3 queued
+        assert queued_at_observe[:3] == [5, 5, 5]  # with only the overlapping request queued
         await b.stop()
 
     asyncio.run(main())
@@ -567,20 +574,41 @@ def test_queued_tokens_are_read_when_scraped():
     asyncio.run(main())
 
 
-def test_a_lone_query_cancelled_while_yielding_frees_its_tokens_and_never_runs():
+def test_a_lone_inline_query_is_answered_within_its_loop_step():
+    """No yield on the c=1 path: a lone query is run and answered before the event loop runs
+    anything else (a callback scheduled before it is still waiting afterwards)."""
+
+    async def main():
+        b = make(BatchingSection(max_wait_ms=0), ThreadRecorder(), inline=16)
+        b.start()
+        ran: list[int] = []
+        asyncio.get_running_loop().call_soon(ran.append, 1)
+        out = await b.submit([enc(5, tag=3)], far())
+        assert int(out[0][0]) == 3 and ran == [] and b.batches == 1
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_request_ready_while_another_task_ran_inline_queues_as_an_overlap():
+    """Two requests ready in the same loop step (a burst read at once): the first runs on the
+    loop; the second, whose task waited meanwhile, sees that run's mark before the loop's next
+    step and queues for the inference thread, switching inline runs off for a quiet spell."""
+    import threading
+
     async def main():
         backend = ThreadRecorder()
         b = make(BatchingSection(max_wait_ms=0), backend, inline=16)
         b.start()
-        request = asyncio.create_task(b.submit([enc(5)], far()))
-        await asyncio.sleep(0)  # it is yielding once before its inline run
-        assert b.admission.queued_tokens == 5
-        request.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await request
-        assert b.admission.queued_tokens == 0 and backend.batches == [] and b.batches == 0
-        out = await b.submit([enc(5, tag=7)], far())  # the next one is unaffected
-        assert int(out[0][0]) == 7
+        first = asyncio.create_task(b.submit([enc(5, tag=1)], far()))
+        second = asyncio.create_task(b.submit([enc(5, tag=2)], far()))
+        outs = await asyncio.gather(first, second)
+        assert [int(o[0][0]) for o in outs] == [1, 2]
+        assert backend.threads[0] == threading.current_thread().name
+        assert backend.threads[1].startswith("infer-m")
+        assert time.monotonic() - b._overlap_at < INLINE_QUIET_S
+        assert b.admission.queued_tokens == 0 and b.batches == 2
+        assert b._inline_task is None  # the mark lasts until the loop's next step
         await b.stop()
 
     asyncio.run(main())

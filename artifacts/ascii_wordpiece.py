@@ -25,7 +25,10 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
 MAX_CHARS = 512  # longer texts take the Rust path (they are rarely lone queries)
-MAX_WORDS = 32_768  # cached words; the cache starts over when full (bounded memory)
+MAX_WORDS = 16_384  # cached words; the cache starts over when full
+MAX_WORD_CHARS = 48  # longer words are tokenised every time, never cached ...
+MAX_WORD_PIECES = 8  # ... and so are words of more pieces (bounded memory: under 8 MB)
+MAX_ADDED = 64  # a tokenizer with more added tokens is not shortcut
 # texts the fast path must answer exactly as the tokenizer does before it is used
 PROBES = (
     "usb-c charger 65w",
@@ -59,9 +62,9 @@ class AsciiWordPiece:
         )
         self._prefix = prefix
         self._suffix = suffix
-        self._specials = (
-            specials  # added tokens' texts, lowercased: such a text takes the Rust path
-        )
+        # added tokens' texts as matched (raw and normalised), lowercased: a text holding one
+        # takes the Rust path
+        self._specials = specials
         self._budget = max_length - len(suffix)
         self._words: dict[str, list[int]] = {}
 
@@ -83,13 +86,19 @@ class AsciiWordPiece:
         at = _find(one.ids, inner)
         if at is None or any(one.type_ids):
             return None
-        added = full.get_added_tokens_decoder().values()
+        added = list(full.get_added_tokens_decoder().values())
+        if len(added) > MAX_ADDED:  # each is a substring check per text: Rust is faster then
+            return None
+        # the Rust tokenizer matches a normalised added token against the normalised text
+        forms = {t.content for t in added} | {
+            norm.normalize_str(t.content) for t in added if t.normalized
+        }
         fast = cls(
             pieces,
             lowercase=bool(norm.lowercase),
             prefix=one.ids[:at],
             suffix=one.ids[at + len(inner) :],
-            specials=tuple(t.content.lower() for t in added if t.content),
+            specials=tuple(sorted({f.lower() for f in forms if f})),
             max_length=max_length,
         )
         for text in PROBES:
@@ -114,6 +123,7 @@ class AsciiWordPiece:
                 return None
         ids = self._prefix.copy()
         words = self._words
+        budget = self._budget
         for chunk in (low if self._lowercase else text).split():
             piece = words.get(chunk)
             if piece is None:
@@ -122,18 +132,22 @@ class AsciiWordPiece:
                 else:  # punctuation inside: each run of letters/digits and each mark apart
                     for word in self._split.findall(chunk):
                         ids += words.get(word) or self._learn(word)
+                    if len(ids) > budget:
+                        return None
                     continue
             ids += piece
-        if len(ids) > self._budget:
-            return None  # truncation: the Rust path says what was cut
+            if len(ids) > budget:
+                return None  # truncation: the Rust path says what was cut
         ids += self._suffix
         return ids
 
     def _learn(self, word: str) -> list[int]:
-        if len(self._words) >= MAX_WORDS:
-            self._words.clear()
         piece = self._pieces.encode(word, add_special_tokens=False).ids
-        self._words[word] = piece
+        # long words and many-piece words are rare (and gibberish): tokenised every time
+        if len(word) <= MAX_WORD_CHARS and len(piece) <= MAX_WORD_PIECES:
+            if len(self._words) >= MAX_WORDS:
+                self._words.clear()
+            self._words[word] = piece
         return piece
 
 

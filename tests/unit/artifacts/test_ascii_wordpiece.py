@@ -8,7 +8,7 @@ import random
 import string
 
 import pytest
-from tokenizers import Tokenizer, normalizers, processors
+from tokenizers import AddedToken, Tokenizer, normalizers, processors
 
 import artifacts.ascii_wordpiece as aw
 from artifacts.manifest import TokenizerSpec
@@ -95,6 +95,9 @@ def test_the_word_cache_is_bounded(monkeypatch):
         text = f"w{i}x w{i}y"
         assert enc._ascii.encode(text) == whole.encode(text).ids
         assert len(enc._ascii._words) <= 50
+    long_word = "x" * (aw.MAX_WORD_CHARS + 1)
+    assert enc._ascii.encode(long_word) == whole.encode(long_word).ids
+    assert long_word not in enc._ascii._words
 
 
 def test_a_cased_bert_tokenizer_is_shortcut_exactly():
@@ -136,3 +139,44 @@ def test_a_text_past_the_limit_is_refused_as_the_rust_tokenizer_refuses_it():
     assert enc.encode(["short text"])[0].ids.tolist() == rust(path, 16).encode("short text").ids
     with pytest.raises(Exception):  # noqa: B017 - the tokenizer's own error
         enc.encode([" ".join(["word"] * 40)])
+
+
+def test_added_tokens_are_matched_as_the_rust_tokenizer_matches_them():
+    """A normalised added token matches the normalised text ("é-mail" matches "e-mail" once
+    accents are stripped): such a text takes the Rust path, which answers the token's id."""
+    path = minilm_dir() / "tokenizer.json"
+    full, pieces = rust(path, 64), rust(path, 64)
+    pieces.no_truncation()
+    for tok in (full, pieces):
+        tok.add_tokens([AddedToken("é-mail", normalized=True)])
+    fast = aw.AsciiWordPiece.of(full, pieces, 64)
+    assert fast is not None
+    assert fast.encode("send e-mail now") is None
+    assert fast.encode("send mail now") == full.encode("send mail now").ids
+    # many added tokens: a substring check each per text would cost more than Rust
+    many = rust(path, 64)
+    many.add_special_tokens([f"[extra{i}]" for i in range(aw.MAX_ADDED)])
+    assert aw.AsciiWordPiece.of(many, pieces, 64) is None
+
+
+def test_a_lone_ascii_text_takes_the_shortcut_and_others_the_rust_tokenizer(monkeypatch):
+    enc = TextEncoder(minilm_dir() / "tokenizer.json", TokenizerSpec(max_length=64))
+    whole = rust(minilm_dir() / "tokenizer.json", 64)
+    calls: list[str] = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def encode(self, text):
+            calls.append(text)
+            return self.inner.encode(text)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(enc, "_plain", Recording(enc._plain))
+    for text in ["usb-c charger 65w", "café crème", "two\nlines"]:
+        (got,) = enc.encode([text])
+        assert got.ids.tolist() == whole.encode(text).ids
+    assert calls == ["café crème", "two\nlines"]
